@@ -1,0 +1,48 @@
+# permitgate: `make demo` to try it, `make test` to check it. Both create .venv on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install services test lint typecheck unit protos protos-check demo bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "permitgate needs Python 3.11 or newer ($(PYTHON) is older)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+services: install
+	$(BIN)/python scripts/ensure_services.py
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+protos: install
+	$(BIN)/python scripts/build_protos.py
+
+protos-check: install
+	$(BIN)/python scripts/build_protos.py --check
+
+unit: install
+	$(BIN)/pytest -q
+
+test: services lint typecheck protos-check unit
+
+demo: install
+	$(BIN)/python scripts/demo.py
+
+bench: services
+	$(BIN)/pytest benchmarks -q --benchmark-enable -p no:randomly
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis demo

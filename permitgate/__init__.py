@@ -1,0 +1,1 @@
+"""permitgate: the command line, and the generated gRPC API under ``permitgate.v1``."""

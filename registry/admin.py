@@ -1,0 +1,126 @@
+"""Registry lifecycle and reads: init, the latest checkpoint, one status record, export.
+
+``init_registry`` is idempotent: it upgrades the schema, creates the signing key when absent,
+and on a new database records the origin and signs the empty checkpoint (size 0), so that every
+registry, even an empty one, has a signed head to verify against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from sqlalchemy import select
+
+from registry.merkle import CompactTree
+from registry.signing import Signer, ensure_signer
+from registry.storage import (
+    CASE_COLUMNS,
+    PERMIT_COLUMNS,
+    STRUCTURE_COLUMNS,
+    CaseRow,
+    CheckpointRow,
+    Database,
+    MetaRow,
+    PermitRow,
+    StatusRow,
+    StructureRow,
+    case_of,
+    permit_of,
+    structure_of,
+)
+from registry.trust import Checkpoint
+
+__all__ = [
+    "DEFAULT_ORIGIN",
+    "InitResult",
+    "export_lines",
+    "init_registry",
+    "latest_checkpoint_note",
+    "registry_origin",
+    "status_envelope",
+]
+
+DEFAULT_ORIGIN = "permitgate.example/registry"
+ROLE = "registry"
+
+
+@dataclass(frozen=True)
+class InitResult:
+    signer: Signer
+    created_key: bool
+    created_registry: bool
+    origin: str
+
+
+def init_registry(db: Database, keys_dir: Path, origin: str = DEFAULT_ORIGIN) -> InitResult:
+    """Create or upgrade the registry in ``db`` and its signing key in ``keys_dir``."""
+    db.upgrade()
+    signer, created_key = ensure_signer(keys_dir, ROLE, origin)
+    with db.session() as session:
+        stored = session.scalar(select(MetaRow.value).where(MetaRow.key == "origin"))
+        if stored is not None:
+            stored_key = session.scalar(select(MetaRow.value).where(MetaRow.key == "public_key"))
+            if stored_key != signer.verifier.text:
+                raise ValueError(
+                    f"this registry was signed by {stored_key}, but {keys_dir} holds "
+                    f"{signer.verifier.text}"
+                )
+            return InitResult(signer, created_key, False, stored)
+        if signer.name != origin:
+            raise ValueError(f"the key in {keys_dir} is named {signer.name!r}, not {origin!r}")
+        tree = CompactTree()
+        empty = Checkpoint(origin, 0, tree.root())
+        session.add_all(
+            [
+                MetaRow(key="origin", value=origin),
+                MetaRow(key="public_key", value=signer.verifier.text),
+                CheckpointRow(
+                    size=0,
+                    root_hash=empty.root_hash,
+                    note=signer.sign_note(empty.body()),
+                    tree_state=tree.state,
+                    signed_at=datetime.now(UTC),
+                ),
+            ]
+        )
+    return InitResult(signer, created_key, True, origin)
+
+
+def registry_origin(db: Database) -> str | None:
+    with db.session() as session:
+        return session.scalar(select(MetaRow.value).where(MetaRow.key == "origin"))
+
+
+def latest_checkpoint_note(db: Database) -> bytes | None:
+    """The signed note of the newest checkpoint, as stored."""
+    with db.session() as session:
+        return session.scalar(select(CheckpointRow.note).order_by(CheckpointRow.size.desc()))
+
+
+def status_envelope(db: Database, structure_id: str) -> bytes | None:
+    """The signed status record of one structure, as stored."""
+    with db.session() as session:
+        return session.scalar(
+            select(StatusRow.envelope).where(StatusRow.structure_id == structure_id)
+        )
+
+
+def export_lines(db: Database) -> Iterator[bytes]:
+    """The current state as JSON Lines: structures, then permits, then cases, each by id.
+
+    Parents come before children, so importing this into an empty registry reproduces it.
+    """
+    opts = {"yield_per": 5000}
+    with db.session() as session:
+        for columns, order, convert in (
+            (STRUCTURE_COLUMNS, StructureRow.id, structure_of),
+            (PERMIT_COLUMNS, PermitRow.id, permit_of),
+            (CASE_COLUMNS, CaseRow.id, case_of),
+        ):
+            query = select(*columns).order_by(order)
+            for row in session.execute(query, execution_options=opts):
+                yield orjson.dumps(convert(row).to_json()) + b"\n"

@@ -1,0 +1,298 @@
+"""JSON Lines import: all or nothing, streaming, every error reported with its line and field.
+
+The whole import is one transaction holding the registry's write lock. Lines are read in chunks;
+each chunk is parsed, the rows it refers to are fetched in one query per table, and the lines are
+checked in order against that state (so a line may refer to a structure created a few lines up).
+Valid changes are written as they go so that later chunks see them; any error anywhere rolls the
+whole transaction back at the end, after every line has been checked. Memory holds one chunk.
+
+A successful import appends one event per change to the log, re-signs the status record of every
+structure it touched (chunk by chunk, overlapping with the reading; see ``registry.status``), and
+signs a checkpoint for the new tree size.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import islice
+from typing import Any
+
+import orjson
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
+
+from registry.log import encode_event
+from registry.merkle import CompactTree, leaf_hash
+from registry.records import (
+    Case,
+    InvalidRecord,
+    Permit,
+    Record,
+    Structure,
+    format_time,
+    parse_record,
+)
+from registry.signing import Signer
+from registry.status import SigningPipeline, StatusSigner
+from registry.storage import (
+    CASE_COLUMNS,
+    PERMIT_COLUMNS,
+    STRUCTURE_COLUMNS,
+    Base,
+    CaseRow,
+    CheckpointRow,
+    Database,
+    EventRow,
+    MetaRow,
+    PermitRow,
+    StructureRow,
+    bulk_insert,
+    case_of,
+    id_in,
+    permit_of,
+    structure_of,
+    table_of,
+    values_of,
+)
+from registry.trust import Checkpoint
+from registry.vocabulary import STAGE_MOVES, may_move
+
+__all__ = ["MAX_REPORTED_ERRORS", "ImportReport", "LineError", "NotInitialised", "import_lines"]
+
+MAX_REPORTED_ERRORS = 100
+_CHUNK = 5000
+_SIGNING_WORKERS = max(1, min(4, os.cpu_count() or 1))
+_ROW: dict[type, type[Base]] = {Structure: StructureRow, Permit: PermitRow, Case: CaseRow}
+_WRITE_ORDER = (Structure, Permit, Case)  # parents before children
+
+
+class NotInitialised(Exception):
+    """The database has no registry yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class LineError:
+    line: int
+    field: str
+    why: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.field}: {self.why}"
+
+
+@dataclass
+class ImportReport:
+    """What an import did, or why it did nothing."""
+
+    lines: int = 0
+    changes: int = 0
+    unchanged: int = 0
+    error_count: int = 0
+    errors: list[LineError] = field(default_factory=list)  # the first MAX_REPORTED_ERRORS
+    signed: int = 0
+    checkpoint: Checkpoint | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_count == 0
+
+    def error(self, line: int, field_name: str, why: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append(LineError(line, field_name, why))
+
+
+class _Rollback(Exception):
+    pass
+
+
+def import_lines(
+    db: Database,
+    lines: Iterable[bytes],
+    signer: Signer,
+    *,
+    now: datetime | None = None,
+    on_chunk: Callable[[int], object] | None = None,
+) -> ImportReport:
+    """Import JSON Lines (raw bytes per line); nothing is written unless every line is valid.
+
+    ``on_chunk`` is called with the number of bytes consumed after each chunk (for progress).
+    """
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    report = ImportReport()
+    try:
+        with db.writer() as session:
+            origin = session.scalar(select(MetaRow.value).where(MetaRow.key == "origin"))
+            head = session.scalars(
+                select(CheckpointRow).order_by(CheckpointRow.size.desc()).limit(1)
+            ).first()
+            if origin is None or head is None:
+                raise NotInitialised("no registry here: run 'permitgate registry init' first")
+            tree = CompactTree.from_state(head.size, head.tree_state)
+            status_signer = StatusSigner(signer, now=now)
+            with SigningPipeline(session, status_signer, workers=_SIGNING_WORKERS) as pipeline:
+                applier = _Applier(session, tree, format_time(now), report, pipeline)
+                numbered = enumerate(lines, start=1)
+                while chunk := list(islice(numbered, _CHUNK)):
+                    applier.apply(chunk)
+                    if on_chunk is not None:
+                        on_chunk(sum(len(raw) for _, raw in chunk))
+                if not report.ok:
+                    raise _Rollback
+                report.signed = pipeline.finish()
+            if report.changes:
+                report.checkpoint = Checkpoint(origin, tree.size, tree.root())
+                session.add(
+                    CheckpointRow(
+                        size=tree.size,
+                        root_hash=report.checkpoint.root_hash,
+                        note=signer.sign_note(report.checkpoint.body()),
+                        tree_state=tree.state,
+                        signed_at=now,
+                    )
+                )
+    except _Rollback:
+        pass
+    return report
+
+
+class _Applier:
+    """Checks and applies chunks of lines inside the import's transaction."""
+
+    def __init__(
+        self,
+        session: Session,
+        tree: CompactTree,
+        at: str,
+        report: ImportReport,
+        pipeline: SigningPipeline,
+    ) -> None:
+        self.session = session
+        self.pipeline = pipeline
+        self.connection = session.connection()
+        self.dialect = self.connection.dialect.name
+        self.tree = tree
+        self.at = at
+        self.report = report
+
+    def apply(self, chunk: list[tuple[int, bytes]]) -> None:
+        report = self.report
+        parsed = list(self._parse(chunk))
+        current, in_db = self._fetch(parsed)
+        changed: dict[tuple[type, str], Record] = {}
+        events: list[tuple[int, str, bytes]] = []
+        for line, record in parsed:
+            key = (type(record), record.id)
+            old = current.get(key)
+            if not self._check(line, record, old, current):
+                continue
+            if old == record:
+                report.unchanged += 1
+                continue
+            current[key] = changed[key] = record
+            body = encode_event(self.tree.size, self.at, record.to_json())
+            events.append((self.tree.size, record.structure_id, body))
+            self.tree.append(leaf_hash(body))
+            report.changes += 1
+        self._write(changed, in_db, events)
+        if changed and report.ok:  # once an error is found nothing will be kept: skip signing
+            self.pipeline.submit({r.structure_id for r in changed.values()}, self.tree.size)
+
+    def _parse(self, chunk: list[tuple[int, bytes]]) -> Iterator[tuple[int, Record]]:
+        report = self.report
+        for line, raw in chunk:
+            report.lines += 1
+            if not raw.strip():
+                report.lines -= 1
+                continue
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                report.error(line, "(line)", f"not valid JSON: {exc}")
+                continue
+            try:
+                yield line, parse_record(obj)
+            except InvalidRecord as exc:
+                for err in exc.errors:
+                    report.error(line, err.field, err.why)
+
+    def _fetch(
+        self, parsed: list[tuple[int, Record]]
+    ) -> tuple[dict[tuple[type, str], Record], set[tuple[type, str]]]:
+        """The stored rows this chunk refers to, keyed by (record type, id)."""
+        structure_ids = {r.structure_id for _, r in parsed}
+        permit_ids = {r.id for _, r in parsed if isinstance(r, Permit)}
+        case_ids = {r.id for _, r in parsed if isinstance(r, Case)}
+        current: dict[tuple[type, str], Record] = {}
+        queries: list[tuple[type, Any, Any, set[str]]] = [
+            (Structure, select(*STRUCTURE_COLUMNS), StructureRow.id, structure_ids),
+            (Permit, select(*PERMIT_COLUMNS), PermitRow.id, permit_ids),
+            (Case, select(*CASE_COLUMNS), CaseRow.id, case_ids),
+        ]
+        converters: dict[type, Callable[[Any], Record]] = {
+            Structure: structure_of,
+            Permit: permit_of,
+            Case: case_of,
+        }
+        for kind, query, id_column, ids in queries:
+            if ids:
+                where = id_in(id_column, ids, self.dialect)
+                for row in self.session.execute(query.where(where)):
+                    current[(kind, row[0])] = converters[kind](row)
+        return current, set(current)
+
+    def _check(
+        self,
+        line: int,
+        record: Record,
+        old: Record | None,
+        current: dict[tuple[type, str], Record],
+    ) -> bool:
+        report = self.report
+        if isinstance(record, Structure):
+            return True
+        what = "permit" if isinstance(record, Permit) else "case"
+        if (Structure, record.structure) not in current:
+            report.error(line, "structure", f"unknown structure {record.structure!r}")
+            return False
+        if old is not None and old.structure_id != record.structure:
+            report.error(
+                line,
+                "structure",
+                f"{what} {record.id} belongs to {old.structure_id!r}; it cannot move to "
+                f"{record.structure!r}",
+            )
+            return False
+        moving = isinstance(record, Case) and isinstance(old, Case)
+        if moving and not may_move(old.stage, record.stage):  # type: ignore[union-attr]
+            stage, new = old.stage.value, record.stage.value  # type: ignore[union-attr]
+            allowed = ", ".join(sorted(s.value for s in STAGE_MOVES[old.stage])) or "none"  # type: ignore[union-attr]
+            report.error(
+                line,
+                "stage",
+                f"case {record.id} cannot move from {stage} to {new} "
+                f"(allowed from {stage}: {allowed})",
+            )
+            return False
+        return True
+
+    def _write(
+        self,
+        changed: dict[tuple[type, str], Record],
+        in_db: set[tuple[type, str]],
+        events: list[tuple[int, str, bytes]],
+    ) -> None:
+        for kind in _WRITE_ORDER:
+            new = [values_of(r) for k, r in changed.items() if k[0] is kind and k not in in_db]
+            old = [values_of(r) for k, r in changed.items() if k[0] is kind and k in in_db]
+            table = table_of(_ROW[kind])
+            bulk_insert(self.session, table, [tuple(values.values()) for values in new])
+            if old:
+                self.connection.execute(
+                    table.update().where(table.c.id == bindparam("old_id")),
+                    [{**values, "old_id": values["id"]} for values in old],
+                )
+        bulk_insert(self.session, table_of(EventRow), events)

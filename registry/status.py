@@ -1,0 +1,247 @@
+"""Signed status records: one DSSE envelope per structure, re-signed whenever it changes.
+
+A status record is what a cache holds and a gate decides from, so it carries everything about
+its structure (the structure, its permits, its cases), the log size whose state it shows, and a
+time window (``this_update`` to ``next_update``).
+
+``SigningPipeline`` is how imports sign: after each chunk of lines is written, the importer hands
+over the ids it touched; the pipeline reads their full state back (inside the import's
+transaction) and signs it, in worker processes when there is much to sign, so that signing one
+chunk overlaps with parsing the next. Results are written in submission order, so when a
+structure changes in two chunks the later record wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+from collections import deque
+from collections.abc import Collection, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from datetime import datetime, timedelta
+from itertools import groupby
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from registry.canonical import canonical_json
+from registry.records import Case, Permit, StatusRecord, Structure
+from registry.signing import Signer
+from registry.storage import (
+    CASE_COLUMNS,
+    PERMIT_COLUMNS,
+    STRUCTURE_COLUMNS,
+    CaseRow,
+    PermitRow,
+    StatusRow,
+    StructureRow,
+    bulk_insert,
+    case_of,
+    id_in,
+    permit_of,
+    structure_of,
+    table_of,
+)
+from registry.trust import STATUS_PAYLOAD_TYPE
+
+__all__ = [
+    "RECORD_VALIDITY",
+    "SigningPipeline",
+    "State",
+    "StatusSigner",
+    "iter_raw_states",
+    "iter_states",
+    "state_of",
+]
+
+RECORD_VALIDITY = timedelta(days=7)
+"""How long a signed status record may be relied on before the registry must re-sign it."""
+
+State = tuple[Structure, tuple[Permit, ...], tuple[Case, ...]]
+RawState = tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]]]
+StatusRowValues = tuple[str, int, datetime, bytes, bytes]
+
+_BATCH = 1000
+
+
+class StatusSigner:
+    """Builds and signs status records, all dated ``now``."""
+
+    def __init__(
+        self, signer: Signer, *, now: datetime, validity: timedelta = RECORD_VALIDITY
+    ) -> None:
+        self._signer = signer
+        self.this_update = now
+        self.next_update = now + validity
+
+    def record(self, state: State, tree_size: int) -> StatusRecord:
+        structure, permits, cases = state
+        return StatusRecord(
+            structure, permits, cases, tree_size, self.this_update, self.next_update
+        )
+
+    def envelope(self, record: StatusRecord) -> bytes:
+        return self._signer.sign_envelope(canonical_json(record.to_json()), STATUS_PAYLOAD_TYPE)
+
+    def row(self, state: State, tree_size: int) -> StatusRowValues:
+        """The ``status_record`` row for ``state``: the envelope and its SHA-256 digest."""
+        envelope = self.envelope(self.record(state, tree_size))
+        digest = hashlib.sha256(envelope).digest()
+        return state[0].id, tree_size, self.next_update, digest, envelope
+
+    def rows(self, batch: list[RawState], tree_size: int) -> list[StatusRowValues]:
+        return [self.row(state_of(raw), tree_size) for raw in batch]
+
+    def portable(self) -> tuple[Any, ...]:
+        """What a worker process needs to rebuild this signer (includes the private key)."""
+        name, raw = self._signer.name, self._signer.private_bytes()
+        return name, raw, self.this_update, self.next_update
+
+    @classmethod
+    def from_portable(cls, portable: tuple[Any, ...]) -> StatusSigner:
+        name, raw, this_update, next_update = portable
+        signer = Signer.from_private_bytes(name, raw)
+        return cls(signer, now=this_update, validity=next_update - this_update)
+
+
+def iter_raw_states(
+    session: Session, structure_ids: Collection[str] | None = None
+) -> Iterator[RawState]:
+    """Each structure's rows (structure, permits, cases), in structure id order, streamed.
+
+    ``structure_ids`` limits it to those structures; ``None`` means every structure. Three
+    ordered queries are merged, so memory holds one structure (and one fetch batch) at a time.
+    """
+    structures = select(*STRUCTURE_COLUMNS).order_by(StructureRow.id)
+    permits = select(*PERMIT_COLUMNS).order_by(PermitRow.structure_id, PermitRow.id)
+    cases = select(*CASE_COLUMNS).order_by(CaseRow.structure_id, CaseRow.id)
+    if structure_ids is not None:
+        dialect = session.get_bind().dialect.name
+        structures = structures.where(id_in(StructureRow.id, structure_ids, dialect))
+        permits = permits.where(id_in(PermitRow.structure_id, structure_ids, dialect))
+        cases = cases.where(id_in(CaseRow.structure_id, structure_ids, dialect))
+    opts = {"yield_per": 5000}
+    permit_groups = _grouped(session.execute(permits, execution_options=opts))
+    case_groups = _grouped(session.execute(cases, execution_options=opts))
+    next_permits = next(permit_groups, None)
+    next_cases = next(case_groups, None)
+    for row in session.execute(structures, execution_options=opts):
+        sid = row[0]
+        own_permits: list[tuple[Any, ...]] = []
+        own_cases: list[tuple[Any, ...]] = []
+        if next_permits is not None and next_permits[0] == sid:
+            own_permits = next_permits[1]
+            next_permits = next(permit_groups, None)
+        if next_cases is not None and next_cases[0] == sid:
+            own_cases = next_cases[1]
+            next_cases = next(case_groups, None)
+        yield tuple(row), own_permits, own_cases
+
+
+def _grouped(rows: Iterable[Any]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+    for sid, group in groupby(rows, key=lambda r: r[1]):
+        yield sid, [tuple(r) for r in group]
+
+
+def state_of(raw: RawState) -> State:
+    structure, permits, cases = raw
+    return (
+        structure_of(structure),
+        tuple(permit_of(p) for p in permits),
+        tuple(case_of(c) for c in cases),
+    )
+
+
+def iter_states(session: Session, structure_ids: Collection[str] | None = None) -> Iterator[State]:
+    """Like ``iter_raw_states``, as typed records."""
+    for raw in iter_raw_states(session, structure_ids):
+        yield state_of(raw)
+
+
+class SigningPipeline:
+    """Signs the status records of structures as an import touches them.
+
+    The first ``inline_limit`` structures are signed in this process; past that (a large
+    import) a pool of ``workers`` processes signs while this process goes on reading lines.
+    Use as a context manager; ``finish`` waits for everything and returns how many were signed.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        signer: StatusSigner,
+        *,
+        workers: int = 1,
+        inline_limit: int = 5_000,
+    ) -> None:
+        self._session = session
+        self._signer = signer
+        self._workers = workers
+        self._inline_left = inline_limit
+        self._pool: ProcessPoolExecutor | None = None
+        self._pending: deque[Future[list[StatusRowValues]]] = deque()
+        self.signed = 0
+
+    def __enter__(self) -> SigningPipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def submit(self, structure_ids: Collection[str], tree_size: int) -> None:
+        """Sign the current state of ``structure_ids`` as of log size ``tree_size``."""
+        batch: list[RawState] = []
+        for raw in iter_raw_states(self._session, structure_ids):
+            batch.append(raw)
+            if len(batch) >= _BATCH:
+                self._sign(batch, tree_size)
+                batch = []
+        if batch:
+            self._sign(batch, tree_size)
+        while self._pending and self._pending[0].done():
+            self._write(self._pending.popleft().result())
+
+    def finish(self) -> int:
+        while self._pending:
+            self._write(self._pending.popleft().result())
+        return self.signed
+
+    def _sign(self, batch: list[RawState], tree_size: int) -> None:
+        if self._workers <= 1 or self._inline_left > 0:
+            self._inline_left -= len(batch)
+            self._write(self._signer.rows(batch, tree_size))
+            return
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self._workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(self._signer.portable(),),
+            )
+        self._pending.append(self._pool.submit(_sign_in_worker, batch, tree_size))
+        while len(self._pending) > 2 * self._workers:
+            self._write(self._pending.popleft().result())
+
+    def _write(self, rows: list[StatusRowValues]) -> None:
+        ids = [row[0] for row in rows]
+        dialect = self._session.get_bind().dialect.name
+        self._session.execute(delete(StatusRow).where(id_in(StatusRow.structure_id, ids, dialect)))
+        bulk_insert(self._session, table_of(StatusRow), rows)
+        self.signed += len(rows)
+
+
+_worker_signer: StatusSigner | None = None
+
+
+def _start_worker(portable: tuple[Any, ...]) -> None:
+    global _worker_signer
+    _worker_signer = StatusSigner.from_portable(portable)
+
+
+def _sign_in_worker(batch: list[RawState], tree_size: int) -> list[StatusRowValues]:
+    if _worker_signer is None:
+        raise RuntimeError("status signing worker used before its initializer ran")
+    return _worker_signer.rows(batch, tree_size)

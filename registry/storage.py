@@ -1,0 +1,373 @@
+"""Where the registry lives: SQLAlchemy 2.x typed tables, the engine, and one session per job.
+
+The tables hold two kinds of data. The *log* (``event``, ``checkpoint``) is the truth: every
+change as a hashed, signed event. The *current state* (``structure``, ``permit``,
+``violation_case``) and the signed ``status_record`` per structure are derived from it, kept for
+fast reads, and re-checked against the log by ``permitgate registry verify``.
+
+The default database is a SQLite file; production runs PostgreSQL through psycopg 3. The schema
+is created and upgraded by the Alembic migrations in ``registry/migrations``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    ColumnElement,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from registry.records import Case, Permit, Record, Structure
+from registry.vocabulary import Area, CaseKind, CaseSource, CaseStage, PermitKind, PermitStatus
+
+__all__ = [
+    "DEFAULT_DB_URL",
+    "Base",
+    "CaseRow",
+    "CheckpointRow",
+    "Database",
+    "EventRow",
+    "MetaRow",
+    "PermitRow",
+    "StatusRow",
+    "StructureRow",
+    "bulk_insert",
+    "case_of",
+    "database_url",
+    "id_in",
+    "permit_of",
+    "structure_of",
+    "table_of",
+    "values_of",
+]
+
+DEFAULT_DB_URL = "sqlite:///permitgate.db"
+_MIGRATIONS = Path(__file__).with_name("migrations")
+_BIGINT = BigInteger().with_variant(Integer(), "sqlite")  # SQLite keys must be INTEGER
+ID_TYPE = String(64).with_variant(String(64, collation="C"), "postgresql")
+"""Ids sort by code point on every backend, as Python does, so ordered streams merge."""
+
+
+def database_url(url: str | None) -> str:
+    """The URL to use: ``--db``, else ``PERMITGATE_DB``, else the SQLite default.
+
+    Bare ``postgresql://`` URLs are routed to psycopg 3, the driver this project installs.
+    """
+    url = url or os.environ.get("PERMITGATE_DB") or DEFAULT_DB_URL
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite forgets the zone; this restores it)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the registry")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class StructureRow(Base):
+    __tablename__ = "structure"
+
+    id: Mapped[str] = mapped_column(ID_TYPE, primary_key=True)
+    area: Mapped[str] = mapped_column(String(16))
+    district: Mapped[str] = mapped_column(String(500))
+    address: Mapped[str | None] = mapped_column(String(500))
+    declared_use: Mapped[str | None] = mapped_column(String(500))
+
+
+class PermitRow(Base):
+    __tablename__ = "permit"
+
+    id: Mapped[str] = mapped_column(ID_TYPE, primary_key=True)
+    structure_id: Mapped[str] = mapped_column(ID_TYPE, ForeignKey("structure.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(16))
+    issued: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    use: Mapped[str | None] = mapped_column(String(500))
+
+
+class CaseRow(Base):
+    __tablename__ = "violation_case"
+
+    id: Mapped[str] = mapped_column(ID_TYPE, primary_key=True)
+    structure_id: Mapped[str] = mapped_column(ID_TYPE, ForeignKey("structure.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    stage: Mapped[str] = mapped_column(String(24))
+    source: Mapped[str] = mapped_column(String(16))
+    opened: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EventRow(Base):
+    """One change, as the canonical JSON bytes that are hashed into the log at index ``seq``."""
+
+    __tablename__ = "event"
+    __table_args__ = (Index("ix_event_structure_seq", "structure_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(_BIGINT, primary_key=True, autoincrement=False)
+    structure_id: Mapped[str] = mapped_column(ID_TYPE)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class CheckpointRow(Base):
+    """A signed checkpoint, and the compact Merkle state to append from at that size."""
+
+    __tablename__ = "checkpoint"
+
+    size: Mapped[int] = mapped_column(_BIGINT, primary_key=True, autoincrement=False)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    note: Mapped[bytes] = mapped_column(LargeBinary)
+    tree_state: Mapped[bytes] = mapped_column(LargeBinary)
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StatusRow(Base):
+    """The latest signed status record of one structure (a DSSE envelope, stored as signed)."""
+
+    __tablename__ = "status_record"
+
+    structure_id: Mapped[str] = mapped_column(ID_TYPE, primary_key=True)
+    tree_size: Mapped[int] = mapped_column(BigInteger, index=True)
+    next_update: Mapped[datetime] = mapped_column(UTCDateTime)
+    digest: Mapped[bytes] = mapped_column(LargeBinary)
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class MetaRow(Base):
+    """Registry settings fixed at init (the checkpoint origin, the public key)."""
+
+    __tablename__ = "registry_meta"
+
+    key: Mapped[str] = mapped_column(ID_TYPE, primary_key=True)
+    value: Mapped[str] = mapped_column(String(2000))
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The driver's own transaction handling is turned off and SQLAlchemy's "begin" event emits
+    # BEGIN instead (the SQLAlchemy recipe for pysqlite), so transactions are real and whole.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class Database:
+    """An engine plus the session factory; ``session()`` is the one unit-of-work scope."""
+
+    def __init__(self, url: str | None = None, *, echo: bool = False) -> None:
+        self.url = database_url(url)
+        self.engine: Engine = create_engine(self.url, echo=echo)
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"Database({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back on any exception."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def writer(self) -> Iterator[Session]:
+        """A session holding the registry's write lock, so appends to the log are serial."""
+        with self.session() as session:
+            if self.dialect == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(7316842904)"))
+            else:  # a no-op write takes SQLite's write lock now, not at the first real write
+                session.execute(text("UPDATE registry_meta SET value = value WHERE key = 'origin'"))
+            yield session
+
+    def upgrade(self) -> None:
+        """Create or upgrade the schema to the latest migration."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(_MIGRATIONS))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def is_initialised(self) -> bool:
+        if not inspect(self.engine).has_table("registry_meta"):
+            return False
+        with self.session() as session:
+            return session.scalar(select(MetaRow.value).where(MetaRow.key == "origin")) is not None
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+# Conversions between rows (as plain column tuples, which stream fastest) and typed records.
+
+STRUCTURE_COLUMNS = (
+    StructureRow.id,
+    StructureRow.area,
+    StructureRow.district,
+    StructureRow.address,
+    StructureRow.declared_use,
+)
+PERMIT_COLUMNS = (
+    PermitRow.id,
+    PermitRow.structure_id,
+    PermitRow.kind,
+    PermitRow.status,
+    PermitRow.issued,
+    PermitRow.expires,
+    PermitRow.use,
+)
+CASE_COLUMNS = (
+    CaseRow.id,
+    CaseRow.structure_id,
+    CaseRow.kind,
+    CaseRow.stage,
+    CaseRow.source,
+    CaseRow.opened,
+)
+
+
+def structure_of(row: Any) -> Structure:
+    return Structure(row[0], Area(row[1]), row[2], row[3], row[4])
+
+
+def permit_of(row: Any) -> Permit:
+    return Permit(row[0], row[1], PermitKind(row[2]), PermitStatus(row[3]), row[4], row[5], row[6])
+
+
+def case_of(row: Any) -> Case:
+    return Case(row[0], row[1], CaseKind(row[2]), CaseStage(row[3]), CaseSource(row[4]), row[5])
+
+
+def values_of(record: Record) -> dict[str, Any]:
+    """Column values for inserting or updating ``record``'s row."""
+    if isinstance(record, Structure):
+        return {
+            "id": record.id,
+            "area": record.area.value,
+            "district": record.district,
+            "address": record.address,
+            "declared_use": record.declared_use,
+        }
+    if isinstance(record, Permit):
+        return {
+            "id": record.id,
+            "structure_id": record.structure,
+            "kind": record.kind.value,
+            "status": record.status.value,
+            "issued": record.issued,
+            "expires": record.expires,
+            "use": record.use,
+        }
+    return {
+        "id": record.id,
+        "structure_id": record.structure,
+        "kind": record.kind.value,
+        "stage": record.stage.value,
+        "source": record.source.value,
+        "opened": record.opened,
+    }
+
+
+def id_in(column: Any, ids: Collection[str], dialect: str) -> ColumnElement[bool]:
+    """``column IN ids`` that stays cheap for thousands of ids.
+
+    On PostgreSQL the ids travel as one array parameter (``= ANY(...)``): a statement with
+    thousands of placeholders costs more to build and parse than to run.
+    """
+    if dialect == "postgresql":
+        return column == any_(bindparam(None, list(ids), type_=ARRAY(String)))  # type: ignore[no-any-return]
+    return column.in_(ids)  # type: ignore[no-any-return]
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table behind an ORM class (typed, for bulk statements)."""
+    return cast(Table, model.__table__)
+
+
+def bulk_insert(session: Session, table: Table, rows: Sequence[Sequence[Any]]) -> None:
+    """Insert ``rows`` (values in ``table``'s column order) by each backend's fastest path.
+
+    PostgreSQL gets ``COPY FROM STDIN``, SQLite a driver-level ``executemany``; both run on the
+    session's own connection, inside its transaction. An import writes millions of rows, and
+    this path skips the per-row parameter processing that dominates an ORM insert.
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    driver = connection.connection.driver_connection
+    assert driver is not None, "a live session has a driver connection"
+    names = ", ".join(f'"{c.name}"' for c in table.columns)
+    if connection.dialect.name == "postgresql":
+        with (
+            driver.cursor() as cursor,
+            cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+        return
+    times = [i for i, c in enumerate(table.columns) if isinstance(c.type, UTCDateTime)]
+    if times:
+        rows = [_sqlite_times(row, times) for row in rows]
+    marks = ", ".join("?" * len(table.columns))
+    driver.executemany(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', rows)
+
+
+def _sqlite_times(row: Sequence[Any], indexes: list[int]) -> list[Any]:
+    """Times as SQLAlchemy's SQLite DATETIME stores them (naive UTC text), so reads agree."""
+    out = list(row)
+    for i in indexes:
+        value = out[i]
+        if value is not None:
+            out[i] = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    return out

@@ -1,0 +1,111 @@
+"""The registry's vocabulary, exactly as DOMAIN.md spells it.
+
+These identifiers appear in data files, signed records and the API, so they are the contract:
+renaming one is a format change.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Area(StrEnum):
+    """Where a structure stands: state-owned urban land, or a village."""
+
+    URBAN = "urban"
+    VILLAGE = "village"
+
+
+class PermitKind(StrEnum):
+    LAND_USE_PLANNING = "land_use_planning"
+    LAND_CERTIFICATE = "land_certificate"
+    CONSTRUCTION_PLANNING = "construction_planning"
+    TEMPORARY_CONSTRUCTION_PLANNING = "temporary_construction_planning"
+    RURAL_CONSTRUCTION_PLANNING = "rural_construction_planning"
+    CONSTRUCTION_WORKS = "construction_works"
+    PROPERTY_OWNERSHIP = "property_ownership"
+
+
+class PermitStatus(StrEnum):
+    VALID = "valid"
+    SUSPENDED = "suspended"
+    REVOKED = "revoked"
+
+
+class CaseKind(StrEnum):
+    ILLEGAL_LAND_USE = "illegal_land_use"
+    NO_PLANNING_PERMIT = "no_planning_permit"
+    DEVIATES_FROM_PERMIT = "deviates_from_permit"
+    UNAUTHORIZED_USE_CHANGE = "unauthorized_use_change"
+    TEMPORARY_OVERDUE = "temporary_overdue"
+    POST_REGISTRATION_CONSTRUCTION = "post_registration_construction"
+    STRUCTURAL_DAMAGE = "structural_damage"
+
+
+class CaseStage(StrEnum):
+    REPORTED = "reported"
+    FILED = "filed"
+    STOP_ORDER = "stop_order"
+    RECTIFY_ORDER = "rectify_order"
+    DEMOLITION_ORDER = "demolition_order"
+    RECTIFIED = "rectified"
+    DEMOLISHED = "demolished"
+    CLOSED = "closed"
+    DISMISSED = "dismissed"
+
+
+class CaseSource(StrEnum):
+    PATROL = "patrol"
+    REPORT = "report"
+    PETITION = "petition"
+    MEDIA = "media"
+    SATELLITE = "satellite"
+
+
+BLOCKING_STAGES: frozenset[CaseStage] = frozenset(
+    {CaseStage.FILED, CaseStage.STOP_ORDER, CaseStage.RECTIFY_ORDER, CaseStage.DEMOLITION_ORDER}
+)
+"""Stages in which a case blocks connections, registrations and blocking offices' permits."""
+
+STAGE_MOVES: dict[CaseStage, frozenset[CaseStage]] = {
+    CaseStage.REPORTED: frozenset({CaseStage.FILED, CaseStage.DISMISSED}),
+    CaseStage.FILED: frozenset(
+        {
+            CaseStage.STOP_ORDER,
+            CaseStage.RECTIFY_ORDER,
+            CaseStage.DEMOLITION_ORDER,
+            CaseStage.CLOSED,
+            CaseStage.DISMISSED,
+        }
+    ),
+    CaseStage.STOP_ORDER: frozenset(
+        {CaseStage.RECTIFY_ORDER, CaseStage.DEMOLITION_ORDER, CaseStage.CLOSED}
+    ),
+    CaseStage.RECTIFY_ORDER: frozenset({CaseStage.RECTIFIED, CaseStage.DEMOLITION_ORDER}),
+    CaseStage.DEMOLITION_ORDER: frozenset({CaseStage.DEMOLISHED}),
+    CaseStage.RECTIFIED: frozenset({CaseStage.CLOSED}),
+    CaseStage.DEMOLISHED: frozenset({CaseStage.CLOSED}),
+    CaseStage.CLOSED: frozenset(),
+    CaseStage.DISMISSED: frozenset(),
+}
+"""Where a case may move from each stage. Staying in the same stage is not a move."""
+
+
+def may_move(old: CaseStage, new: CaseStage) -> bool:
+    """True when a case in stage ``old`` may be updated to stage ``new``."""
+    return old == new or new in STAGE_MOVES[old]
+
+
+PLANNING_PERMITS: dict[Area, frozenset[PermitKind]] = {
+    Area.URBAN: frozenset(
+        {PermitKind.CONSTRUCTION_PLANNING, PermitKind.TEMPORARY_CONSTRUCTION_PLANNING}
+    ),
+    Area.VILLAGE: frozenset({PermitKind.RURAL_CONSTRUCTION_PLANNING}),
+}
+"""The kinds that count as a structure's planning permit, by area."""
+
+PLANNING_PERMIT_NAMED: dict[Area, PermitKind] = {
+    Area.URBAN: PermitKind.CONSTRUCTION_PLANNING,
+    Area.VILLAGE: PermitKind.RURAL_CONSTRUCTION_PLANNING,
+}
+"""The kind a reason names when no planning permit is in force."""
