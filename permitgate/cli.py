@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
+from clients.cli import check, keys, receipt
 from registry.cli import registry
+from server.cli import serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -13,4 +15,5 @@ def main() -> None:
     """permitgate: a signed permit registry and the gate in front of utilities and registries."""
 
 
-main.add_command(registry)
+for command in (registry, serve, check, keys, receipt):
+    main.add_command(command)

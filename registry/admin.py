@@ -97,6 +97,8 @@ def registry_origin(db: Database) -> str | None:
 
 def latest_checkpoint_note(db: Database) -> bytes | None:
     """The signed note of the newest checkpoint, as stored."""
+    if not db.is_initialised():
+        return None
     with db.session() as session:
         return session.scalar(select(CheckpointRow.note).order_by(CheckpointRow.size.desc()))
 

@@ -48,6 +48,9 @@ class AuditReport:
 
 def audit_registry(db: Database, key: VerifierKey) -> AuditReport:
     report = AuditReport()
+    if not db.is_initialised():
+        report.problems.append("registry: not initialised")
+        return report
     with db.session() as session:
         origin = session.scalar(select(MetaRow.value).where(MetaRow.key == "origin"))
         if origin is None:

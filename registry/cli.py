@@ -26,7 +26,9 @@ from registry.admin import (
 )
 from registry.audit import audit_registry
 from registry.demo import demo_lines
-from registry.importer import MAX_REPORTED_ERRORS, NotInitialised, import_lines
+from registry.importer import MAX_REPORTED_ERRORS, NotInitialised, WrongKey, import_lines
+from registry.notifications import iter_notifications
+from registry.records import format_time
 from registry.signing import DEFAULT_KEYS_DIR, KeyFileError, load_signer, load_verifier
 from registry.storage import Database
 
@@ -116,7 +118,7 @@ def import_(file: BinaryIO, db_url: str | None, keys_dir: Path) -> None:
     ) as bar:
         try:
             report = import_lines(db, _lines(file), signer, on_chunk=bar.update)
-        except NotInitialised as exc:
+        except (NotInitialised, WrongKey) as exc:
             fail(str(exc))
             return
     if not report.ok:
@@ -205,3 +207,19 @@ def demo_data(structures: int) -> None:
     for record in demo_lines(structures):
         out.write(orjson.dumps(record) + b"\n")
     out.flush()
+
+
+@registry.command()
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def notifications(db_url: str | None, as_json: bool) -> None:
+    """List the notifications recorded for the working group (Art. 13)."""
+    for notice in iter_notifications(Database(db_url)):
+        if as_json:
+            click.echo(orjson.dumps(notice.to_json()).decode())
+            continue
+        codes = ", ".join(str(r.get("code")) for r in notice.reasons)
+        click.echo(
+            f"{notice.id}  {format_time(notice.created_at)}  {notice.office}  "
+            f"{notice.structure_id}  application {notice.application_id or '-'}: {codes}"
+        )

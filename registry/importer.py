@@ -60,7 +60,14 @@ from registry.storage import (
 from registry.trust import Checkpoint
 from registry.vocabulary import STAGE_MOVES, may_move
 
-__all__ = ["MAX_REPORTED_ERRORS", "ImportReport", "LineError", "NotInitialised", "import_lines"]
+__all__ = [
+    "MAX_REPORTED_ERRORS",
+    "ImportReport",
+    "LineError",
+    "NotInitialised",
+    "WrongKey",
+    "import_lines",
+]
 
 MAX_REPORTED_ERRORS = 100
 _CHUNK = 5000
@@ -71,6 +78,10 @@ _WRITE_ORDER = (Structure, Permit, Case)  # parents before children
 
 class NotInitialised(Exception):
     """The database has no registry yet."""
+
+
+class WrongKey(Exception):
+    """The signing key given is not the registry's key (its checkpoints would not verify)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,14 +134,21 @@ def import_lines(
     """
     now = (now or datetime.now(UTC)).astimezone(UTC)
     report = ImportReport()
+    if not db.is_initialised():  # without this, a missing schema fails inside db.writer()
+        raise NotInitialised("no registry here: run 'permitgate registry init' first")
     try:
         with db.writer() as session:
             origin = session.scalar(select(MetaRow.value).where(MetaRow.key == "origin"))
+            public_key = session.scalar(select(MetaRow.value).where(MetaRow.key == "public_key"))
             head = session.scalars(
                 select(CheckpointRow).order_by(CheckpointRow.size.desc()).limit(1)
             ).first()
             if origin is None or head is None:
                 raise NotInitialised("no registry here: run 'permitgate registry init' first")
+            if public_key != signer.verifier.text:
+                raise WrongKey(
+                    f"this registry is signed by {public_key}, not by {signer.verifier.text}"
+                )
             tree = CompactTree.from_state(head.size, head.tree_state)
             status_signer = StatusSigner(signer, now=now)
             with SigningPipeline(session, status_signer, workers=_SIGNING_WORKERS) as pipeline:

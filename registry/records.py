@@ -201,7 +201,12 @@ class _Reader:
 
     def text(self, field: str, *, optional: bool = False) -> str | None:
         value = self.obj.get(field)
-        if value.__class__ is str and 0 < len(value) <= _TEXT_MAX and not value.isspace():
+        if (
+            value.__class__ is str
+            and 0 < len(value) <= _TEXT_MAX
+            and not value.isspace()
+            and "\x00" not in value
+        ):
             return value  # the common case, checked cheaply
         if value is None:
             if not optional:
@@ -217,6 +222,9 @@ class _Reader:
             return None
         if len(value) > _TEXT_MAX:
             self.fail(field, f"longer than {_TEXT_MAX} characters")
+            return None
+        if "\x00" in value:  # PostgreSQL text cannot hold NUL; refuse it on every backend
+            self.fail(field, "must not contain NUL characters")
             return None
         return value
 

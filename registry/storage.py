@@ -30,6 +30,8 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Table,
+    Text,
+    UniqueConstraint,
     any_,
     bindparam,
     create_engine,
@@ -50,8 +52,10 @@ __all__ = [
     "CaseRow",
     "CheckpointRow",
     "Database",
+    "DecisionRow",
     "EventRow",
     "MetaRow",
+    "NotificationRow",
     "PermitRow",
     "StatusRow",
     "StructureRow",
@@ -174,6 +178,40 @@ class StatusRow(Base):
     next_update: Mapped[datetime] = mapped_column(UTCDateTime)
     digest: Mapped[bytes] = mapped_column(LargeBinary)
     envelope: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class NotificationRow(Base):
+    """A notice to the working group (Art. 13): premises without permits, or a use mismatch.
+
+    One per office and application id: asking again returns the same notice.
+    """
+
+    __tablename__ = "notification"
+    __table_args__ = (UniqueConstraint("office", "application_id"),)
+
+    id: Mapped[str] = mapped_column(ID_TYPE, primary_key=True)
+    structure_id: Mapped[str] = mapped_column(ID_TYPE, index=True)
+    office: Mapped[str] = mapped_column(String(32))
+    application_id: Mapped[str | None] = mapped_column(String(128))
+    reasons: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DecisionRow(Base):
+    """One answer the gate gave: who asked, what, the answer, and the registry version."""
+
+    __tablename__ = "decision_log"
+
+    decision_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    caller: Mapped[str] = mapped_column(String(500))
+    check_type: Mapped[str] = mapped_column(String(16))
+    structure_id: Mapped[str] = mapped_column(String(500), index=True)
+    request: Mapped[str] = mapped_column(Text)
+    verdict: Mapped[str] = mapped_column(String(16))
+    reasons: Mapped[str] = mapped_column(Text)
+    registry_version: Mapped[int] = mapped_column(BigInteger)
+    notification_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class MetaRow(Base):

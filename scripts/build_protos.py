@@ -37,7 +37,8 @@ def generate(out: Path) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    return sorted(p.relative_to(out) for p in out.rglob("*") if p.name.endswith(PATTERNS))
+    generated = (out / "permitgate").rglob("*")
+    return sorted(p.relative_to(out) for p in generated if p.name.endswith(PATTERNS))
 
 
 def main() -> int:

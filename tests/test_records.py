@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any
@@ -413,13 +412,14 @@ def status_record() -> StatusRecord:
             T0.replace(microsecond=250000),
         ),
     )
-    return StatusRecord(structure, permits, cases, 42, bytes(range(32)), T0, T1)
+    return StatusRecord(structure, permits, cases, 42, T0, T1)
 
 
 def test_status_record_json_round_trip() -> None:
     record = status_record()
     obj = record.to_json()
-    assert obj["root_hash"] == base64.b64encode(bytes(range(32))).decode()
+    assert set(obj) == {"structure", "permits", "cases", "tree_size", "this_update", "next_update"}
+    assert obj["tree_size"] == 42
     assert obj["this_update"] == "2024-03-01T00:00:00Z"
     assert obj["cases"][0]["opened"] == "2024-03-01T00:00:00.250000Z"
     assert StatusRecord.from_json(obj) == record
@@ -428,7 +428,7 @@ def test_status_record_json_round_trip() -> None:
 
 
 def test_status_record_without_permits_or_cases() -> None:
-    record = StatusRecord(Structure("S-9", Area.URBAN, "Xi"), (), (), 1, bytes(32), T0, T1)
+    record = StatusRecord(Structure("S-9", Area.URBAN, "Xi"), (), (), 1, T0, T1)
     assert StatusRecord.from_json(record.to_json()) == record
 
 
@@ -436,7 +436,7 @@ def test_status_record_rejects_another_structures_permit() -> None:
     base = status_record()
     other = Permit("P-9", "S-2", PermitKind.LAND_CERTIFICATE, PermitStatus.VALID, T0)
     with pytest.raises(ValueError, match="status record of S-1 holds another structure's permit"):
-        StatusRecord(base.structure, (*base.permits, other), base.cases, 42, bytes(32), T0, T1)
+        StatusRecord(base.structure, (*base.permits, other), base.cases, 42, T0, T1)
     obj = base.to_json()
     obj["permits"].append(other.to_json())
     with pytest.raises(ValueError, match="status record of S-1 holds another structure's permit"):
@@ -456,10 +456,11 @@ def test_status_record_rejects_another_structures_case() -> None:
         (lambda o: o.update(structure=permit_json()), "structure is not a structure"),
         (lambda o: o["permits"].append(case_json()), "permits holds something else"),
         (lambda o: o["cases"].append(permit_json()), "cases holds something else"),
-        (lambda o: o.update(tree_size=True), "bad tree_size or root_hash"),
-        (lambda o: o.update(tree_size="42"), "bad tree_size or root_hash"),
-        (lambda o: o.update(root_hash="AAAA"), "bad tree_size or root_hash"),
-        (lambda o: o.update(root_hash="not base64!"), "status record: malformed"),
+        (lambda o: o.update(tree_size=True), "status record: bad tree_size"),
+        (lambda o: o.update(tree_size="42"), "status record: bad tree_size"),
+        (lambda o: o.update(tree_size=4.0), "status record: bad tree_size"),
+        (lambda o: o.update(tree_size=None), "status record: bad tree_size"),
+        (lambda o: o.pop("tree_size"), "status record: malformed"),
         (lambda o: o.pop("next_update"), "status record: malformed"),
         (lambda o: o.update(permits=None), "status record: malformed"),
         (lambda o: o.update(tree_size=0), "tree_size must be at least 1"),

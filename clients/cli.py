@@ -1,0 +1,269 @@
+"""``permitgate check ...``, ``permitgate keys`` and ``permitgate receipt verify``.
+
+Exit codes: 0 answered (whatever the verdict) or verified; 1 a receipt did not verify;
+2 bad arguments or an invalid check; 3 the gate could not be reached.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from clients.client import Decision, GateClient, GateError, InvalidCheckError
+from clients.receipts import verify_receipt
+from registry.records import format_time, parse_time
+from registry.trust import VerificationError, VerifierKey
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+target_option = click.option(
+    "--target",
+    default=DEFAULT_TARGET,
+    show_default=True,
+    envvar="PERMITGATE_TARGET",
+    help="The gate's host:port (env PERMITGATE_TARGET).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+application_option = click.option(
+    "--application", "application_id", default="", help="The caller's application id."
+)
+receipt_option = click.option(
+    "--receipt",
+    "receipt_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Ask for a signed receipt and write it to this file.",
+)
+
+
+def _time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--until") from exc
+
+
+def _ask(
+    target: str,
+    method: str,
+    structure_id: str,
+    receipt_file: Path | None,
+    as_json: bool,
+    **kwargs: Any,
+) -> None:
+    try:
+        with GateClient(target) as client:
+            decision: Decision = getattr(client, method)(
+                structure_id, receipt=receipt_file is not None, **kwargs
+            )
+    except InvalidCheckError as exc:
+        click.echo(f"permitgate: invalid check: {exc}", err=True)
+        sys.exit(2)
+    except GateError as exc:
+        click.echo(f"permitgate: the gate at {target} did not answer: {exc}", err=True)
+        sys.exit(3)
+    if receipt_file is not None and decision.receipt is not None:
+        receipt_file.write_bytes(decision.receipt + b"\n")
+    if as_json:
+        click.echo(orjson.dumps(decision.to_json(), option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(
+        f"{decision.verdict}  {structure_id}  (registry version "
+        f"{decision.registry_version}, decision {decision.decision_id})"
+    )
+    for r in decision.reasons:
+        about = r.permit_kind or r.case_id
+        click.echo(f"  - {r.code} [Art. {r.article}]{' ' + about if about else ''}: {r.message}")
+    if decision.valid_until is not None:
+        click.echo(f"  valid until {format_time(decision.valid_until)}")
+    if decision.notification_id is not None:
+        click.echo(f"  working group notified: {decision.notification_id}")
+    if receipt_file is not None:
+        click.echo(f"  receipt written to {receipt_file}")
+
+
+@click.group()
+def check() -> None:
+    """Ask the gate about a structure."""
+
+
+@check.command()
+@click.argument("structure_id")
+@click.option("--utility", type=click.Choice(["water", "power", "gas", "heat"]), required=True)
+@click.option(
+    "--kind", type=click.Choice(["permanent", "temporary"]), default="permanent", show_default=True
+)
+@click.option("--until", "until", metavar="TIME", help="For temporary supply: requested end.")
+@application_option
+@receipt_option
+@target_option
+@json_option
+def connection(
+    structure_id: str,
+    utility: str,
+    kind: str,
+    until: str | None,
+    application_id: str,
+    receipt_file: Path | None,
+    target: str,
+    as_json: bool,
+) -> None:
+    """May a utility connect STRUCTURE_ID? (Art. 23)"""
+    _ask(
+        target,
+        "check_connection",
+        structure_id,
+        receipt_file,
+        as_json,
+        utility=utility,
+        kind=kind,
+        requested_until=_time(until),
+        application_id=application_id,
+    )
+
+
+@check.command()
+@click.argument("structure_id")
+@click.option("--kind", type=click.Choice(["initial", "transfer", "mortgage"]), required=True)
+@application_option
+@receipt_option
+@target_option
+@json_option
+def registration(
+    structure_id: str,
+    kind: str,
+    application_id: str,
+    receipt_file: Path | None,
+    target: str,
+    as_json: bool,
+) -> None:
+    """May the housing registry register STRUCTURE_ID? (Art. 11)"""
+    _ask(
+        target,
+        "check_registration",
+        structure_id,
+        receipt_file,
+        as_json,
+        kind=kind,
+        application_id=application_id,
+    )
+
+
+@check.command()
+@click.argument("structure_id")
+@click.option(
+    "--office",
+    required=True,
+    type=click.Choice(
+        ["market_regulation", "culture", "health", "tax", "civil_defense", "environment", "fire"]
+    ),
+)
+@click.option("--use", "declared_use", required=True, help="The use the applicant declares.")
+@application_option
+@receipt_option
+@target_option
+@json_option
+def premises(
+    structure_id: str,
+    office: str,
+    declared_use: str,
+    application_id: str,
+    receipt_file: Path | None,
+    target: str,
+    as_json: bool,
+) -> None:
+    """Do the premises at STRUCTURE_ID hold their permits for the declared use? (Art. 13)"""
+    _ask(
+        target,
+        "verify_premises",
+        structure_id,
+        receipt_file,
+        as_json,
+        office=office,
+        declared_use=declared_use,
+        application_id=application_id,
+    )
+
+
+@click.command()
+@target_option
+def keys(target: str) -> None:
+    """Print the gate's KeySet (registry and gate verifier keys) as JSON, to keep for later."""
+    try:
+        with GateClient(target) as client:
+            keyset = client.keys()
+    except GateError as exc:
+        click.echo(f"permitgate: the gate at {target} did not answer: {exc}", err=True)
+        sys.exit(3)
+    click.echo(
+        orjson.dumps(
+            {
+                "registry_key": keyset.registry_key,
+                "gate_key": keyset.gate_key,
+                "checkpoint": keyset.checkpoint.decode(),
+            },
+            option=orjson.OPT_INDENT_2,
+        ).decode()
+    )
+
+
+@click.group()
+def receipt() -> None:
+    """Work with signed receipts."""
+
+
+@receipt.command()
+@click.argument("file", type=click.File("rb"))
+@click.option(
+    "--keyset",
+    type=click.File("rb"),
+    help="KeySet JSON from 'permitgate keys' (offline); else ask --target.",
+)
+@target_option
+def verify(file: Any, keyset: Any, target: str) -> None:
+    """Verify a receipt offline against a KeySet, and print what it proves."""
+    try:
+        if keyset is not None:
+            obj = orjson.loads(keyset.read())
+            registry_text, gate_text = obj["registry_key"], obj["gate_key"]
+        else:
+            with GateClient(target) as client:
+                ks = client.keys()
+            registry_text, gate_text = ks.registry_key, ks.gate_key
+        registry_key = VerifierKey.from_text(registry_text)
+        gate_key = VerifierKey.from_text(gate_text)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        click.echo(f"permitgate: bad keyset: {exc}", err=True)
+        sys.exit(2)
+    except GateError as exc:
+        click.echo(f"permitgate: the gate at {target} did not answer: {exc}", err=True)
+        sys.exit(3)
+    try:
+        verified = verify_receipt(file.read().strip(), gate_key=gate_key, registry_key=registry_key)
+    except VerificationError as exc:
+        click.echo(f"NOT VERIFIED: {exc}", err=True)
+        sys.exit(1)
+    r = verified.receipt
+    click.echo(
+        f"verified: signed by gate {gate_key.name}; registry checkpoint "
+        f"{verified.checkpoint.size} signed by {registry_key.name}"
+    )
+    click.echo(f"  decision {r.decision_id} at {format_time(r.decided_at)}: {r.verdict}")
+    click.echo(f"  check: {orjson.dumps(r.check).decode()}")
+    for reason in r.reasons:
+        click.echo(
+            f"  - {reason.get('code')} [Art. {reason.get('article')}]: {reason.get('message')}"
+        )
+    if r.status_record_sha256 is not None:
+        click.echo(
+            f"  status record sha256:{r.status_record_sha256} "
+            f"(tree size {r.status_record_tree_size})"
+        )
+    else:
+        click.echo("  structure was not in the registry")

@@ -1,0 +1,130 @@
+"""Signed receipts: what the gate answered, when, and on what registry data.
+
+A receipt is a DSSE envelope signed by the gate's own key. Its payload (RFC 8785 JSON) holds the
+check as asked, the verdict and reasons, the decision id and time, the registry checkpoint the
+gate held (the registry-signed note itself, so the registry's signature can be checked too) and
+the SHA-256 of the signed status record the answer used. ``verify_receipt`` needs only the two
+public keys (a KeySet) and no network: a utility can show years later what it checked (Art. 28).
+
+Pure: no gRPC, no database. The gate builds ``Receipt`` objects; the client verifies them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from registry.canonical import canonical_json
+from registry.records import format_time, parse_time
+from registry.trust import (
+    Checkpoint,
+    VerificationError,
+    VerifierKey,
+    verify_checkpoint,
+    verify_envelope,
+)
+
+__all__ = [
+    "RECEIPT_PAYLOAD_TYPE",
+    "Receipt",
+    "VerifiedReceipt",
+    "receipt_payload",
+    "verify_receipt",
+]
+
+RECEIPT_PAYLOAD_TYPE = "application/vnd.permitgate.receipt+json"
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """The payload of a receipt, typed."""
+
+    decision_id: str
+    decided_at: datetime
+    check: dict[str, Any]
+    verdict: str
+    reasons: tuple[dict[str, Any], ...]
+    valid_until: datetime | None
+    notification_id: str | None
+    checkpoint_note: bytes
+    status_record_sha256: str | None  # hex; None when the structure is not in the registry
+    status_record_tree_size: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "decision_id": self.decision_id,
+            "decided_at": format_time(self.decided_at),
+            "check": self.check,
+            "verdict": self.verdict,
+            "reasons": list(self.reasons),
+            "valid_until": None if self.valid_until is None else format_time(self.valid_until),
+            "notification_id": self.notification_id,
+            "registry": {"checkpoint": self.checkpoint_note.decode()},
+            "status_record": None
+            if self.status_record_sha256 is None
+            else {"sha256": self.status_record_sha256, "tree_size": self.status_record_tree_size},
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Receipt:
+        try:
+            status = obj["status_record"]
+            valid_until = obj["valid_until"]
+            return cls(
+                decision_id=_str(obj["decision_id"]),
+                decided_at=parse_time(obj["decided_at"]),
+                check=dict(obj["check"]),
+                verdict=_str(obj["verdict"]),
+                reasons=tuple(dict(r) for r in obj["reasons"]),
+                valid_until=None if valid_until is None else parse_time(valid_until),
+                notification_id=obj["notification_id"],
+                checkpoint_note=_str(obj["registry"]["checkpoint"]).encode(),
+                status_record_sha256=None if status is None else _str(status["sha256"]),
+                status_record_tree_size=None if status is None else int(status["tree_size"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise VerificationError(f"receipt: malformed payload ({exc!r})") from exc
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def receipt_payload(receipt: Receipt) -> bytes:
+    """The exact bytes the gate signs."""
+    return canonical_json(receipt.to_json())
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedReceipt:
+    receipt: Receipt
+    checkpoint: Checkpoint
+
+
+def verify_receipt(
+    envelope: bytes, *, gate_key: VerifierKey, registry_key: VerifierKey
+) -> VerifiedReceipt:
+    """Verify a receipt offline; raise ``VerificationError`` naming the step that failed."""
+    # Step 1: the gate's signature over the payload.
+    payload = verify_envelope(envelope, [gate_key], RECEIPT_PAYLOAD_TYPE)
+    # Step 2: the payload's shape.
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise VerificationError("receipt: payload is not JSON") from exc
+    receipt = Receipt.from_json(obj)
+    # Step 3: the registry's signature over the checkpoint the answer rests on.
+    checkpoint = verify_checkpoint(receipt.checkpoint_note, registry_key)
+    # Step 4: the status record used is no newer than that checkpoint.
+    tree_size = receipt.status_record_tree_size
+    if tree_size is not None and tree_size > checkpoint.size:
+        raise VerificationError(
+            f"receipt: status record of tree size {tree_size} is newer than the checkpoint "
+            f"({checkpoint.size})"
+        )
+    return VerifiedReceipt(receipt, checkpoint)

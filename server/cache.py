@@ -1,0 +1,136 @@
+"""The gate's trusted view of the registry: verified bytes in, typed records out.
+
+Everything the gate answers from passes through ``RegistryCache``. It accepts only what the
+registry key signed, and only when it fits what was already seen:
+
+* a checkpoint must verify, have the registry's origin, and never shrink the tree (no rollback);
+* a status record must verify, belong to the structure it is filed under, show a tree size no
+  larger than the checkpoint held, and never replace a newer record of the same structure.
+
+Records are verified once, when loaded, so a request costs a dictionary look-up. Freshness is
+tracked apart from content: ``confirm_fresh`` is called after each successful poll of the
+registry, and ``is_stale`` says when that was longer ago than the staleness bound.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from registry.records import StatusRecord
+from registry.trust import Checkpoint, VerificationError, VerifierKey, verify_checkpoint
+from registry.trust import verify_status_record as _verify_status_record
+
+__all__ = ["CachedStatus", "RegistryCache", "Rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class CachedStatus:
+    """A verified status record and the SHA-256 of the envelope it came in (for receipts)."""
+
+    record: StatusRecord
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    structure_id: str
+    why: str
+
+
+class RegistryCache:
+    def __init__(self, registry_key: VerifierKey, *, origin: str, max_staleness: float) -> None:
+        self.registry_key = registry_key
+        self.origin = origin
+        self.max_staleness = max_staleness
+        self.checkpoint: Checkpoint | None = None
+        self.checkpoint_note: bytes = b""
+        self._records: dict[str, CachedStatus] = {}
+        self._fresh_at: float | None = None  # time.monotonic() of the last confirmed poll
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @property
+    def size(self) -> int:
+        """The registry version (tree size) held; 0 before any checkpoint."""
+        return 0 if self.checkpoint is None else self.checkpoint.size
+
+    def get(self, structure_id: str) -> CachedStatus | None:
+        return self._records.get(structure_id)
+
+    def verify_checkpoint(self, note: bytes) -> Checkpoint:
+        """Check a checkpoint note against the key, the origin and what is held (no rollback)."""
+        checkpoint = verify_checkpoint(note, self.registry_key, origin=self.origin)
+        if checkpoint.size < self.size:
+            raise VerificationError(
+                f"checkpoint: tree size {checkpoint.size} is older than {self.size}, held already"
+            )
+        held = self.checkpoint
+        if (
+            held is not None
+            and held.size == checkpoint.size
+            and held.root_hash != checkpoint.root_hash
+        ):
+            raise VerificationError(f"checkpoint: two different roots for tree size {held.size}")
+        return checkpoint
+
+    def verify_records(
+        self, rows: Iterable[tuple[str, bytes]], checkpoint: Checkpoint
+    ) -> tuple[list[CachedStatus], list[Rejected]]:
+        """Verify ``(structure_id, envelope)`` rows against ``checkpoint``; nothing is stored."""
+        accepted: list[CachedStatus] = []
+        rejected: list[Rejected] = []
+        for structure_id, envelope in rows:
+            try:
+                record = _verify_status_record(envelope, self.registry_key)
+            except VerificationError as exc:
+                rejected.append(Rejected(structure_id, str(exc)))
+                continue
+            if record.structure.id != structure_id:
+                rejected.append(Rejected(structure_id, f"record is for {record.structure.id}"))
+            elif record.tree_size > checkpoint.size:
+                rejected.append(
+                    Rejected(
+                        structure_id,
+                        f"record tree size {record.tree_size} is beyond the "
+                        f"checkpoint's {checkpoint.size}",
+                    )
+                )
+            else:
+                accepted.append(CachedStatus(record, hashlib.sha256(envelope).digest()))
+        return accepted, rejected
+
+    def install(self, checkpoint: Checkpoint, note: bytes, records: Iterable[CachedStatus]) -> int:
+        """Adopt a verified checkpoint and records (from ``verify_*``); returns records taken.
+
+        Re-checks the no-rollback rules, since another update may have landed in between.
+        """
+        if checkpoint.size < self.size:
+            return 0
+        taken = 0
+        for status in records:
+            sid = status.record.structure.id
+            held = self._records.get(sid)
+            if held is None or held.record.tree_size <= status.record.tree_size:
+                self._records[sid] = status
+                taken += 1
+        self.checkpoint, self.checkpoint_note = checkpoint, note
+        return taken
+
+    def confirm_fresh(self, at: float | None = None) -> None:
+        """The registry was just seen to hold nothing newer than what is cached."""
+        self._fresh_at = time.monotonic() if at is None else at
+
+    def is_stale(self, now: float | None = None) -> bool:
+        """True when the data cannot be shown fresher than the staleness bound."""
+        if self.checkpoint is None or self._fresh_at is None:
+            return True
+        return (time.monotonic() if now is None else now) - self._fresh_at > self.max_staleness
+
+    def age(self, now: float | None = None) -> float | None:
+        if self._fresh_at is None:
+            return None
+        return (time.monotonic() if now is None else now) - self._fresh_at

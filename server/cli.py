@@ -1,0 +1,103 @@
+"""``permitgate serve``: run the gate."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+import uvloop
+
+from registry.cli import db_option, keys_option
+from registry.signing import KeyFileError
+from server.app import GateApp, TlsFiles
+from server.receipts import DEFAULT_GATE_NAME
+
+log = logging.getLogger("permitgate")
+
+
+async def _serve(**options: object) -> None:
+    app = await GateApp.create(**options)  # type: ignore[arg-type]
+    await app.start()
+    log.info(app.describe())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: finishing calls in flight")
+    await app.stop()
+
+
+@click.command()
+@db_option
+@keys_option
+@click.option("--listen", default="127.0.0.1:50051", show_default=True, help="host:port to bind.")
+@click.option(
+    "--max-staleness",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds after which unconfirmed registry data answers REVIEW.",
+)
+@click.option(
+    "--poll-interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.05),
+    help="Seconds between looks at the registry for changes.",
+)
+@click.option(
+    "--gate-name",
+    default=DEFAULT_GATE_NAME,
+    show_default=True,
+    help="Name of the gate's receipt-signing key (created in --keys when absent).",
+)
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Require client certificates signed by this CA (mutual TLS).",
+)
+def serve(
+    db_url: str | None,
+    keys_dir: Path,
+    listen: str,
+    max_staleness: float,
+    poll_interval: float,
+    gate_name: str,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
+) -> None:
+    """Run the gate: answer checks over gRPC from the signed registry."""
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if tls_client_ca is not None and tls_cert is None:
+        raise click.UsageError("--tls-client-ca needs --tls-cert and --tls-key")
+    tls = (
+        None if tls_cert is None or tls_key is None else TlsFiles(tls_cert, tls_key, tls_client_ca)
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        uvloop.run(
+            _serve(
+                db_url=db_url,
+                keys_dir=keys_dir,
+                listen=listen,
+                max_staleness=max_staleness,
+                poll_interval=poll_interval,
+                tls=tls,
+                gate_name=gate_name,
+            )
+        )
+    except KeyFileError as exc:
+        click.echo(f"permitgate: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        click.echo(f"permitgate: {exc}", err=True)
+        sys.exit(2)

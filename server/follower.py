@@ -1,0 +1,83 @@
+"""Keeps the gate's cache in step with the registry database.
+
+Every ``interval`` seconds the follower reads the newest checkpoint; when the tree has grown it
+reads the status records signed since (``tree_size`` above the one held), verifies them off the
+event loop, and installs checkpoint and records together on the loop, so a request never sees a
+record newer than the checkpoint it would cite. A poll that succeeds confirms freshness; one
+that fails does not, and after ``max_staleness`` the gate answers REVIEW (``REGISTRY_STALE``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from sqlalchemy import select
+
+from registry.storage import CheckpointRow, Database, StatusRow
+from registry.trust import Checkpoint, VerificationError
+from server.cache import CachedStatus, RegistryCache
+from server.periodic import Periodic
+
+__all__ = ["RegistryFollower"]
+
+log = logging.getLogger(__name__)
+
+
+class RegistryFollower:
+    def __init__(self, db: Database, cache: RegistryCache, *, interval: float = 1.0) -> None:
+        self._db = db
+        self._cache = cache
+        self._poller = Periodic("registry-follower", interval, self._poll_logged)
+        self.rejected = 0
+
+    def _read(self, held: int) -> tuple[Checkpoint, bytes, list[CachedStatus]] | None:
+        """In a worker thread: the newest checkpoint and the records signed after ``held``."""
+        with self._db.session() as session:
+            note = session.scalar(
+                select(CheckpointRow.note).order_by(CheckpointRow.size.desc()).limit(1)
+            )
+            if note is None:
+                raise VerificationError("registry: no checkpoint (is it initialised?)")
+            checkpoint = self._cache.verify_checkpoint(note)
+            if checkpoint.size == held and self._cache.checkpoint is not None:
+                return None
+            rows = session.execute(
+                select(StatusRow.structure_id, StatusRow.envelope).where(
+                    StatusRow.tree_size > held
+                ),
+                execution_options={"yield_per": 5000},
+            )
+            accepted, rejected = self._cache.verify_records(
+                ((sid, envelope) for sid, envelope in rows), checkpoint
+            )
+        for item in rejected:
+            log.error("registry: rejected status record of %s: %s", item.structure_id, item.why)
+        self.rejected += len(rejected)
+        return checkpoint, note, accepted
+
+    async def poll(self) -> int:
+        """One round; returns how many records were installed. Raises when the poll failed."""
+        started = time.monotonic()
+        held = self._cache.size
+        update = await asyncio.to_thread(self._read, held)
+        taken = 0
+        if update is not None:
+            checkpoint, note, records = update
+            taken = self._cache.install(checkpoint, note, records)
+            log.info("registry: version %d, %d status records updated", checkpoint.size, taken)
+        self._cache.confirm_fresh(started)
+        return taken
+
+    async def _poll_logged(self) -> None:
+        try:
+            await self.poll()
+        except Exception as exc:  # keep following; staleness speaks for the failure
+            log.warning("registry: poll failed: %s", exc)
+
+    def start(self) -> None:
+        self._poller.start()
+
+    async def close(self) -> None:
+        await self._poller.close()

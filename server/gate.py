@@ -1,0 +1,165 @@
+"""The gate's job, apart from any transport: answer one typed check from the verified cache.
+
+``Gate.answer`` looks the structure up (a dictionary read), decides by the pure rules, records a
+notification for the working group when the verdict is NOTIFY, signs a receipt when asked (one
+Ed25519 signature), and appends the answer to the decision log. It never fails open: data older
+than the staleness bound, or a status record past its ``next_update``, makes the rules add
+``REGISTRY_STALE`` (REVIEW at best).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import count
+from typing import Any
+
+import orjson
+
+from clients.receipts import Receipt
+from registry.notifications import record_notification
+from registry.storage import Database
+from server.cache import RegistryCache
+from server.checks import CheckRequest, ConnectionRequest, RegistrationRequest
+from server.decision_log import DecisionLog
+from server.receipts import ReceiptSigner
+from server.rules import (
+    Decision,
+    Reason,
+    Verdict,
+    decide_connection,
+    decide_premises,
+    decide_registration,
+)
+
+__all__ = ["Answer", "Gate", "reason_json"]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    decision: Decision
+    decision_id: str
+    decided_at: datetime
+    registry_version: int
+    notification_id: str | None
+    receipt: bytes | None
+
+
+def reason_json(reason: Reason) -> dict[str, Any]:
+    return {
+        "code": reason.code.value,
+        "article": reason.article,
+        "permit_kind": None if reason.permit_kind is None else reason.permit_kind.value,
+        "case_id": reason.case_id,
+        "message": reason.message,
+    }
+
+
+class Gate:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        cache: RegistryCache,
+        receipts: ReceiptSigner,
+        decision_log: DecisionLog,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.db = db
+        self.cache = cache
+        self.receipts = receipts
+        self.decision_log = decision_log
+        self.clock = clock
+        self._ids = count(1)
+        self._id_prefix = f"D-{secrets.token_hex(6)}-"
+        self._notices: dict[tuple[str, str], str] = {}
+
+    def decide(self, request: CheckRequest, now: datetime) -> tuple[Decision, Any]:
+        """The rules' decision, and the cached status it rests on (None if unknown)."""
+        status = self.cache.get(request.structure_id)
+        record = None if status is None else status.record
+        stale = self.cache.is_stale() or (record is not None and record.next_update <= now)
+        if isinstance(request, ConnectionRequest):
+            decision = decide_connection(
+                record,
+                utility=request.utility,
+                kind=request.kind,
+                now=now,
+                requested_until=request.requested_until,
+                stale=stale,
+            )
+        elif isinstance(request, RegistrationRequest):
+            decision = decide_registration(record, kind=request.kind, now=now, stale=stale)
+        else:
+            decision = decide_premises(
+                record,
+                office=request.office,
+                declared_use=request.declared_use,
+                now=now,
+                stale=stale,
+            )
+        return decision, status
+
+    async def answer(self, request: CheckRequest, *, caller: str) -> Answer:
+        now = self.clock()
+        checkpoint = self.cache.checkpoint
+        note = self.cache.checkpoint_note
+        decision, status = self.decide(request, now)
+        version = 0 if checkpoint is None else checkpoint.size
+        notification_id = None
+        if decision.verdict is Verdict.NOTIFY:
+            notification_id = await self._notify(request, decision, now)
+        decision_id = f"{self._id_prefix}{next(self._ids)}"
+        receipt = None
+        if request.receipt:
+            receipt = self.receipts.sign(
+                Receipt(
+                    decision_id=decision_id,
+                    decided_at=now,
+                    check=request.to_json(),
+                    verdict=decision.verdict.name,
+                    reasons=tuple(reason_json(r) for r in decision.reasons),
+                    valid_until=decision.valid_until,
+                    notification_id=notification_id,
+                    checkpoint_note=note,
+                    status_record_sha256=None if status is None else status.digest.hex(),
+                    status_record_tree_size=None if status is None else status.record.tree_size,
+                )
+            )
+        self.decision_log.append(
+            (
+                decision_id,
+                now,
+                caller,
+                request.check_type,
+                request.structure_id,
+                orjson.dumps(request.to_json()).decode(),
+                decision.verdict.name,
+                orjson.dumps([r.code.value for r in decision.reasons]).decode(),
+                version,
+                notification_id,
+            )
+        )
+        return Answer(decision, decision_id, now, version, notification_id, receipt)
+
+    async def _notify(self, request: CheckRequest, decision: Decision, now: datetime) -> str:
+        office = getattr(request, "office", None)
+        office_name = "" if office is None else office.value
+        key = (office_name, request.application_id)
+        if request.application_id and key in self._notices:
+            return self._notices[key]
+        notice = await asyncio.to_thread(
+            record_notification,
+            self.db,
+            structure_id=request.structure_id,
+            office=office_name,
+            application_id=request.application_id,
+            reasons=[reason_json(r) for r in decision.reasons],
+            at=now,
+        )
+        if request.application_id:
+            self._notices[key] = notice
+        return notice
