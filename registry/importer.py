@@ -21,7 +21,7 @@ from itertools import islice
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from registry.log import encode_event
@@ -48,6 +48,7 @@ from registry.storage import (
     EventRow,
     MetaRow,
     PermitRow,
+    StatusRow,
     StructureRow,
     bulk_insert,
     case_of,
@@ -103,7 +104,7 @@ class ImportReport:
     unchanged: int = 0
     error_count: int = 0
     errors: list[LineError] = field(default_factory=list)  # the first MAX_REPORTED_ERRORS
-    signed: int = 0
+    signed: int = 0  # structures whose status record was (re-)signed
     checkpoint: Checkpoint | None = None
 
     @property
@@ -160,8 +161,16 @@ def import_lines(
                         on_chunk(sum(len(raw) for _, raw in chunk))
                 if not report.ok:
                     raise _Rollback
-                report.signed = pipeline.finish()
+                pipeline.finish()
             if report.changes:
+                report.signed = (
+                    session.scalar(
+                        select(func.count())
+                        .select_from(StatusRow)
+                        .where(StatusRow.tree_size > head.size)
+                    )
+                    or 0
+                )
                 report.checkpoint = Checkpoint(origin, tree.size, tree.root())
                 session.add(
                     CheckpointRow(

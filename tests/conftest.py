@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+from registry_support import Registry
 
 PG_URL = os.environ.get("PERMITGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -55,3 +56,20 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def keys_dir(tmp_path: Path) -> Path:
     return tmp_path / "keys"
+
+
+@pytest.fixture
+def blank_registry(db_url: str, keys_dir: Path, tmp_path: Path) -> Iterator[Registry]:
+    """A registry handle on an empty database (not initialised), on each backend."""
+    registry = Registry(db_url, keys_dir, tmp_path)
+    try:
+        yield registry
+    finally:
+        registry.close()
+
+
+@pytest.fixture
+def reg(blank_registry: Registry) -> Registry:
+    """An initialised, empty registry (schema, key, signed empty checkpoint), on each backend."""
+    blank_registry.init()
+    return blank_registry

@@ -1,0 +1,211 @@
+"""Wall time, memory and CPU of a subprocess and every process it starts, read from ``/proc``.
+
+``/usr/bin/time -v`` reports the peak RSS of one process (the largest of its waited-for
+children at best), which misses a process pool whose workers live alongside the parent. Here a
+thread samples the whole tree every ``interval`` seconds:
+
+* ``peak_tree_rss``: the largest sum of ``VmRSS`` over the tree seen at one sample (what the
+  tree held at once; shared pages, such as the interpreter's libraries, count once per process);
+* ``peak_tree_pss``: the same with ``Pss`` from ``smaps_rollup`` (shared pages split between
+  the processes sharing them, so the sum is what the tree really costs the machine);
+* ``hwm``: each process's own ``VmHWM`` (its peak RSS, kept by the kernel, so it is exact even
+  between samples); their sum is an upper bound of the tree's peak;
+* ``cpu``: user + system seconds per process, from ``/proc/<pid>/stat``, as last seen.
+
+Linux only. Processes that start and end between two samples are not seen.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ProcessTreeSampler", "TreeRun", "run_measured"]
+
+_PROC = Path("/proc")
+_TICKS = os.sysconf("SC_CLK_TCK")
+_KIB = 1024
+MIB = 1024 * 1024
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (every thread's ``children`` file)."""
+    out: list[int] = []
+    try:
+        tasks = list((_PROC / str(pid) / "task").iterdir())
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            out.extend(int(x) for x in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return out
+
+
+def _tree(root: int) -> list[int]:
+    seen: list[int] = []
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.append(pid)
+        todo.extend(_children(pid))
+    return seen
+
+
+def _status(pid: int) -> dict[str, int]:
+    """``VmRSS`` and ``VmHWM`` in bytes (empty when the process is gone or a zombie)."""
+    out: dict[str, int] = {}
+    try:
+        text = (_PROC / str(pid) / "status").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) * _KIB
+    return out
+
+
+def _pss(pid: int) -> int:
+    try:
+        text = (_PROC / str(pid) / "smaps_rollup").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * _KIB
+    return 0
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        stat = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+
+
+def _name(pid: int) -> str:
+    try:
+        raw = (_PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return "?"
+    words = [w.decode(errors="replace") for w in raw.split(b"\0") if w]
+    if not words:
+        return "?"
+    if "-c" in words and any("spawn_main" in w for w in words):
+        return "spawn worker"
+    return " ".join(Path(words[0]).name if i == 0 else w for i, w in enumerate(words[:4]))
+
+
+@dataclass
+class ProcessTreeSampler:
+    """Samples the tree under ``root`` in a thread until ``stop``."""
+
+    root: int
+    interval: float = 0.1
+    peak_tree_rss: int = 0
+    peak_tree_pss: int = 0
+    peak_processes: int = 0
+    hwm: dict[int, int] = field(default_factory=dict)
+    cpu: dict[int, float] = field(default_factory=dict)
+    names: dict[int, str] = field(default_factory=dict)
+    samples: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="proctree", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def sample(self) -> None:
+        rss = pss = alive = 0
+        for pid in _tree(self.root):
+            status = _status(pid)
+            if not status:
+                continue
+            alive += 1
+            rss += status.get("VmRSS", 0)
+            pss += _pss(pid)
+            self.hwm[pid] = max(self.hwm.get(pid, 0), status.get("VmHWM", 0))
+            cpu = _cpu_seconds(pid)
+            if cpu is not None:
+                self.cpu[pid] = cpu
+            if pid not in self.names:
+                self.names[pid] = _name(pid)
+        self.peak_tree_rss = max(self.peak_tree_rss, rss)
+        self.peak_tree_pss = max(self.peak_tree_pss, pss)
+        self.peak_processes = max(self.peak_processes, alive)
+        self.samples += 1
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    @property
+    def hwm_sum(self) -> int:
+        return sum(self.hwm.values())
+
+    @property
+    def root_hwm(self) -> int:
+        return self.hwm.get(self.root, 0)
+
+
+@dataclass(frozen=True)
+class TreeRun:
+    """One measured subprocess run."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    seconds: float
+    stdout: str
+    stderr: str
+    sampler: ProcessTreeSampler
+
+    def cpu_by_process(self) -> list[tuple[int, str, float, int]]:
+        """(pid, name, cpu seconds, VmHWM bytes) for every process seen, the root first."""
+        s = self.sampler
+        pids = sorted(set(s.hwm) | set(s.cpu), key=lambda p: (p != s.root, p))
+        return [(p, s.names.get(p, "?"), s.cpu.get(p, 0.0), s.hwm.get(p, 0)) for p in pids]
+
+
+def run_measured(
+    argv: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    interval: float = 0.1,
+) -> TreeRun:
+    """Run ``argv`` to completion, sampling its process tree; output is captured."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        list(argv),
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    sampler = ProcessTreeSampler(proc.pid, interval=interval)
+    sampler.start()
+    try:
+        stdout, stderr = proc.communicate()
+    finally:
+        sampler.stop()
+    seconds = time.perf_counter() - started
+    return TreeRun(tuple(argv), proc.returncode, seconds, stdout, stderr, sampler)
