@@ -50,6 +50,10 @@ def try_these() -> list[tuple[str, str]]:
 
     until = (datetime.now(UTC) + timedelta(days=90)).strftime("%Y-%m-%dT00:00:00Z")
     ok, flagged, pending = sid("urban, every"), sid("urban, stop"), sid("urban, reported")
+    revoked = sid("urban, construction planning permit revoked")
+    suspended = sid("urban, construction planning permit suspended")
+    building, other_use = sid("urban, under"), sid("urban, property")
+    receipt = "demo/receipt.json"
     lines = [
         (
             "ALLOW: urban, all three planning permits in force (Art. 23)",
@@ -57,11 +61,11 @@ def try_these() -> list[tuple[str, str]]:
         ),
         (
             "DENY PERMIT_REVOKED",
-            f"check connection {sid('urban, construction planning permit revoked')} --utility power",
+            f"check connection {revoked} --utility power",
         ),
         (
             "DENY PERMIT_SUSPENDED",
-            f"check connection {sid('urban, construction planning permit suspended')} --utility gas",
+            f"check connection {suspended} --utility gas",
         ),
         (
             "DENY PERMIT_EXPIRED",
@@ -81,9 +85,10 @@ def try_these() -> list[tuple[str, str]]:
         ),
         (
             "ALLOW_TEMPORARY: construction-period supply, with a signed receipt",
-            f"check connection {sid('urban, under')} --utility water --kind temporary --until {until} --receipt demo/receipt.json",
+            f"check connection {building} --utility water --kind temporary --until {until} "
+            f"--receipt {receipt}",
         ),
-        ("  ... and verify that receipt offline", "receipt verify demo/receipt.json"),
+        ("  ... and verify that receipt offline", f"receipt verify {receipt}"),
         ("DENY STRUCTURE_FLAGGED (stop order)", f"check connection {flagged} --utility water"),
         ("REVIEW CASE_PENDING (reported lead)", f"check connection {pending} --utility water"),
         (
@@ -100,15 +105,16 @@ def try_these() -> list[tuple[str, str]]:
         ("DENY: transfer of a flagged structure", f"check registration {flagged} --kind transfer"),
         (
             "NOTIFY USE_MISMATCH: tax office, declared use differs (Art. 13)",
-            f"check premises {sid('urban, property')} --office tax --use restaurant --application A-1",
+            f"check premises {other_use} --office tax --use restaurant --application A-1",
         ),
         (
             "DENY USE_MISMATCH: fire department, same premises",
-            f"check premises {sid('urban, property')} --office fire --use restaurant",
+            f"check premises {other_use} --office fire --use restaurant",
         ),
         (
             "NOTIFY STRUCTURE_FLAGGED: market regulation never blocks",
-            f"check premises {flagged} --office market_regulation --use residential --application A-2",
+            f"check premises {flagged} --office market_regulation --use residential "
+            "--application A-2",
         ),
         ("the notifications recorded for the working group", "registry notifications"),
     ]

@@ -29,6 +29,7 @@ from registry_support import (
     Registry,
     case,
     export_records,
+    invoke,
     jsonl,
     open_checkpoint,
     open_envelope,
@@ -101,9 +102,7 @@ def test_second_init_changes_nothing(reg: Registry) -> None:
     result = reg.cli("init", keys=True)
     assert result.exit_code == 0, result.output
     assert "created signing key" not in result.stdout
-    assert f"registry upgraded at Database('{reg.url}'" in result.stdout.replace(
-        "postgresql+psycopg://", "postgresql://"
-    )
+    assert "registry upgraded at" in result.stdout
     assert (reg.keys / "registry.key").read_bytes() == key_bytes
     assert (reg.keys / "registry.pub").read_bytes() == pub_bytes
     assert reg.snapshot() == before
@@ -130,7 +129,18 @@ def test_init_refuses_an_origin_other_than_the_keys_name(
     reg = blank_registry
     reg.init()
     fresh = f"sqlite:///{tmp_path / 'second.db'}"
-    result = reg.cli("init", "--db", fresh, "--origin", "other.example/log", keys=True)
+    result = invoke(
+        [
+            "registry",
+            "init",
+            "--db",
+            fresh,
+            "--keys",
+            str(reg.keys),
+            "--origin",
+            "other.example/log",
+        ]
+    )
     assert result.exit_code == 2
     assert f"the key in {reg.keys} is named '{ORIGIN}', not 'other.example/log'" in result.stderr
 
