@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from registry.merkle import CompactTree
 from registry.signing import Signer, ensure_signer
+from registry.status import RECORD_VALIDITY, SigningPipeline, StatusSigner
 from registry.storage import (
     CASE_COLUMNS,
     PERMIT_COLUMNS,
@@ -40,6 +41,7 @@ __all__ = [
     "export_lines",
     "init_registry",
     "latest_checkpoint_note",
+    "refresh_records",
     "registry_origin",
     "status_envelope",
 ]
@@ -126,3 +128,34 @@ def export_lines(db: Database) -> Iterator[bytes]:
             query = select(*columns).order_by(order)
             for row in session.execute(query, execution_options=opts):
                 yield orjson.dumps(convert(row).to_json()) + b"\n"
+
+
+def refresh_records(
+    db: Database,
+    signer: Signer,
+    *,
+    now: datetime | None = None,
+    within: timedelta = RECORD_VALIDITY / 2,
+    everything: bool = False,
+) -> int:
+    """Re-sign the status records that expire within ``within`` (all with ``everything``).
+
+    A record is good until its ``next_update``; gates answer REVIEW after that. Run this
+    periodically (daily, say) so that structures nobody changes keep current records. The state
+    is unchanged, so each new record shows the current tree size; gates notice the later
+    ``next_update`` and take it. Returns how many records were re-signed.
+    """
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    with db.writer() as session:
+        head = session.scalar(select(func.max(CheckpointRow.size)))
+        if head is None or head == 0:
+            return 0
+        due = select(StatusRow.structure_id).order_by(StatusRow.structure_id)
+        if not everything:
+            due = due.where(StatusRow.next_update < now + within)
+        ids = list(session.scalars(due))
+        with SigningPipeline(session, StatusSigner(signer, now=now), workers=1) as pipeline:
+            for start in range(0, len(ids), 5000):
+                pipeline.submit(ids[start : start + 5000], head)
+            pipeline.finish()
+    return len(ids)

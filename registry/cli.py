@@ -22,6 +22,7 @@ from registry.admin import (
     export_lines,
     init_registry,
     latest_checkpoint_note,
+    refresh_records,
     status_envelope,
 )
 from registry.audit import audit_registry
@@ -223,3 +224,18 @@ def notifications(db_url: str | None, as_json: bool) -> None:
             f"{notice.id}  {format_time(notice.created_at)}  {notice.office}  "
             f"{notice.structure_id}  application {notice.application_id or '-'}: {codes}"
         )
+
+
+@registry.command()
+@db_option
+@keys_option
+@click.option("--all", "everything", is_flag=True, help="Re-sign every record, not only those due.")
+def refresh(db_url: str | None, keys_dir: Path, everything: bool) -> None:
+    """Re-sign status records that expire within half their validity (run daily)."""
+    try:
+        signer = load_signer(keys_dir, ROLE)
+    except KeyFileError as exc:
+        fail(str(exc))
+        return
+    count = refresh_records(Database(db_url), signer, everything=everything)
+    click.echo(f"{count} status records re-signed")

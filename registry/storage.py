@@ -175,7 +175,7 @@ class StatusRow(Base):
 
     structure_id: Mapped[str] = mapped_column(ID_TYPE, primary_key=True)
     tree_size: Mapped[int] = mapped_column(BigInteger, index=True)
-    next_update: Mapped[datetime] = mapped_column(UTCDateTime)
+    next_update: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     digest: Mapped[bytes] = mapped_column(LargeBinary)
     envelope: Mapped[bytes] = mapped_column(LargeBinary)
 

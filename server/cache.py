@@ -5,7 +5,8 @@ registry key signed, and only when it fits what was already seen:
 
 * a checkpoint must verify, have the registry's origin, and never shrink the tree (no rollback);
 * a status record must verify, belong to the structure it is filed under, show a tree size no
-  larger than the checkpoint held, and never replace a newer record of the same structure.
+  larger than the checkpoint held, and never replace a newer record of the same structure
+  (larger tree size, or the same tree size re-signed later by ``registry refresh``).
 
 Records are verified once, when loaded, so a request costs a dictionary look-up. Freshness is
 tracked apart from content: ``confirm_fresh`` is called after each successful poll of the
@@ -18,6 +19,7 @@ import hashlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from registry.records import StatusRecord
 from registry.trust import Checkpoint, VerificationError, VerifierKey, verify_checkpoint
@@ -48,6 +50,7 @@ class RegistryCache:
         self.checkpoint: Checkpoint | None = None
         self.checkpoint_note: bytes = b""
         self._records: dict[str, CachedStatus] = {}
+        self.newest_next_update: datetime | None = None  # to find records re-signed in place
         self._fresh_at: float | None = None  # time.monotonic() of the last confirmed poll
 
     def __len__(self) -> int:
@@ -112,11 +115,16 @@ class RegistryCache:
             return 0
         taken = 0
         for status in records:
-            sid = status.record.structure.id
-            held = self._records.get(sid)
-            if held is None or held.record.tree_size <= status.record.tree_size:
-                self._records[sid] = status
+            record = status.record
+            held = self._records.get(record.structure.id)
+            if held is None or (held.record.tree_size, held.record.this_update) <= (
+                record.tree_size,
+                record.this_update,
+            ):
+                self._records[record.structure.id] = status
                 taken += 1
+            if self.newest_next_update is None or record.next_update > self.newest_next_update:
+                self.newest_next_update = record.next_update
         self.checkpoint, self.checkpoint_note = checkpoint, note
         return taken
 

@@ -1,7 +1,7 @@
 """Keeps the gate's cache in step with the registry database.
 
-Every ``interval`` seconds the follower reads the newest checkpoint; when the tree has grown it
-reads the status records signed since (``tree_size`` above the one held), verifies them off the
+Every ``interval`` seconds the follower reads the newest checkpoint and the status records signed
+since its last look (a larger tree size, or re-signed later in place), verifies them off the
 event loop, and installs checkpoint and records together on the loop, so a request never sees a
 record newer than the checkpoint it would cite. A poll that succeeds confirms freshness; one
 that fails does not, and after ``max_staleness`` the gate answers REVIEW (``REGISTRY_STALE``).
@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from registry.storage import CheckpointRow, Database, StatusRow
 from registry.trust import Checkpoint, VerificationError
@@ -32,8 +33,14 @@ class RegistryFollower:
         self._poller = Periodic("registry-follower", interval, self._poll_logged)
         self.rejected = 0
 
-    def _read(self, held: int) -> tuple[Checkpoint, bytes, list[CachedStatus]] | None:
-        """In a worker thread: the newest checkpoint and the records signed after ``held``."""
+    def _read(
+        self, held: int, newest: datetime | None
+    ) -> tuple[Checkpoint, bytes, list[CachedStatus]] | None:
+        """In a worker thread: the newest checkpoint and the records signed since the last look.
+
+        That is records showing a tree size above ``held``, and records re-signed in place
+        (``registry refresh``), whose ``next_update`` is later than the ``newest`` held.
+        """
         with self._db.session() as session:
             note = session.scalar(
                 select(CheckpointRow.note).order_by(CheckpointRow.size.desc()).limit(1)
@@ -41,17 +48,23 @@ class RegistryFollower:
             if note is None:
                 raise VerificationError("registry: no checkpoint (is it initialised?)")
             checkpoint = self._cache.verify_checkpoint(note)
-            if checkpoint.size == held and self._cache.checkpoint is not None:
-                return None
+            changed = StatusRow.tree_size > held
+            if newest is not None:
+                changed = or_(changed, StatusRow.next_update > newest)
             rows = session.execute(
-                select(StatusRow.structure_id, StatusRow.envelope).where(
-                    StatusRow.tree_size > held
-                ),
+                select(StatusRow.structure_id, StatusRow.envelope).where(changed),
                 execution_options={"yield_per": 5000},
             )
             accepted, rejected = self._cache.verify_records(
                 ((sid, envelope) for sid, envelope in rows), checkpoint
             )
+        if (
+            not accepted
+            and not rejected
+            and checkpoint.size == held
+            and self._cache.checkpoint is not None
+        ):
+            return None
         for item in rejected:
             log.error("registry: rejected status record of %s: %s", item.structure_id, item.why)
         self.rejected += len(rejected)
@@ -60,8 +73,9 @@ class RegistryFollower:
     async def poll(self) -> int:
         """One round; returns how many records were installed. Raises when the poll failed."""
         started = time.monotonic()
-        held = self._cache.size
-        update = await asyncio.to_thread(self._read, held)
+        update = await asyncio.to_thread(
+            self._read, self._cache.size, self._cache.newest_next_update
+        )
         taken = 0
         if update is not None:
             checkpoint, note, records = update

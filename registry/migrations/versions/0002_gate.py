@@ -1,4 +1,4 @@
-"""The gate's records: notifications to the working group, and the decision log.
+"""The gate's records (notifications, the decision log), and finding re-signed status records.
 
 Revision ID: 0002
 Revises: 0001
@@ -17,6 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_index("ix_status_record_next_update", "status_record", ["next_update"])
     op.create_table(
         "notification",
         sa.Column("id", ID_TYPE, primary_key=True),
@@ -46,5 +47,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_status_record_next_update", "status_record")
     op.drop_table("decision_log")
     op.drop_table("notification")
