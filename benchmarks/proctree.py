@@ -12,6 +12,10 @@ thread samples the whole tree every ``interval`` seconds:
   between samples); their sum is an upper bound of the tree's peak;
 * ``cpu``: user + system seconds per process, from ``/proc/<pid>/stat``, as last seen.
 
+``watch`` also follows processes outside the tree whose command line contains one of some
+strings (the PostgreSQL backend serving the run, say), for the CPU time they use while the run
+lasts; they are not in the tree's sums.
+
 Linux only. Processes that start and end between two samples are not seen.
 """
 
@@ -25,7 +29,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ProcessTreeSampler", "TreeRun", "run_measured"]
+__all__ = [
+    "MIB",
+    "ProcessTreeSampler",
+    "TreeRun",
+    "cpu_seconds",
+    "machine_busy_seconds",
+    "run_measured",
+]
 
 _PROC = Path("/proc")
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -85,7 +96,7 @@ def _pss(pid: int) -> int:
     return 0
 
 
-def _cpu_seconds(pid: int) -> float | None:
+def cpu_seconds(pid: int) -> float | None:
     try:
         stat = (_PROC / str(pid) / "stat").read_text()
     except OSError:
@@ -104,7 +115,35 @@ def _name(pid: int) -> str:
         return "?"
     if "-c" in words and any("spawn_main" in w for w in words):
         return "spawn worker"
+    if " " in words[0]:  # a process title (a PostgreSQL backend, say), not a path
+        return words[0].strip()
     return " ".join(Path(words[0]).name if i == 0 else w for i, w in enumerate(words[:4]))
+
+
+def _matching(needles: tuple[str, ...]) -> list[int]:
+    """Every process whose command line (arguments joined by spaces) contains a needle."""
+    out: list[int] = []
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if any(needle.encode() in cmdline for needle in needles):
+            out.append(int(entry.name))
+    return out
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot, over all cores (``/proc/stat``).
+
+    The difference across a run, less what the measured processes used, is what *other*
+    processes took meanwhile: a benchmark on a shared machine should say how shared it was.
+    """
+    fields = (_PROC / "stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICKS
 
 
 @dataclass
@@ -120,6 +159,10 @@ class ProcessTreeSampler:
     cpu: dict[int, float] = field(default_factory=dict)
     names: dict[int, str] = field(default_factory=dict)
     samples: int = 0
+    watch: tuple[str, ...] = ()
+    watched_cpu: dict[int, float] = field(default_factory=dict)
+    watched_names: dict[int, str] = field(default_factory=dict)
+    _cpu_before: dict[int, float] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -134,7 +177,8 @@ class ProcessTreeSampler:
 
     def sample(self) -> None:
         rss = pss = alive = 0
-        for pid in _tree(self.root):
+        tree = _tree(self.root)
+        for pid in tree:
             status = _status(pid)
             if not status:
                 continue
@@ -142,7 +186,7 @@ class ProcessTreeSampler:
             rss += status.get("VmRSS", 0)
             pss += _pss(pid)
             self.hwm[pid] = max(self.hwm.get(pid, 0), status.get("VmHWM", 0))
-            cpu = _cpu_seconds(pid)
+            cpu = cpu_seconds(pid)
             if cpu is not None:
                 self.cpu[pid] = cpu
             if pid not in self.names:
@@ -151,11 +195,31 @@ class ProcessTreeSampler:
         self.peak_tree_pss = max(self.peak_tree_pss, pss)
         self.peak_processes = max(self.peak_processes, alive)
         self.samples += 1
+        if self.watch:
+            for pid in _matching(self.watch):
+                if pid in tree:
+                    continue
+                cpu = cpu_seconds(pid)
+                if cpu is None:
+                    continue
+                # a process already running at the first sample counts from there
+                before = self._cpu_before.setdefault(pid, cpu if self.samples == 1 else 0.0)
+                self.watched_cpu[pid] = cpu - before
+                if pid not in self.watched_names:
+                    self.watched_names[pid] = _name(pid)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self.sample()
             self._stop.wait(self.interval)
+
+    def watched_cpu_where(self, *words: str) -> float:
+        """CPU seconds of the watched processes whose name contains one of ``words``."""
+        return sum(
+            cpu
+            for pid, cpu in self.watched_cpu.items()
+            if any(word in self.watched_names.get(pid, "") for word in words)
+        )
 
     @property
     def hwm_sum(self) -> int:
@@ -176,6 +240,16 @@ class TreeRun:
     stdout: str
     stderr: str
     sampler: ProcessTreeSampler
+    machine_cpu: float  # busy CPU seconds of the whole machine during the run
+
+    @property
+    def tree_cpu(self) -> float:
+        return sum(self.sampler.cpu.values())
+
+    @property
+    def others_cpu(self) -> float:
+        """CPU seconds used meanwhile by processes neither in the tree nor watched."""
+        return max(0.0, self.machine_cpu - self.tree_cpu - sum(self.sampler.watched_cpu.values()))
 
     def cpu_by_process(self) -> list[tuple[int, str, float, int]]:
         """(pid, name, cpu seconds, VmHWM bytes) for every process seen, the root first."""
@@ -190,8 +264,10 @@ def run_measured(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
     interval: float = 0.1,
+    watch: tuple[str, ...] = (),
 ) -> TreeRun:
     """Run ``argv`` to completion, sampling its process tree; output is captured."""
+    busy = machine_busy_seconds()
     started = time.perf_counter()
     proc = subprocess.Popen(
         list(argv),
@@ -201,11 +277,12 @@ def run_measured(
         stderr=subprocess.PIPE,
         text=True,
     )
-    sampler = ProcessTreeSampler(proc.pid, interval=interval)
+    sampler = ProcessTreeSampler(proc.pid, interval=interval, watch=watch)
     sampler.start()
     try:
         stdout, stderr = proc.communicate()
     finally:
         sampler.stop()
     seconds = time.perf_counter() - started
-    return TreeRun(tuple(argv), proc.returncode, seconds, stdout, stderr, sampler)
+    busy = machine_busy_seconds() - busy
+    return TreeRun(tuple(argv), proc.returncode, seconds, stdout, stderr, sampler, busy)

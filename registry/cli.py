@@ -144,8 +144,12 @@ def import_(file: BinaryIO, db_url: str | None, keys_dir: Path) -> None:
 @db_option
 def export(db_url: str | None) -> None:
     """Write the current state as JSON Lines to standard output."""
+    db = Database(db_url)
+    if not db.is_initialised():
+        fail("no registry here: run 'permitgate registry init' first")
+        return
     out = sys.stdout.buffer
-    for line in export_lines(Database(db_url)):
+    for line in export_lines(db):
         out.write(line)
     out.flush()
 
@@ -166,7 +170,11 @@ def checkpoint(db_url: str | None) -> None:
 @db_option
 def status(structure_id: str, db_url: str | None) -> None:
     """Print the signed status record (a DSSE envelope) of STRUCTURE_ID."""
-    envelope = status_envelope(Database(db_url), structure_id)
+    db = Database(db_url)
+    if not db.is_initialised():
+        fail("no registry here: run 'permitgate registry init' first")
+        return
+    envelope = status_envelope(db, structure_id)
     if envelope is None:
         fail(f"structure {structure_id!r} is not in the registry", 1)
         return

@@ -246,6 +246,14 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Reads that must agree with each other (a checkpoint and the records it covers) run in
+        # one snapshot: REPEATABLE READ on PostgreSQL; a SQLite read transaction already is one.
+        snapshot_engine = (
+            self.engine.execution_options(isolation_level="REPEATABLE READ")
+            if self.dialect == "postgresql"
+            else self.engine
+        )
+        self._snapshots = sessionmaker(snapshot_engine, expire_on_commit=False)
 
     def __repr__(self) -> str:
         return f"Database({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -254,6 +262,12 @@ class Database:
     def session(self) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back on any exception."""
         with self._sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A read-only unit of work that sees one consistent state of the database."""
+        with self._snapshots() as session, session.begin():
             yield session
 
     @contextmanager

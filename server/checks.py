@@ -97,6 +97,13 @@ class ConnectionRequest:
 
     check_type = "connection"
 
+    @property
+    def memo_key(self) -> tuple[str, ...] | None:
+        """What the decision depends on besides the record; None when it also depends on now."""
+        if self.kind is ConnectionKind.TEMPORARY:
+            return None  # valid_until counts from now
+        return ("connection", self.structure_id, self.kind.value)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "type": self.check_type,
@@ -119,6 +126,10 @@ class RegistrationRequest:
 
     check_type = "registration"
 
+    @property
+    def memo_key(self) -> tuple[str, ...] | None:
+        return ("registration", self.structure_id, self.kind.value)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "type": self.check_type,
@@ -137,6 +148,10 @@ class PremisesRequest:
     receipt: bool
 
     check_type = "premises"
+
+    @property
+    def memo_key(self) -> tuple[str, ...] | None:
+        return ("premises", self.structure_id, self.office.value, self.declared_use)
 
     def to_json(self) -> dict[str, Any]:
         return {

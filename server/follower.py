@@ -41,7 +41,7 @@ class RegistryFollower:
         That is records showing a tree size above ``held``, and records re-signed in place
         (``registry refresh``), whose ``next_update`` is later than the ``newest`` held.
         """
-        with self._db.session() as session:
+        with self._db.snapshot() as session:
             note = session.scalar(
                 select(CheckpointRow.note).order_by(CheckpointRow.size.desc()).limit(1)
             )

@@ -10,6 +10,7 @@ than the staleness bound, or a status record past its ``next_update``, makes the
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,12 +18,13 @@ from datetime import UTC, datetime
 from itertools import count
 from typing import Any
 
-import orjson
+from sqlalchemy.exc import SQLAlchemyError
 
 from clients.receipts import Receipt
 from registry.notifications import record_notification
+from registry.records import StatusRecord
 from registry.storage import Database
-from server.cache import RegistryCache
+from server.cache import CachedStatus, RegistryCache
 from server.checks import CheckRequest, ConnectionRequest, RegistrationRequest
 from server.decision_log import DecisionLog
 from server.receipts import ReceiptSigner
@@ -35,7 +37,34 @@ from server.rules import (
     decide_registration,
 )
 
-__all__ = ["Answer", "Gate", "reason_json"]
+__all__ = ["Answer", "Gate", "GateUnavailable", "reason_json"]
+
+
+class GateUnavailable(Exception):
+    """The gate cannot answer right now without breaking a promise; the caller may retry."""
+
+
+log = logging.getLogger(__name__)
+
+_MEMO_LIMIT = 1_000_000
+_NOTICE_LIMIT = 100_000
+_FOREVER = datetime.max.replace(tzinfo=UTC)
+
+# (status it was decided on, stale or not, valid before, the decision)
+_Memo = tuple[CachedStatus | None, bool, datetime, Decision]
+
+
+def _next_change(record: StatusRecord | None, now: datetime) -> datetime:
+    """The first moment after ``now`` at which a rule over ``record`` could answer otherwise."""
+    if record is None:
+        return _FOREVER
+    moments = [record.next_update]
+    for permit in record.permits:
+        if permit.issued > now:
+            moments.append(permit.issued)
+        if permit.expires is not None and permit.expires > now:
+            moments.append(permit.expires)
+    return min(moments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +105,34 @@ class Gate:
         self._ids = count(1)
         self._id_prefix = f"D-{secrets.token_hex(6)}-"
         self._notices: dict[tuple[str, str], str] = {}
+        self._memo: dict[tuple[Any, ...], _Memo] = {}
 
-    def decide(self, request: CheckRequest, now: datetime) -> tuple[Decision, Any]:
-        """The rules' decision, and the cached status it rests on (None if unknown)."""
+    def decide(self, request: CheckRequest, now: datetime) -> tuple[Decision, CachedStatus | None]:
+        """The rules' decision, and the cached status it rests on (None if unknown).
+
+        Decisions are memoised per structure and question: a hit needs the same status record
+        object, the same staleness, and ``now`` before the next moment the answer could change
+        (a permit coming into force or expiring, the record's ``next_update``).
+        """
         status = self.cache.get(request.structure_id)
         record = None if status is None else status.record
         stale = self.cache.is_stale() or (record is not None and record.next_update <= now)
+        key = request.memo_key
+        if key is not None:
+            hit = self._memo.get(key)
+            if hit is not None and hit[0] is status and hit[1] is stale and now < hit[2]:
+                return hit[3], status
+        decision = self._rules(request, record, now, stale)
+        if key is not None:
+            if len(self._memo) >= _MEMO_LIMIT:
+                self._memo.clear()
+            self._memo[key] = (status, stale, _next_change(record, now), decision)
+        return decision, status
+
+    @staticmethod
+    def _rules(
+        request: CheckRequest, record: StatusRecord | None, now: datetime, stale: bool
+    ) -> Decision:
         if isinstance(request, ConnectionRequest):
             decision = decide_connection(
                 record,
@@ -101,9 +152,11 @@ class Gate:
                 now=now,
                 stale=stale,
             )
-        return decision, status
+        return decision
 
     async def answer(self, request: CheckRequest, *, caller: str) -> Answer:
+        if self.decision_log.full:
+            raise GateUnavailable("the decision log cannot be written; try again later")
         now = self.clock()
         checkpoint = self.cache.checkpoint
         note = self.cache.checkpoint_note
@@ -129,21 +182,9 @@ class Gate:
                     status_record_tree_size=None if status is None else status.record.tree_size,
                 )
             )
-        self.decision_log.append(
-            (
-                decision_id,
-                now,
-                caller,
-                request.check_type,
-                request.structure_id,
-                orjson.dumps(request.to_json()).decode(),
-                decision.verdict.name,
-                orjson.dumps([r.code.value for r in decision.reasons]).decode(),
-                version,
-                notification_id,
-            )
-        )
-        return Answer(decision, decision_id, now, version, notification_id, receipt)
+        answer = Answer(decision, decision_id, now, version, notification_id, receipt)
+        self.decision_log.append((request, caller, answer))
+        return answer
 
     async def _notify(self, request: CheckRequest, decision: Decision, now: datetime) -> str:
         office = getattr(request, "office", None)
@@ -151,15 +192,23 @@ class Gate:
         key = (office_name, request.application_id)
         if request.application_id and key in self._notices:
             return self._notices[key]
-        notice = await asyncio.to_thread(
-            record_notification,
-            self.db,
-            structure_id=request.structure_id,
-            office=office_name,
-            application_id=request.application_id,
-            reasons=[reason_json(r) for r in decision.reasons],
-            at=now,
-        )
+        try:
+            notice = await asyncio.to_thread(
+                record_notification,
+                self.db,
+                structure_id=request.structure_id,
+                office=office_name,
+                application_id=request.application_id,
+                reasons=[reason_json(r) for r in decision.reasons],
+                at=now,
+            )
+        except SQLAlchemyError as exc:
+            log.error("notification for %s could not be recorded: %s", request.structure_id, exc)
+            raise GateUnavailable(
+                "the notification to the working group could not be recorded; try again"
+            ) from exc
         if request.application_id:
+            if len(self._notices) >= _NOTICE_LIMIT:
+                self._notices.clear()
             self._notices[key] = notice
         return notice

@@ -26,7 +26,8 @@ from server.checks import (
     premises_request,
     registration_request,
 )
-from server.gate import Answer, Gate
+from server.gate import Answer, Gate, GateUnavailable
+from server.rules import Decision
 
 __all__ = ["MAX_BATCH", "PermitGateService", "decision_message"]
 
@@ -39,12 +40,21 @@ _CONVERT: dict[str, Callable[[Any, datetime], CheckRequest]] = {
 }
 
 
-def decision_message(answer: Answer, out: pb.Decision) -> pb.Decision:
-    """Fill ``out`` from an answer."""
-    decision = answer.decision
-    out.verdict = VERDICTS[decision.verdict]
+_TEMPLATE_LIMIT = 100_000
+_templates: dict[Decision, pb.Decision] = {}
+
+
+def _template(decision: Decision) -> pb.Decision:
+    """The wire form of a decision's verdict, reasons and valid_until, built once per decision.
+
+    Keyed by value (decisions are frozen and hashable), so equal decisions share one template.
+    """
+    template = _templates.get(decision)
+    if template is not None:
+        return template
+    template = pb.Decision(verdict=VERDICTS[decision.verdict])
     for reason in decision.reasons:
-        r = out.reasons.add()
+        r = template.reasons.add()
         r.code = REASON_CODES[reason.code]
         r.article = reason.article
         r.message = reason.message
@@ -53,7 +63,16 @@ def decision_message(answer: Answer, out: pb.Decision) -> pb.Decision:
         if reason.case_id is not None:
             r.case_id = reason.case_id
     if decision.valid_until is not None:
-        out.valid_until.FromDatetime(decision.valid_until)
+        template.valid_until.FromDatetime(decision.valid_until)
+    if len(_templates) >= _TEMPLATE_LIMIT:
+        _templates.clear()
+    _templates[decision] = template
+    return template
+
+
+def decision_message(answer: Answer, out: pb.Decision) -> pb.Decision:
+    """Fill ``out`` (empty, or holding only a correlation id) from an answer."""
+    out.MergeFrom(_template(answer.decision))
     if answer.notification_id is not None:
         out.notification_id = answer.notification_id
     out.registry_version = answer.registry_version
@@ -86,7 +105,10 @@ class PermitGateService(gate_pb2_grpc.PermitGateServicer):
             request = convert(message, self._gate.clock())
         except InvalidCheck as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        answer = await self._gate.answer(request, caller=caller_of(context))
+        try:
+            answer = await self._gate.answer(request, caller=caller_of(context))
+        except GateUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         return decision_message(answer, pb.Decision())
 
     async def CheckConnection(  # noqa: N802  (gRPC method names)
@@ -131,7 +153,12 @@ class PermitGateService(gate_pb2_grpc.PermitGateServicer):
                 except InvalidCheck as exc:
                     decision.error = f"checks[{index}].{which}.{exc}"
                     continue
-                decision_message(await gate.answer(request, caller=caller), decision)
+                try:
+                    answer = await gate.answer(request, caller=caller)
+                except GateUnavailable as exc:
+                    decision.error = f"checks[{index}]: {exc}"
+                    continue
+                decision_message(answer, decision)
             yield out
 
     async def GetKeys(  # noqa: N802

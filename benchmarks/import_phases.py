@@ -1,0 +1,246 @@
+"""Where an import's time goes: the import of ``benchmarks/test_import.py``, split into phases.
+
+    .venv/bin/python -m benchmarks.import_phases [--backend sqlite|postgresql] [--lines N]
+                                                  [--file JSONL]
+
+A diagnostic, not a benchmark: it runs ``registry.importer.import_lines`` in this process on a
+fresh registry (a temporary SQLite file, or a private PostgreSQL database dropped afterwards)
+with timers wrapped around the importer's steps, and prints each step's *exclusive* wall time
+(time inside nested timed steps is counted once, in the inner step), so that the rows add up to
+the import's wall time. Nothing in ``registry`` is changed; the wrappers are installed on the
+classes for the length of this process only. The timers cost well under a second per million
+lines (the file reader's, one pair of clock reads a line, is the largest).
+
+Steps, in the order an import meets them:
+
+* read file: reading lines from the file (the iterator the importer consumes);
+* parse: ``orjson.loads`` and record validation (``_Applier._parse``);
+* fetch existing: one SELECT per table per chunk for the rows the chunk refers to;
+* check + events + Merkle: the per-line loop (checks, event encoding, leaf hashes, tree);
+* write rows + events: INSERT/COPY of structures, permits, cases and events;
+* read back for signing: the ordered SELECTs that gather each touched structure's state;
+* sign inline: status records signed in this process (the first few thousand structures);
+* hand to workers: starting the pool and pickling batches to it;
+* wait for workers: blocked on a signing worker's result;
+* write status records: DELETE + INSERT/COPY of the signed records;
+* commit: the transaction's COMMIT;
+* other: everything not above (setup, checkpoint signing, Python glue).
+
+CPU time of the signing workers and of the PostgreSQL backend is sampled from ``/proc``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy.orm.session import SessionTransaction
+
+import registry.importer as importer
+import registry.status as status
+from benchmarks.proctree import MIB, ProcessTreeSampler
+from benchmarks.support import (
+    IMPORT_LINES,
+    PG_WRITERS,
+    pg_watch,
+    private_pg_database,
+    write_demo_lines,
+)
+from registry.admin import init_registry
+from registry.storage import Database
+
+__all__ = ["Phases", "main", "profile_import"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Phases:
+    """Exclusive wall time per named step, for calls made on the main thread."""
+
+    def __init__(self) -> None:
+        self.seconds: defaultdict[str, float] = defaultdict(float)
+        self.calls: Counter[str] = Counter()
+        self._children: list[float] = []  # per open step: time spent in timed steps inside it
+        self._main = threading.main_thread()
+
+    def _enter(self) -> float:
+        self._children.append(0.0)
+        return time.perf_counter()
+
+    def _leave(self, name: str, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        inner = self._children.pop()
+        self.seconds[name] += elapsed - inner
+        self.calls[name] += 1
+        if self._children:
+            self._children[-1] += elapsed
+
+    def wrap(self, name: str, fn: F) -> F:
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if threading.current_thread() is not self._main:
+                return fn(*args, **kwargs)
+            started = self._enter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._leave(name, started)
+
+        return timed  # type: ignore[return-value]
+
+    def iterate(self, name: str, items: Iterable[bytes]) -> Iterator[bytes]:
+        """``items``, with the time spent producing each counted under ``name``."""
+        iterator = iter(items)
+        while True:
+            started = self._enter()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                self._leave(name, started)
+            yield item
+
+
+def _patch(stack: ExitStack, owner: type, attribute: str, replacement: Any) -> None:
+    """Set ``owner.attribute`` until ``stack`` closes."""
+    original = owner.__dict__.get(attribute)
+    setattr(owner, attribute, replacement)
+    if original is None:  # inherited: deleting the override restores it
+        stack.callback(delattr, owner, attribute)
+    else:
+        stack.callback(setattr, owner, attribute, original)
+
+
+def _eager(generator_method: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    """A generator method made to do its work when called (so that a timer around it sees it)."""
+
+    @functools.wraps(generator_method)
+    def eager(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        return iter(list(generator_method(*args, **kwargs)))
+
+    return eager
+
+
+def _instrument(stack: ExitStack, phases: Phases) -> None:
+    applier, pipeline = importer._Applier, status.SigningPipeline
+    wrap = phases.wrap
+    _patch(stack, applier, "_parse", wrap("parse", _eager(applier._parse)))
+    _patch(stack, applier, "_fetch", wrap("fetch existing", applier._fetch))
+    _patch(stack, applier, "apply", wrap("check + events + Merkle", applier.apply))
+    _patch(stack, applier, "_write", wrap("write rows + events", applier._write))
+    _patch(stack, pipeline, "submit", wrap("read back for signing", pipeline.submit))
+    _patch(stack, pipeline, "finish", wrap("wait for workers", pipeline.finish))
+    _patch(stack, pipeline, "_sign", wrap("hand to workers", pipeline._sign))
+    _patch(stack, pipeline, "_write", wrap("write status records", pipeline._write))
+    _patch(stack, status.StatusSigner, "rows", wrap("sign inline", status.StatusSigner.rows))
+    _patch(stack, Future, "result", wrap("wait for workers", Future.result))
+    _patch(stack, SessionTransaction, "commit", wrap("commit", SessionTransaction.commit))
+
+
+ORDER = (
+    "read file",
+    "parse",
+    "fetch existing",
+    "check + events + Merkle",
+    "write rows + events",
+    "read back for signing",
+    "sign inline",
+    "hand to workers",
+    "wait for workers",
+    "write status records",
+    "commit",
+)
+
+
+def profile_import(
+    url: str, keys: Path, jsonl: Path, *, watch: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Import ``jsonl`` into the fresh registry at ``url``, timing each step; returns figures."""
+    db = Database(url)
+    signer = init_registry(db, keys).signer
+    phases = Phases()
+    sampler = ProcessTreeSampler(os.getpid(), interval=0.25, watch=watch)
+    with ExitStack() as stack, jsonl.open("rb") as lines:
+        _instrument(stack, phases)
+        sampler.start()
+        started = time.perf_counter()
+        try:
+            report = importer.import_lines(db, phases.iterate("read file", lines), signer)
+        finally:
+            wall = time.perf_counter() - started
+            sampler.stop()
+    db.dispose()
+    if not report.ok:
+        raise RuntimeError(f"import failed: {report.errors[:5]}")
+    steps = {name: phases.seconds.get(name, 0.0) for name in ORDER}
+    steps["other"] = wall - sum(steps.values())
+    workers = [p for p, name in sampler.names.items() if name == "spawn worker"]
+    return {
+        "lines": report.lines,
+        "changes": report.changes,
+        "signed": report.signed,
+        "wall": wall,
+        "steps": steps,
+        "calls": dict(phases.calls),
+        "main_cpu": sampler.cpu.get(sampler.root, 0.0),
+        "workers_cpu": sum(sampler.cpu.get(p, 0.0) for p in workers),
+        "backend_cpu": sum(sampler.watched_cpu.values()) - sampler.watched_cpu_where(*PG_WRITERS),
+        "writers_cpu": sampler.watched_cpu_where(*PG_WRITERS),
+        "peak_tree_rss_mib": sampler.peak_tree_rss / MIB,
+    }
+
+
+def _print(backend: str, figures: dict[str, Any]) -> None:
+    wall = figures["wall"]
+    print(
+        f"import of {figures['lines']:,} lines into {backend}: {wall:.1f} s wall, "
+        f"{figures['changes']:,} changes, {figures['signed']:,} status records signed, "
+        f"peak tree RSS {figures['peak_tree_rss_mib']:.0f} MiB"
+    )
+    print(f"  {'step (exclusive wall time, main process)':<44}{'s':>8}{'%':>7}{'calls':>9}")
+    for name, seconds in figures["steps"].items():
+        calls = figures["calls"].get(name, "")
+        print(f"  {name:<44}{seconds:>8.2f}{100 * seconds / wall:>6.1f}%{calls:>9}")
+    print(
+        f"  CPU: main process {figures['main_cpu']:.1f} s, signing workers "
+        f"{figures['workers_cpu']:.1f} s, database backend {figures['backend_cpu']:.1f} s, "
+        f"database WAL/checkpoint writers {figures['writers_cpu']:.1f} s"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.import_phases")
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--lines", type=int, default=IMPORT_LINES)
+    parser.add_argument("--file", type=Path, help="JSON Lines to import (default: demo data)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="permitgate-phases-") as tmp, ExitStack() as stack:
+        home = Path(tmp)
+        jsonl: Path | None = args.file
+        if jsonl is None:
+            jsonl = home / "lines.jsonl"
+            write_demo_lines(jsonl, args.lines)
+        watch: tuple[str, ...] = ()
+        if args.backend == "sqlite":
+            url = f"sqlite:///{home / 'registry.db'}"
+        else:
+            url, name = stack.enter_context(private_pg_database("permitgate_phases"))
+            watch = pg_watch(name)
+        _print(args.backend, profile_import(url, home / "keys", jsonl, watch=watch))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

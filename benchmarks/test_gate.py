@@ -1,0 +1,577 @@
+"""The gate against a bare ``grpc.aio`` server, side by side in one run (issue 3).
+
+Two servers, each in a process of its own (``benchmarks.servers``), so that neither shares the
+interpreter lock with the client, which runs here:
+
+* **bare**: ``CheckConnection`` returns one pre-built ``Decision``: a real answer of the gate,
+  a DENY with one reason (the typical answer), so that the messages have the same size;
+* **gate**: the real gate (``GateApp``) over a demo registry of 5,000 structures on SQLite.
+
+The client sends the same ``ConnectionCheck`` requests to both (structure ids cycling over the
+whole registry) with 32 calls in flight on one ``grpc.aio`` channel, alternating bare and gate
+for two rounds (best round kept), and then one call at a time for the unloaded round trip. Measured:
+calls per second, p50/p99 latency, and the server process's CPU time per call (from
+``/proc/<pid>/stat``), which is the fairest figure on a 2-core machine where the client itself
+uses most of a core. Then, against the gate only: ``BatchCheck`` throughput (batches of 1,000)
+and the cost of ``receipt=True`` (one Ed25519 signature per decision).
+
+Everything is in ``benchmark.extra_info``; a summary table is printed at the end of the module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import select
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import grpc
+import pytest
+import uvloop
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from benchmarks.proctree import cpu_seconds, machine_busy_seconds
+from benchmarks.support import REPO, permitgate
+from permitgate.v1 import gate_pb2 as pb
+from permitgate.v1 import gate_pb2_grpc
+from registry.demo import structure_id
+
+STRUCTURES = 5_000
+UNARY_CALLS = 20_000
+CONCURRENCY = 32
+ROUNDS = 3  # alternating bare and gate; the best round of each is kept
+SERIAL_CALLS = 2_000
+WARMUP_CALLS = 1_000
+BATCH_SIZE = 1_000
+BATCHES = 100
+BATCH_ROUNDS = 3
+RECEIPT_CALLS = 5_000
+RECEIPT_BATCHES = 20
+RECEIPT_ROUNDS = 2
+START_TIMEOUT = 60.0
+
+T = TypeVar("T")
+
+
+def _run(coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return uvloop.run(coro())
+
+
+# ---------------------------------------------------------------------------------------------
+# Server processes
+
+
+class ServerProcess:
+    """``python -m benchmarks.servers ARGS``; knows its port and reads its CPU time."""
+
+    def __init__(self, name: str, args: list[str], log: Path) -> None:
+        self.name = name
+        self._log: IO[bytes] = log.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.servers", *args],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
+        self.log = log
+        self.port = self._wait_for_port()
+        self.target = f"127.0.0.1:{self.port}"
+
+    def _wait_for_port(self) -> int:
+        """The port from the ``port N`` line the server prints once serving."""
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], START_TIMEOUT)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line.startswith("port "):
+            self.close()
+            raise RuntimeError(f"{self.name} server did not start:\n{self.log.read_text()}")
+        return int(line.split()[1])
+
+    def cpu(self) -> float:
+        seconds = cpu_seconds(self.proc.pid)
+        if seconds is None:
+            raise RuntimeError(f"{self.name} server has exited:\n{self.log.read_text()}")
+        return seconds
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()  # the server stops at end of input
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Load
+
+
+@dataclass
+class Load:
+    """One load run against one server."""
+
+    server: str
+    calls: int
+    concurrency: int
+    seconds: float
+    server_cpu: float
+    client_cpu: float
+    machine_cpu: float  # busy CPU seconds of the whole machine meanwhile
+    latencies: list[float]
+
+    @property
+    def others_load(self) -> float:
+        """Cores' worth of CPU that other processes used meanwhile, on average."""
+        others = self.machine_cpu - self.server_cpu - self.client_cpu
+        return max(0.0, others) / self.seconds
+
+    @property
+    def per_second(self) -> float:
+        return self.calls / self.seconds
+
+    def percentile(self, p: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+    @property
+    def server_us_per_call(self) -> float:
+        return self.server_cpu / self.calls * 1e6
+
+    @property
+    def client_us_per_call(self) -> float:
+        return self.client_cpu / self.calls * 1e6
+
+    def figures(self) -> dict[str, float]:
+        return {
+            "calls": self.calls,
+            "concurrency": self.concurrency,
+            "seconds": round(self.seconds, 3),
+            "calls_per_s": round(self.per_second),
+            "p50_ms": round(self.percentile(50) * 1e3, 3),
+            "p99_ms": round(self.percentile(99) * 1e3, 3),
+            "server_cpu_us_per_call": round(self.server_us_per_call, 1),
+            "client_cpu_us_per_call": round(self.client_us_per_call, 1),
+            "others_load": round(self.others_load, 2),
+        }
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_now(server: ServerProcess) -> tuple[float, float, float]:
+    return server.cpu(), _own_cpu(), machine_busy_seconds()
+
+
+def _cpu_since(
+    server: ServerProcess, before: tuple[float, float, float]
+) -> tuple[float, float, float]:
+    """CPU seconds since ``before``: (the server's, this client's, the whole machine's)."""
+    now = _cpu_now(server)
+    return now[0] - before[0], now[1] - before[1], now[2] - before[2]
+
+
+async def _unary(
+    server: ServerProcess,
+    requests: list[pb.ConnectionCheck],
+    calls: int,
+    concurrency: int,
+    *,
+    warmup: int = WARMUP_CALLS,
+) -> Load:
+    """``calls`` CheckConnection calls, ``concurrency`` in flight, on one channel."""
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        call = gate_pb2_grpc.PermitGateStub(channel).CheckConnection  # type: ignore[no-untyped-call]
+        latencies = [0.0] * calls
+
+        async def worker(indexes: Iterator[int], record: bool) -> None:
+            for i in indexes:
+                started = time.perf_counter()
+                await call(requests[i % len(requests)], timeout=30)
+                if record:
+                    latencies[i] = time.perf_counter() - started
+
+        async def run(n: int, record: bool) -> None:
+            indexes = iter(range(n))  # shared: each worker takes the next index
+            await asyncio.gather(*(worker(indexes, record) for _ in range(concurrency)))
+
+        await run(warmup, False)
+        before = _cpu_now(server)
+        started = time.perf_counter()
+        await run(calls, True)
+        seconds = time.perf_counter() - started
+        server_cpu, client_cpu, machine_cpu = _cpu_since(server, before)
+        return Load(
+            server.name,
+            calls,
+            concurrency,
+            seconds,
+            server_cpu,
+            client_cpu,
+            machine_cpu,
+            latencies,
+        )
+
+
+async def _batches(server: ServerProcess, batches: list[pb.CheckBatch], rounds: int) -> Load:
+    """Stream ``rounds`` batches (cycling over ``batches``) through one BatchCheck call."""
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        stub = gate_pb2_grpc.PermitGateStub(channel)  # type: ignore[no-untyped-call]
+
+        async def stream(n: int) -> int:
+            call = stub.BatchCheck(timeout=600)
+
+            async def send() -> None:
+                for i in range(n):
+                    await call.write(batches[i % len(batches)])
+                await call.done_writing()
+
+            sender = asyncio.get_running_loop().create_task(send())
+            decisions = 0
+            for _ in range(n):
+                reply: pb.DecisionBatch = await call.read()
+                decisions += len(reply.decisions)
+                if reply.decisions[0].error or reply.decisions[-1].error:
+                    raise AssertionError(f"batch answered with an error: {reply.decisions[0]}")
+            await sender
+            return decisions
+
+        await stream(2)  # warm-up
+        before = _cpu_now(server)
+        started = time.perf_counter()
+        decisions = await stream(rounds)
+        seconds = time.perf_counter() - started
+        server_cpu, client_cpu, machine_cpu = _cpu_since(server, before)
+        return Load(
+            server.name,
+            decisions,
+            1,
+            seconds,
+            server_cpu,
+            client_cpu,
+            machine_cpu,
+            [],
+        )
+
+
+def _unary_load(
+    server: ServerProcess,
+    requests: list[pb.ConnectionCheck],
+    calls: int,
+    concurrency: int,
+    *,
+    warmup: int = WARMUP_CALLS,
+) -> Load:
+    return _run(lambda: _unary(server, requests, calls, concurrency, warmup=warmup))
+
+
+def _batch_load(server: ServerProcess, batches: list[pb.CheckBatch], rounds: int) -> Load:
+    return _run(lambda: _batches(server, batches, rounds))
+
+
+async def _answers(server: ServerProcess, requests: list[pb.ConnectionCheck]) -> list[pb.Decision]:
+    """The answers to ``requests``, in order (``CONCURRENCY`` in flight: gRPC cancels calls
+    when thousands are started at once, on any server)."""
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        call = gate_pb2_grpc.PermitGateStub(channel).CheckConnection  # type: ignore[no-untyped-call]
+        answers: list[pb.Decision | None] = [None] * len(requests)
+
+        async def worker(indexes: Iterator[int]) -> None:
+            for i in indexes:
+                answers[i] = await call(requests[i], timeout=30)
+
+        indexes = iter(range(len(requests)))
+        await asyncio.gather(*(worker(indexes) for _ in range(CONCURRENCY)))
+        return [answer for answer in answers if answer is not None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+
+
+def _connection(i: int, *, receipt: bool = False) -> pb.ConnectionCheck:
+    return pb.ConnectionCheck(
+        structure_id=structure_id(i),
+        utility=pb.UTILITY_WATER,
+        kind=pb.CONNECTION_KIND_PERMANENT,
+        application_id=f"APP-{i:06d}",
+        receipt=receipt,
+    )
+
+
+def _batch(start: int, *, receipt: bool = False) -> pb.CheckBatch:
+    batch = pb.CheckBatch()
+    for n in range(BATCH_SIZE):
+        i = (start + n) % STRUCTURES
+        check = batch.checks.add(correlation_id=f"c{start + n}")
+        check.connection.CopyFrom(_connection(i, receipt=receipt))
+    return batch
+
+
+@dataclass
+class Bench:
+    gate: ServerProcess
+    bare: ServerProcess
+    requests: list[pb.ConnectionCheck]
+    answer_mix: dict[str, int]
+    bare_answer_bytes: int
+    gate_answer_mean_bytes: float
+    results: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
+    home = tmp_path_factory.mktemp("gate")
+    url, keys = f"sqlite:///{home / 'registry.db'}", str(home / "keys")
+    permitgate("registry", "init", "--db", url, "--keys", keys)
+    demo = home / "demo.jsonl"
+    demo.write_text(permitgate("registry", "demo-data", "--structures", str(STRUCTURES)).stdout)
+    permitgate("registry", "import", str(demo), "--db", url, "--keys", keys)
+
+    requests = [_connection(i) for i in range(STRUCTURES)]
+    gate = ServerProcess("gate", ["gate", url, keys], home / "gate.log")
+    bare: ServerProcess | None = None
+    try:
+        answers = _run(lambda: _answers(gate, requests))
+        for answer in answers:  # the gate answers from its registry, not as stale or empty
+            assert answer.registry_version > 0
+            assert not any(r.code == pb.REASON_CODE_REGISTRY_STALE for r in answer.reasons)
+        mix = Counter(
+            f"{pb.Verdict.Name(a.verdict).removeprefix('VERDICT_')}/{len(a.reasons)}"
+            for a in answers
+        )
+        typical = next(a for a in answers if a.verdict == pb.VERDICT_DENY and len(a.reasons) == 1)
+        answer_file = home / "bare-answer.bin"
+        answer_file.write_bytes(typical.SerializeToString())
+        bare = ServerProcess("bare", ["bare", str(answer_file)], home / "bare.log")
+        results: dict[str, Any] = {}
+        yield Bench(
+            gate=gate,
+            bare=bare,
+            requests=requests,
+            answer_mix=dict(sorted(mix.items())),
+            bare_answer_bytes=typical.ByteSize(),
+            gate_answer_mean_bytes=sum(a.ByteSize() for a in answers) / len(answers),
+            results=results,
+        )
+        _print_summary(results)
+    finally:
+        if bare is not None:
+            bare.close()
+        gate.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Benchmarks
+
+
+def test_check_connection_gate_vs_bare(benchmark: Any, bench: Bench) -> None:
+    def run() -> dict[str, list[Load]]:
+        loads: dict[str, list[Load]] = {"bare": [], "gate": []}
+        for _ in range(ROUNDS):
+            for server in (bench.bare, bench.gate):
+                load = _unary_load(server, bench.requests, UNARY_CALLS, CONCURRENCY)
+                loads[server.name].append(load)
+        for server in (bench.bare, bench.gate):
+            load = _unary_load(server, bench.requests, SERIAL_CALLS, 1, warmup=200)
+            loads[f"{server.name}_serial"] = [load]
+        return loads
+
+    loads: dict[str, list[Load]] = benchmark.pedantic(run, rounds=1, iterations=1)
+    best = {name: max(runs, key=lambda load: load.per_second) for name, runs in loads.items()}
+    info: dict[str, Any] = {name: load.figures() for name, load in best.items()}
+    info["all_rounds_calls_per_s"] = {
+        name: [round(load.per_second) for load in runs] for name, runs in loads.items()
+    }
+    info["ratio_gate_to_bare"] = {
+        "throughput": round(best["gate"].per_second / best["bare"].per_second, 3),
+        "p50": round(best["gate"].percentile(50) / best["bare"].percentile(50), 3),
+        "p99": round(best["gate"].percentile(99) / best["bare"].percentile(99), 3),
+        "server_cpu_per_call": round(
+            best["gate"].server_us_per_call / best["bare"].server_us_per_call, 3
+        ),
+        "serial_p50": round(
+            best["gate_serial"].percentile(50) / best["bare_serial"].percentile(50), 3
+        ),
+    }
+    info["answer_bytes"] = {
+        "bare": bench.bare_answer_bytes,
+        "gate_mean": round(bench.gate_answer_mean_bytes, 1),
+    }
+    info["gate_answer_mix"] = bench.answer_mix
+    info["load_average"] = os.getloadavg()
+    benchmark.extra_info.update(info)
+    bench.results["unary"] = info
+    assert all(load.calls == len(load.latencies) for load in best.values())
+
+
+def test_batch_check_throughput(benchmark: Any, bench: Bench) -> None:
+    batches = [_batch(start) for start in range(0, STRUCTURES, BATCH_SIZE)]
+
+    def run() -> list[Load]:
+        return [_batch_load(bench.gate, batches, BATCHES) for _ in range(BATCH_ROUNDS)]
+
+    loads: list[Load] = benchmark.pedantic(run, rounds=1, iterations=1)
+    load = max(loads, key=lambda one: one.per_second)
+    info: dict[str, Any] = {
+        "all_rounds_decisions_per_s": [round(one.per_second) for one in loads],
+        "batch_size": BATCH_SIZE,
+        "batches": BATCHES,
+        "decisions": load.calls,
+        "seconds": round(load.seconds, 3),
+        "decisions_per_s": round(load.per_second),
+        "server_cpu_us_per_decision": round(load.server_us_per_call, 2),
+        "client_cpu_us_per_decision": round(load.client_us_per_call, 2),
+        "others_load": round(load.others_load, 2),
+    }
+    info["load_average"] = os.getloadavg()
+    benchmark.extra_info.update(info)
+    bench.results["batch"] = info
+    assert load.calls == BATCH_SIZE * BATCHES
+
+
+def test_receipt_cost(benchmark: Any, bench: Bench) -> None:
+    signed = [_connection(i, receipt=True) for i in range(STRUCTURES)]
+    plain_batches = [_batch(start) for start in range(0, STRUCTURES, BATCH_SIZE)]
+    signed_batches = [_batch(start, receipt=True) for start in range(0, STRUCTURES, BATCH_SIZE)]
+
+    def run() -> dict[str, list[Load]]:
+        gate = bench.gate
+        loads: dict[str, list[Load]] = defaultdict(list)
+        for _ in range(RECEIPT_ROUNDS):
+            loads["unary_plain"].append(
+                _unary_load(gate, bench.requests, RECEIPT_CALLS, CONCURRENCY)
+            )
+            loads["unary_receipt"].append(_unary_load(gate, signed, RECEIPT_CALLS, CONCURRENCY))
+            loads["batch_plain"].append(_batch_load(gate, plain_batches, RECEIPT_BATCHES))
+            loads["batch_receipt"].append(_batch_load(gate, signed_batches, RECEIPT_BATCHES))
+        return loads
+
+    rounds: dict[str, list[Load]] = benchmark.pedantic(run, rounds=1, iterations=1)
+    # the least disturbed round of each (other work on the machine only ever adds CPU time)
+    loads = {name: min(runs, key=lambda one: one.server_cpu) for name, runs in rounds.items()}
+    sample = _run(lambda: _answers(bench.gate, signed[:14]))
+    assert all(answer.receipt.startswith(b"{") for answer in sample)
+    receipt_bytes = sum(len(a.receipt) for a in sample) / len(sample)
+
+    def extra(kind: str) -> float:
+        return (
+            loads[f"{kind}_receipt"].server_us_per_call - loads[f"{kind}_plain"].server_us_per_call
+        )
+
+    info: dict[str, Any] = {name: load.figures() for name, load in loads.items()}
+    info["receipt_server_cpu_us_per_call"] = {
+        "unary": round(extra("unary"), 1),
+        "batch": round(extra("batch"), 1),
+    }
+    info["receipt_mean_bytes"] = round(receipt_bytes)
+    info["ed25519_sign_us_in_process"] = round(_ed25519_sign_us(), 1)
+    info["load_average"] = os.getloadavg()
+    info["answer_mean_bytes_with_receipt"] = round(sum(a.ByteSize() for a in sample) / len(sample))
+    benchmark.extra_info.update(info)
+    bench.results["receipts"] = info
+
+
+def _ed25519_sign_us(n: int = 5_000) -> float:
+    """One bare Ed25519 signature of a receipt-sized message, in this process (µs)."""
+    key = Ed25519PrivateKey.generate()
+    message = b"x" * 1_000
+    started = time.perf_counter()
+    for _ in range(n):
+        key.sign(message)
+    return (time.perf_counter() - started) / n * 1e6
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary
+
+
+def _print_summary(results: dict[str, Any]) -> None:
+    cores = os.cpu_count()
+    lines = [f"\n== gate vs bare grpc.aio ({cores} cores; client in the pytest process)"]
+    unary = results.get("unary")
+    if unary is not None:
+        lines.append(
+            f"  {'CheckConnection':<34}{'calls/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+            f"{'server CPU µs/call':>20}{'client CPU µs/call':>20}{'others':>8}"
+        )
+        for name, label in (
+            ("bare", f"bare, {CONCURRENCY} in flight"),
+            ("gate", f"gate, {CONCURRENCY} in flight"),
+            ("bare_serial", "bare, 1 at a time"),
+            ("gate_serial", "gate, 1 at a time"),
+        ):
+            f = unary[name]
+            lines.append(
+                f"  {label:<34}{f['calls_per_s']:>9,}{f['p50_ms']:>9.3f}{f['p99_ms']:>9.3f}"
+                f"{f['server_cpu_us_per_call']:>20.1f}{f['client_cpu_us_per_call']:>20.1f}"
+                f"{f['others_load']:>8.2f}"
+            )
+        ratio = unary["ratio_gate_to_bare"]
+        lines.append(
+            f"  ratio gate/bare: throughput {ratio['throughput']}, p50 {ratio['p50']}, "
+            f"p99 {ratio['p99']}, server CPU per call {ratio['server_cpu_per_call']}, "
+            f"serial p50 {ratio['serial_p50']}"
+        )
+        lines.append(
+            f"  answer size: bare {unary['answer_bytes']['bare']} B, gate mean "
+            f"{unary['answer_bytes']['gate_mean']} B; gate answers (verdict/reasons): "
+            f"{unary['gate_answer_mix']}"
+        )
+        lines.append(f"  every round (calls/s): {unary['all_rounds_calls_per_s']}")
+        lines.append(
+            "  (others: cores' worth of CPU that other processes on the machine used meanwhile)"
+        )
+    batch = results.get("batch")
+    if batch is not None:
+        lines.append(
+            f"  BatchCheck, {batch['batches']} x {batch['batch_size']}: "
+            f"{batch['decisions_per_s']:,} decisions/s; server CPU "
+            f"{batch['server_cpu_us_per_decision']} µs/decision, client CPU "
+            f"{batch['client_cpu_us_per_decision']} µs/decision; others "
+            f"{batch['others_load']}; every round: {batch['all_rounds_decisions_per_s']}"
+        )
+    receipts = results.get("receipts")
+    if receipts is not None:
+        for name, label in (
+            ("unary_plain", f"CheckConnection, {CONCURRENCY} in flight"),
+            ("unary_receipt", "  ... receipt=True"),
+            ("batch_plain", f"BatchCheck, {RECEIPT_BATCHES} x {BATCH_SIZE}"),
+            ("batch_receipt", "  ... receipt=True"),
+        ):
+            f = receipts[name]
+            p50 = "" if name.startswith("batch") else f"  p50 {f['p50_ms']:.3f} ms"
+            lines.append(
+                f"  {label:<34}{f['calls_per_s']:>9,}/s  server CPU "
+                f"{f['server_cpu_us_per_call']:6.1f} µs/decision{p50}"
+            )
+        extra = receipts["receipt_server_cpu_us_per_call"]
+        lines.append(
+            f"  receipt=True costs the server {extra['unary']} µs CPU per unary call, "
+            f"{extra['batch']} µs per batched decision (a bare Ed25519 signature: "
+            f"{receipts['ed25519_sign_us_in_process']} µs); a receipt is "
+            f"~{receipts['receipt_mean_bytes']} B"
+        )
+    loads = [r["load_average"][0] for r in results.values() if "load_average" in r]
+    if loads:
+        lines.append(
+            f"  1-minute load average after each test: {loads} (the machine has {cores} cores)"
+        )
+    print("\n".join(lines))

@@ -1,0 +1,166 @@
+"""The gate's command line: ``permitgate serve`` as a real process, and ``permitgate check``
+against a real gate (exit codes 0 answered, 2 invalid check, 3 unreachable).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+from click.testing import CliRunner, Result
+from gate_helpers import GateRegistry, RunningGate, start_gate
+
+from clients.client import GateClient
+from permitgate.cli import main
+from registry.demo import SCENARIOS, demo_lines, structure_id
+
+OK = structure_id(0)
+TEMP_ONLY = structure_id(5)  # temporary construction planning permit only
+PAST = "2020-01-01T00:00:00Z"
+PERMITGATE = str(Path(sys.executable).with_name("permitgate"))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GateRegistry, RunningGate]]:
+    directory: Path = tmp_path_factory.mktemp("cli")
+    registry = GateRegistry(f"sqlite:///{directory / 'registry.db'}", directory / "keys")
+    registry.load(demo_lines(len(SCENARIOS)))
+    gate = start_gate(registry.url, registry.keys_dir)
+    try:
+        yield registry, gate
+    finally:
+        gate.stop()
+        registry.close()
+
+
+def _cli(*args: str) -> Result:
+    result = CliRunner().invoke(main, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def test_check_prints_verdict_reasons_and_validity(
+    served: tuple[GateRegistry, RunningGate],
+) -> None:
+    result = _cli(
+        "check", "connection", TEMP_ONLY, "--utility", "power", "--target", served[1].target
+    )
+    assert result.exit_code == 0, result.output
+    first, reason, until = result.stdout.splitlines()
+    assert first.startswith(
+        f"ALLOW_TEMPORARY  {TEMP_ONLY}  (registry version {served[0].version()}"
+    )
+    assert reason.startswith("  - TEMPORARY_ONLY [Art. 23] temporary_construction_planning: ")
+    assert until.startswith("  valid until ")
+
+
+def test_check_json(served: tuple[GateRegistry, RunningGate]) -> None:
+    result = _cli(
+        "check",
+        "premises",
+        OK,
+        "--office",
+        "culture",
+        "--use",
+        "bar",
+        "--application",
+        "C-1",
+        "--json",
+        "--target",
+        served[1].target,
+    )
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["verdict"] == "NOTIFY" and answer["notification_id"]
+    assert [(r["code"], r["article"], r["permit_kind"]) for r in answer["reasons"]] == [
+        ("USE_MISMATCH", 13, "property_ownership")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["connection", "", "--utility", "water"], "structure_id"),
+        (
+            ["connection", OK, "--utility", "water", "--kind", "temporary", "--until", PAST],
+            "requested_until",
+        ),
+        (["premises", OK, "--office", "fire", "--use", "  "], "declared_use"),
+    ],
+    ids=["empty-id", "past-end", "blank-use"],
+)
+def test_check_invalid_exits_2(
+    served: tuple[GateRegistry, RunningGate], args: list[str], field: str
+) -> None:
+    result = _cli("check", *args, "--target", served[1].target)
+    assert result.exit_code == 2
+    assert f"invalid check: {field}:" in result.stderr
+
+
+def test_check_unreachable_exits_3(tmp_path: Path) -> None:
+    registry = GateRegistry(f"sqlite:///{tmp_path / 'registry.db'}", tmp_path / "keys")
+    gate = start_gate(registry.url, registry.keys_dir)
+    target = gate.target
+    gate.stop()
+    registry.close()
+    result = _cli("check", "registration", OK, "--kind", "initial", "--target", target)
+    assert result.exit_code == 3
+    assert "did not answer" in result.stderr
+
+
+def test_serve_needs_cert_and_key_together(tmp_path: Path) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_text("x")
+    result = _cli("serve", "--tls-cert", str(cert), "--keys", str(tmp_path))
+    assert result.exit_code == 2 and "--tls-cert and --tls-key go together" in result.output
+
+
+def test_serve_process_logs_where_it_listens_and_stops_on_sigterm(tmp_path: Path) -> None:
+    registry = GateRegistry(f"sqlite:///{tmp_path / 'registry.db'}", tmp_path / "keys")
+    try:
+        version = registry.load(demo_lines(len(SCENARIOS)))
+        args = ["serve", "--db", registry.url, "--keys", str(registry.keys_dir)]
+        process = subprocess.Popen(
+            [PERMITGATE, *args, "--listen", "127.0.0.1:0", "--max-staleness", "5"],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert process.stderr is not None
+        lines: queue.Queue[str] = queue.Queue()
+
+        def read(stream: IO[str]) -> None:
+            for text in stream:
+                lines.put(text)
+
+        threading.Thread(target=read, args=(process.stderr,), daemon=True).start()
+        try:
+            while "listening on" not in (line := lines.get(timeout=20)):
+                pass
+            match = re.search(r"listening on (127\.0\.0\.1:\d+) \(plaintext\)", line)
+            assert match, line
+            assert f"registry version {version}, {len(SCENARIOS)} structures" in line
+            assert "max staleness 5s" in line
+            with GateClient(match.group(1)) as client:
+                assert client.check_connection(OK, utility="water").verdict == "ALLOW"
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=20) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        served = registry.sql("SELECT count(*) FROM decision_log")
+        assert served == [(1,)]  # the log was written on the way out
+    finally:
+        registry.close()

@@ -1,0 +1,218 @@
+"""Notifications to the working group (Art. 13) recorded by a real gate: one per office and
+application id, kept in the registry database (so they survive a restart and are shared by
+gates), and listed by ``permitgate registry notifications``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from click.testing import CliRunner
+from gate_helpers import (
+    GateRegistry,
+    Wire,
+    codes,
+    premises,
+    running_gate,
+    start_gate,
+    verdict,
+)
+
+from permitgate.cli import main
+from permitgate.v1 import gate_pb2 as pb
+from registry.demo import SCENARIOS, demo_lines, structure_id
+
+OK = structure_id(0)  # every permit in force, use "residential"
+REVOKED = structure_id(1)  # construction planning permit revoked, no property certificate
+TAX, CULTURE = pb.OFFICE_TAX, pb.OFFICE_CULTURE
+
+
+@pytest.fixture
+def registry(db_url: str, keys_dir: Path) -> Iterator[GateRegistry]:
+    reg = GateRegistry(db_url, keys_dir)
+    reg.load(demo_lines(len(SCENARIOS)))
+    try:
+        yield reg
+    finally:
+        reg.close()
+
+
+@pytest.fixture
+def sqlite_registry(tmp_path: Path) -> Iterator[GateRegistry]:
+    reg = GateRegistry(f"sqlite:///{tmp_path / 'registry.db'}", tmp_path / "keys")
+    reg.load(demo_lines(len(SCENARIOS)))
+    try:
+        yield reg
+    finally:
+        reg.close()
+
+
+def _notify(
+    wire: Wire, office: int, application_id: str, sid: str = REVOKED, use: str = "residential"
+) -> str:
+    decision = wire.ask(premises(sid, office, use, application_id=application_id))
+    assert verdict(decision) == "NOTIFY", decision
+    assert decision.notification_id
+    return decision.notification_id
+
+
+def _rows(registry: GateRegistry) -> list[tuple[str, str, str, str | None, list[str]]]:
+    return [
+        (str(i), str(s), str(o), a, [r["code"] for r in json.loads(reasons)])
+        for i, s, o, a, reasons in registry.sql(
+            "SELECT id, structure_id, office, application_id, reasons FROM notification ORDER BY id"
+        )
+    ]
+
+
+def test_same_application_and_office_gives_the_same_notification(
+    sqlite_registry: GateRegistry,
+) -> None:
+    with (
+        running_gate(sqlite_registry.url, sqlite_registry.keys_dir) as gate,
+        Wire(gate.target) as wire,
+    ):
+        first = _notify(wire, TAX, "APP-1")
+        assert _notify(wire, TAX, "APP-1") == first
+        other_office = _notify(wire, CULTURE, "APP-1")
+        other_application = _notify(wire, TAX, "APP-2")
+    assert len({first, other_office, other_application}) == 3
+    rows = _rows(sqlite_registry)
+    assert sorted(r[0] for r in rows) == sorted([first, other_office, other_application])
+    by_id = {r[0]: r for r in rows}
+    assert by_id[first][1:4] == (REVOKED, "tax", "APP-1")
+    assert by_id[other_office][1:4] == (REVOKED, "culture", "APP-1")
+    assert sorted(by_id[first][4]) == ["MISSING_PERMIT", "PERMIT_REVOKED"]
+
+
+def test_notification_survives_a_gate_restart(registry: GateRegistry) -> None:
+    """The second gate has no memory of the first: the id comes from the database."""
+    with running_gate(registry.url, registry.keys_dir) as gate, Wire(gate.target) as wire:
+        first = _notify(wire, TAX, "APP-9")
+        culture = _notify(wire, CULTURE, "APP-9")
+    with running_gate(registry.url, registry.keys_dir) as gate, Wire(gate.target) as wire:
+        assert _notify(wire, TAX, "APP-9") == first
+        assert _notify(wire, CULTURE, "APP-9") == culture
+        assert _notify(wire, TAX, "APP-10") not in {first, culture}
+    assert len(_rows(registry)) == 3
+
+
+def test_two_gates_at_once_record_one_notification(registry: GateRegistry) -> None:
+    """Two gates on one registry asked about the same application at the same moment."""
+    gates = [start_gate(registry.url, registry.keys_dir) for _ in range(2)]
+    try:
+        answers: list[str] = []
+        start = threading.Barrier(len(gates))
+
+        def ask(target: str) -> None:
+            with Wire(target) as wire:
+                start.wait(5)
+                answers.append(_notify(wire, TAX, "APP-RACE"))
+
+        threads = [threading.Thread(target=ask, args=(g.target,)) for g in gates]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert len(answers) == 2 and answers[0] == answers[1]
+    finally:
+        for gate in gates:
+            gate.stop()
+    assert [r[0] for r in _rows(registry)] == answers[:1]
+
+
+def test_allow_records_no_notification(sqlite_registry: GateRegistry) -> None:
+    with (
+        running_gate(sqlite_registry.url, sqlite_registry.keys_dir) as gate,
+        Wire(gate.target) as wire,
+    ):
+        decision = wire.ask(premises(OK, TAX, "Residential", application_id="APP-OK"))
+        assert verdict(decision) == "ALLOW" and not decision.notification_id
+        blocked = wire.ask(premises(REVOKED, pb.OFFICE_FIRE, "residential", application_id="F"))
+        assert verdict(blocked) == "DENY" and not blocked.notification_id
+    assert _rows(sqlite_registry) == []
+
+
+def test_unknown_structure_notifies(sqlite_registry: GateRegistry) -> None:
+    with (
+        running_gate(sqlite_registry.url, sqlite_registry.keys_dir) as gate,
+        Wire(gate.target) as wire,
+    ):
+        decision = wire.ask(premises("nowhere-7", CULTURE, "bar", application_id="APP-U"))
+    assert verdict(decision) == "NOTIFY" and codes(decision) == {"NOT_IN_REGISTRY"}
+    assert _rows(sqlite_registry) == [
+        (decision.notification_id, "nowhere-7", "culture", "APP-U", ["NOT_IN_REGISTRY"])
+    ]
+
+
+def test_cli_lists_the_notifications(sqlite_registry: GateRegistry) -> None:
+    with (
+        running_gate(sqlite_registry.url, sqlite_registry.keys_dir) as gate,
+        Wire(gate.target) as wire,
+    ):
+        ids = {
+            _notify(wire, TAX, "APP-1"),
+            _notify(wire, TAX, "APP-1"),
+            _notify(wire, CULTURE, "APP-1"),
+            _notify(wire, pb.OFFICE_HEALTH, "APP-3", sid=OK, use="clinic"),
+        }
+    runner = CliRunner()
+    listed = runner.invoke(main, ["registry", "notifications", "--db", sqlite_registry.url])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 3
+    assert {line.split()[0] for line in lines} == ids
+    as_json = runner.invoke(
+        main, ["registry", "notifications", "--db", sqlite_registry.url, "--json"]
+    )
+    assert as_json.exit_code == 0, as_json.output
+    notices = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert {n["id"] for n in notices} == ids
+    assert {(n["office"], n["application_id"]) for n in notices} == {
+        ("tax", "APP-1"),
+        ("culture", "APP-1"),
+        ("health", "APP-3"),
+    }
+    assert all(n["reasons"] and n["structure_id"] in {OK, REVOKED} for n in notices)
+
+
+def test_notify_while_the_registry_is_write_locked(sqlite_registry: GateRegistry) -> None:
+    """An import holds the registry's write lock: answers from the cache are not held up, a
+    NOTIFY (which must write its notification) honours the caller's deadline, and the notice
+    it recorded once the lock was released is the one a retry gets."""
+    release = threading.Event()
+    locked = threading.Event()
+
+    def hold_lock() -> None:
+        with sqlite_registry.db.writer():
+            locked.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_lock)
+    with (
+        running_gate(sqlite_registry.url, sqlite_registry.keys_dir) as gate,
+        Wire(gate.target) as wire,
+    ):
+        holder.start()
+        try:
+            assert locked.wait(5)
+            started = time.monotonic()
+            assert verdict(wire.ask(premises(OK, pb.OFFICE_FIRE, "residential"))) == "ALLOW"
+            assert time.monotonic() - started < 0.5
+            check = premises(REVOKED, TAX, "residential", application_id="APP-LOCK")
+            with pytest.raises(grpc.RpcError) as info:
+                wire.ask(check, timeout=0.3)
+            assert isinstance(info.value, grpc.Call)
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert time.monotonic() - started < 2
+        finally:
+            release.set()
+            holder.join(10)
+        notice = wire.ask(check).notification_id
+    assert notice and [r[0] for r in _rows(sqlite_registry)] == [notice]
