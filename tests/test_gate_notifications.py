@@ -17,7 +17,9 @@ from click.testing import CliRunner
 from gate_helpers import (
     GateRegistry,
     Wire,
+    batch_check,
     codes,
+    connection,
     premises,
     running_gate,
     start_gate,
@@ -216,3 +218,42 @@ def test_notify_while_the_registry_is_write_locked(sqlite_registry: GateRegistry
             holder.join(10)
         notice = wire.ask(check).notification_id
     assert notice and [r[0] for r in _rows(sqlite_registry)] == [notice]
+
+
+def test_notice_that_cannot_be_recorded_is_unavailable_not_a_leak(
+    sqlite_registry: GateRegistry,
+) -> None:
+    """When the notice cannot be written, the office gets UNAVAILABLE in plain words (no SQL),
+    nothing claims a notification id, and the rest of a batch is still answered."""
+    with (
+        running_gate(sqlite_registry.url, sqlite_registry.keys_dir) as gate,
+        Wire(gate.target) as wire,
+    ):
+        sqlite_registry.sql("ALTER TABLE notification RENAME TO notification_gone")
+        with pytest.raises(grpc.RpcError) as caught:
+            wire.ask(premises(REVOKED, pb.OFFICE_TAX, "residential", application_id="A-lost"))
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert caught.value.details() == (
+            "the notification to the working group could not be recorded; try again"
+        )
+        [batch] = wire.batches(
+            [
+                pb.CheckBatch(
+                    checks=[
+                        batch_check(
+                            "n",
+                            premises(REVOKED, pb.OFFICE_TAX, "residential", application_id="A-2"),
+                        ),
+                        batch_check("c", connection(REVOKED)),
+                    ]
+                )
+            ]
+        )
+        lost, answered = batch.decisions
+        assert lost.error == (
+            "checks[0]: the notification to the working group could not be recorded; try again"
+        )
+        assert not lost.notification_id and lost.verdict == pb.VERDICT_UNSPECIFIED
+        assert answered.verdict == pb.VERDICT_DENY and not answered.error
+        sqlite_registry.sql("ALTER TABLE notification_gone RENAME TO notification")
+        assert _notify(wire, pb.OFFICE_TAX, "A-lost")
