@@ -16,7 +16,7 @@ import orjson
 from sqlalchemy import func, select
 
 from registry.merkle import CompactTree
-from registry.signing import Signer, ensure_signer
+from registry.signing import Signer, ensure_signer, load_signer
 from registry.status import RECORD_VALIDITY, SigningPipeline, StatusSigner
 from registry.storage import (
     CASE_COLUMNS,
@@ -61,17 +61,19 @@ class InitResult:
 def init_registry(db: Database, keys_dir: Path, origin: str = DEFAULT_ORIGIN) -> InitResult:
     """Create or upgrade the registry in ``db`` and its signing key in ``keys_dir``."""
     db.upgrade()
-    signer, created_key = ensure_signer(keys_dir, ROLE, origin)
     with db.session() as session:
         stored = session.scalar(select(MetaRow.value).where(MetaRow.key == "origin"))
-        if stored is not None:
-            stored_key = session.scalar(select(MetaRow.value).where(MetaRow.key == "public_key"))
-            if stored_key != signer.verifier.text:
-                raise ValueError(
-                    f"this registry was signed by {stored_key}, but {keys_dir} holds "
-                    f"{signer.verifier.text}"
-                )
-            return InitResult(signer, created_key, False, stored)
+        stored_key = session.scalar(select(MetaRow.value).where(MetaRow.key == "public_key"))
+    if stored is not None:  # an existing registry: its key must be here already, never made anew
+        signer = load_signer(keys_dir, ROLE)
+        if stored_key != signer.verifier.text:
+            raise ValueError(
+                f"this registry was signed by {stored_key}, but {keys_dir} holds "
+                f"{signer.verifier.text}"
+            )
+        return InitResult(signer, False, False, stored)
+    signer, created_key = ensure_signer(keys_dir, ROLE, origin)
+    with db.session() as session:
         if signer.name != origin:
             raise ValueError(f"the key in {keys_dir} is named {signer.name!r}, not {origin!r}")
         tree = CompactTree()

@@ -106,6 +106,7 @@ class ImportReport:
     errors: list[LineError] = field(default_factory=list)  # the first MAX_REPORTED_ERRORS
     signed: int = 0  # structures whose status record was (re-)signed
     checkpoint: Checkpoint | None = None
+    _pending: list[LineError] = field(default_factory=list, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -113,8 +114,13 @@ class ImportReport:
 
     def error(self, line: int, field_name: str, why: str) -> None:
         self.error_count += 1
-        if len(self.errors) < MAX_REPORTED_ERRORS:
-            self.errors.append(LineError(line, field_name, why))
+        self._pending.append(LineError(line, field_name, why))
+
+    def end_chunk(self) -> None:
+        """Keep the chunk's errors in line order (they are found in two passes)."""
+        room = MAX_REPORTED_ERRORS - len(self.errors)
+        self.errors.extend(sorted(self._pending, key=lambda e: e.line)[: max(room, 0)])
+        self._pending.clear()
 
 
 class _Rollback(Exception):
@@ -186,6 +192,15 @@ def import_lines(
     return report
 
 
+def _json_error(raw: bytes) -> str:
+    """orjson's message for the line without its newline (else it points past the line)."""
+    try:
+        orjson.loads(raw.rstrip(b"\r\n"))
+    except orjson.JSONDecodeError as exc:
+        return str(exc)
+    return "invalid"
+
+
 class _Applier:
     """Checks and applies chunks of lines inside the import's transaction."""
 
@@ -225,6 +240,7 @@ class _Applier:
             self.tree.append(leaf_hash(body))
             report.changes += 1
         self._write(changed, in_db, events)
+        report.end_chunk()
         if changed and report.ok:  # once an error is found nothing will be kept: skip signing
             self.pipeline.submit({r.structure_id for r in changed.values()}, self.tree.size)
 
@@ -237,8 +253,8 @@ class _Applier:
                 continue
             try:
                 obj = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                report.error(line, "(line)", f"not valid JSON: {exc}")
+            except orjson.JSONDecodeError:
+                report.error(line, "(line)", f"not valid JSON: {_json_error(raw)}")
                 continue
             try:
                 yield line, parse_record(obj)

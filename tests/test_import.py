@@ -46,9 +46,10 @@ CASE = json.loads(EXAMPLE_LINES[2])
 
 
 def json_error(raw: str) -> str:
-    """orjson's message for ``raw`` as a line of a file (parsed with its newline, as imported)."""
+    """orjson's message for ``raw`` as a line on its own (the import drops the newline first,
+    so that the position points into the line rather than past it)."""
     try:
-        orjson.loads(raw + "\n")
+        orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return str(exc)
     raise AssertionError(f"{raw!r} is valid JSON")
@@ -355,6 +356,25 @@ def test_import_from_standard_input(reg: Registry) -> None:
         "permitgate: 1 errors in 2 lines; nothing was imported",
     ]
     assert reg.snapshot() == before
+
+
+def test_errors_are_printed_in_line_order(reg: Registry) -> None:
+    """A reference error (found after parsing) on line 1 comes before a parse error on line 2."""
+    orphan = {
+        "type": "permit",
+        "id": "P-1",
+        "structure": "NOWHERE-1",
+        "kind": "construction_planning",
+        "status": "valid",
+        "issued": "2024-03-01T00:00:00Z",
+    }
+    result = reg.import_text(jsonl([orphan, "{"]))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "line 1: structure: unknown structure 'NOWHERE-1'",
+        "line 2: (line): not valid JSON: " + json_error("{"),
+        "permitgate: 2 errors in 2 lines; nothing was imported",
+    ]
 
 
 def test_import_of_a_missing_file(reg: Registry) -> None:
