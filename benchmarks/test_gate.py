@@ -1,7 +1,7 @@
 """The gate against a bare ``grpc.aio`` server, side by side in one run (issue 3).
 
 Two servers, each in a process of its own (``benchmarks.servers``), so that neither shares the
-interpreter lock with the client, which runs here:
+interpreter lock with the client, which runs here (in the pytest process, on uvloop):
 
 * **bare**: ``CheckConnection`` returns one pre-built ``Decision``: a real answer of the gate,
   a DENY with one reason (the typical answer), so that the messages have the same size;
@@ -9,13 +9,15 @@ interpreter lock with the client, which runs here:
 
 The client sends the same ``ConnectionCheck`` requests to both (structure ids cycling over the
 whole registry) with 32 calls in flight on one ``grpc.aio`` channel, alternating bare and gate
-for two rounds (best round kept), and then one call at a time for the unloaded round trip. Measured:
-calls per second, p50/p99 latency, and the server process's CPU time per call (from
-``/proc/<pid>/stat``), which is the fairest figure on a 2-core machine where the client itself
-uses most of a core. Then, against the gate only: ``BatchCheck`` throughput (batches of 1,000)
-and the cost of ``receipt=True`` (one Ed25519 signature per decision).
+for ``ROUNDS`` rounds (the best round of each is kept), then one call at a time for the
+unloaded round trip. Measured: calls per second, p50/p99 latency, and the server process's CPU
+time per call (from ``/proc/<pid>/stat``), the fairest figure on a 2-core machine where the
+client itself uses most of a core. Then, against the gate only: ``BatchCheck`` throughput
+(batches of 1,000) and the cost of ``receipt=True`` (paired runs with and without).
 
-Everything is in ``benchmark.extra_info``; a summary table is printed at the end of the module.
+Every load also records how much CPU *other* processes used meanwhile (``others``, in cores):
+on a shared machine, a disturbed round shows it. Everything is in ``benchmark.extra_info``; a
+summary table is printed at the end of the module (run with ``-s`` to see it).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import asyncio
 import os
 import resource
 import select
+import statistics
 import subprocess
 import sys
 import time
@@ -55,7 +58,7 @@ BATCHES = 100
 BATCH_ROUNDS = 3
 RECEIPT_CALLS = 5_000
 RECEIPT_BATCHES = 20
-RECEIPT_ROUNDS = 2
+RECEIPT_ROUNDS = 3
 START_TIMEOUT = 60.0
 
 T = TypeVar("T")
@@ -448,43 +451,53 @@ def test_batch_check_throughput(benchmark: Any, bench: Bench) -> None:
 
 
 def test_receipt_cost(benchmark: Any, bench: Bench) -> None:
+    """The same checks with and without ``receipt=True``, paired, in ``RECEIPT_ROUNDS`` rounds.
+
+    Three views of the cost of a receipt, each the median over rounds of (with - without):
+    server CPU per unary call (32 in flight), p50 latency of unary calls one at a time (the
+    cost on the request's path), and server CPU per decision in ``BatchCheck``.
+    """
     signed = [_connection(i, receipt=True) for i in range(STRUCTURES)]
     plain_batches = [_batch(start) for start in range(0, STRUCTURES, BATCH_SIZE)]
     signed_batches = [_batch(start, receipt=True) for start in range(0, STRUCTURES, BATCH_SIZE)]
 
     def run() -> dict[str, list[Load]]:
-        gate = bench.gate
+        gate, plain = bench.gate, bench.requests
         loads: dict[str, list[Load]] = defaultdict(list)
         for _ in range(RECEIPT_ROUNDS):
-            loads["unary_plain"].append(
-                _unary_load(gate, bench.requests, RECEIPT_CALLS, CONCURRENCY)
-            )
-            loads["unary_receipt"].append(_unary_load(gate, signed, RECEIPT_CALLS, CONCURRENCY))
-            loads["batch_plain"].append(_batch_load(gate, plain_batches, RECEIPT_BATCHES))
-            loads["batch_receipt"].append(_batch_load(gate, signed_batches, RECEIPT_BATCHES))
+            for name, requests in (("plain", plain), ("receipt", signed)):
+                load = _unary_load(gate, requests, RECEIPT_CALLS, CONCURRENCY)
+                loads[f"unary_{name}"].append(load)
+            for name, requests in (("plain", plain), ("receipt", signed)):
+                load = _unary_load(gate, requests, SERIAL_CALLS // 2, 1, warmup=200)
+                loads[f"serial_{name}"].append(load)
+            for name, batches in (("plain", plain_batches), ("receipt", signed_batches)):
+                loads[f"batch_{name}"].append(_batch_load(gate, batches, RECEIPT_BATCHES))
         return loads
 
     rounds: dict[str, list[Load]] = benchmark.pedantic(run, rounds=1, iterations=1)
-    # the least disturbed round of each (other work on the machine only ever adds CPU time)
-    loads = {name: min(runs, key=lambda one: one.server_cpu) for name, runs in rounds.items()}
     sample = _run(lambda: _answers(bench.gate, signed[:14]))
     assert all(answer.receipt.startswith(b"{") for answer in sample)
     receipt_bytes = sum(len(a.receipt) for a in sample) / len(sample)
 
-    def extra(kind: str) -> float:
-        return (
-            loads[f"{kind}_receipt"].server_us_per_call - loads[f"{kind}_plain"].server_us_per_call
-        )
+    def paired(kind: str, measure: Callable[[Load], float]) -> float:
+        pairs = zip(rounds[f"{kind}_receipt"], rounds[f"{kind}_plain"], strict=True)
+        return statistics.median(measure(yes) - measure(no) for yes, no in pairs)
 
-    info: dict[str, Any] = {name: load.figures() for name, load in loads.items()}
-    info["receipt_server_cpu_us_per_call"] = {
-        "unary": round(extra("unary"), 1),
-        "batch": round(extra("batch"), 1),
+    best = {name: max(runs, key=lambda one: one.per_second) for name, runs in rounds.items()}
+    info: dict[str, Any] = {name: load.figures() for name, load in best.items()}
+    info["all_rounds_calls_per_s"] = {
+        name: [round(load.per_second) for load in runs] for name, runs in rounds.items()
+    }
+    info["receipt_cost_us"] = {
+        "unary_server_cpu_per_call": round(paired("unary", lambda x: x.server_us_per_call), 1),
+        "serial_p50_latency": round(paired("serial", lambda x: x.percentile(50) * 1e6), 1),
+        "batch_server_cpu_per_decision": round(paired("batch", lambda x: x.server_us_per_call), 1),
     }
     info["receipt_mean_bytes"] = round(receipt_bytes)
+    info["answer_mean_bytes_with_receipt"] = round(sum(a.ByteSize() for a in sample) / len(sample))
     info["ed25519_sign_us_in_process"] = round(_ed25519_sign_us(), 1)
     info["load_average"] = os.getloadavg()
-    info["answer_mean_bytes_with_receipt"] = round(sum(a.ByteSize() for a in sample) / len(sample))
     benchmark.extra_info.update(info)
     bench.results["receipts"] = info
 
@@ -553,6 +566,8 @@ def _print_summary(results: dict[str, Any]) -> None:
         for name, label in (
             ("unary_plain", f"CheckConnection, {CONCURRENCY} in flight"),
             ("unary_receipt", "  ... receipt=True"),
+            ("serial_plain", "CheckConnection, 1 at a time"),
+            ("serial_receipt", "  ... receipt=True"),
             ("batch_plain", f"BatchCheck, {RECEIPT_BATCHES} x {BATCH_SIZE}"),
             ("batch_receipt", "  ... receipt=True"),
         ):
@@ -562,13 +577,19 @@ def _print_summary(results: dict[str, Any]) -> None:
                 f"  {label:<34}{f['calls_per_s']:>9,}/s  server CPU "
                 f"{f['server_cpu_us_per_call']:6.1f} µs/decision{p50}"
             )
-        extra = receipts["receipt_server_cpu_us_per_call"]
+        cost = receipts["receipt_cost_us"]
         lines.append(
-            f"  receipt=True costs the server {extra['unary']} µs CPU per unary call, "
-            f"{extra['batch']} µs per batched decision (a bare Ed25519 signature: "
-            f"{receipts['ed25519_sign_us_in_process']} µs); a receipt is "
-            f"~{receipts['receipt_mean_bytes']} B"
+            f"  receipt=True costs (median of {RECEIPT_ROUNDS} paired rounds): server CPU "
+            f"+{cost['unary_server_cpu_per_call']} µs per unary call, "
+            f"+{cost['batch_server_cpu_per_decision']} µs per batched decision; "
+            f"p50 latency one at a time +{cost['serial_p50_latency']} µs"
         )
+        lines.append(
+            f"  (a bare Ed25519 signature here: {receipts['ed25519_sign_us_in_process']} µs; "
+            f"a receipt is ~{receipts['receipt_mean_bytes']} B, the answer with it "
+            f"~{receipts['answer_mean_bytes_with_receipt']} B)"
+        )
+        lines.append(f"  every round (calls/s): {receipts['all_rounds_calls_per_s']}")
     loads = [r["load_average"][0] for r in results.values() if "load_average" in r]
     if loads:
         lines.append(

@@ -8,12 +8,14 @@ registry, even an empty one, has a signed head to verify against.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from registry.merkle import CompactTree
 from registry.signing import Signer, ensure_signer, load_signer
@@ -38,9 +40,13 @@ from registry.trust import Checkpoint
 __all__ = [
     "DEFAULT_ORIGIN",
     "InitResult",
+    "NotInitialised",
+    "RegistryRefused",
+    "WrongKey",
     "export_lines",
     "init_registry",
     "latest_checkpoint_note",
+    "open_writer",
     "refresh_records",
     "registry_origin",
     "status_envelope",
@@ -132,6 +138,41 @@ def export_lines(db: Database) -> Iterator[bytes]:
                 yield orjson.dumps(convert(row).to_json()) + b"\n"
 
 
+class RegistryRefused(Exception):
+    """A write to the registry cannot start; nothing was read or written."""
+
+
+class NotInitialised(RegistryRefused):
+    """The database has no registry yet."""
+
+
+class WrongKey(RegistryRefused):
+    """The signing key given is not the registry's key (its signatures would not verify)."""
+
+
+@contextmanager
+def open_writer(db: Database, signer: Signer) -> Iterator[tuple[Session, str, CheckpointRow]]:
+    """The registry's write lock, its origin and latest checkpoint, once ``signer`` is its key.
+
+    Every writer (import, refresh) comes through here, so none can sign with another key.
+    """
+    if not db.is_initialised():
+        raise NotInitialised("no registry here: run 'permitgate registry init' first")
+    with db.writer() as session:
+        origin = session.scalar(select(MetaRow.value).where(MetaRow.key == "origin"))
+        public_key = session.scalar(select(MetaRow.value).where(MetaRow.key == "public_key"))
+        head = session.scalars(
+            select(CheckpointRow).order_by(CheckpointRow.size.desc()).limit(1)
+        ).first()
+        if origin is None or head is None:
+            raise NotInitialised("no registry here: run 'permitgate registry init' first")
+        if public_key != signer.verifier.text:
+            raise WrongKey(
+                f"this registry is signed by {public_key}, not by {signer.verifier.text}"
+            )
+        yield session, origin, head
+
+
 def refresh_records(
     db: Database,
     signer: Signer,
@@ -148,9 +189,9 @@ def refresh_records(
     ``next_update`` and take it. Returns how many records were re-signed.
     """
     now = (now or datetime.now(UTC)).astimezone(UTC)
-    with db.writer() as session:
-        head = session.scalar(select(func.max(CheckpointRow.size)))
-        if head is None or head == 0:
+    with open_writer(db, signer) as (session, _, checkpoint):
+        head = checkpoint.size
+        if head == 0:
             return 0
         due = select(StatusRow.structure_id).order_by(StatusRow.structure_id)
         if not everything:

@@ -23,10 +23,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.log import decode_event
+from registry.log import State, decode_event, fold
 from registry.merkle import CompactTree, leaf_hash
-from registry.records import Case, Permit, Record, Structure
-from registry.status import State, iter_states
+from registry.records import Record
+from registry.status import iter_states
 from registry.storage import CheckpointRow, Database, EventRow, MetaRow, StatusRow
 from registry.trust import VerificationError, VerifierKey, verify_checkpoint, verify_status_record
 
@@ -126,17 +126,12 @@ def _replayed(session: Session, report: AuditReport) -> Iterator[tuple[str, Stat
                 continue
             records[(type(event.record), event.record.id)] = event.record
             last = seq
-        structure = records.pop((Structure, sid), None)
-        if not isinstance(structure, Structure):
-            report.problems.append(f"structure {sid}: events refer to it, but none creates it")
+        try:
+            state = fold(sid, records.values())
+        except ValueError as exc:
+            report.problems.append(str(exc))
             continue
-        permits = tuple(sorted((r for r in records.values() if isinstance(r, Permit)), key=_id))
-        cases = tuple(sorted((r for r in records.values() if isinstance(r, Case)), key=_id))
-        yield sid, (structure, permits, cases), last
-
-
-def _id(record: Record) -> str:
-    return record.id
+        yield sid, state, last
 
 
 def _check_states(session: Session, key: VerifierKey, report: AuditReport) -> None:

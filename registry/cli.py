@@ -19,6 +19,7 @@ from tqdm import tqdm
 from registry.admin import (
     DEFAULT_ORIGIN,
     ROLE,
+    RegistryRefused,
     export_lines,
     init_registry,
     latest_checkpoint_note,
@@ -27,7 +28,7 @@ from registry.admin import (
 )
 from registry.audit import audit_registry
 from registry.demo import demo_lines
-from registry.importer import MAX_REPORTED_ERRORS, NotInitialised, WrongKey, import_lines
+from registry.importer import MAX_REPORTED_ERRORS, import_lines
 from registry.notifications import iter_notifications
 from registry.records import format_time
 from registry.signing import DEFAULT_KEYS_DIR, KeyFileError, load_signer, load_verifier
@@ -119,7 +120,7 @@ def import_(file: BinaryIO, db_url: str | None, keys_dir: Path) -> None:
     ) as bar:
         try:
             report = import_lines(db, _lines(file), signer, on_chunk=bar.update)
-        except (NotInitialised, WrongKey) as exc:
+        except RegistryRefused as exc:
             fail(str(exc))
             return
     if not report.ok:
@@ -245,5 +246,9 @@ def refresh(db_url: str | None, keys_dir: Path, everything: bool) -> None:
     except KeyFileError as exc:
         fail(str(exc))
         return
-    count = refresh_records(Database(db_url), signer, everything=everything)
+    try:
+        count = refresh_records(Database(db_url), signer, everything=everything)
+    except RegistryRefused as exc:
+        fail(str(exc))
+        return
     click.echo(f"{count} status records re-signed")

@@ -24,6 +24,7 @@ import orjson
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
+from registry.admin import NotInitialised, WrongKey, open_writer
 from registry.log import encode_event
 from registry.merkle import CompactTree, leaf_hash
 from registry.records import (
@@ -46,7 +47,6 @@ from registry.storage import (
     CheckpointRow,
     Database,
     EventRow,
-    MetaRow,
     PermitRow,
     StatusRow,
     StructureRow,
@@ -75,14 +75,6 @@ _CHUNK = 5000
 _SIGNING_WORKERS = max(1, min(4, os.cpu_count() or 1))
 _ROW: dict[type, type[Base]] = {Structure: StructureRow, Permit: PermitRow, Case: CaseRow}
 _WRITE_ORDER = (Structure, Permit, Case)  # parents before children
-
-
-class NotInitialised(Exception):
-    """The database has no registry yet."""
-
-
-class WrongKey(Exception):
-    """The signing key given is not the registry's key (its checkpoints would not verify)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,21 +133,8 @@ def import_lines(
     """
     now = (now or datetime.now(UTC)).astimezone(UTC)
     report = ImportReport()
-    if not db.is_initialised():  # without this, a missing schema fails inside db.writer()
-        raise NotInitialised("no registry here: run 'permitgate registry init' first")
     try:
-        with db.writer() as session:
-            origin = session.scalar(select(MetaRow.value).where(MetaRow.key == "origin"))
-            public_key = session.scalar(select(MetaRow.value).where(MetaRow.key == "public_key"))
-            head = session.scalars(
-                select(CheckpointRow).order_by(CheckpointRow.size.desc()).limit(1)
-            ).first()
-            if origin is None or head is None:
-                raise NotInitialised("no registry here: run 'permitgate registry init' first")
-            if public_key != signer.verifier.text:
-                raise WrongKey(
-                    f"this registry is signed by {public_key}, not by {signer.verifier.text}"
-                )
+        with open_writer(db, signer) as (session, origin, head):
             tree = CompactTree.from_state(head.size, head.tree_state)
             status_signer = StatusSigner(signer, now=now)
             with SigningPipeline(session, status_signer, workers=_SIGNING_WORKERS) as pipeline:

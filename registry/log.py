@@ -9,6 +9,7 @@ exactly that and compares the result with the tables and the signed records.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,9 +17,9 @@ from typing import Any
 import orjson
 
 from registry.canonical import canonical_json
-from registry.records import Record, format_time, parse_record, parse_time
+from registry.records import Case, Permit, Record, Structure, format_time, parse_record, parse_time
 
-__all__ = ["Event", "decode_event", "encode_event"]
+__all__ = ["Event", "State", "decode_event", "encode_event", "fold", "replay"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,3 +47,43 @@ def decode_event(body: bytes) -> Event:
     if encode_event(seq, format_time(event.at), event.record.to_json()) != body:
         raise ValueError("event is not in canonical form")
     return event
+
+
+State = tuple[Structure, tuple[Permit, ...], tuple[Case, ...]]
+"""A structure's current state: the structure, its permits and its cases (each by id)."""
+
+
+def fold(structure_id: str, records: Iterable[Record]) -> State:
+    """The state made of each record's latest version; ``ValueError`` if none is the structure."""
+    structure: Structure | None = None
+    permits: list[Permit] = []
+    cases: list[Case] = []
+    for record in records:
+        if isinstance(record, Structure):
+            structure = record
+        elif isinstance(record, Permit):
+            permits.append(record)
+        else:
+            cases.append(record)
+    if structure is None or structure.id != structure_id:
+        raise ValueError(f"structure {structure_id}: events refer to it, but none creates it")
+    permits.sort(key=_by_id)
+    cases.sort(key=_by_id)
+    return structure, tuple(permits), tuple(cases)
+
+
+def _by_id(record: Record) -> str:
+    return record.id
+
+
+def replay(structure_id: str, bodies: Iterable[bytes]) -> State:
+    """A structure's state from its events' bytes, in log order (later events win).
+
+    This, not the ``structure``/``permit``/``violation_case`` tables, is what status records
+    are signed from: a row edited behind the registry's back never gets a signature.
+    """
+    latest: dict[tuple[type, str], Record] = {}
+    for body in bodies:
+        record = parse_record(orjson.loads(body)["record"])
+        latest[(type(record), record.id)] = record
+    return fold(structure_id, latest.values())

@@ -2,8 +2,9 @@
 
 A notifying office (market regulation, culture, health, tax) is never blocked; instead, when
 premises lack a permit or the declared use differs, the gate records a notice here. The same
-application id from the same office always maps to the same notice, even when two gates record
-it at once: the unique constraint decides, and the loser reads the winner's id.
+application id from the same office about the same structure always maps to the same notice,
+even when two gates record it at once: the unique constraint decides, and the loser reads the
+winner's id.
 """
 
 from __future__ import annotations
@@ -65,11 +66,14 @@ def record_notification(
 ) -> str:
     """Record a notice (or find the one already recorded for this application); return its id.
 
+    The same application id from the same office about the same structure is the same notice;
+    reused for another structure, it is another notice (nothing is lost).
+
     An empty ``application_id`` cannot be matched later, so each such call records a new notice.
     """
     app = application_id or None
     if app is not None:
-        existing = _find(db, office, app)
+        existing = _find(db, office, app, structure_id)
         if existing is not None:
             return existing
     row = NotificationRow(
@@ -84,18 +88,20 @@ def record_notification(
         with db.session() as session:
             session.add(row)
     except IntegrityError:
-        winner = _find(db, office, app) if app is not None else None
+        winner = _find(db, office, app, structure_id) if app is not None else None
         if winner is None:
             raise
         return winner
     return row.id
 
 
-def _find(db: Database, office: str, application_id: str) -> str | None:
+def _find(db: Database, office: str, application_id: str, structure_id: str) -> str | None:
     with db.session() as session:
         return session.scalar(
             select(NotificationRow.id).where(
-                NotificationRow.office == office, NotificationRow.application_id == application_id
+                NotificationRow.office == office,
+                NotificationRow.application_id == application_id,
+                NotificationRow.structure_id == structure_id,
             )
         )
 

@@ -5,10 +5,11 @@ its structure (the structure, its permits, its cases), the log size whose state 
 time window (``this_update`` to ``next_update``).
 
 ``SigningPipeline`` is how imports sign: after each chunk of lines is written, the importer hands
-over the ids it touched; the pipeline reads their full state back (inside the import's
-transaction) and signs it, in worker processes when there is much to sign, so that signing one
-chunk overlaps with parsing the next. Results are written in submission order, so when a
-structure changes in two chunks the later record wins.
+over the ids it touched; the pipeline reads their events back (inside the import's transaction)
+and, in worker processes when there is much to sign, replays them into each structure's state
+(the log is the truth, not the tables) and signs it, so that signing one chunk overlaps with
+parsing the next. Results are written in submission order, so when a structure changes in two
+chunks the later record wins.
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from registry.canonical import canonical_json
-from registry.records import Case, Permit, StatusRecord, Structure
+from registry.log import State, replay
+from registry.records import StatusRecord
 from registry.signing import Signer
 from registry.storage import (
     CASE_COLUMNS,
     PERMIT_COLUMNS,
     STRUCTURE_COLUMNS,
     CaseRow,
+    EventRow,
     PermitRow,
     StatusRow,
     StructureRow,
@@ -58,7 +61,7 @@ __all__ = [
 RECORD_VALIDITY = timedelta(days=7)
 """How long a signed status record may be relied on before the registry must re-sign it."""
 
-State = tuple[Structure, tuple[Permit, ...], tuple[Case, ...]]
+EventGroup = tuple[str, list[bytes]]  # a structure id and its events' bytes, in log order
 RawState = tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]]]
 StatusRowValues = tuple[str, int, datetime, bytes, bytes]
 
@@ -90,8 +93,8 @@ class StatusSigner:
         digest = hashlib.sha256(envelope).digest()
         return state[0].id, tree_size, self.next_update, digest, envelope
 
-    def rows(self, batch: list[RawState], tree_size: int) -> list[StatusRowValues]:
-        return [self.row(state_of(raw), tree_size) for raw in batch]
+    def rows(self, batch: list[EventGroup], tree_size: int) -> list[StatusRowValues]:
+        return [self.row(replay(sid, bodies), tree_size) for sid, bodies in batch]
 
     def portable(self) -> tuple[Any, ...]:
         """What a worker process needs to rebuild this signer (includes the private key)."""
@@ -153,6 +156,19 @@ def state_of(raw: RawState) -> State:
     )
 
 
+def iter_event_groups(session: Session, structure_ids: Collection[str]) -> Iterator[EventGroup]:
+    """The events of each of ``structure_ids``, grouped by structure, in log order."""
+    dialect = session.get_bind().dialect.name
+    query = (
+        select(EventRow.structure_id, EventRow.body)
+        .where(id_in(EventRow.structure_id, structure_ids, dialect))
+        .order_by(EventRow.structure_id, EventRow.seq)
+    )
+    rows = session.execute(query, execution_options={"yield_per": 5000})
+    for sid, group in groupby(rows, key=lambda r: r[0]):
+        yield sid, [bytes(r[1]) for r in group]
+
+
 def iter_states(session: Session, structure_ids: Collection[str] | None = None) -> Iterator[State]:
     """Like ``iter_raw_states``, as typed records."""
     for raw in iter_raw_states(session, structure_ids):
@@ -192,10 +208,10 @@ class SigningPipeline:
             self._pool = None
 
     def submit(self, structure_ids: Collection[str], tree_size: int) -> None:
-        """Sign the current state of ``structure_ids`` as of log size ``tree_size``."""
-        batch: list[RawState] = []
-        for raw in iter_raw_states(self._session, structure_ids):
-            batch.append(raw)
+        """Sign the state of ``structure_ids`` as their events give it, at ``tree_size``."""
+        batch: list[EventGroup] = []
+        for group in iter_event_groups(self._session, structure_ids):
+            batch.append(group)
             if len(batch) >= _BATCH:
                 self._sign(batch, tree_size)
                 batch = []
@@ -209,7 +225,7 @@ class SigningPipeline:
             self._write(self._pending.popleft().result())
         return self.signed
 
-    def _sign(self, batch: list[RawState], tree_size: int) -> None:
+    def _sign(self, batch: list[EventGroup], tree_size: int) -> None:
         if self._workers <= 1 or self._inline_left > 0:
             self._inline_left -= len(batch)
             self._write(self._signer.rows(batch, tree_size))
@@ -241,7 +257,7 @@ def _start_worker(portable: tuple[Any, ...]) -> None:
     _worker_signer = StatusSigner.from_portable(portable)
 
 
-def _sign_in_worker(batch: list[RawState], tree_size: int) -> list[StatusRowValues]:
+def _sign_in_worker(batch: list[EventGroup], tree_size: int) -> list[StatusRowValues]:
     if _worker_signer is None:
         raise RuntimeError("status signing worker used before its initializer ran")
     return _worker_signer.rows(batch, tree_size)

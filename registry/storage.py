@@ -183,11 +183,11 @@ class StatusRow(Base):
 class NotificationRow(Base):
     """A notice to the working group (Art. 13): premises without permits, or a use mismatch.
 
-    One per office and application id: asking again returns the same notice.
+    One per office, application id and structure: asking again returns the same notice.
     """
 
     __tablename__ = "notification"
-    __table_args__ = (UniqueConstraint("office", "application_id"),)
+    __table_args__ = (UniqueConstraint("office", "application_id", "structure_id"),)
 
     id: Mapped[str] = mapped_column(ID_TYPE, primary_key=True)
     structure_id: Mapped[str] = mapped_column(ID_TYPE, index=True)

@@ -8,6 +8,8 @@ registry key signed, and only when it fits what was already seen:
   larger than the checkpoint held, and never replace a newer record of the same structure
   (larger tree size, or the same tree size re-signed later by ``registry refresh``).
 
+A structure whose newest record fails verification, or whose record does not show its latest
+change in the log, is *doubtful*: it answers REVIEW, never from an older record as if current.
 Records are verified once, when loaded, so a request costs a dictionary look-up. Freshness is
 tracked apart from content: ``confirm_fresh`` is called after each successful poll of the
 registry, and ``is_stale`` says when that was longer ago than the staleness bound.
@@ -51,6 +53,7 @@ class RegistryCache:
         self.checkpoint_note: bytes = b""
         self._records: dict[str, CachedStatus] = {}
         self.newest_next_update: datetime | None = None  # to find records re-signed in place
+        self._doubtful: set[str] = set()  # structures whose current record is missing or bad
         self._fresh_at: float | None = None  # time.monotonic() of the last confirmed poll
 
     def __len__(self) -> int:
@@ -122,11 +125,30 @@ class RegistryCache:
                 record.this_update,
             ):
                 self._records[record.structure.id] = status
+                self._doubtful.discard(record.structure.id)
                 taken += 1
             if self.newest_next_update is None or record.next_update > self.newest_next_update:
                 self.newest_next_update = record.next_update
         self.checkpoint, self.checkpoint_note = checkpoint, note
         return taken
+
+    def doubt(self, rejected: Iterable[str], last_events: Iterable[tuple[str, int]]) -> int:
+        """Mark structures whose newest genuine record is not current; returns how many are.
+
+        ``rejected`` failed verification; ``last_events`` says where each structure last
+        changed in the log, and a record that does not show that change (withheld, or swapped
+        for an older genuine one) is not current. Such structures answer REVIEW until a record
+        that covers their last change arrives.
+        """
+        self._doubtful.update(rejected)
+        for structure_id, last in last_events:
+            held = self._records.get(structure_id)
+            if held is None or held.record.tree_size <= last:
+                self._doubtful.add(structure_id)
+        return len(self._doubtful)
+
+    def is_doubtful(self, structure_id: str) -> bool:
+        return structure_id in self._doubtful
 
     def confirm_fresh(self, at: float | None = None) -> None:
         """The registry was just seen to hold nothing newer than what is cached."""
@@ -137,8 +159,3 @@ class RegistryCache:
         if self.checkpoint is None or self._fresh_at is None:
             return True
         return (time.monotonic() if now is None else now) - self._fresh_at > self.max_staleness
-
-    def age(self, now: float | None = None) -> float | None:
-        if self._fresh_at is None:
-            return None
-        return (time.monotonic() if now is None else now) - self._fresh_at

@@ -15,6 +15,9 @@ from permitgate.v1 import gate_pb2 as pb
 from registry.records import format_time
 from registry.vocabulary import PermitKind
 from server.rules import (
+    ARTICLE_CONNECTION,
+    ARTICLE_PREMISES,
+    ARTICLE_REGISTRATION,
     ConnectionKind,
     Office,
     ReasonCode,
@@ -96,6 +99,7 @@ class ConnectionRequest:
     receipt: bool
 
     check_type = "connection"
+    article = ARTICLE_CONNECTION
 
     @property
     def memo_key(self) -> tuple[str, ...] | None:
@@ -125,6 +129,7 @@ class RegistrationRequest:
     receipt: bool
 
     check_type = "registration"
+    article = ARTICLE_REGISTRATION
 
     @property
     def memo_key(self) -> tuple[str, ...] | None:
@@ -148,6 +153,7 @@ class PremisesRequest:
     receipt: bool
 
     check_type = "premises"
+    article = ARTICLE_PREMISES
 
     @property
     def memo_key(self) -> tuple[str, ...] | None:
@@ -193,7 +199,10 @@ def _enum(field: str, value: int, table: dict[Any, Any], enum: Any) -> Any:
 def connection_request(msg: pb.ConnectionCheck, now: datetime) -> ConnectionRequest:
     requested_until = None
     if msg.HasField("requested_until"):
-        requested_until = msg.requested_until.ToDatetime(tzinfo=UTC)
+        try:
+            requested_until = msg.requested_until.ToDatetime(tzinfo=UTC)
+        except (ValueError, OverflowError) as exc:
+            raise InvalidCheck("requested_until", f"not a valid time ({exc})") from exc
         if requested_until <= now:
             raise InvalidCheck("requested_until", f"{format_time(requested_until)} is in the past")
     return ConnectionRequest(

@@ -12,16 +12,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 
-from registry.storage import CheckpointRow, Database, StatusRow
+from registry.storage import CheckpointRow, Database, EventRow, StatusRow
 from registry.trust import Checkpoint, VerificationError
 from server.cache import CachedStatus, RegistryCache
 from server.periodic import Periodic
 
 __all__ = ["RegistryFollower"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Update:
+    checkpoint: Checkpoint
+    note: bytes
+    records: list[CachedStatus]
+    rejected: list[str]  # structure ids whose new record failed verification
+    last_events: list[tuple[str, int]]  # (structure id, index of its last event) since held
+
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +43,15 @@ class RegistryFollower:
         self._cache = cache
         self._poller = Periodic("registry-follower", interval, self._poll_logged)
         self.rejected = 0
+        self._reported: set[tuple[str, str]] = set()
 
-    def _read(
-        self, held: int, newest: datetime | None
-    ) -> tuple[Checkpoint, bytes, list[CachedStatus]] | None:
+    def _read(self, held: int, newest: datetime | None) -> _Update | None:
         """In a worker thread: the newest checkpoint and the records signed since the last look.
 
         That is records showing a tree size above ``held``, and records re-signed in place
-        (``registry refresh``), whose ``next_update`` is later than the ``newest`` held.
+        (``registry refresh``), whose ``next_update`` is later than the ``newest`` held; and, for
+        each structure the log changed since ``held``, the index of its last event, so that a
+        record withheld or swapped for an older one is noticed.
         """
         with self._db.snapshot() as session:
             note = session.scalar(
@@ -58,6 +70,16 @@ class RegistryFollower:
             accepted, rejected = self._cache.verify_records(
                 ((sid, envelope) for sid, envelope in rows), checkpoint
             )
+            last_events: list[tuple[str, int]] = []
+            if checkpoint.size > held:
+                last_events = [
+                    (sid, last)
+                    for sid, last in session.execute(
+                        select(EventRow.structure_id, func.max(EventRow.seq))
+                        .where(EventRow.seq >= held, EventRow.seq < checkpoint.size)
+                        .group_by(EventRow.structure_id)
+                    )
+                ]
         if (
             not accepted
             and not rejected
@@ -66,9 +88,12 @@ class RegistryFollower:
         ):
             return None
         for item in rejected:
-            log.error("registry: rejected status record of %s: %s", item.structure_id, item.why)
+            key = (item.structure_id, item.why)
+            if key not in self._reported:  # say it once, not at every poll
+                self._reported.add(key)
+                log.error("registry: rejected status record of %s: %s", *key)
         self.rejected += len(rejected)
-        return checkpoint, note, accepted
+        return _Update(checkpoint, note, accepted, [r.structure_id for r in rejected], last_events)
 
     async def poll(self) -> int:
         """One round; returns how many records were installed. Raises when the poll failed."""
@@ -78,9 +103,17 @@ class RegistryFollower:
         )
         taken = 0
         if update is not None:
-            checkpoint, note, records = update
-            taken = self._cache.install(checkpoint, note, records)
-            log.info("registry: version %d, %d status records updated", checkpoint.size, taken)
+            taken = self._cache.install(update.checkpoint, update.note, update.records)
+            doubtful = self._cache.doubt(update.rejected, update.last_events)
+            log.info(
+                "registry: version %d, %d status records updated", update.checkpoint.size, taken
+            )
+            if doubtful:
+                log.error(
+                    "registry: %d structures lack a genuine, current status record; "
+                    "they answer REVIEW until one arrives",
+                    doubtful,
+                )
         self._cache.confirm_fresh(started)
         return taken
 

@@ -35,6 +35,7 @@ from server.rules import (
     decide_connection,
     decide_premises,
     decide_registration,
+    decide_unverified,
 )
 
 __all__ = ["Answer", "Gate", "GateUnavailable", "reason_json"]
@@ -104,7 +105,7 @@ class Gate:
         self.clock = clock
         self._ids = count(1)
         self._id_prefix = f"D-{secrets.token_hex(6)}-"
-        self._notices: dict[tuple[str, str], str] = {}
+        self._notices: dict[tuple[str, str, str], str] = {}
         self._memo: dict[tuple[Any, ...], _Memo] = {}
 
     def decide(self, request: CheckRequest, now: datetime) -> tuple[Decision, CachedStatus | None]:
@@ -116,6 +117,8 @@ class Gate:
         """
         status = self.cache.get(request.structure_id)
         record = None if status is None else status.record
+        if self.cache.is_doubtful(request.structure_id):
+            return decide_unverified(request.article), status
         stale = self.cache.is_stale() or (record is not None and record.next_update <= now)
         key = request.memo_key
         if key is not None:
@@ -189,7 +192,7 @@ class Gate:
     async def _notify(self, request: CheckRequest, decision: Decision, now: datetime) -> str:
         office = getattr(request, "office", None)
         office_name = "" if office is None else office.value
-        key = (office_name, request.application_id)
+        key = (office_name, request.application_id, request.structure_id)
         if request.application_id and key in self._notices:
             return self._notices[key]
         try:

@@ -42,6 +42,7 @@ __all__ = [
     "decide_connection",
     "decide_premises",
     "decide_registration",
+    "decide_unverified",
 ]
 
 
@@ -239,6 +240,29 @@ _UNKNOWN: Final[Mapping[tuple[int, bool, bool], Decision]] = {
     for notifying in (False, True)
     for stale in (False, True)
 }
+
+
+_UNVERIFIED: Final[Mapping[int, Decision]] = {
+    article: Decision(
+        Verdict.REVIEW,
+        (
+            Reason(
+                _C.REGISTRY_STALE,
+                article,
+                "the registry's record of this structure could not be verified as current",
+            ),
+        ),
+    )
+    for article in _STALE
+}
+
+
+def decide_unverified(article: int) -> Decision:
+    """The registry holds the structure but no genuine, current record of it: REVIEW only.
+
+    Neither NOT_IN_REGISTRY (the log says it exists) nor any rule over an older record.
+    """
+    return _UNVERIFIED[article]
 
 
 # --- The checks ----------------------------------------------------------------------------------

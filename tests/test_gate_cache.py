@@ -170,8 +170,9 @@ def test_staleness_is_measured_from_the_last_confirmed_poll(
 
 
 def test_running_gate_does_not_serve_a_forged_status_record(tmp_path: Path) -> None:
-    """A status record in the database signed by another key: rejected when loaded, so the
-    structure is unknown to the gate (DENY), never the ALLOW the forgery claims."""
+    """A status record in the database signed by another key: rejected when loaded. The log
+    says the structure exists, so the gate answers REVIEW (REGISTRY_STALE): neither the ALLOW
+    the forgery claims nor a false NOT_IN_REGISTRY."""
     registry = GateRegistry(f"sqlite:///{tmp_path / 'registry.db'}", tmp_path / "keys")
     try:
         registry.load(
@@ -186,8 +187,49 @@ def test_running_gate_does_not_serve_a_forged_status_record(tmp_path: Path) -> N
         registry.sql("UPDATE status_record SET envelope = :e WHERE structure_id = 'S-1'", e=forged)
         with running_gate(registry.url, registry.keys_dir) as gate, Wire(gate.target) as wire:
             decision = wire.ask(connection("S-1"))
-            assert verdict(decision) == "DENY" and codes(decision) == {"NOT_IN_REGISTRY"}
+            assert verdict(decision) == "REVIEW" and codes(decision) == {"REGISTRY_STALE"}
             assert verdict(wire.ask(connection("S-2"))) == "ALLOW"
             assert gate.app.follower.rejected == 1
     finally:
         registry.close()
+
+
+def test_record_swapped_back_for_an_older_genuine_one_answers_review(tmp_path: Path) -> None:
+    """S-1's permit is revoked in a later import, but the database is made to show S-1's older
+    (genuine, ALLOW) record again: the log says S-1 changed after that record, so the gate
+    answers REVIEW for S-1 instead of serving the old record as current."""
+    registry = GateRegistry(f"sqlite:///{tmp_path / 'registry.db'}", tmp_path / "keys")
+    try:
+        registry.load([*urban_ok("S-1"), *urban_ok("S-2")])
+        [old] = registry.sql(
+            "SELECT tree_size, next_update, digest, envelope FROM status_record "
+            "WHERE structure_id = 'S-1'"
+        )
+        registry.load([{**urban_ok("S-1")[3], "status": "revoked"}])
+        registry.sql(
+            "UPDATE status_record SET tree_size = :t, next_update = :n, digest = :d, "
+            "envelope = :e WHERE structure_id = 'S-1'",
+            t=old[0],
+            n=old[1],
+            d=old[2],
+            e=old[3],
+        )
+        with running_gate(registry.url, registry.keys_dir) as gate, Wire(gate.target) as wire:
+            decision = wire.ask(connection("S-1"))
+            assert verdict(decision) == "REVIEW" and codes(decision) == {"REGISTRY_STALE"}
+            assert verdict(wire.ask(connection("S-2"))) == "ALLOW"
+    finally:
+        registry.close()
+
+
+def test_doubt_is_lifted_only_by_a_record_showing_the_last_change(
+    signer: Signer, cache: RegistryCache
+) -> None:
+    """Event 4 changed S-1: no record (or one showing size 4, i.e. events 0..3) is doubtful."""
+    assert _load(cache, signer, 10, []) == (0, [])
+    assert cache.doubt([], [("S-1", 4)]) == 1 and cache.is_doubtful("S-1")
+    assert _load(cache, signer, 10, [("S-1", _envelope(signer, _record("S-1", 4)))]) == (1, [])
+    assert cache.doubt([], [("S-1", 4)]) == 1 and cache.is_doubtful("S-1")
+    assert _load(cache, signer, 10, [("S-1", _envelope(signer, _record("S-1", 5)))]) == (1, [])
+    assert not cache.is_doubtful("S-1")
+    assert cache.doubt(["S-2"], []) == 1 and cache.is_doubtful("S-2")  # a rejected record

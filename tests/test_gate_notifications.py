@@ -257,3 +257,18 @@ def test_notice_that_cannot_be_recorded_is_unavailable_not_a_leak(
         assert answered.verdict == pb.VERDICT_DENY and not answered.error
         sqlite_registry.sql("ALTER TABLE notification_gone RENAME TO notification")
         assert _notify(wire, pb.OFFICE_TAX, "A-lost")
+
+
+def test_same_application_about_another_structure_is_another_notice(
+    sqlite_registry: GateRegistry,
+) -> None:
+    """An application id reused for other premises must not hide the second notice."""
+    with (
+        running_gate(sqlite_registry.url, sqlite_registry.keys_dir) as gate,
+        Wire(gate.target) as wire,
+    ):
+        first = _notify(wire, TAX, "A-9", sid=REVOKED)
+        second = _notify(wire, TAX, "A-9", sid="nowhere-0001")
+        assert first != second
+        assert _notify(wire, TAX, "A-9", sid="nowhere-0001") == second
+        assert sorted(r[1] for r in _rows(sqlite_registry)) == sorted([REVOKED, "nowhere-0001"])

@@ -169,6 +169,16 @@ def test_invalid_argument_names_the_field(wire: Wire, check: AnyCheck, field: st
     assert error.details().startswith(f"{field}:"), error.details()
 
 
+def test_requested_until_out_of_range_names_the_field(wire: Wire) -> None:
+    check = connection(OK, kind=pb.CONNECTION_KIND_TEMPORARY)
+    check.requested_until.seconds = 2**62  # far beyond year 9999: no datetime can hold it
+    with pytest.raises(grpc.RpcError) as info:
+        wire.ask(check)
+    error = _rpc_error(info.value)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details().startswith("requested_until: not a valid time"), error.details()
+
+
 def test_unknown_structure_is_not_an_error(wire: Wire) -> None:
     decision = wire.ask(connection("nowhere-0000"))
     assert verdict(decision) == "DENY" and codes(decision) == {"NOT_IN_REGISTRY"}

@@ -26,7 +26,7 @@ def upgrade() -> None:
         sa.Column("application_id", sa.String(128)),
         sa.Column("reasons", sa.Text(), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.UniqueConstraint("office", "application_id"),
+        sa.UniqueConstraint("office", "application_id", "structure_id"),
     )
     op.create_index("ix_notification_structure_id", "notification", ["structure_id"])
     op.create_table(
