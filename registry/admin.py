@@ -48,7 +48,6 @@ __all__ = [
     "latest_checkpoint_note",
     "open_writer",
     "refresh_records",
-    "registry_origin",
     "status_envelope",
 ]
 
@@ -98,11 +97,6 @@ def init_registry(db: Database, keys_dir: Path, origin: str = DEFAULT_ORIGIN) ->
             ]
         )
     return InitResult(signer, created_key, True, origin)
-
-
-def registry_origin(db: Database) -> str | None:
-    with db.session() as session:
-        return session.scalar(select(MetaRow.value).where(MetaRow.key == "origin"))
 
 
 def latest_checkpoint_note(db: Database) -> bytes | None:

@@ -200,7 +200,8 @@ def _diff_state(log: State, other: State, where: str) -> list[str]:
             for name in sorted(ja.keys() | jb.keys()):
                 if ja.get(name) != jb.get(name):
                     problems.append(
-                        f"{label}: {name}: {where} say {jb.get(name)!r}, "
+                        f"{label}: {name}: {where} {'say' if where.endswith('s') else 'says'} "
+                        f"{jb.get(name)!r}, "
                         f"the event log says {ja.get(name)!r}"
                     )
     return problems

@@ -87,6 +87,10 @@ def init(db_url: str | None, keys_dir: Path, origin: str) -> None:
     click.echo(f"verifier key: {result.signer.verifier.text}")
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _lines(stream: BinaryIO) -> Iterator[bytes]:
     yield from stream
 
@@ -131,7 +135,10 @@ def import_(file: BinaryIO, db_url: str | None, keys_dir: Path) -> None:
             click.echo(
                 f"... and {more} more errors (the first {MAX_REPORTED_ERRORS} shown)", err=True
             )
-        fail(f"{report.error_count} errors in {report.lines} lines; nothing was imported")
+        fail(
+            f"{_count(report.error_count, 'error')} in {_count(report.lines, 'line')}; "
+            "nothing was imported"
+        )
     if report.checkpoint is None:
         click.echo(f"{report.lines} lines, no changes; the registry is unchanged")
         return

@@ -180,7 +180,7 @@ class SigningPipeline:
 
     The first ``inline_limit`` structures are signed in this process; past that (a large
     import) a pool of ``workers`` processes signs while this process goes on reading lines.
-    Use as a context manager; ``finish`` waits for everything and returns how many were signed.
+    Use as a context manager; ``finish`` waits until everything submitted is written.
     """
 
     def __init__(
@@ -197,7 +197,6 @@ class SigningPipeline:
         self._inline_left = inline_limit
         self._pool: ProcessPoolExecutor | None = None
         self._pending: deque[Future[list[StatusRowValues]]] = deque()
-        self.signed = 0
 
     def __enter__(self) -> SigningPipeline:
         return self
@@ -220,10 +219,9 @@ class SigningPipeline:
         while self._pending and self._pending[0].done():
             self._write(self._pending.popleft().result())
 
-    def finish(self) -> int:
+    def finish(self) -> None:
         while self._pending:
             self._write(self._pending.popleft().result())
-        return self.signed
 
     def _sign(self, batch: list[EventGroup], tree_size: int) -> None:
         if self._workers <= 1 or self._inline_left > 0:
@@ -246,7 +244,6 @@ class SigningPipeline:
         dialect = self._session.get_bind().dialect.name
         self._session.execute(delete(StatusRow).where(id_in(StatusRow.structure_id, ids, dialect)))
         bulk_insert(self._session, table_of(StatusRow), rows)
-        self.signed += len(rows)
 
 
 _worker_signer: StatusSigner | None = None

@@ -181,6 +181,6 @@ def test_the_installed_console_script(reg: Registry) -> None:
     assert bad.stdout == b""
     assert bad.stderr.decode().splitlines() == [
         "line 1: (line): not a JSON object",
-        "permitgate: 1 errors in 1 lines; nothing was imported",
+        "permitgate: 1 error in 1 line; nothing was imported",
     ]
     assert reg.export() == jsonl(EXAMPLE_LINES).encode()

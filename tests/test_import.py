@@ -69,7 +69,8 @@ def assert_refused(reg: Registry, text: str, errors: list[str], lines: int) -> N
     assert result.exit_code == 2, result.output
     assert result.stdout == ""
     printed = result.stderr.splitlines()
-    assert printed[-1] == f"permitgate: {len(errors)} errors in {lines} lines; nothing was imported"
+    counted = f"{len(errors)} error{'s' * (len(errors) != 1)} in {lines} line{'s' * (lines != 1)}"
+    assert printed[-1] == f"permitgate: {counted}; nothing was imported"
     # Errors of one line in the order its fields are checked; lines in increasing order.
     by_line = sorted(printed[:-1], key=lambda e: int(e.split(":")[0].removeprefix("line ")))
     assert by_line == errors
@@ -353,7 +354,7 @@ def test_import_from_standard_input(reg: Registry) -> None:
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
         "line 2: (line): not valid JSON: " + json_error("{"),
-        "permitgate: 1 errors in 2 lines; nothing was imported",
+        "permitgate: 1 error in 2 lines; nothing was imported",
     ]
     assert reg.snapshot() == before
 
