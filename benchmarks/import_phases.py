@@ -18,7 +18,8 @@ Steps, in the order an import meets them:
 * fetch existing: one SELECT per table per chunk for the rows the chunk refers to;
 * check + events + Merkle: the per-line loop (checks, event encoding, leaf hashes, tree);
 * write rows + events: INSERT/COPY of structures, permits, cases and events;
-* read back for signing: the ordered SELECTs that gather each touched structure's state;
+* read back for signing: the ordered SELECTs that gather, for each structure a chunk touched,
+  what its status record is built from (its rows, or its events);
 * sign inline: status records signed in this process (the first few thousand structures);
 * hand to workers: starting the pool and pickling batches to it;
 * wait for workers: blocked on a signing worker's result;
@@ -133,20 +134,34 @@ def _eager(generator_method: Callable[..., Iterator[Any]]) -> Callable[..., Iter
     return eager
 
 
-def _instrument(stack: ExitStack, phases: Phases) -> None:
-    applier, pipeline = importer._Applier, status.SigningPipeline
-    wrap = phases.wrap
-    _patch(stack, applier, "_parse", wrap("parse", _eager(applier._parse)))
-    _patch(stack, applier, "_fetch", wrap("fetch existing", applier._fetch))
-    _patch(stack, applier, "apply", wrap("check + events + Merkle", applier.apply))
-    _patch(stack, applier, "_write", wrap("write rows + events", applier._write))
-    _patch(stack, pipeline, "submit", wrap("read back for signing", pipeline.submit))
-    _patch(stack, pipeline, "finish", wrap("wait for workers", pipeline.finish))
-    _patch(stack, pipeline, "_sign", wrap("hand to workers", pipeline._sign))
-    _patch(stack, pipeline, "_write", wrap("write status records", pipeline._write))
-    _patch(stack, status.StatusSigner, "rows", wrap("sign inline", status.StatusSigner.rows))
-    _patch(stack, Future, "result", wrap("wait for workers", Future.result))
-    _patch(stack, SessionTransaction, "commit", wrap("commit", SessionTransaction.commit))
+# (class, method, step); a method the registry no longer has is skipped, and said so.
+_TIMED: tuple[tuple[type, str, str], ...] = (
+    (importer._Applier, "_parse", "parse"),
+    (importer._Applier, "_fetch", "fetch existing"),
+    (importer._Applier, "apply", "check + events + Merkle"),
+    (importer._Applier, "_write", "write rows + events"),
+    (status.SigningPipeline, "submit", "read back for signing"),
+    (status.SigningPipeline, "finish", "wait for workers"),
+    (status.SigningPipeline, "_sign", "hand to workers"),
+    (status.SigningPipeline, "_write", "write status records"),
+    (status.StatusSigner, "rows", "sign inline"),
+    (Future, "result", "wait for workers"),
+    (SessionTransaction, "commit", "commit"),
+)
+
+
+def _instrument(stack: ExitStack, phases: Phases) -> list[str]:
+    """Wrap every step's method in a timer; returns the names of those not found."""
+    missing = []
+    for owner, attribute, step in _TIMED:
+        method = getattr(owner, attribute, None)
+        if method is None:
+            missing.append(f"{owner.__name__}.{attribute}")
+            continue
+        if attribute == "_parse":
+            method = _eager(method)
+        _patch(stack, owner, attribute, phases.wrap(step, method))
+    return missing
 
 
 ORDER = (
@@ -173,7 +188,7 @@ def profile_import(
     phases = Phases()
     sampler = ProcessTreeSampler(os.getpid(), interval=0.25, watch=watch)
     with ExitStack() as stack, jsonl.open("rb") as lines:
-        _instrument(stack, phases)
+        missing = _instrument(stack, phases)
         sampler.start()
         started = time.perf_counter()
         try:
@@ -199,6 +214,7 @@ def profile_import(
         "backend_cpu": sum(sampler.watched_cpu.values()) - sampler.watched_cpu_where(*PG_WRITERS),
         "writers_cpu": sampler.watched_cpu_where(*PG_WRITERS),
         "peak_tree_rss_mib": sampler.peak_tree_rss / MIB,
+        "not_timed": missing,
     }
 
 
@@ -213,6 +229,8 @@ def _print(backend: str, figures: dict[str, Any]) -> None:
     for name, seconds in figures["steps"].items():
         calls = figures["calls"].get(name, "")
         print(f"  {name:<44}{seconds:>8.2f}{100 * seconds / wall:>6.1f}%{calls:>9}")
+    if figures["not_timed"]:
+        print(f"  (not found, so not timed: {', '.join(figures['not_timed'])})")
     print(
         f"  CPU: main process {figures['main_cpu']:.1f} s, signing workers "
         f"{figures['workers_cpu']:.1f} s, database backend {figures['backend_cpu']:.1f} s, "

@@ -6,12 +6,16 @@ Exit codes: 0 answered (whatever the verdict) or verified; 1 a receipt did not v
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
+import grpc
 import orjson
 
 from clients.client import Decision, GateClient, GateError, InvalidCheckError
@@ -21,13 +25,58 @@ from registry.trust import VerificationError, VerifierKey
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
-target_option = click.option(
-    "--target",
-    default=DEFAULT_TARGET,
-    show_default=True,
-    envvar="PERMITGATE_TARGET",
-    help="The gate's host:port (env PERMITGATE_TARGET).",
-)
+
+@dataclass(frozen=True)
+class GateAddress:
+    """Where the gate is, and the TLS credentials to reach it (None: plaintext)."""
+
+    target: str
+    credentials: grpc.ChannelCredentials | None = None
+
+    def client(self) -> GateClient:
+        return GateClient(self.target, credentials=self.credentials)
+
+
+def gate_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--target and the TLS options, handed to the command as one ``gate: GateAddress``."""
+
+    @functools.wraps(command)
+    def wrapper(
+        *args: Any,
+        target: str,
+        tls_ca: Path | None,
+        tls_cert: Path | None,
+        tls_key: Path | None,
+        **kwargs: Any,
+    ) -> None:
+        if (tls_cert is None) != (tls_key is None):
+            raise click.UsageError("--tls-cert and --tls-key go together")
+        credentials = None
+        if tls_ca is not None or tls_cert is not None:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=None if tls_ca is None else tls_ca.read_bytes(),
+                private_key=None if tls_key is None else tls_key.read_bytes(),
+                certificate_chain=None if tls_cert is None else tls_cert.read_bytes(),
+            )
+        command(*args, gate=GateAddress(target, credentials), **kwargs)
+
+    file = click.Path(dir_okay=False, exists=True, path_type=Path)
+    for option in (
+        click.option(
+            "--target",
+            default=DEFAULT_TARGET,
+            show_default=True,
+            envvar="PERMITGATE_TARGET",
+            help="The gate's host:port (env PERMITGATE_TARGET).",
+        ),
+        click.option("--tls-ca", type=file, help="Use TLS; trust this CA for the gate."),
+        click.option("--tls-cert", type=file, help="Client certificate (mutual TLS)."),
+        click.option("--tls-key", type=file, help="Client key (mutual TLS)."),
+    ):
+        wrapper = option(wrapper)
+    return wrapper
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 application_option = click.option(
     "--application", "application_id", default="", help="The caller's application id."
@@ -50,7 +99,7 @@ def _time(value: str | None) -> datetime | None:
 
 
 def _ask(
-    target: str,
+    gate: GateAddress,
     method: str,
     structure_id: str,
     receipt_file: Path | None,
@@ -58,7 +107,7 @@ def _ask(
     **kwargs: Any,
 ) -> None:
     try:
-        with GateClient(target) as client:
+        with gate.client() as client:
             decision: Decision = getattr(client, method)(
                 structure_id, receipt=receipt_file is not None, **kwargs
             )
@@ -66,7 +115,7 @@ def _ask(
         click.echo(f"permitgate: invalid check: {exc}", err=True)
         sys.exit(2)
     except GateError as exc:
-        click.echo(f"permitgate: the gate at {target} did not answer: {exc}", err=True)
+        click.echo(f"permitgate: the gate at {gate.target} did not answer: {exc}", err=True)
         sys.exit(3)
     if receipt_file is not None and decision.receipt is not None:
         receipt_file.write_bytes(decision.receipt + b"\n")
@@ -102,7 +151,7 @@ def check() -> None:
 @click.option("--until", "until", metavar="TIME", help="For temporary supply: requested end.")
 @application_option
 @receipt_option
-@target_option
+@gate_options
 @json_option
 def connection(
     structure_id: str,
@@ -111,12 +160,12 @@ def connection(
     until: str | None,
     application_id: str,
     receipt_file: Path | None,
-    target: str,
+    gate: GateAddress,
     as_json: bool,
 ) -> None:
     """May a utility connect STRUCTURE_ID? (Art. 23)"""
     _ask(
-        target,
+        gate,
         "check_connection",
         structure_id,
         receipt_file,
@@ -133,19 +182,19 @@ def connection(
 @click.option("--kind", type=click.Choice(["initial", "transfer", "mortgage"]), required=True)
 @application_option
 @receipt_option
-@target_option
+@gate_options
 @json_option
 def registration(
     structure_id: str,
     kind: str,
     application_id: str,
     receipt_file: Path | None,
-    target: str,
+    gate: GateAddress,
     as_json: bool,
 ) -> None:
     """May the housing registry register STRUCTURE_ID? (Art. 11)"""
     _ask(
-        target,
+        gate,
         "check_registration",
         structure_id,
         receipt_file,
@@ -167,7 +216,7 @@ def registration(
 @click.option("--use", "declared_use", required=True, help="The use the applicant declares.")
 @application_option
 @receipt_option
-@target_option
+@gate_options
 @json_option
 def premises(
     structure_id: str,
@@ -175,12 +224,12 @@ def premises(
     declared_use: str,
     application_id: str,
     receipt_file: Path | None,
-    target: str,
+    gate: GateAddress,
     as_json: bool,
 ) -> None:
     """Do the premises at STRUCTURE_ID hold their permits for the declared use? (Art. 13)"""
     _ask(
-        target,
+        gate,
         "verify_premises",
         structure_id,
         receipt_file,
@@ -192,14 +241,14 @@ def premises(
 
 
 @click.command()
-@target_option
-def keys(target: str) -> None:
+@gate_options
+def keys(gate: GateAddress) -> None:
     """Print the gate's KeySet (registry and gate verifier keys) as JSON, to keep for later."""
     try:
-        with GateClient(target) as client:
+        with gate.client() as client:
             keyset = client.keys()
     except GateError as exc:
-        click.echo(f"permitgate: the gate at {target} did not answer: {exc}", err=True)
+        click.echo(f"permitgate: the gate at {gate.target} did not answer: {exc}", err=True)
         sys.exit(3)
     click.echo(
         orjson.dumps(
@@ -225,24 +274,29 @@ def receipt() -> None:
     type=click.File("rb"),
     help="KeySet JSON from 'permitgate keys' (offline); else ask --target.",
 )
-@target_option
-def verify(file: Any, keyset: Any, target: str) -> None:
+@gate_options
+def verify(file: Any, keyset: Any, gate: GateAddress) -> None:
     """Verify a receipt offline against a KeySet, and print what it proves."""
     try:
         if keyset is not None:
             obj = orjson.loads(keyset.read())
             registry_text, gate_text = obj["registry_key"], obj["gate_key"]
         else:
-            with GateClient(target) as client:
+            with gate.client() as client:
                 ks = client.keys()
             registry_text, gate_text = ks.registry_key, ks.gate_key
+            click.echo(
+                f"note: keys taken from the gate at {gate.target} itself; for a check that does "
+                "not rest on that gate, keep a KeySet ('permitgate keys') and pass --keyset",
+                err=True,
+            )
         registry_key = VerifierKey.from_text(registry_text)
         gate_key = VerifierKey.from_text(gate_text)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         click.echo(f"permitgate: bad keyset: {exc}", err=True)
         sys.exit(2)
     except GateError as exc:
-        click.echo(f"permitgate: the gate at {target} did not answer: {exc}", err=True)
+        click.echo(f"permitgate: the gate at {gate.target} did not answer: {exc}", err=True)
         sys.exit(3)
     try:
         verified = verify_receipt(file.read().strip(), gate_key=gate_key, registry_key=registry_key)

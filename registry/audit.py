@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from registry.log import State, decode_event, fold
 from registry.merkle import CompactTree, leaf_hash
 from registry.records import Record
-from registry.status import iter_states
+from registry.status import iter_raw_states, state_of
 from registry.storage import CheckpointRow, Database, EventRow, MetaRow, StatusRow
 from registry.trust import VerificationError, VerifierKey, verify_checkpoint, verify_status_record
 
@@ -134,9 +134,18 @@ def _replayed(session: Session, report: AuditReport) -> Iterator[tuple[str, Stat
         yield sid, state, last
 
 
+def _table_states(session: Session, report: AuditReport) -> Iterator[State]:
+    """The tables' state per structure; a row that is not even well formed is a difference."""
+    for raw in iter_raw_states(session):
+        try:
+            yield state_of(raw)
+        except (ValueError, TypeError) as exc:
+            report.problems.append(f"structure {raw[0][0]}: a table row is malformed: {exc}")
+
+
 def _check_states(session: Session, key: VerifierKey, report: AuditReport) -> None:
     """Step 3: tables and signed status records against the replayed log, structure by structure."""
-    tables = _keyed(iter_states(session), lambda s: s[0].id)
+    tables = _keyed(_table_states(session, report), lambda s: s[0].id)
     statuses = _keyed(
         session.execute(
             select(
@@ -161,6 +170,7 @@ def _check_states(session: Session, key: VerifierKey, report: AuditReport) -> No
             report.problems.append(f"structure {sid}: no signed status record")
             continue
         _, tree_size, digest, envelope = status
+        envelope = envelope.encode() if isinstance(envelope, str) else bytes(envelope)
         if hashlib.sha256(envelope).digest() != digest:
             report.problems.append(f"status record {sid}: digest column does not match")
         try:

@@ -231,7 +231,10 @@ def demo_data(structures: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def notifications(db_url: str | None, as_json: bool) -> None:
     """List the notifications recorded for the working group (Art. 13)."""
-    for notice in iter_notifications(Database(db_url)):
+    db = Database(db_url)
+    if not db.is_initialised():
+        fail("no registry here: run 'permitgate registry init' first")
+    for notice in iter_notifications(db):
         if as_json:
             click.echo(orjson.dumps(notice.to_json()).decode())
             continue

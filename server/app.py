@@ -84,6 +84,13 @@ class GateApp:
         gate_name: str = DEFAULT_GATE_NAME,
     ) -> GateApp:
         registry_key = load_verifier(keys_dir, REGISTRY_ROLE)
+        if (keys_dir / f"{REGISTRY_ROLE}.key").exists():
+            log.warning(
+                "%s holds the registry's private key; a gate needs only %s.pub (keep the "
+                "private key with the registry)",
+                keys_dir,
+                REGISTRY_ROLE,
+            )
         gate_signer, _ = ensure_signer(keys_dir, GATE_ROLE, gate_name)
         db = Database(db_url)
         cache = RegistryCache(registry_key, origin=registry_key.name, max_staleness=max_staleness)

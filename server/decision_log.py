@@ -47,7 +47,7 @@ def row_of(entry: LogEntry) -> tuple[Any, ...]:
 
 
 class DecisionLog:
-    def __init__(self, db: Database, *, interval: float = 0.5, limit: int = 2_000_000) -> None:
+    def __init__(self, db: Database, *, interval: float = 0.5, limit: int = 200_000) -> None:
         self._db = db
         self._buffer: list[LogEntry] = []
         self._limit = limit

@@ -47,7 +47,7 @@ class GateUnavailable(Exception):
 
 log = logging.getLogger(__name__)
 
-_MEMO_LIMIT = 1_000_000
+_MEMO_LIMIT = 200_000
 _NOTICE_LIMIT = 100_000
 _FOREVER = datetime.max.replace(tzinfo=UTC)
 
@@ -120,7 +120,7 @@ class Gate:
         if self.cache.is_doubtful(request.structure_id):
             return decide_unverified(request.article), status
         stale = self.cache.is_stale() or (record is not None and record.next_update <= now)
-        key = request.memo_key
+        key = None if status is None else request.memo_key  # unknown: the rules are O(1) anyway
         if key is not None:
             hit = self._memo.get(key)
             if hit is not None and hit[0] is status and hit[1] is stale and now < hit[2]:
@@ -160,6 +160,8 @@ class Gate:
     async def answer(self, request: CheckRequest, *, caller: str) -> Answer:
         if self.decision_log.full:
             raise GateUnavailable("the decision log cannot be written; try again later")
+        if request.receipt and self.cache.checkpoint is None:
+            raise GateUnavailable("no registry data is loaded yet: a receipt would prove nothing")
         now = self.clock()
         checkpoint = self.cache.checkpoint
         note = self.cache.checkpoint_note

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+from click.testing import CliRunner
 from gate_helpers import (
     GateRegistry,
     Pki,
@@ -27,6 +28,7 @@ from gate_helpers import (
 )
 
 from clients.client import GateClient
+from permitgate.cli import main
 from permitgate.v1 import gate_pb2 as pb
 from registry.demo import SCENARIOS, demo_lines, structure_id
 from server.app import TlsFiles
@@ -196,3 +198,18 @@ def test_server_only_tls(pki: Pki, tls_registry: GateRegistry) -> None:
         gate.stop()
     row = _log(tls_registry)[decision.decision_id]
     assert CLIENT_CN not in row["caller"] and "127.0.0.1" in row["caller"]
+
+
+def test_cli_checks_over_mutual_tls(mtls_gate: RunningGate, pki: Pki) -> None:
+    """`permitgate check` reaches a mutual-TLS gate with --tls-ca/--tls-cert/--tls-key, and
+    without a client certificate it is turned away (exit 3)."""
+    args = ["check", "connection", OK, "--utility", "water", "--target", mtls_gate.target]
+    tls = ["--tls-ca", str(pki.ca_cert)]
+    mine = [*tls, "--tls-cert", str(pki.client_cert), "--tls-key", str(pki.client_key)]
+    answered = CliRunner().invoke(main, [*args, *mine])
+    assert answered.exit_code == 0, answered.output
+    assert answered.stdout.startswith(f"ALLOW  {OK}  (registry version ")
+    refused = CliRunner().invoke(main, [*args, *tls])
+    assert refused.exit_code == 3
+    half = CliRunner().invoke(main, [*args, *tls, "--tls-cert", str(pki.client_cert)])
+    assert half.exit_code == 2 and "--tls-cert and --tls-key go together" in half.output
