@@ -190,6 +190,21 @@ class GateRegistry:
 # --- records (JSON Lines objects) ------------------------------------------------------------
 
 
+@contextmanager
+def served_registry(
+    directory: Path, *loads: Iterable[Mapping[str, Any]], now: datetime | None = None
+) -> Iterator[tuple[GateRegistry, RunningGate]]:
+    """A SQLite registry in ``directory`` holding ``loads`` (one import each), and a gate on it."""
+    registry = GateRegistry(f"sqlite:///{directory / 'registry.db'}", directory / "keys")
+    try:
+        for records in loads:
+            registry.load(records, now=now)
+        with running_gate(registry.url, registry.keys_dir) as gate:
+            yield registry, gate
+    finally:
+        registry.close()
+
+
 def day(days: float, now: datetime | None = None) -> str:
     """RFC 3339 time ``days`` from now (negative: in the past)."""
     return format_time((now or datetime.now(UTC)) + timedelta(days=days))

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +28,7 @@ from gate_helpers import (
     premises,
     reasons,
     registration,
-    start_gate,
+    served_registry,
     structure,
     urban_ok,
     verdict,
@@ -476,16 +475,8 @@ PREMISES = [
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GateRegistry, RunningGate]]:
-    directory: Path = tmp_path_factory.mktemp("answers")
-    registry = GateRegistry(f"sqlite:///{directory / 'registry.db'}", directory / "keys")
-    registry.load(DEMO, now=NOW)
-    registry.load(COMBOS, now=NOW)
-    gate = start_gate(registry.url, registry.keys_dir)
-    try:
-        yield registry, gate
-    finally:
-        gate.stop()
-        registry.close()
+    with served_registry(tmp_path_factory.mktemp("answers"), DEMO, COMBOS, now=NOW) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

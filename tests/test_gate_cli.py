@@ -18,7 +18,7 @@ from typing import IO
 
 import pytest
 from click.testing import CliRunner, Result
-from gate_helpers import GateRegistry, RunningGate, start_gate
+from gate_helpers import GateRegistry, RunningGate, served_registry, start_gate
 
 from clients.client import GateClient
 from permitgate.cli import main
@@ -32,15 +32,8 @@ PERMITGATE = str(Path(sys.executable).with_name("permitgate"))
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GateRegistry, RunningGate]]:
-    directory: Path = tmp_path_factory.mktemp("cli")
-    registry = GateRegistry(f"sqlite:///{directory / 'registry.db'}", directory / "keys")
-    registry.load(demo_lines(len(SCENARIOS)))
-    gate = start_gate(registry.url, registry.keys_dir)
-    try:
-        yield registry, gate
-    finally:
-        gate.stop()
-        registry.close()
+    with served_registry(tmp_path_factory.mktemp("cli"), demo_lines(len(SCENARIOS))) as served:
+        yield served
 
 
 def _cli(*args: str) -> Result:

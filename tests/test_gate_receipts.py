@@ -30,7 +30,7 @@ from gate_helpers import (
     parse_key,
     premises,
     reseal_payload,
-    start_gate,
+    served_registry,
     verdict,
 )
 
@@ -51,15 +51,8 @@ OK = structure_id(0)
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GateRegistry, RunningGate]]:
-    directory: Path = tmp_path_factory.mktemp("receipts")
-    registry = GateRegistry(f"sqlite:///{directory / 'registry.db'}", directory / "keys")
-    registry.load(demo_lines(len(SCENARIOS)))
-    gate = start_gate(registry.url, registry.keys_dir)
-    try:
-        yield registry, gate
-    finally:
-        gate.stop()
-        registry.close()
+    with served_registry(tmp_path_factory.mktemp("receipts"), demo_lines(len(SCENARIOS))) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

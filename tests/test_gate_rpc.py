@@ -34,6 +34,7 @@ from gate_helpers import (
     reasons,
     registration,
     running_gate,
+    served_registry,
     start_gate,
     verdict,
 )
@@ -59,15 +60,8 @@ HEALTH_SERVICE = "grpc.health.v1.Health"
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GateRegistry, RunningGate]]:
-    directory: Path = tmp_path_factory.mktemp("rpc")
-    registry = GateRegistry(f"sqlite:///{directory / 'registry.db'}", directory / "keys")
-    registry.load(demo_lines(len(SCENARIOS)))
-    gate = start_gate(registry.url, registry.keys_dir)
-    try:
-        yield registry, gate
-    finally:
-        gate.stop()
-        registry.close()
+    with served_registry(tmp_path_factory.mktemp("rpc"), demo_lines(len(SCENARIOS))) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
