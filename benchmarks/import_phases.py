@@ -50,7 +50,7 @@ from sqlalchemy.orm.session import SessionTransaction
 
 import registry.importer as importer
 import registry.status as status
-from benchmarks.proctree import MIB, ProcessTreeSampler
+from benchmarks.proctree import MIB, ProcessTreeSampler, cpu_seconds, machine_busy_seconds
 from benchmarks.support import (
     IMPORT_LINES,
     PG_WRITERS,
@@ -190,17 +190,21 @@ def profile_import(
     with ExitStack() as stack, jsonl.open("rb") as lines:
         missing = _instrument(stack, phases)
         sampler.start()
+        busy = machine_busy_seconds()
+        own_cpu_before = cpu_seconds(os.getpid()) or 0.0
         started = time.perf_counter()
         try:
             report = importer.import_lines(db, phases.iterate("read file", lines), signer)
         finally:
             wall = time.perf_counter() - started
+            busy = machine_busy_seconds() - busy
             sampler.stop()
     db.dispose()
     if not report.ok:
         raise RuntimeError(f"import failed: {report.errors[:5]}")
     steps = {name: phases.seconds.get(name, 0.0) for name in ORDER}
     steps["other"] = wall - sum(steps.values())
+    sampler.cpu[sampler.root] = (cpu_seconds(sampler.root) or 0.0) - own_cpu_before
     workers = [p for p, name in sampler.names.items() if name == "spawn worker"]
     return {
         "lines": report.lines,
@@ -215,6 +219,10 @@ def profile_import(
         "writers_cpu": sampler.watched_cpu_where(*PG_WRITERS),
         "peak_tree_rss_mib": sampler.peak_tree_rss / MIB,
         "not_timed": missing,
+        "others_load": max(
+            0.0, busy - sum(sampler.cpu.values()) - sum(sampler.watched_cpu.values())
+        )
+        / wall,
     }
 
 
@@ -234,7 +242,8 @@ def _print(backend: str, figures: dict[str, Any]) -> None:
     print(
         f"  CPU: main process {figures['main_cpu']:.1f} s, signing workers "
         f"{figures['workers_cpu']:.1f} s, database backend {figures['backend_cpu']:.1f} s, "
-        f"database WAL/checkpoint writers {figures['writers_cpu']:.1f} s"
+        f"database WAL/checkpoint writers {figures['writers_cpu']:.1f} s; other processes "
+        f"{figures['others_load']:.2f} of {os.cpu_count()} cores on average"
     )
 
 

@@ -26,12 +26,14 @@ import asyncio
 import os
 import resource
 import select
+import sqlite3
 import statistics
 import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -60,6 +62,7 @@ RECEIPT_CALLS = 5_000
 RECEIPT_BATCHES = 20
 RECEIPT_ROUNDS = 3
 START_TIMEOUT = 60.0
+DRAIN_TIMEOUT = 300.0
 
 T = TypeVar("T")
 
@@ -75,8 +78,11 @@ def _run(coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
 class ServerProcess:
     """``python -m benchmarks.servers ARGS``; knows its port and reads its CPU time."""
 
-    def __init__(self, name: str, args: list[str], log: Path) -> None:
+    def __init__(
+        self, name: str, args: list[str], log: Path, *, decision_log: Path | None = None
+    ) -> None:
         self.name = name
+        self.decision_log = decision_log  # the SQLite file the gate logs its decisions to
         self._log: IO[bytes] = log.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.servers", *args],
@@ -99,6 +105,14 @@ class ServerProcess:
             self.close()
             raise RuntimeError(f"{self.name} server did not start:\n{self.log.read_text()}")
         return int(line.split()[1])
+
+    def logged(self) -> int:
+        """How many decisions the gate has written to its decision log so far."""
+        if self.decision_log is None:
+            return 0
+        uri = f"file:{self.decision_log}?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
+            return int(conn.execute("SELECT count(*) FROM decision_log").fetchone()[0])
 
     def cpu(self) -> float:
         seconds = cpu_seconds(self.proc.pid)
@@ -135,6 +149,17 @@ class Load:
     client_cpu: float
     machine_cpu: float  # busy CPU seconds of the whole machine meanwhile
     latencies: list[float]
+    drain_seconds: float = 0.0  # after the last answer, until the decision log had them all
+    server_cpu_logged: float = 0.0  # the server's CPU time until then
+
+    @property
+    def sustained_per_second(self) -> float:
+        """Calls per second counting the time the gate took to log them all."""
+        return self.calls / (self.seconds + self.drain_seconds)
+
+    @property
+    def server_us_per_call_logged(self) -> float:
+        return self.server_cpu_logged / self.calls * 1e6
 
     @property
     def others_load(self) -> float:
@@ -160,15 +185,18 @@ class Load:
     def client_us_per_call(self) -> float:
         return self.client_cpu / self.calls * 1e6
 
-    def figures(self) -> dict[str, float]:
+    def figures(self) -> dict[str, Any]:
         return {
             "calls": self.calls,
             "concurrency": self.concurrency,
             "seconds": round(self.seconds, 3),
             "calls_per_s": round(self.per_second),
-            "p50_ms": round(self.percentile(50) * 1e3, 3),
-            "p99_ms": round(self.percentile(99) * 1e3, 3),
+            "p50_ms": round(self.percentile(50) * 1e3, 3) if self.latencies else None,
+            "p99_ms": round(self.percentile(99) * 1e3, 3) if self.latencies else None,
             "server_cpu_us_per_call": round(self.server_us_per_call, 1),
+            "drain_s": round(self.drain_seconds, 3),
+            "sustained_calls_per_s": round(self.sustained_per_second),
+            "server_cpu_us_per_call_incl_log": round(self.server_us_per_call_logged, 1),
             "client_cpu_us_per_call": round(self.client_us_per_call, 1),
             "others_load": round(self.others_load, 2),
         }
@@ -189,6 +217,39 @@ def _cpu_since(
     """CPU seconds since ``before``: (the server's, this client's, the whole machine's)."""
     now = _cpu_now(server)
     return now[0] - before[0], now[1] - before[1], now[2] - before[2]
+
+
+async def _drain(server: ServerProcess, expected: int) -> None:
+    """Wait until the gate has logged ``expected`` decisions in all (no-op for the bare one).
+
+    The gate appends each decision to an in-memory buffer and writes the buffer in bulk every
+    half second; a load that ends before the log has caught up leaves work behind, which would
+    land on the next measurement. Every client function here ends by waiting for it.
+    """
+    if server.decision_log is None:
+        return
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    while (logged := server.logged()) < expected:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the gate logged {logged} of {expected} decisions")
+        await asyncio.sleep(0.05)
+
+
+async def _measured(
+    server: ServerProcess, calls: int, base: int, run: Callable[[], Coroutine[Any, Any, None]]
+) -> tuple[float, float, tuple[float, float, float], float]:
+    """Run ``run`` (``calls`` decisions), then wait for the log to hold ``base + calls``.
+
+    Returns (seconds, drain seconds, CPU during the run, server CPU until logged).
+    """
+    before = _cpu_now(server)
+    started = time.perf_counter()
+    await run()
+    seconds = time.perf_counter() - started
+    during = _cpu_since(server, before)
+    await _drain(server, base + calls)
+    drain = time.perf_counter() - started - seconds
+    return seconds, drain, during, server.cpu() - before[0]
 
 
 async def _unary(
@@ -215,21 +276,21 @@ async def _unary(
             indexes = iter(range(n))  # shared: each worker takes the next index
             await asyncio.gather(*(worker(indexes, record) for _ in range(concurrency)))
 
+        base = server.logged()
         await run(warmup, False)
-        before = _cpu_now(server)
-        started = time.perf_counter()
-        await run(calls, True)
-        seconds = time.perf_counter() - started
-        server_cpu, client_cpu, machine_cpu = _cpu_since(server, before)
+        await _drain(server, base + warmup)
+        seconds, drain, during, logged_cpu = await _measured(
+            server, calls, base + warmup, lambda: run(calls, True)
+        )
         return Load(
             server.name,
             calls,
             concurrency,
             seconds,
-            server_cpu,
-            client_cpu,
-            machine_cpu,
+            *during,
             latencies,
+            drain_seconds=drain,
+            server_cpu_logged=logged_cpu,
         )
 
 
@@ -251,26 +312,32 @@ async def _batches(server: ServerProcess, batches: list[pb.CheckBatch], rounds: 
             for _ in range(n):
                 reply: pb.DecisionBatch = await call.read()
                 decisions += len(reply.decisions)
-                if reply.decisions[0].error or reply.decisions[-1].error:
-                    raise AssertionError(f"batch answered with an error: {reply.decisions[0]}")
+                failed = next((d for d in reply.decisions if d.error), None)
+                if failed is not None:
+                    raise AssertionError(f"batch answered with an error: {failed}")
             await sender
             return decisions
 
-        await stream(2)  # warm-up
-        before = _cpu_now(server)
-        started = time.perf_counter()
-        decisions = await stream(rounds)
-        seconds = time.perf_counter() - started
-        server_cpu, client_cpu, machine_cpu = _cpu_since(server, before)
+        base = server.logged()
+        base += await stream(2)  # warm-up
+        await _drain(server, base)
+        answered: list[int] = []
+
+        async def measured() -> None:
+            answered.append(await stream(rounds))
+
+        decisions = rounds * BATCH_SIZE
+        seconds, drain, during, logged_cpu = await _measured(server, decisions, base, measured)
+        assert answered == [decisions]
         return Load(
             server.name,
             decisions,
             1,
             seconds,
-            server_cpu,
-            client_cpu,
-            machine_cpu,
+            *during,
             [],
+            drain_seconds=drain,
+            server_cpu_logged=logged_cpu,
         )
 
 
@@ -300,8 +367,10 @@ async def _answers(server: ServerProcess, requests: list[pb.ConnectionCheck]) ->
             for i in indexes:
                 answers[i] = await call(requests[i], timeout=30)
 
+        base = server.logged()
         indexes = iter(range(len(requests)))
         await asyncio.gather(*(worker(indexes) for _ in range(CONCURRENCY)))
+        await _drain(server, base + len(requests))
         return [answer for answer in answers if answer is not None]
 
 
@@ -349,7 +418,9 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
     permitgate("registry", "import", str(demo), "--db", url, "--keys", keys)
 
     requests = [_connection(i) for i in range(STRUCTURES)]
-    gate = ServerProcess("gate", ["gate", url, keys], home / "gate.log")
+    gate = ServerProcess(
+        "gate", ["gate", url, keys], home / "gate.log", decision_log=home / "registry.db"
+    )
     bare: ServerProcess | None = None
     try:
         answers = _run(lambda: _answers(gate, requests))
@@ -410,6 +481,12 @@ def test_check_connection_gate_vs_bare(benchmark: Any, bench: Bench) -> None:
         "server_cpu_per_call": round(
             best["gate"].server_us_per_call / best["bare"].server_us_per_call, 3
         ),
+        "server_cpu_per_call_incl_log": round(
+            best["gate"].server_us_per_call_logged / best["bare"].server_us_per_call_logged, 3
+        ),
+        "sustained_throughput": round(
+            best["gate"].sustained_per_second / best["bare"].sustained_per_second, 3
+        ),
         "serial_p50": round(
             best["gate_serial"].percentile(50) / best["bare_serial"].percentile(50), 3
         ),
@@ -440,10 +517,14 @@ def test_batch_check_throughput(benchmark: Any, bench: Bench) -> None:
         "decisions": load.calls,
         "seconds": round(load.seconds, 3),
         "decisions_per_s": round(load.per_second),
+        "drain_s": round(load.drain_seconds, 3),
+        "sustained_decisions_per_s": round(load.sustained_per_second),
         "server_cpu_us_per_decision": round(load.server_us_per_call, 2),
+        "server_cpu_us_per_decision_incl_log": round(load.server_us_per_call_logged, 2),
         "client_cpu_us_per_decision": round(load.client_us_per_call, 2),
         "others_load": round(load.others_load, 2),
     }
+    info["best"] = load.figures()
     info["load_average"] = os.getloadavg()
     benchmark.extra_info.update(info)
     bench.results["batch"] = info
@@ -455,7 +536,8 @@ def test_receipt_cost(benchmark: Any, bench: Bench) -> None:
 
     Three views of the cost of a receipt, each the median over rounds of (with - without):
     server CPU per unary call (32 in flight), p50 latency of unary calls one at a time (the
-    cost on the request's path), and server CPU per decision in ``BatchCheck``.
+    cost on the request's path), and server CPU per decision in ``BatchCheck`` (server CPU
+    counted until the decision log holds every decision).
     """
     signed = [_connection(i, receipt=True) for i in range(STRUCTURES)]
     plain_batches = [_batch(start) for start in range(0, STRUCTURES, BATCH_SIZE)]
@@ -490,9 +572,13 @@ def test_receipt_cost(benchmark: Any, bench: Bench) -> None:
         name: [round(load.per_second) for load in runs] for name, runs in rounds.items()
     }
     info["receipt_cost_us"] = {
-        "unary_server_cpu_per_call": round(paired("unary", lambda x: x.server_us_per_call), 1),
+        "unary_server_cpu_per_call": round(
+            paired("unary", lambda x: x.server_us_per_call_logged), 1
+        ),
         "serial_p50_latency": round(paired("serial", lambda x: x.percentile(50) * 1e6), 1),
-        "batch_server_cpu_per_decision": round(paired("batch", lambda x: x.server_us_per_call), 1),
+        "batch_server_cpu_per_decision": round(
+            paired("batch", lambda x: x.server_us_per_call_logged), 1
+        ),
     }
     info["receipt_mean_bytes"] = round(receipt_bytes)
     info["answer_mean_bytes_with_receipt"] = round(sum(a.ByteSize() for a in sample) / len(sample))
@@ -516,32 +602,67 @@ def _ed25519_sign_us(n: int = 5_000) -> float:
 # Summary
 
 
+_HEADER = (
+    f"  {'':<36}{'calls/s':>9}{'sustained':>10}{'p50 ms':>8}{'p99 ms':>8}"
+    f"{'server µs':>10}{'+log µs':>9}{'client µs':>10}{'others':>7}"
+)
+_LEGEND = (
+    "  calls/s: answers per second while the client sent; sustained: counting the time until\n"
+    "  the gate's decision log held them all. server/client µs: CPU time per call (server\n"
+    "  while answering; +log: until logged). others: cores' worth of CPU that other\n"
+    "  processes on the machine used meanwhile."
+)
+
+
+def _row(label: str, f: dict[str, Any]) -> str:
+    # batches have no per-call latency
+    latency = " " * 16 if f["p50_ms"] is None else f"{f['p50_ms']:>8.3f}{f['p99_ms']:>8.3f}"
+    return (
+        f"  {label:<36}{f['calls_per_s']:>9,}{f['sustained_calls_per_s']:>10,}{latency}"
+        f"{f['server_cpu_us_per_call']:>10.1f}{f['server_cpu_us_per_call_incl_log']:>9.1f}"
+        f"{f['client_cpu_us_per_call']:>10.1f}{f['others_load']:>7.2f}"
+    )
+
+
 def _print_summary(results: dict[str, Any]) -> None:
     cores = os.cpu_count()
-    lines = [f"\n== gate vs bare grpc.aio ({cores} cores; client in the pytest process)"]
+    lines = [
+        f"\n== the gate and a bare grpc.aio server ({cores} cores; the client is the pytest "
+        "process)",
+        _HEADER,
+    ]
     unary = results.get("unary")
     if unary is not None:
-        lines.append(
-            f"  {'CheckConnection':<34}{'calls/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
-            f"{'server CPU µs/call':>20}{'client CPU µs/call':>20}{'others':>8}"
-        )
         for name, label in (
-            ("bare", f"bare, {CONCURRENCY} in flight"),
-            ("gate", f"gate, {CONCURRENCY} in flight"),
-            ("bare_serial", "bare, 1 at a time"),
-            ("gate_serial", "gate, 1 at a time"),
+            ("bare", f"CheckConnection bare, {CONCURRENCY} in flight"),
+            ("gate", f"CheckConnection gate, {CONCURRENCY} in flight"),
+            ("bare_serial", "CheckConnection bare, 1 at a time"),
+            ("gate_serial", "CheckConnection gate, 1 at a time"),
         ):
-            f = unary[name]
-            lines.append(
-                f"  {label:<34}{f['calls_per_s']:>9,}{f['p50_ms']:>9.3f}{f['p99_ms']:>9.3f}"
-                f"{f['server_cpu_us_per_call']:>20.1f}{f['client_cpu_us_per_call']:>20.1f}"
-                f"{f['others_load']:>8.2f}"
-            )
+            lines.append(_row(label, unary[name]))
+    batch = results.get("batch")
+    if batch is not None:
+        lines.append(_row(f"BatchCheck gate, {BATCHES} x {BATCH_SIZE}", batch["best"]))
+    receipts = results.get("receipts")
+    if receipts is not None:
+        for name, label in (
+            ("unary_plain", f"CheckConnection gate, {CONCURRENCY} in flight"),
+            ("unary_receipt", "  ... with receipt=True"),
+            ("serial_plain", "CheckConnection gate, 1 at a time"),
+            ("serial_receipt", "  ... with receipt=True"),
+            ("batch_plain", f"BatchCheck gate, {RECEIPT_BATCHES} x {BATCH_SIZE}"),
+            ("batch_receipt", "  ... with receipt=True"),
+        ):
+            lines.append(_row(label, receipts[name]))
+    lines.append(_LEGEND)
+    if unary is not None:
         ratio = unary["ratio_gate_to_bare"]
         lines.append(
-            f"  ratio gate/bare: throughput {ratio['throughput']}, p50 {ratio['p50']}, "
-            f"p99 {ratio['p99']}, server CPU per call {ratio['server_cpu_per_call']}, "
-            f"serial p50 {ratio['serial_p50']}"
+            f"  gate/bare, {CONCURRENCY} in flight: throughput {ratio['throughput']}, "
+            f"sustained {ratio['sustained_throughput']}, p50 {ratio['p50']}, p99 {ratio['p99']}, "
+            f"server CPU per call {ratio['server_cpu_per_call']} "
+            f"({ratio['server_cpu_per_call_incl_log']} with logging); "
+            f"1 at a time: p50 {ratio['serial_p50']}"
         )
         lines.append(
             f"  answer size: bare {unary['answer_bytes']['bare']} B, gate mean "
@@ -549,34 +670,11 @@ def _print_summary(results: dict[str, Any]) -> None:
             f"{unary['gate_answer_mix']}"
         )
         lines.append(f"  every round (calls/s): {unary['all_rounds_calls_per_s']}")
-        lines.append(
-            "  (others: cores' worth of CPU that other processes on the machine used meanwhile)"
-        )
-    batch = results.get("batch")
     if batch is not None:
         lines.append(
-            f"  BatchCheck, {batch['batches']} x {batch['batch_size']}: "
-            f"{batch['decisions_per_s']:,} decisions/s; server CPU "
-            f"{batch['server_cpu_us_per_decision']} µs/decision, client CPU "
-            f"{batch['client_cpu_us_per_decision']} µs/decision; others "
-            f"{batch['others_load']}; every round: {batch['all_rounds_decisions_per_s']}"
+            f"  BatchCheck, every round (decisions/s): {batch['all_rounds_decisions_per_s']}"
         )
-    receipts = results.get("receipts")
     if receipts is not None:
-        for name, label in (
-            ("unary_plain", f"CheckConnection, {CONCURRENCY} in flight"),
-            ("unary_receipt", "  ... receipt=True"),
-            ("serial_plain", "CheckConnection, 1 at a time"),
-            ("serial_receipt", "  ... receipt=True"),
-            ("batch_plain", f"BatchCheck, {RECEIPT_BATCHES} x {BATCH_SIZE}"),
-            ("batch_receipt", "  ... receipt=True"),
-        ):
-            f = receipts[name]
-            p50 = "" if name.startswith("batch") else f"  p50 {f['p50_ms']:.3f} ms"
-            lines.append(
-                f"  {label:<34}{f['calls_per_s']:>9,}/s  server CPU "
-                f"{f['server_cpu_us_per_call']:6.1f} µs/decision{p50}"
-            )
         cost = receipts["receipt_cost_us"]
         lines.append(
             f"  receipt=True costs (median of {RECEIPT_ROUNDS} paired rounds): server CPU "
@@ -589,10 +687,8 @@ def _print_summary(results: dict[str, Any]) -> None:
             f"a receipt is ~{receipts['receipt_mean_bytes']} B, the answer with it "
             f"~{receipts['answer_mean_bytes_with_receipt']} B)"
         )
-        lines.append(f"  every round (calls/s): {receipts['all_rounds_calls_per_s']}")
-    loads = [r["load_average"][0] for r in results.values() if "load_average" in r]
+        lines.append(f"  receipts, every round (calls/s): {receipts['all_rounds_calls_per_s']}")
+    loads = [round(r["load_average"][0], 2) for r in results.values() if "load_average" in r]
     if loads:
-        lines.append(
-            f"  1-minute load average after each test: {loads} (the machine has {cores} cores)"
-        )
+        lines.append(f"  1-minute load average after each test: {loads}")
     print("\n".join(lines))
