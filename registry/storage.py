@@ -276,6 +276,10 @@ class Database:
         with self.session() as session:
             if self.dialect == "postgresql":
                 session.execute(text("SELECT pg_advisory_xact_lock(7316842904)"))
+                # A writer looks rows up by key while its own transaction grows the tables, and
+                # the planner's statistics (from before the transaction) call them tiny: it
+                # would scan whole tables for every lookup. Every writer query has an index.
+                session.execute(text("SET LOCAL enable_seqscan = off"))
             else:  # a no-op write takes SQLite's write lock now, not at the first real write
                 session.execute(text("UPDATE registry_meta SET value = value WHERE key = 'origin'"))
             yield session
