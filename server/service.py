@@ -8,11 +8,12 @@ carrying ``error`` so that the rest of the batch is still answered.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from permitgate.v1 import gate_pb2 as pb
 from permitgate.v1 import gate_pb2_grpc
@@ -41,6 +42,16 @@ _CONVERT: dict[str, Callable[[Any, datetime], CheckRequest]] = {
 
 
 _TEMPLATE_LIMIT = 100_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECOND = timedelta(seconds=1)
+
+
+def _set_time(stamp: Timestamp, at: datetime) -> None:
+    """``Timestamp.FromDatetime`` for aware datetimes, without its calendar arithmetic."""
+    stamp.seconds = (at - _EPOCH) // _SECOND  # exact, unlike float timestamp()
+    stamp.nanos = at.microsecond * 1000
+
+
 _templates: dict[Decision, pb.Decision] = {}
 
 
@@ -63,7 +74,7 @@ def _template(decision: Decision) -> pb.Decision:
         if reason.case_id is not None:
             r.case_id = reason.case_id
     if decision.valid_until is not None:
-        template.valid_until.FromDatetime(decision.valid_until)
+        _set_time(template.valid_until, decision.valid_until)
     if len(_templates) >= _TEMPLATE_LIMIT:
         _templates.clear()
     _templates[decision] = template
@@ -77,7 +88,7 @@ def decision_message(answer: Answer, out: pb.Decision) -> pb.Decision:
         out.notification_id = answer.notification_id
     out.registry_version = answer.registry_version
     out.decision_id = answer.decision_id
-    out.decided_at.FromDatetime(answer.decided_at)
+    _set_time(out.decided_at, answer.decided_at)
     if answer.receipt is not None:
         out.receipt = answer.receipt
     return out
