@@ -53,7 +53,7 @@ def try_these() -> list[tuple[str, str]]:
     revoked = sid("urban, construction planning permit revoked")
     suspended = sid("urban, construction planning permit suspended")
     building, other_use = sid("urban, under"), sid("urban, property")
-    receipt = "demo/receipt.json"
+    receipt, keyset = "demo/receipt.json", "demo/keyset.json"
     lines = [
         (
             "ALLOW: urban, all three planning permits in force (Art. 23)",
@@ -88,7 +88,11 @@ def try_these() -> list[tuple[str, str]]:
             f"check connection {building} --utility water --kind temporary --until {until} "
             f"--receipt {receipt}",
         ),
-        ("  ... and verify that receipt offline", f"receipt verify {receipt}"),
+        ("  ... keep the gate's public keys (a KeySet) for later", f"keys > {keyset}"),
+        (
+            "  ... and verify the receipt offline, with no gate",
+            f"receipt verify {receipt} --keyset {keyset}",
+        ),
         ("DENY STRUCTURE_FLAGGED (stop order)", f"check connection {flagged} --utility water"),
         ("REVIEW CASE_PENDING (reported lead)", f"check connection {pending} --utility water"),
         (
@@ -137,8 +141,10 @@ def main() -> int:
     print("\nThe gate starts below. From another terminal in this folder, try:\n")
     print(f"  {env_line}")
     for what, command in try_these():
-        suffix = target if command.startswith(("check", "receipt")) else ""
-        print(f"  # {what}\n  .venv/bin/permitgate {command}{suffix}")
+        if command.startswith(("check", "keys")):  # these talk to the gate
+            command, redirect, out = command.partition(" > ")
+            command += target + redirect + out
+        print(f"  # {what}\n  .venv/bin/permitgate {command}")
     print("\nStop the gate with Ctrl-C.\n", flush=True)
     try:
         run("serve", "--listen", LISTEN)
