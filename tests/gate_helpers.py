@@ -30,12 +30,14 @@ from typing import Any, TypeVar
 
 import grpc
 import orjson
+import registry_support
 import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from registry_support import structure as structure  # re-exported for the gate tests
 
 from permitgate.v1 import gate_pb2 as pb
 from permitgate.v1 import gate_pb2_grpc
@@ -210,10 +212,6 @@ def day(days: float, now: datetime | None = None) -> str:
     return format_time((now or datetime.now(UTC)) + timedelta(days=days))
 
 
-def structure(sid: str, area: str = "urban", **extra: Any) -> dict[str, Any]:
-    return {"type": "structure", "id": sid, "area": area, "district": "110228", **extra}
-
-
 def permit(
     pid: str,
     sid: str,
@@ -223,33 +221,16 @@ def permit(
     expires: str | None = None,
     use: str | None = None,
 ) -> dict[str, Any]:
-    rec: dict[str, Any] = {
-        "type": "permit",
-        "id": pid,
-        "structure": sid,
-        "kind": kind,
-        "status": status,
-        "issued": issued or day(-900),
-    }
-    if expires is not None:
-        rec["expires"] = expires
-    if use is not None:
-        rec["use"] = use
-    return rec
+    """A permit line, issued 900 days ago unless told otherwise (times relative to now)."""
+    extra = {name: value for name, value in (("expires", expires), ("use", use)) if value}
+    return registry_support.permit(pid, sid, kind, status, issued or day(-900), **extra)
 
 
 def case(
     cid: str, sid: str, stage: str, kind: str = "deviates_from_permit", source: str = "patrol"
 ) -> dict[str, Any]:
-    return {
-        "type": "case",
-        "id": cid,
-        "structure": sid,
-        "kind": kind,
-        "stage": stage,
-        "source": source,
-        "opened": day(-5),
-    }
+    """A case line, opened five days ago."""
+    return registry_support.case(cid, sid, stage, kind, source, opened=day(-5))
 
 
 def urban_ok(sid: str, use: str = "residential") -> list[dict[str, Any]]:
