@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -42,6 +43,8 @@ class RegistryFollower:
         self._db = db
         self._cache = cache
         self._poller = Periodic("registry-follower", interval, self._poll_logged)
+        # A thread of its own: notices waiting on a busy database must not delay the follower.
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="registry-follower")
         self.rejected = 0
         self._reported: set[tuple[str, str]] = set()
 
@@ -98,8 +101,8 @@ class RegistryFollower:
     async def poll(self) -> int:
         """One round; returns how many records were installed. Raises when the poll failed."""
         started = time.monotonic()
-        update = await asyncio.to_thread(
-            self._read, self._cache.size, self._cache.newest_next_update
+        update = await asyncio.get_running_loop().run_in_executor(
+            self._thread, self._read, self._cache.size, self._cache.newest_next_update
         )
         taken = 0
         if update is not None:
@@ -128,3 +131,4 @@ class RegistryFollower:
 
     async def close(self) -> None:
         await self._poller.close()
+        self._thread.shutdown(wait=False, cancel_futures=True)
