@@ -20,10 +20,20 @@ import orjson
 
 from clients.client import Decision, GateClient, GateError, InvalidCheckError
 from clients.receipts import verify_receipt
+from permitgate.v1 import gate_pb2 as pb
 from registry.records import format_time, parse_time
 from registry.trust import VerificationError, VerifierKey
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+def _names(enum: Any, prefix: str) -> list[str]:
+    """The choices a wire enum offers, as the CLI spells them (``UTILITY_WATER`` -> ``water``)."""
+    return [
+        name.removeprefix(prefix).lower()
+        for name in enum.DESCRIPTOR.values_by_name
+        if not name.endswith("_UNSPECIFIED")
+    ]
 
 
 @dataclass(frozen=True)
@@ -144,9 +154,12 @@ def check() -> None:
 
 @check.command()
 @click.argument("structure_id")
-@click.option("--utility", type=click.Choice(["water", "power", "gas", "heat"]), required=True)
+@click.option("--utility", type=click.Choice(_names(pb.Utility, "UTILITY_")), required=True)
 @click.option(
-    "--kind", type=click.Choice(["permanent", "temporary"]), default="permanent", show_default=True
+    "--kind",
+    type=click.Choice(_names(pb.ConnectionKind, "CONNECTION_KIND_")),
+    default="permanent",
+    show_default=True,
 )
 @click.option("--until", "until", metavar="TIME", help="For temporary supply: requested end.")
 @application_option
@@ -179,7 +192,9 @@ def connection(
 
 @check.command()
 @click.argument("structure_id")
-@click.option("--kind", type=click.Choice(["initial", "transfer", "mortgage"]), required=True)
+@click.option(
+    "--kind", type=click.Choice(_names(pb.RegistrationKind, "REGISTRATION_KIND_")), required=True
+)
 @application_option
 @receipt_option
 @gate_options
@@ -209,9 +224,7 @@ def registration(
 @click.option(
     "--office",
     required=True,
-    type=click.Choice(
-        ["market_regulation", "culture", "health", "tax", "civil_defense", "environment", "fire"]
-    ),
+    type=click.Choice(_names(pb.Office, "OFFICE_")),
 )
 @click.option("--use", "declared_use", required=True, help="The use the applicant declares.")
 @application_option

@@ -15,7 +15,7 @@ Every difference is reported, naming the row and the field; memory holds one str
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
@@ -26,13 +26,28 @@ from sqlalchemy.orm import Session
 from registry.log import State, decode_event, fold
 from registry.merkle import CompactTree, leaf_hash
 from registry.records import Record
-from registry.status import iter_raw_states, state_of
-from registry.storage import CheckpointRow, Database, EventRow, MetaRow, StatusRow
+from registry.storage import (
+    CASE_COLUMNS,
+    PERMIT_COLUMNS,
+    STRUCTURE_COLUMNS,
+    CaseRow,
+    CheckpointRow,
+    Database,
+    EventRow,
+    MetaRow,
+    PermitRow,
+    StatusRow,
+    StructureRow,
+    case_of,
+    permit_of,
+    structure_of,
+)
 from registry.trust import VerificationError, VerifierKey, verify_checkpoint, verify_status_record
 
 __all__ = ["AuditReport", "audit_registry"]
 
 _OPTS = {"yield_per": 5000}
+RawState = tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]]]
 
 
 @dataclass
@@ -134,11 +149,51 @@ def _replayed(session: Session, report: AuditReport) -> Iterator[tuple[str, Stat
         yield sid, state, last
 
 
+def _table_rows(session: Session) -> Iterator[RawState]:
+    """Each structure's rows (structure, permits, cases), in structure id order, streamed.
+
+    Three ordered queries are merged, so memory holds one structure (and one fetch batch).
+    """
+    structures = select(*STRUCTURE_COLUMNS).order_by(StructureRow.id)
+    permits = select(*PERMIT_COLUMNS).order_by(PermitRow.structure_id, PermitRow.id)
+    cases = select(*CASE_COLUMNS).order_by(CaseRow.structure_id, CaseRow.id)
+    opts = {"yield_per": 5000}
+    permit_groups = _grouped(session.execute(permits, execution_options=opts))
+    case_groups = _grouped(session.execute(cases, execution_options=opts))
+    next_permits = next(permit_groups, None)
+    next_cases = next(case_groups, None)
+    for row in session.execute(structures, execution_options=opts):
+        sid = row[0]
+        own_permits: list[tuple[Any, ...]] = []
+        own_cases: list[tuple[Any, ...]] = []
+        if next_permits is not None and next_permits[0] == sid:
+            own_permits = next_permits[1]
+            next_permits = next(permit_groups, None)
+        if next_cases is not None and next_cases[0] == sid:
+            own_cases = next_cases[1]
+            next_cases = next(case_groups, None)
+        yield tuple(row), own_permits, own_cases
+
+
+def _grouped(rows: Iterable[Any]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+    for sid, group in groupby(rows, key=lambda r: r[1]):
+        yield sid, [tuple(r) for r in group]
+
+
+def _state_of(raw: RawState) -> State:
+    structure, permits, cases = raw
+    return (
+        structure_of(structure),
+        tuple(permit_of(p) for p in permits),
+        tuple(case_of(c) for c in cases),
+    )
+
+
 def _table_states(session: Session, report: AuditReport) -> Iterator[State]:
     """The tables' state per structure; a row that is not even well formed is a difference."""
-    for raw in iter_raw_states(session):
+    for raw in _table_rows(session):
         try:
-            yield state_of(raw)
+            yield _state_of(raw)
         except (ValueError, TypeError) as exc:
             report.problems.append(f"structure {raw[0][0]}: a table row is malformed: {exc}")
 

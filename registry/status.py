@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 from collections import deque
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import datetime, timedelta
 from itertools import groupby
@@ -31,19 +31,10 @@ from registry.log import State, replay
 from registry.records import StatusRecord
 from registry.signing import Signer
 from registry.storage import (
-    CASE_COLUMNS,
-    PERMIT_COLUMNS,
-    STRUCTURE_COLUMNS,
-    CaseRow,
     EventRow,
-    PermitRow,
     StatusRow,
-    StructureRow,
     bulk_insert,
-    case_of,
     id_in,
-    permit_of,
-    structure_of,
     table_of,
 )
 from registry.trust import STATUS_PAYLOAD_TYPE
@@ -53,16 +44,12 @@ __all__ = [
     "SigningPipeline",
     "State",
     "StatusSigner",
-    "iter_raw_states",
-    "iter_states",
-    "state_of",
 ]
 
 RECORD_VALIDITY = timedelta(days=7)
 """How long a signed status record may be relied on before the registry must re-sign it."""
 
 EventGroup = tuple[str, list[bytes]]  # a structure id and its events' bytes, in log order
-RawState = tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]]]
 StatusRowValues = tuple[str, int, datetime, bytes, bytes]
 
 _BATCH = 1000
@@ -108,54 +95,6 @@ class StatusSigner:
         return cls(signer, now=this_update, validity=next_update - this_update)
 
 
-def iter_raw_states(
-    session: Session, structure_ids: Collection[str] | None = None
-) -> Iterator[RawState]:
-    """Each structure's rows (structure, permits, cases), in structure id order, streamed.
-
-    ``structure_ids`` limits it to those structures; ``None`` means every structure. Three
-    ordered queries are merged, so memory holds one structure (and one fetch batch) at a time.
-    """
-    structures = select(*STRUCTURE_COLUMNS).order_by(StructureRow.id)
-    permits = select(*PERMIT_COLUMNS).order_by(PermitRow.structure_id, PermitRow.id)
-    cases = select(*CASE_COLUMNS).order_by(CaseRow.structure_id, CaseRow.id)
-    if structure_ids is not None:
-        dialect = session.get_bind().dialect.name
-        structures = structures.where(id_in(StructureRow.id, structure_ids, dialect))
-        permits = permits.where(id_in(PermitRow.structure_id, structure_ids, dialect))
-        cases = cases.where(id_in(CaseRow.structure_id, structure_ids, dialect))
-    opts = {"yield_per": 5000}
-    permit_groups = _grouped(session.execute(permits, execution_options=opts))
-    case_groups = _grouped(session.execute(cases, execution_options=opts))
-    next_permits = next(permit_groups, None)
-    next_cases = next(case_groups, None)
-    for row in session.execute(structures, execution_options=opts):
-        sid = row[0]
-        own_permits: list[tuple[Any, ...]] = []
-        own_cases: list[tuple[Any, ...]] = []
-        if next_permits is not None and next_permits[0] == sid:
-            own_permits = next_permits[1]
-            next_permits = next(permit_groups, None)
-        if next_cases is not None and next_cases[0] == sid:
-            own_cases = next_cases[1]
-            next_cases = next(case_groups, None)
-        yield tuple(row), own_permits, own_cases
-
-
-def _grouped(rows: Iterable[Any]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
-    for sid, group in groupby(rows, key=lambda r: r[1]):
-        yield sid, [tuple(r) for r in group]
-
-
-def state_of(raw: RawState) -> State:
-    structure, permits, cases = raw
-    return (
-        structure_of(structure),
-        tuple(permit_of(p) for p in permits),
-        tuple(case_of(c) for c in cases),
-    )
-
-
 def iter_event_groups(session: Session, structure_ids: Collection[str]) -> Iterator[EventGroup]:
     """The events of each of ``structure_ids``, grouped by structure, in log order."""
     dialect = session.get_bind().dialect.name
@@ -167,12 +106,6 @@ def iter_event_groups(session: Session, structure_ids: Collection[str]) -> Itera
     rows = session.execute(query, execution_options={"yield_per": 5000})
     for sid, group in groupby(rows, key=lambda r: r[0]):
         yield sid, [bytes(r[1]) for r in group]
-
-
-def iter_states(session: Session, structure_ids: Collection[str] | None = None) -> Iterator[State]:
-    """Like ``iter_raw_states``, as typed records."""
-    for raw in iter_raw_states(session, structure_ids):
-        yield state_of(raw)
 
 
 class SigningPipeline:
