@@ -7,12 +7,12 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: install services test lint typecheck unit protos protos-check demo bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "permitgate needs Python 3.11 or newer ($(PYTHON) is older)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e clients/python -e ".[test]"
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -22,9 +22,8 @@ from typing import Any
 
 import grpc
 import uvloop
-
-from permitgate.v1 import gate_pb2 as pb
-from permitgate.v1 import gate_pb2_grpc
+from permitgate_client.v1 import gate_pb2 as pb
+from permitgate_client.v1 import gate_pb2_grpc
 
 __all__ = ["BareGate", "main"]
 

@@ -42,11 +42,11 @@ import grpc
 import pytest
 import uvloop
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from permitgate_client.v1 import gate_pb2 as pb
+from permitgate_client.v1 import gate_pb2_grpc
 
 from benchmarks.proctree import cpu_seconds, machine_busy_seconds
 from benchmarks.support import REPO, permitgate
-from permitgate.v1 import gate_pb2 as pb
-from permitgate.v1 import gate_pb2_grpc
 from registry.demo import structure_id
 
 STRUCTURES = 5_000

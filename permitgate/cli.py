@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from clients.cli import check, keys, receipt
+from permitgate.check_cli import check, keys, receipt
 from registry.cli import registry
 from server.cli import serve
 

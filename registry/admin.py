@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+from permitgate_client.formats import Checkpoint
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -35,7 +36,6 @@ from registry.storage import (
     permit_of,
     structure_of,
 )
-from registry.trust import Checkpoint
 
 __all__ = [
     "DEFAULT_ORIGIN",

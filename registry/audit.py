@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
+from permitgate_client import VerificationError, VerifierKey
+from permitgate_client.formats import verify_checkpoint
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -42,7 +44,7 @@ from registry.storage import (
     permit_of,
     structure_of,
 )
-from registry.trust import VerificationError, VerifierKey, verify_checkpoint, verify_status_record
+from registry.trust import verify_status_record
 
 __all__ = ["AuditReport", "audit_registry"]
 

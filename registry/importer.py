@@ -21,6 +21,7 @@ from itertools import islice
 from typing import Any
 
 import orjson
+from permitgate_client.formats import Checkpoint
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
@@ -58,7 +59,6 @@ from registry.storage import (
     table_of,
     values_of,
 )
-from registry.trust import Checkpoint
 from registry.vocabulary import STAGE_MOVES, may_move
 
 __all__ = [

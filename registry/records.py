@@ -12,10 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
-from functools import lru_cache
 from typing import Any, TypeVar
+
+from permitgate_client._times import format_time, parse_time
 
 from registry.vocabulary import Area, CaseKind, CaseSource, CaseStage, PermitKind, PermitStatus
 
@@ -33,7 +34,6 @@ __all__ = [
 ]
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}")
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 _TEXT_MAX = 500
 _E = TypeVar("_E", bound=StrEnum)
 _MEMBERS: dict[type[StrEnum], dict[str, StrEnum]] = {
@@ -59,32 +59,6 @@ class InvalidRecord(ValueError):
     def __init__(self, errors: list[FieldError]) -> None:
         super().__init__("; ".join(str(e) for e in errors))
         self.errors = errors
-
-
-@lru_cache(maxsize=65536)
-def parse_time(value: str) -> datetime:
-    """Parse an RFC 3339 timestamp (offset required) into an aware UTC datetime.
-
-    Cached: registry data repeats the same dates (permits issued at midnight) very often.
-    """
-    if not _RFC3339.fullmatch(value):
-        raise ValueError(f"not an RFC 3339 timestamp: {value!r}")
-    text = value.upper().replace("Z", "+00:00")
-    frac = re.search(r"\.(\d+)", text)
-    if frac and len(frac.group(1)) > 6:  # Python keeps microseconds; drop finer digits.
-        text = text.replace(frac.group(0), "." + frac.group(1)[:6])
-    try:
-        return datetime.fromisoformat(text).astimezone(UTC)
-    except ValueError as exc:
-        raise ValueError(f"not a valid date and time: {value!r}") from exc
-
-
-@lru_cache(maxsize=65536)
-def format_time(value: datetime) -> str:
-    """Format an aware datetime as RFC 3339 UTC: ``2024-03-01T00:00:00Z``."""
-    if value.utcoffset():
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat() + "Z"
 
 
 @dataclass(frozen=True, slots=True)

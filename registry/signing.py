@@ -13,9 +13,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from permitgate_client.formats import VerifierKey, pae
 
 from registry.canonical import canonical_json
-from registry.trust import VerifierKey, pae
 
 __all__ = [
     "DEFAULT_KEYS_DIR",

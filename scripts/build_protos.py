@@ -1,4 +1,4 @@
-"""Generate the gRPC Python code in permitgate/v1 from protos/, or check it is current.
+"""Generate the gRPC Python code in permitgate_client/v1 from protos/, or check it is current.
 
 The generated modules are committed so that an install needs no code generator; `make test`
 runs this with --check, which regenerates into a temporary folder and fails when anything
@@ -17,7 +17,11 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
-OUT = ROOT  # protos/permitgate/v1/x.proto -> permitgate/v1/x_pb2.py
+OUT = ROOT / "clients" / "python"
+PACKAGE = "permitgate_client"
+# protos/permitgate/v1/x.proto is compiled as permitgate_client/v1/x.proto, so the generated
+# modules are permitgate_client.v1.x_pb2 (inside the client distribution), while the proto
+# package, and so every wire name, stays permitgate.v1.
 PATTERNS = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 
 
@@ -28,7 +32,7 @@ def generate(out: Path) -> list[Path]:
     include = Path(protoc.__file__).parent / "_proto"
     args = [
         "protoc",
-        f"-I{PROTOS}",
+        f"-I{PACKAGE}={PROTOS / 'permitgate'}",
         f"-I{include}",
         f"--python_out={out}",
         f"--pyi_out={out}",
@@ -37,7 +41,7 @@ def generate(out: Path) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    generated = (out / "permitgate").rglob("*")
+    generated = (out / PACKAGE).rglob("*")
     return sorted(p.relative_to(out) for p in generated if p.name.endswith(PATTERNS))
 
 
@@ -57,7 +61,7 @@ def main() -> int:
             if not (OUT / p).exists() or not filecmp.cmp(Path(tmp) / p, OUT / p, shallow=False)
         ]
     committed = {
-        p.relative_to(OUT) for p in (OUT / "permitgate").rglob("*") if p.name.endswith(PATTERNS)
+        p.relative_to(OUT) for p in (OUT / PACKAGE).rglob("*") if p.name.endswith(PATTERNS)
     }
     orphans = sorted(committed - set(fresh))
     for path in stale:

@@ -14,9 +14,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from permitgate_client.v1 import gate_pb2 as pb
+from permitgate_client.v1 import gate_pb2_grpc
 
-from permitgate.v1 import gate_pb2 as pb
-from permitgate.v1 import gate_pb2_grpc
 from registry.admin import ROLE as REGISTRY_ROLE
 from registry.signing import ensure_signer, load_verifier
 from registry.storage import Database

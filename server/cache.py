@@ -23,8 +23,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from permitgate_client import ForkError, RollbackError, VerificationError, VerifierKey
+from permitgate_client.formats import Checkpoint, verify_checkpoint
+
 from registry.records import StatusRecord
-from registry.trust import Checkpoint, VerificationError, VerifierKey, verify_checkpoint
 from registry.trust import verify_status_record as _verify_status_record
 
 __all__ = ["CachedStatus", "RegistryCache", "Rejected"]
@@ -71,7 +73,7 @@ class RegistryCache:
         """Check a checkpoint note against the key, the origin and what is held (no rollback)."""
         checkpoint = verify_checkpoint(note, self.registry_key, origin=self.origin)
         if checkpoint.size < self.size:
-            raise VerificationError(
+            raise RollbackError(
                 f"checkpoint: tree size {checkpoint.size} is older than {self.size}, held already"
             )
         held = self.checkpoint
@@ -80,7 +82,7 @@ class RegistryCache:
             and held.size == checkpoint.size
             and held.root_hash != checkpoint.root_hash
         ):
-            raise VerificationError(f"checkpoint: two different roots for tree size {held.size}")
+            raise ForkError(f"checkpoint: two different roots for tree size {held.size}")
         return checkpoint
 
     def verify_records(

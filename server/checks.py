@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from permitgate.v1 import gate_pb2 as pb
+from permitgate_client.v1 import gate_pb2 as pb
+
 from registry.records import format_time
 from registry.vocabulary import PermitKind
 from server.rules import (

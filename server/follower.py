@@ -16,10 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
+from permitgate_client import VerificationError
+from permitgate_client.formats import Checkpoint
 from sqlalchemy import func, or_, select
 
 from registry.storage import CheckpointRow, Database, EventRow, StatusRow
-from registry.trust import Checkpoint, VerificationError
 from server.cache import CachedStatus, RegistryCache
 from server.periodic import Periodic
 

@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from itertools import count
 from typing import Any
 
+from permitgate_client.formats import Receipt
 from sqlalchemy.exc import SQLAlchemyError
 
-from clients.receipts import Receipt
 from registry.notifications import record_notification
 from registry.records import StatusRecord
 from registry.storage import Database

@@ -1,14 +1,25 @@
-"""The gate's signing key and the receipts it signs (one Ed25519 signature per receipt)."""
+"""The gate's signing key and the receipts it signs (one Ed25519 signature per receipt).
+
+The receipt format (``Receipt``) and its verifier belong to the client package; the gate only
+signs the RFC 8785 form of ``Receipt.to_json``.
+"""
 
 from __future__ import annotations
 
-from clients.receipts import RECEIPT_PAYLOAD_TYPE, Receipt, receipt_payload
+from permitgate_client.formats import RECEIPT_PAYLOAD_TYPE, Receipt
+
+from registry.canonical import canonical_json
 from registry.signing import Signer
 
-__all__ = ["DEFAULT_GATE_NAME", "GATE_ROLE", "ReceiptSigner"]
+__all__ = ["DEFAULT_GATE_NAME", "GATE_ROLE", "ReceiptSigner", "receipt_payload"]
 
 GATE_ROLE = "gate"
 DEFAULT_GATE_NAME = "permitgate.example/gate"
+
+
+def receipt_payload(receipt: Receipt) -> bytes:
+    """The exact bytes the gate signs."""
+    return canonical_json(receipt.to_json())
 
 
 class ReceiptSigner:

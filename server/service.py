@@ -14,9 +14,9 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from permitgate_client.v1 import gate_pb2 as pb
+from permitgate_client.v1 import gate_pb2_grpc
 
-from permitgate.v1 import gate_pb2 as pb
-from permitgate.v1 import gate_pb2_grpc
 from server.checks import (
     PERMIT_KINDS,
     REASON_CODES,

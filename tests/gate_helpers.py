@@ -37,10 +37,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from permitgate_client.v1 import gate_pb2 as pb
+from permitgate_client.v1 import gate_pb2_grpc
 from registry_support import structure as structure  # re-exported for the gate tests
 
-from permitgate.v1 import gate_pb2 as pb
-from permitgate.v1 import gate_pb2_grpc
 from registry.admin import init_registry
 from registry.importer import ImportReport, import_lines
 from registry.records import format_time

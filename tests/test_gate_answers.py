@@ -33,8 +33,8 @@ from gate_helpers import (
     urban_ok,
     verdict,
 )
+from permitgate_client.v1 import gate_pb2 as pb
 
-from permitgate.v1 import gate_pb2 as pb
 from registry.demo import SCENARIOS, demo_lines, structure_id
 from registry.records import format_time, parse_time
 

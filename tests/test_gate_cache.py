@@ -22,11 +22,12 @@ from gate_helpers import (
     urban_ok,
     verdict,
 )
+from permitgate_client import VerificationError
+from permitgate_client.formats import Checkpoint
 
 from registry.records import Permit, StatusRecord, Structure
 from registry.signing import Signer
 from registry.status import StatusSigner
-from registry.trust import Checkpoint, VerificationError
 from registry.vocabulary import Area, PermitKind, PermitStatus
 from server.cache import CachedStatus, RegistryCache
 

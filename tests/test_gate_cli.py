@@ -19,8 +19,8 @@ from typing import IO
 import pytest
 from click.testing import CliRunner, Result
 from gate_helpers import GateRegistry, RunningGate, served_registry, start_gate
+from permitgate_client import Client
 
-from clients.client import GateClient
 from permitgate.cli import main
 from registry.demo import SCENARIOS, demo_lines, structure_id
 
@@ -145,7 +145,7 @@ def test_serve_process_logs_where_it_listens_and_stops_on_sigterm(tmp_path: Path
             assert match, line
             assert f"registry version {version}, {len(SCENARIOS)} structures" in line
             assert "max staleness 5s" in line
-            with GateClient(match.group(1)) as client:
+            with Client(match.group(1)) as client:
                 assert client.check_connection(OK, utility="water").verdict == "ALLOW"
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=20) == 0

@@ -33,8 +33,8 @@ from gate_helpers import (
     verdict,
     wait_for,
 )
+from permitgate_client.v1 import gate_pb2 as pb
 
-from permitgate.v1 import gate_pb2 as pb
 from registry.demo import SCENARIOS, demo_lines, structure_id
 from registry.records import parse_time
 from registry.signing import ensure_signer

@@ -26,10 +26,10 @@ from gate_helpers import (
     verdict,
     wait_for,
 )
+from permitgate_client import Client
+from permitgate_client.v1 import gate_pb2 as pb
 
-from clients.client import GateClient
 from permitgate.cli import main
-from permitgate.v1 import gate_pb2 as pb
 from registry.demo import SCENARIOS, demo_lines, structure_id
 from server.app import TlsFiles
 
@@ -181,7 +181,7 @@ def test_tls_gate_refuses_plaintext(mtls_gate: RunningGate) -> None:
 
 
 def test_gate_client_over_mutual_tls(mtls_gate: RunningGate, pki: Pki) -> None:
-    with GateClient(mtls_gate.target, credentials=pki.client_credentials()) as client:
+    with Client(mtls_gate.target, credentials=pki.client_credentials()) as client:
         assert client.check_connection(OK, utility="heat").verdict == "ALLOW"
 
 

@@ -25,9 +25,9 @@ from gate_helpers import (
     start_gate,
     verdict,
 )
+from permitgate_client.v1 import gate_pb2 as pb
 
 from permitgate.cli import main
-from permitgate.v1 import gate_pb2 as pb
 from registry.demo import SCENARIOS, demo_lines, structure_id
 
 OK = structure_id(0)  # every permit in force, use "residential"

@@ -33,15 +33,16 @@ from gate_helpers import (
     served_registry,
     verdict,
 )
+from permitgate_client import KeySet, VerificationError, VerifierKey, verify_receipt
+from permitgate_client.formats import Checkpoint, Receipt
+from permitgate_client.v1 import gate_pb2 as pb
 
-from clients.receipts import Receipt, receipt_payload, verify_receipt
 from permitgate.cli import main
-from permitgate.v1 import gate_pb2 as pb
 from registry.demo import SCENARIOS, demo_lines, structure_id
 from registry.merkle import CompactTree
 from registry.records import format_time
 from registry.signing import Signer, load_signer
-from registry.trust import Checkpoint, VerificationError, VerifierKey
+from server.receipts import receipt_payload
 
 REVOKED = structure_id(1)
 TEMP_ONLY = structure_id(5)
@@ -91,7 +92,7 @@ def test_receipt_verifies_offline(
     served: tuple[GateRegistry, RunningGate],
 ) -> None:
     gate_key, registry_key = keys
-    verified = verify_receipt(revoked_receipt.receipt, gate_key=gate_key, registry_key=registry_key)
+    verified = verify_receipt(revoked_receipt.receipt, KeySet(registry_key, gate_key))
     r = verified.receipt
     assert r.decision_id == revoked_receipt.decision_id
     assert r.decided_at == revoked_receipt.decided_at.ToDatetime(tzinfo=UTC)
@@ -160,7 +161,7 @@ def test_receipt_for_an_unknown_structure(
     wire: Wire, keys: tuple[VerifierKey, VerifierKey]
 ) -> None:
     decision = wire.ask(connection("nowhere-0042", receipt=True))
-    verified = verify_receipt(decision.receipt, gate_key=keys[0], registry_key=keys[1])
+    verified = verify_receipt(decision.receipt, KeySet(keys[1], keys[0]))
     assert verified.receipt.status_record_sha256 is None
     assert [r["code"] for r in verified.receipt.reasons] == ["NOT_IN_REGISTRY"]
 
@@ -177,7 +178,7 @@ def test_receipt_carries_valid_until(wire: Wire, keys: tuple[VerifierKey, Verifi
         )
     )
     assert verdict(decision) == "ALLOW_TEMPORARY"
-    receipt = verify_receipt(decision.receipt, gate_key=keys[0], registry_key=keys[1]).receipt
+    receipt = verify_receipt(decision.receipt, KeySet(keys[1], keys[0])).receipt
     assert receipt.valid_until == until == decision.valid_until.ToDatetime(tzinfo=UTC)
     assert receipt.check["requested_until"] == format_time(until)
 
@@ -189,7 +190,7 @@ def test_receipt_carries_the_notification(
         premises(OK, pb.OFFICE_HEALTH, "clinic", application_id="H-1", receipt=True)
     )
     assert verdict(decision) == "NOTIFY" and decision.notification_id
-    receipt = verify_receipt(decision.receipt, gate_key=keys[0], registry_key=keys[1]).receipt
+    receipt = verify_receipt(decision.receipt, KeySet(keys[1], keys[0])).receipt
     assert receipt.notification_id == decision.notification_id
     assert receipt.check["declared_use"] == "clinic"
 
@@ -208,7 +209,7 @@ def test_batch_receipts_verify(wire: Wire, keys: tuple[VerifierKey, VerifierKey]
     first, second, third = answer.decisions
     assert not second.receipt
     for decision, sid in ((first, REVOKED), (third, TEMP_ONLY)):
-        receipt = verify_receipt(decision.receipt, gate_key=keys[0], registry_key=keys[1]).receipt
+        receipt = verify_receipt(decision.receipt, KeySet(keys[1], keys[0])).receipt
         assert receipt.decision_id == decision.decision_id
         assert receipt.check["structure_id"] == sid
         assert receipt.verdict == verdict(decision)
@@ -226,7 +227,7 @@ def test_flipped_payload_byte_fails(
 
     forged = reseal_payload(revoked_receipt.receipt, flip)
     with pytest.raises(VerificationError, match="signature"):
-        verify_receipt(forged, gate_key=keys[0], registry_key=keys[1])
+        verify_receipt(forged, KeySet(keys[1], keys[0]))
 
 
 def test_verdict_rewritten_to_allow_fails(
@@ -237,7 +238,7 @@ def test_verdict_rewritten_to_allow_fails(
     )
     assert _payload(forged)["verdict"] == "ALLOW"
     with pytest.raises(VerificationError):
-        verify_receipt(forged, gate_key=keys[0], registry_key=keys[1])
+        verify_receipt(forged, KeySet(keys[1], keys[0]))
 
 
 def test_wrong_gate_key_fails(
@@ -247,7 +248,7 @@ def test_wrong_gate_key_fails(
     impostor = Signer(gate_key.name, Ed25519PrivateKey.generate()).verifier
     for wrong in (impostor, registry_key):
         with pytest.raises(VerificationError):
-            verify_receipt(revoked_receipt.receipt, gate_key=wrong, registry_key=registry_key)
+            verify_receipt(revoked_receipt.receipt, KeySet(registry_key, wrong))
 
 
 def test_wrong_registry_key_fails(
@@ -256,7 +257,7 @@ def test_wrong_registry_key_fails(
     gate_key, registry_key = keys
     impostor = Signer(registry_key.name, Ed25519PrivateKey.generate()).verifier
     with pytest.raises(VerificationError, match="note"):
-        verify_receipt(revoked_receipt.receipt, gate_key=gate_key, registry_key=impostor)
+        verify_receipt(revoked_receipt.receipt, KeySet(impostor, gate_key))
 
 
 def _resign(registry: GateRegistry, receipt: Receipt) -> bytes:
@@ -272,7 +273,7 @@ def test_checkpoint_not_signed_by_the_registry_fails(
 ) -> None:
     registry, _ = served
     gate_key, registry_key = keys
-    genuine = verify_receipt(revoked_receipt.receipt, gate_key=gate_key, registry_key=registry_key)
+    genuine = verify_receipt(revoked_receipt.receipt, KeySet(registry_key, gate_key))
     other = Signer(registry_key.name, Ed25519PrivateKey.generate())
     fake_note = other.sign_note(
         Checkpoint(registry_key.name, genuine.checkpoint.size, CompactTree().root()).body()
@@ -282,7 +283,7 @@ def test_checkpoint_not_signed_by_the_registry_fails(
         Receipt(**{**_fields(genuine.receipt), "checkpoint_note": fake_note}),
     )
     with pytest.raises(VerificationError, match="note"):
-        verify_receipt(forged, gate_key=gate_key, registry_key=registry_key)
+        verify_receipt(forged, KeySet(registry_key, gate_key))
 
 
 def test_status_record_newer_than_checkpoint_fails(
@@ -291,7 +292,7 @@ def test_status_record_newer_than_checkpoint_fails(
     served: tuple[GateRegistry, RunningGate],
 ) -> None:
     gate_key, registry_key = keys
-    genuine = verify_receipt(revoked_receipt.receipt, gate_key=gate_key, registry_key=registry_key)
+    genuine = verify_receipt(revoked_receipt.receipt, KeySet(registry_key, gate_key))
     forged = _resign(
         served[0],
         Receipt(
@@ -302,7 +303,7 @@ def test_status_record_newer_than_checkpoint_fails(
         ),
     )
     with pytest.raises(VerificationError, match="newer than the checkpoint"):
-        verify_receipt(forged, gate_key=gate_key, registry_key=registry_key)
+        verify_receipt(forged, KeySet(registry_key, gate_key))
 
 
 def _fields(receipt: Receipt) -> dict[str, Any]:

@@ -41,17 +41,17 @@ from gate_helpers import (
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
-from clients.client import (
-    AsyncGateClient,
+from permitgate_client import (
+    AsyncClient,
+    Client,
     DeadlineError,
     Decision,
-    GateClient,
     InvalidCheckError,
+    VerifierKey,
 )
-from permitgate.v1 import gate_pb2 as pb
+from permitgate_client.v1 import gate_pb2 as pb
+
 from registry.demo import SCENARIOS, demo_lines, structure_id
-from registry.trust import VerifierKey
 
 OK = structure_id(0)  # urban, every permit in force
 REVOKED = structure_id(1)  # urban, construction planning permit revoked
@@ -355,7 +355,7 @@ def test_client_deadline_error() -> None:
         silent.listen()
         target = f"127.0.0.1:{silent.getsockname()[1]}"
         started = time.monotonic()
-        with GateClient(target, timeout=0.3) as client, pytest.raises(DeadlineError):
+        with Client(target, timeout=0.3) as client, pytest.raises(DeadlineError):
             client.check_connection(OK, utility="water")
         assert time.monotonic() - started < 3
 
@@ -364,7 +364,7 @@ def test_client_deadline_error() -> None:
 
 
 def test_gate_client_answers(target: str) -> None:
-    with GateClient(target) as client:
+    with Client(target) as client:
         decision = client.check_connection(REVOKED, utility="gas")
         assert decision.verdict == "DENY"
         [reason] = decision.reasons
@@ -379,13 +379,13 @@ def test_gate_client_answers(target: str) -> None:
 
 
 def test_gate_client_invalid_check(target: str) -> None:
-    with GateClient(target) as client, pytest.raises(InvalidCheckError, match=r"^structure_id:"):
+    with Client(target) as client, pytest.raises(InvalidCheckError, match=r"^structure_id:"):
         client.check_registration("", kind="initial")
 
 
 def test_async_client_answers_like_the_blocking_one(target: str) -> None:
     async def ask() -> list[Decision]:
-        async with AsyncGateClient(target) as client:
+        async with AsyncClient(target) as client:
             return [
                 await client.check_connection(structure_id(5), utility="heat"),
                 await client.check_registration(REVOKED, kind="initial"),
@@ -393,7 +393,7 @@ def test_async_client_answers_like_the_blocking_one(target: str) -> None:
             ]
 
     answers = gate_loop().run(ask())
-    with GateClient(target) as client:
+    with Client(target) as client:
         expected = [
             client.check_connection(structure_id(5), utility="heat"),
             client.check_registration(REVOKED, kind="initial"),

@@ -26,24 +26,22 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-
-from registry.canonical import canonical_json
-from registry.merkle import leaf_hash, root_of
-from registry.records import Case, Permit, StatusRecord, Structure
-from registry.signing import KeyFileError, Signer, ensure_signer, load_signer, load_verifier
-from registry.trust import (
-    STATUS_PAYLOAD_TYPE,
+from permitgate_client import VerificationError, VerifierKey
+from permitgate_client.formats import (
     Checkpoint,
-    VerificationError,
-    VerifierKey,
     key_id,
     pae,
     parse_envelope,
     verify_checkpoint,
     verify_envelope,
     verify_note,
-    verify_status_record,
 )
+
+from registry.canonical import canonical_json
+from registry.merkle import leaf_hash, root_of
+from registry.records import Case, Permit, StatusRecord, Structure
+from registry.signing import KeyFileError, Signer, ensure_signer, load_signer, load_verifier
+from registry.trust import STATUS_PAYLOAD_TYPE, verify_status_record
 from registry.vocabulary import Area, CaseKind, CaseSource, CaseStage, PermitKind, PermitStatus
 
 # --- golang/mod sumdb/note/note_test.go --------------------------------------------------------

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from permitgate.v1 import gate_pb2 as permitgate_dot_v1_dot_gate__pb2
+from permitgate_client.v1 import gate_pb2 as permitgate__client_dot_v1_dot_gate__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in permitgate/v1/gate_pb2_grpc.py depends on'
+        + ' but the generated code in permitgate_client/v1/gate_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,28 +36,28 @@ class PermitGateStub:
         """
         self.CheckConnection = channel.unary_unary(
                 '/permitgate.v1.PermitGate/CheckConnection',
-                request_serializer=permitgate_dot_v1_dot_gate__pb2.ConnectionCheck.SerializeToString,
-                response_deserializer=permitgate_dot_v1_dot_gate__pb2.Decision.FromString,
+                request_serializer=permitgate__client_dot_v1_dot_gate__pb2.ConnectionCheck.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_gate__pb2.Decision.FromString,
                 _registered_method=True)
         self.CheckRegistration = channel.unary_unary(
                 '/permitgate.v1.PermitGate/CheckRegistration',
-                request_serializer=permitgate_dot_v1_dot_gate__pb2.RegistrationCheck.SerializeToString,
-                response_deserializer=permitgate_dot_v1_dot_gate__pb2.Decision.FromString,
+                request_serializer=permitgate__client_dot_v1_dot_gate__pb2.RegistrationCheck.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_gate__pb2.Decision.FromString,
                 _registered_method=True)
         self.VerifyPremises = channel.unary_unary(
                 '/permitgate.v1.PermitGate/VerifyPremises',
-                request_serializer=permitgate_dot_v1_dot_gate__pb2.PremisesCheck.SerializeToString,
-                response_deserializer=permitgate_dot_v1_dot_gate__pb2.Decision.FromString,
+                request_serializer=permitgate__client_dot_v1_dot_gate__pb2.PremisesCheck.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_gate__pb2.Decision.FromString,
                 _registered_method=True)
         self.BatchCheck = channel.stream_stream(
                 '/permitgate.v1.PermitGate/BatchCheck',
-                request_serializer=permitgate_dot_v1_dot_gate__pb2.CheckBatch.SerializeToString,
-                response_deserializer=permitgate_dot_v1_dot_gate__pb2.DecisionBatch.FromString,
+                request_serializer=permitgate__client_dot_v1_dot_gate__pb2.CheckBatch.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_gate__pb2.DecisionBatch.FromString,
                 _registered_method=True)
         self.GetKeys = channel.unary_unary(
                 '/permitgate.v1.PermitGate/GetKeys',
-                request_serializer=permitgate_dot_v1_dot_gate__pb2.GetKeysRequest.SerializeToString,
-                response_deserializer=permitgate_dot_v1_dot_gate__pb2.KeySet.FromString,
+                request_serializer=permitgate__client_dot_v1_dot_gate__pb2.GetKeysRequest.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_gate__pb2.KeySet.FromString,
                 _registered_method=True)
 
 
@@ -104,28 +104,28 @@ def add_PermitGateServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'CheckConnection': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckConnection,
-                    request_deserializer=permitgate_dot_v1_dot_gate__pb2.ConnectionCheck.FromString,
-                    response_serializer=permitgate_dot_v1_dot_gate__pb2.Decision.SerializeToString,
+                    request_deserializer=permitgate__client_dot_v1_dot_gate__pb2.ConnectionCheck.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_gate__pb2.Decision.SerializeToString,
             ),
             'CheckRegistration': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckRegistration,
-                    request_deserializer=permitgate_dot_v1_dot_gate__pb2.RegistrationCheck.FromString,
-                    response_serializer=permitgate_dot_v1_dot_gate__pb2.Decision.SerializeToString,
+                    request_deserializer=permitgate__client_dot_v1_dot_gate__pb2.RegistrationCheck.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_gate__pb2.Decision.SerializeToString,
             ),
             'VerifyPremises': grpc.unary_unary_rpc_method_handler(
                     servicer.VerifyPremises,
-                    request_deserializer=permitgate_dot_v1_dot_gate__pb2.PremisesCheck.FromString,
-                    response_serializer=permitgate_dot_v1_dot_gate__pb2.Decision.SerializeToString,
+                    request_deserializer=permitgate__client_dot_v1_dot_gate__pb2.PremisesCheck.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_gate__pb2.Decision.SerializeToString,
             ),
             'BatchCheck': grpc.stream_stream_rpc_method_handler(
                     servicer.BatchCheck,
-                    request_deserializer=permitgate_dot_v1_dot_gate__pb2.CheckBatch.FromString,
-                    response_serializer=permitgate_dot_v1_dot_gate__pb2.DecisionBatch.SerializeToString,
+                    request_deserializer=permitgate__client_dot_v1_dot_gate__pb2.CheckBatch.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_gate__pb2.DecisionBatch.SerializeToString,
             ),
             'GetKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.GetKeys,
-                    request_deserializer=permitgate_dot_v1_dot_gate__pb2.GetKeysRequest.FromString,
-                    response_serializer=permitgate_dot_v1_dot_gate__pb2.KeySet.SerializeToString,
+                    request_deserializer=permitgate__client_dot_v1_dot_gate__pb2.GetKeysRequest.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_gate__pb2.KeySet.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -153,8 +153,8 @@ class PermitGate:
             request,
             target,
             '/permitgate.v1.PermitGate/CheckConnection',
-            permitgate_dot_v1_dot_gate__pb2.ConnectionCheck.SerializeToString,
-            permitgate_dot_v1_dot_gate__pb2.Decision.FromString,
+            permitgate__client_dot_v1_dot_gate__pb2.ConnectionCheck.SerializeToString,
+            permitgate__client_dot_v1_dot_gate__pb2.Decision.FromString,
             options,
             channel_credentials,
             insecure,
@@ -180,8 +180,8 @@ class PermitGate:
             request,
             target,
             '/permitgate.v1.PermitGate/CheckRegistration',
-            permitgate_dot_v1_dot_gate__pb2.RegistrationCheck.SerializeToString,
-            permitgate_dot_v1_dot_gate__pb2.Decision.FromString,
+            permitgate__client_dot_v1_dot_gate__pb2.RegistrationCheck.SerializeToString,
+            permitgate__client_dot_v1_dot_gate__pb2.Decision.FromString,
             options,
             channel_credentials,
             insecure,
@@ -207,8 +207,8 @@ class PermitGate:
             request,
             target,
             '/permitgate.v1.PermitGate/VerifyPremises',
-            permitgate_dot_v1_dot_gate__pb2.PremisesCheck.SerializeToString,
-            permitgate_dot_v1_dot_gate__pb2.Decision.FromString,
+            permitgate__client_dot_v1_dot_gate__pb2.PremisesCheck.SerializeToString,
+            permitgate__client_dot_v1_dot_gate__pb2.Decision.FromString,
             options,
             channel_credentials,
             insecure,
@@ -234,8 +234,8 @@ class PermitGate:
             request_iterator,
             target,
             '/permitgate.v1.PermitGate/BatchCheck',
-            permitgate_dot_v1_dot_gate__pb2.CheckBatch.SerializeToString,
-            permitgate_dot_v1_dot_gate__pb2.DecisionBatch.FromString,
+            permitgate__client_dot_v1_dot_gate__pb2.CheckBatch.SerializeToString,
+            permitgate__client_dot_v1_dot_gate__pb2.DecisionBatch.FromString,
             options,
             channel_credentials,
             insecure,
@@ -261,8 +261,8 @@ class PermitGate:
             request,
             target,
             '/permitgate.v1.PermitGate/GetKeys',
-            permitgate_dot_v1_dot_gate__pb2.GetKeysRequest.SerializeToString,
-            permitgate_dot_v1_dot_gate__pb2.KeySet.FromString,
+            permitgate__client_dot_v1_dot_gate__pb2.GetKeysRequest.SerializeToString,
+            permitgate__client_dot_v1_dot_gate__pb2.KeySet.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,44 +3,36 @@
 A receipt is a DSSE envelope signed by the gate's own key. Its payload (RFC 8785 JSON) holds the
 check as asked, the verdict and reasons, the decision id and time, the registry checkpoint the
 gate held (the registry-signed note itself, so the registry's signature can be checked too) and
-the SHA-256 of the signed status record the answer used. ``verify_receipt`` needs only the two
-public keys (a KeySet) and no network: a utility can show years later what it checked (Art. 28).
-
-Pure: no gRPC, no database. The gate builds ``Receipt`` objects; the client verifies them.
+the SHA-256 of the signed status record the answer used. ``verify_receipt`` needs only a
+``KeySet`` (two public keys) and no network: a utility can show years later what it checked
+(Art. 28). The format is specified in ``spec/receipt.md`` with test vectors beside it.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
-
-from registry.canonical import canonical_json
-from registry.records import format_time, parse_time
-from registry.trust import (
-    Checkpoint,
+from permitgate_client._errors import (
+    FromTheFutureError,
+    MalformedError,
+    ReceiptError,
     VerificationError,
-    VerifierKey,
-    verify_checkpoint,
-    verify_envelope,
 )
+from permitgate_client._keyset import KeySet
+from permitgate_client._times import format_time, parse_time
+from permitgate_client._trust import Checkpoint, verify_checkpoint, verify_envelope
 
-__all__ = [
-    "RECEIPT_PAYLOAD_TYPE",
-    "Receipt",
-    "VerifiedReceipt",
-    "receipt_payload",
-    "verify_receipt",
-]
+__all__ = ["RECEIPT_PAYLOAD_TYPE", "Receipt", "VerifiedReceipt", "verify_receipt"]
 
 RECEIPT_PAYLOAD_TYPE = "application/vnd.permitgate.receipt+json"
 
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
-    """The payload of a receipt, typed."""
+    """The payload of a receipt, typed. ``to_json`` is the object the gate signs (as JCS)."""
 
     decision_id: str
     decided_at: datetime
@@ -70,6 +62,7 @@ class Receipt:
 
     @classmethod
     def from_json(cls, obj: Any) -> Receipt:
+        """Parse a decoded payload; ``MalformedError`` names what is missing or mistyped."""
         try:
             status = obj["status_record"]
             valid_until = obj["valid_until"]
@@ -86,7 +79,7 @@ class Receipt:
                 status_record_tree_size=None if status is None else int(status["tree_size"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise VerificationError(f"receipt: malformed payload ({exc!r})") from exc
+            raise MalformedError(f"receipt: malformed payload ({exc!r})") from exc
 
 
 def _str(value: Any) -> str:
@@ -95,35 +88,42 @@ def _str(value: Any) -> str:
     return value
 
 
-def receipt_payload(receipt: Receipt) -> bytes:
-    """The exact bytes the gate signs."""
-    return canonical_json(receipt.to_json())
-
-
 @dataclass(frozen=True, slots=True)
 class VerifiedReceipt:
+    """A receipt whose two signatures verified, and the registry checkpoint it rests on."""
+
     receipt: Receipt
     checkpoint: Checkpoint
 
 
-def verify_receipt(
-    envelope: bytes, *, gate_key: VerifierKey, registry_key: VerifierKey
-) -> VerifiedReceipt:
-    """Verify a receipt offline; raise ``VerificationError`` naming the step that failed."""
+def verify_receipt(envelope: bytes, keyset: KeySet) -> VerifiedReceipt:
+    """Verify a receipt offline, or raise ``ReceiptError`` (its ``__cause__`` says which check).
+
+    Needs only the ``KeySet`` kept from ``Client.keys()`` (or ``permitgate keys``).
+    """
+    try:
+        return _verify(envelope, keyset)
+    except ReceiptError:
+        raise
+    except VerificationError as exc:
+        raise ReceiptError(f"receipt not verified: {exc}") from exc
+
+
+def _verify(envelope: bytes, keyset: KeySet) -> VerifiedReceipt:
     # Step 1: the gate's signature over the payload.
-    payload = verify_envelope(envelope, [gate_key], RECEIPT_PAYLOAD_TYPE)
+    payload = verify_envelope(envelope, [keyset.gate_key], RECEIPT_PAYLOAD_TYPE)
     # Step 2: the payload's shape.
     try:
-        obj = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise VerificationError("receipt: payload is not JSON") from exc
+        obj = json.loads(payload)
+    except ValueError as exc:
+        raise MalformedError("receipt: payload is not JSON") from exc
     receipt = Receipt.from_json(obj)
     # Step 3: the registry's signature over the checkpoint the answer rests on.
-    checkpoint = verify_checkpoint(receipt.checkpoint_note, registry_key)
+    checkpoint = verify_checkpoint(receipt.checkpoint_note, keyset.registry_key)
     # Step 4: the status record used is no newer than that checkpoint.
     tree_size = receipt.status_record_tree_size
     if tree_size is not None and tree_size > checkpoint.size:
-        raise VerificationError(
+        raise FromTheFutureError(
             f"receipt: status record of tree size {tree_size} is newer than the checkpoint "
             f"({checkpoint.size})"
         )

@@ -17,12 +17,18 @@ from typing import Any
 import click
 import grpc
 import orjson
-
-from clients.client import Decision, GateClient, GateError, InvalidCheckError
-from clients.receipts import verify_receipt
-from permitgate.v1 import gate_pb2 as pb
-from registry.records import format_time, parse_time
-from registry.trust import VerificationError, VerifierKey
+from permitgate_client import (
+    Client,
+    Decision,
+    GateError,
+    InvalidCheckError,
+    KeySet,
+    MalformedError,
+    VerificationError,
+    verify_receipt,
+)
+from permitgate_client.formats import format_time, parse_time
+from permitgate_client.v1 import gate_pb2 as pb
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -43,8 +49,8 @@ class GateAddress:
     target: str
     credentials: grpc.ChannelCredentials | None = None
 
-    def client(self) -> GateClient:
-        return GateClient(self.target, credentials=self.credentials)
+    def client(self) -> Client:
+        return Client(self.target, credentials=self.credentials)
 
 
 def gate_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -133,7 +139,7 @@ def _ask(
         click.echo(orjson.dumps(decision.to_json(), option=orjson.OPT_INDENT_2).decode())
         return
     click.echo(
-        f"{decision.verdict}  {structure_id}  (registry version "
+        f"{decision.verdict.value}  {structure_id}  (registry version "
         f"{decision.registry_version}, decision {decision.decision_id})"
     )
     for r in decision.reasons:
@@ -263,16 +269,7 @@ def keys(gate: GateAddress) -> None:
     except GateError as exc:
         click.echo(f"permitgate: the gate at {gate.target} did not answer: {exc}", err=True)
         sys.exit(3)
-    click.echo(
-        orjson.dumps(
-            {
-                "registry_key": keyset.registry_key,
-                "gate_key": keyset.gate_key,
-                "checkpoint": keyset.checkpoint.decode(),
-            },
-            option=orjson.OPT_INDENT_2,
-        ).decode()
-    )
+    click.echo(orjson.dumps(keyset.to_json(), option=orjson.OPT_INDENT_2).decode())
 
 
 @click.group()
@@ -292,30 +289,27 @@ def verify(file: Any, keyset: Any, gate: GateAddress) -> None:
     """Verify a receipt offline against a KeySet, and print what it proves."""
     try:
         if keyset is not None:
-            obj = orjson.loads(keyset.read())
-            registry_text, gate_text = obj["registry_key"], obj["gate_key"]
+            keys = KeySet.from_json(keyset.read())
         else:
             with gate.client() as client:
-                ks = client.keys()
-            registry_text, gate_text = ks.registry_key, ks.gate_key
+                keys = client.keys()
             click.echo(
                 f"note: keys taken from the gate at {gate.target} itself; for a check that does "
                 "not rest on that gate, keep a KeySet ('permitgate keys') and pass --keyset",
                 err=True,
             )
-        registry_key = VerifierKey.from_text(registry_text)
-        gate_key = VerifierKey.from_text(gate_text)
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except MalformedError as exc:
         click.echo(f"permitgate: bad keyset: {exc}", err=True)
         sys.exit(2)
     except GateError as exc:
         click.echo(f"permitgate: the gate at {gate.target} did not answer: {exc}", err=True)
         sys.exit(3)
     try:
-        verified = verify_receipt(file.read().strip(), gate_key=gate_key, registry_key=registry_key)
+        verified = verify_receipt(file.read().strip(), keys)
     except VerificationError as exc:
         click.echo(f"NOT VERIFIED: {exc}", err=True)
         sys.exit(1)
+    gate_key, registry_key = keys.gate_key, keys.registry_key
     r = verified.receipt
     click.echo(
         f"verified: signed by gate {gate_key.name}; registry checkpoint "

@@ -1,0 +1,73 @@
+"""permitgate-client: ask a permitgate gate, and verify what it signed, offline.
+
+    from permitgate_client import Client, Check, Verdict, verify_receipt
+
+    with Client("127.0.0.1:50051", timeout=2.0) as client:
+        d = client.check_connection("110228-0042-0007", utility="water", kind="permanent",
+                                    application_id="A-1", receipt=True)
+        if d.verdict is Verdict.ALLOW: ...
+        keyset = client.keys()
+    verify_receipt(d.receipt, keyset)
+
+Depends on grpcio, protobuf and cryptography only. The generated stubs are
+``permitgate_client.v1``; the signed formats' verifiers (for callers of other kinds) are in
+``permitgate_client.formats``; the formats themselves are specified in the repository's
+``spec/`` folder, with test vectors.
+"""
+
+from permitgate_client._client import DEFAULT_TIMEOUT, MAX_BATCH, AsyncClient, Client
+from permitgate_client._errors import (
+    BadSignatureError,
+    DeadlineError,
+    ExpiredError,
+    ForkError,
+    FromTheFutureError,
+    GateError,
+    InvalidCheckError,
+    MalformedError,
+    OverloadedError,
+    PermissionDeniedError,
+    ReceiptError,
+    RollbackError,
+    UnavailableError,
+    VerificationError,
+    WrongOriginError,
+    WrongStructureError,
+)
+from permitgate_client._keyset import KeySet
+from permitgate_client._models import Check, Decision, Reason, Refused, Verdict
+from permitgate_client._receipts import Receipt, VerifiedReceipt, verify_receipt
+from permitgate_client._trust import VerifierKey
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_BATCH",
+    "AsyncClient",
+    "BadSignatureError",
+    "Check",
+    "Client",
+    "DeadlineError",
+    "Decision",
+    "ExpiredError",
+    "ForkError",
+    "FromTheFutureError",
+    "GateError",
+    "InvalidCheckError",
+    "KeySet",
+    "MalformedError",
+    "OverloadedError",
+    "PermissionDeniedError",
+    "Reason",
+    "Receipt",
+    "ReceiptError",
+    "Refused",
+    "RollbackError",
+    "UnavailableError",
+    "Verdict",
+    "VerificationError",
+    "VerifiedReceipt",
+    "VerifierKey",
+    "WrongOriginError",
+    "WrongStructureError",
+    "verify_receipt",
+]

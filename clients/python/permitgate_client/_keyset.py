@@ -1,0 +1,60 @@
+"""The public keys a caller keeps to verify receipts offline, typed.
+
+A ``KeySet`` comes from the gate (``Client.keys()``, the ``GetKeys`` RPC) or from the JSON that
+``permitgate keys`` prints. Keep one from a moment you trust the gate: verifying a receipt against
+keys fetched from the same gate later proves only that the gate agrees with itself.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from permitgate_client._errors import MalformedError
+from permitgate_client._trust import VerifierKey
+
+__all__ = ["KeySet"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySet:
+    """The registry's key (checkpoints, status records) and the gate's (receipts)."""
+
+    registry_key: VerifierKey
+    gate_key: VerifierKey
+    checkpoint: bytes = b""  # the newest registry checkpoint note the gate held, if any
+
+    @classmethod
+    def from_proto(cls, message: Any) -> KeySet:
+        """From a ``permitgate.v1.KeySet`` message."""
+        return cls._parse(message.registry_key, message.gate_key, bytes(message.checkpoint))
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> KeySet:
+        """From the JSON of ``to_json`` (what ``permitgate keys`` prints)."""
+        try:
+            obj = json.loads(data)
+            registry_text, gate_text = obj["registry_key"], obj["gate_key"]
+            checkpoint = obj.get("checkpoint") or ""
+            if not all(isinstance(v, str) for v in (registry_text, gate_text, checkpoint)):
+                raise TypeError("keys and checkpoint are strings")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise MalformedError(f"keyset: not a KeySet JSON object ({exc})") from exc
+        return cls._parse(registry_text, gate_text, checkpoint.encode())
+
+    @classmethod
+    def _parse(cls, registry_text: str, gate_text: str, checkpoint: bytes) -> KeySet:
+        try:
+            return cls(
+                VerifierKey.from_text(registry_text), VerifierKey.from_text(gate_text), checkpoint
+            )
+        except ValueError as exc:
+            raise MalformedError(f"keyset: {exc}") from exc
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "registry_key": self.registry_key.text,
+            "gate_key": self.gate_key.text,
+            "checkpoint": self.checkpoint.decode(),
+        }
