@@ -8,6 +8,10 @@ registry key signed, and only when it fits what was already seen:
   larger than the checkpoint held, and never replace a newer record of the same structure
   (larger tree size, or the same tree size re-signed later by ``registry refresh``).
 
+Each refusal is a typed ``VerificationError`` (``RollbackError``, ``ForkError``,
+``WrongOriginError``, ``BadSignatureError``, ``WrongStructureError``, ``FromTheFutureError``,
+``MalformedError``): raised for a checkpoint, carried in a ``Rejected`` for a status record.
+
 A structure whose newest record fails verification, or whose record does not show its latest
 change in the log, is *doubtful*: it answers REVIEW, never from an older record as if current.
 Records are verified once, when loaded, so a request costs a dictionary look-up. Freshness is
@@ -27,7 +31,7 @@ from permitgate_client import ForkError, RollbackError, VerificationError, Verif
 from permitgate_client.formats import Checkpoint, verify_checkpoint
 
 from registry.records import StatusRecord
-from registry.trust import verify_status_record as _verify_status_record
+from registry.trust import verify_status_record
 
 __all__ = ["CachedStatus", "RegistryCache", "Rejected"]
 
@@ -42,8 +46,14 @@ class CachedStatus:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
+    """A status record refused: the id it was filed under, and the typed failure."""
+
     structure_id: str
-    why: str
+    error: VerificationError
+
+    @property
+    def why(self) -> str:
+        return str(self.error)
 
 
 class RegistryCache:
@@ -88,27 +98,29 @@ class RegistryCache:
     def verify_records(
         self, rows: Iterable[tuple[str, bytes]], checkpoint: Checkpoint
     ) -> tuple[list[CachedStatus], list[Rejected]]:
-        """Verify ``(structure_id, envelope)`` rows against ``checkpoint``; nothing is stored."""
+        """Verify ``(structure_id, envelope)`` rows against ``checkpoint``; nothing is stored.
+
+        A record is refused (``Rejected`` carrying the typed error) when it does not verify, is
+        filed under another structure's id (``WrongStructureError``), shows a tree size beyond
+        ``checkpoint`` (``FromTheFutureError``), or is older than the record held for that
+        structure (``RollbackError``).
+        """
         accepted: list[CachedStatus] = []
         rejected: list[Rejected] = []
         for structure_id, envelope in rows:
+            held = self._records.get(structure_id)
             try:
-                record = _verify_status_record(envelope, self.registry_key)
-            except VerificationError as exc:
-                rejected.append(Rejected(structure_id, str(exc)))
-                continue
-            if record.structure.id != structure_id:
-                rejected.append(Rejected(structure_id, f"record is for {record.structure.id}"))
-            elif record.tree_size > checkpoint.size:
-                rejected.append(
-                    Rejected(
-                        structure_id,
-                        f"record tree size {record.tree_size} is beyond the "
-                        f"checkpoint's {checkpoint.size}",
-                    )
+                record = verify_status_record(
+                    envelope,
+                    self.registry_key,
+                    structure_id=structure_id,
+                    checkpoint_size=checkpoint.size,
+                    held=None if held is None else held.record,
                 )
-            else:
-                accepted.append(CachedStatus(record, hashlib.sha256(envelope).digest()))
+            except VerificationError as exc:
+                rejected.append(Rejected(structure_id, exc))
+                continue
+            accepted.append(CachedStatus(record, hashlib.sha256(envelope).digest()))
         return accepted, rejected
 
     def install(self, checkpoint: Checkpoint, note: bytes, records: Iterable[CachedStatus]) -> int:

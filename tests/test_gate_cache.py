@@ -22,7 +22,14 @@ from gate_helpers import (
     urban_ok,
     verdict,
 )
-from permitgate_client import VerificationError
+from permitgate_client import (
+    BadSignatureError,
+    ForkError,
+    FromTheFutureError,
+    RollbackError,
+    WrongOriginError,
+    WrongStructureError,
+)
 from permitgate_client.formats import Checkpoint
 
 from registry.records import Permit, StatusRecord, Structure
@@ -74,12 +81,14 @@ def _envelope(signer: Signer, record: StatusRecord) -> bytes:
 
 def _load(
     cache: RegistryCache, signer: Signer, size: int, rows: list[tuple[str, bytes]]
-) -> tuple[int, list[str]]:
-    """Verify and install checkpoint ``size`` with ``rows``: (records taken, ids rejected)."""
+) -> tuple[int, list[tuple[str, type]]]:
+    """Verify and install checkpoint ``size`` with ``rows``: (records taken, [(id rejected,
+    type of its error)])."""
     note = _note(signer, size)
     checkpoint = cache.verify_checkpoint(note)
     accepted, rejected = cache.verify_records(rows, checkpoint)
-    return cache.install(checkpoint, note, accepted), [r.structure_id for r in rejected]
+    taken = cache.install(checkpoint, note, accepted)
+    return taken, [(r.structure_id, type(r.error)) for r in rejected]
 
 
 def test_genuine_record_is_taken(cache: RegistryCache, signer: Signer) -> None:
@@ -98,28 +107,28 @@ def test_record_signed_by_another_key_is_rejected(cache: RegistryCache, signer: 
     checkpoint = cache.verify_checkpoint(_note(signer, 5))
     accepted, rejected = cache.verify_records([("S-1", forged)], checkpoint)
     assert accepted == []
-    assert [r.structure_id for r in rejected] == ["S-1"]
-    assert "signature" in rejected[0].why
+    assert [(r.structure_id, type(r.error)) for r in rejected] == [("S-1", BadSignatureError)]
+    assert rejected[0].why == str(rejected[0].error)  # what the follower logs
 
 
 def test_record_filed_under_another_structure_is_rejected(
     cache: RegistryCache, signer: Signer
 ) -> None:
     envelope = _envelope(signer, _record("S-1", 3))
-    assert _load(cache, signer, 5, [("S-2", envelope)]) == (0, ["S-2"])
+    assert _load(cache, signer, 5, [("S-2", envelope)]) == (0, [("S-2", WrongStructureError)])
     assert cache.get("S-1") is None and cache.get("S-2") is None
 
 
 def test_record_beyond_the_checkpoint_is_rejected(cache: RegistryCache, signer: Signer) -> None:
     envelope = _envelope(signer, _record("S-1", 6))
-    assert _load(cache, signer, 5, [("S-1", envelope)]) == (0, ["S-1"])
+    assert _load(cache, signer, 5, [("S-1", envelope)]) == (0, [("S-1", FromTheFutureError)])
     assert cache.get("S-1") is None
 
 
 def test_older_checkpoint_is_refused(cache: RegistryCache, signer: Signer) -> None:
     _load(cache, signer, 10, [])
     older = _note(signer, 9)
-    with pytest.raises(VerificationError, match="older"):
+    with pytest.raises(RollbackError):
         cache.verify_checkpoint(older)
     # Even a verified older checkpoint handed straight to install does not roll back.
     stale = RegistryCache(signer.verifier, origin=ORIGIN, max_staleness=300).verify_checkpoint(
@@ -131,17 +140,17 @@ def test_older_checkpoint_is_refused(cache: RegistryCache, signer: Signer) -> No
 
 def test_two_roots_for_one_size_are_refused(cache: RegistryCache, signer: Signer) -> None:
     _load(cache, signer, 10, [])
-    with pytest.raises(VerificationError, match="two different roots"):
+    with pytest.raises(ForkError):
         cache.verify_checkpoint(_note(signer, 10, salt=b"fork"))
 
 
 def test_checkpoint_of_another_origin_or_key_is_refused(
     cache: RegistryCache, signer: Signer
 ) -> None:
-    with pytest.raises(VerificationError, match="origin"):
+    with pytest.raises(WrongOriginError):
         cache.verify_checkpoint(_note(signer, 3, origin="elsewhere.example/registry"))
     impostor = Signer(ORIGIN, Ed25519PrivateKey.generate())
-    with pytest.raises(VerificationError):
+    with pytest.raises(BadSignatureError):
         cache.verify_checkpoint(_note(impostor, 3))
     assert cache.checkpoint is None
 
@@ -152,11 +161,35 @@ def test_newer_record_is_never_replaced_by_an_older_one(
     newer = _envelope(signer, _record("S-1", 8, PermitStatus.REVOKED))
     older = _envelope(signer, _record("S-1", 6))
     assert _load(cache, signer, 10, [("S-1", newer)]) == (1, [])
-    assert _load(cache, signer, 12, [("S-1", older)]) == (0, [])
+    assert _load(cache, signer, 12, [("S-1", older)]) == (0, [("S-1", RollbackError)])
     held = cache.get("S-1")
     assert held is not None and held.record.tree_size == 8
     assert held.record.permits[0].status is PermitStatus.REVOKED
     assert cache.size == 12  # the checkpoint still advances
+    # Even an older record handed straight to install is not taken.
+    checkpoint = cache.verify_checkpoint(_note(signer, 12))
+    assert cache.install(checkpoint, _note(signer, 12), [CachedStatus(_record("S-1", 6), b"")]) == 0
+    assert cache.get("S-1") == held
+
+
+def test_record_re_signed_later_at_the_same_tree_size_is_taken(
+    cache: RegistryCache, signer: Signer
+) -> None:
+    """``registry refresh`` re-signs unchanged records: same tree size, later ``this_update``."""
+    first = _record("S-1", 8)
+    assert _load(cache, signer, 10, [("S-1", _envelope(signer, first))]) == (1, [])
+    later = NOW + timedelta(days=3)
+    refreshed = StatusSigner(signer, now=later).envelope(
+        StatusRecord(first.structure, first.permits, (), 8, later, later + timedelta(days=7))
+    )
+    assert _load(cache, signer, 10, [("S-1", refreshed)]) == (1, [])
+    held = cache.get("S-1")
+    assert held is not None and held.record.this_update == later
+    # And the first one, offered again after it, is a rollback.
+    assert _load(cache, signer, 10, [("S-1", _envelope(signer, first))]) == (
+        0,
+        [("S-1", RollbackError)],
+    )
 
 
 def test_staleness_is_measured_from_the_last_confirmed_poll(

@@ -33,7 +33,17 @@ from gate_helpers import (
     served_registry,
     verdict,
 )
-from permitgate_client import KeySet, VerificationError, VerifierKey, verify_receipt
+from permitgate_client import (
+    BadSignatureError,
+    FromTheFutureError,
+    KeySet,
+    MalformedError,
+    ReceiptError,
+    VerificationError,
+    VerifierKey,
+    WrongOriginError,
+    verify_receipt,
+)
 from permitgate_client.formats import Checkpoint, Receipt
 from permitgate_client.v1 import gate_pb2 as pb
 
@@ -218,6 +228,16 @@ def test_batch_receipts_verify(wire: Wire, keys: tuple[VerifierKey, VerifierKey]
 # --- what must not verify ----------------------------------------------------------------------
 
 
+def _failure(envelope: bytes, keyset: KeySet) -> type[VerificationError]:
+    """The typed failure under the ``ReceiptError`` that ``verify_receipt`` raises."""
+    with pytest.raises(ReceiptError) as raised:
+        verify_receipt(envelope, keyset)
+    cause = raised.value.__cause__
+    assert isinstance(cause, VerificationError), cause
+    assert str(cause) in str(raised.value)  # the receipt error says which check failed
+    return type(cause)
+
+
 def test_flipped_payload_byte_fails(
     revoked_receipt: pb.Decision, keys: tuple[VerifierKey, VerifierKey]
 ) -> None:
@@ -226,8 +246,7 @@ def test_flipped_payload_byte_fails(
         return payload[:at] + bytes([payload[at] ^ 0x01]) + payload[at + 1 :]
 
     forged = reseal_payload(revoked_receipt.receipt, flip)
-    with pytest.raises(VerificationError, match="signature"):
-        verify_receipt(forged, KeySet(keys[1], keys[0]))
+    assert _failure(forged, KeySet(keys[1], keys[0])) is BadSignatureError
 
 
 def test_verdict_rewritten_to_allow_fails(
@@ -237,8 +256,7 @@ def test_verdict_rewritten_to_allow_fails(
         revoked_receipt.receipt, lambda p: p.replace(b'"verdict":"DENY"', b'"verdict":"ALLOW"')
     )
     assert _payload(forged)["verdict"] == "ALLOW"
-    with pytest.raises(VerificationError):
-        verify_receipt(forged, KeySet(keys[1], keys[0]))
+    assert _failure(forged, KeySet(keys[1], keys[0])) is BadSignatureError
 
 
 def test_wrong_gate_key_fails(
@@ -247,8 +265,7 @@ def test_wrong_gate_key_fails(
     gate_key, registry_key = keys
     impostor = Signer(gate_key.name, Ed25519PrivateKey.generate()).verifier
     for wrong in (impostor, registry_key):
-        with pytest.raises(VerificationError):
-            verify_receipt(revoked_receipt.receipt, KeySet(registry_key, wrong))
+        assert _failure(revoked_receipt.receipt, KeySet(registry_key, wrong)) is BadSignatureError
 
 
 def test_wrong_registry_key_fails(
@@ -256,8 +273,7 @@ def test_wrong_registry_key_fails(
 ) -> None:
     gate_key, registry_key = keys
     impostor = Signer(registry_key.name, Ed25519PrivateKey.generate()).verifier
-    with pytest.raises(VerificationError, match="note"):
-        verify_receipt(revoked_receipt.receipt, KeySet(impostor, gate_key))
+    assert _failure(revoked_receipt.receipt, KeySet(impostor, gate_key)) is BadSignatureError
 
 
 def _resign(registry: GateRegistry, receipt: Receipt) -> bytes:
@@ -282,8 +298,7 @@ def test_checkpoint_not_signed_by_the_registry_fails(
         registry,
         Receipt(**{**_fields(genuine.receipt), "checkpoint_note": fake_note}),
     )
-    with pytest.raises(VerificationError, match="note"):
-        verify_receipt(forged, KeySet(registry_key, gate_key))
+    assert _failure(forged, KeySet(registry_key, gate_key)) is BadSignatureError
 
 
 def test_status_record_newer_than_checkpoint_fails(
@@ -302,8 +317,38 @@ def test_status_record_newer_than_checkpoint_fails(
             }
         ),
     )
-    with pytest.raises(VerificationError, match="newer than the checkpoint"):
-        verify_receipt(forged, KeySet(registry_key, gate_key))
+    assert _failure(forged, KeySet(registry_key, gate_key)) is FromTheFutureError
+
+
+def test_checkpoint_of_another_log_fails(
+    revoked_receipt: pb.Decision,
+    keys: tuple[VerifierKey, VerifierKey],
+    served: tuple[GateRegistry, RunningGate],
+) -> None:
+    """A checkpoint the registry key signed, but for another origin than the key's name."""
+    registry, _ = served
+    gate_key, registry_key = keys
+    genuine = verify_receipt(revoked_receipt.receipt, KeySet(registry_key, gate_key))
+    other_log = registry.signer.sign_note(
+        Checkpoint("elsewhere.example/log", genuine.checkpoint.size, CompactTree().root()).body()
+    )
+    forged = _resign(
+        registry, Receipt(**{**_fields(genuine.receipt), "checkpoint_note": other_log})
+    )
+    assert _failure(forged, KeySet(registry_key, gate_key)) is WrongOriginError
+
+
+def test_receipt_payload_of_the_wrong_type_fails(
+    revoked_receipt: pb.Decision,
+    keys: tuple[VerifierKey, VerifierKey],
+    served: tuple[GateRegistry, RunningGate],
+) -> None:
+    """The gate's signature over a receipt payload announced as a status record: refused."""
+    gate_key, registry_key = keys
+    genuine = verify_receipt(revoked_receipt.receipt, KeySet(registry_key, gate_key))
+    gate = load_signer(served[0].keys_dir, "gate")
+    mislabelled = gate.sign_envelope(receipt_payload(genuine.receipt), STATUS_TYPE)
+    assert _failure(mislabelled, KeySet(registry_key, gate_key)) is MalformedError
 
 
 def _fields(receipt: Receipt) -> dict[str, Any]:

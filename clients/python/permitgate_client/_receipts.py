@@ -118,8 +118,11 @@ def _verify(envelope: bytes, keyset: KeySet) -> VerifiedReceipt:
     except ValueError as exc:
         raise MalformedError("receipt: payload is not JSON") from exc
     receipt = Receipt.from_json(obj)
-    # Step 3: the registry's signature over the checkpoint the answer rests on.
-    checkpoint = verify_checkpoint(receipt.checkpoint_note, keyset.registry_key)
+    # Step 3: the registry's signature over the checkpoint the answer rests on, which must be
+    # of the registry's own log (its origin is the registry key's name).
+    checkpoint = verify_checkpoint(
+        receipt.checkpoint_note, keyset.registry_key, origin=keyset.registry_key.name
+    )
     # Step 4: the status record used is no newer than that checkpoint.
     tree_size = receipt.status_record_tree_size
     if tree_size is not None and tree_size > checkpoint.size:
