@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install services test lint typecheck unit protos protos-check demo bench clean
+.PHONY: install services test lint typecheck unit protos protos-check vectors vectors-check demo bench clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -33,10 +33,16 @@ protos: install
 protos-check: install
 	$(BIN)/python scripts/build_protos.py --check
 
+vectors: install
+	$(BIN)/python scripts/make_vectors.py
+
+vectors-check: install
+	$(BIN)/python scripts/make_vectors.py --check
+
 unit: install
 	$(BIN)/pytest -q
 
-test: services lint typecheck protos-check unit
+test: services lint typecheck protos-check vectors-check unit
 
 demo: install
 	$(BIN)/python scripts/demo.py
