@@ -1010,6 +1010,20 @@ def receipt_cases() -> list[VectorCase]:
         "MalformedError",
     )
     add(
+        "payload-tree-size-string",
+        "signed by the gate, but the status record's tree_size is a string",
+        _signed_receipt_payload(
+            _receipt_with(lambda o: o["status_record"].update(tree_size=str(RECORD_SIZE)))
+        ),
+        "MalformedError",
+    )
+    add(
+        "payload-notification-id-number",
+        "signed by the gate, but notification_id is a number",
+        _signed_receipt_payload(_receipt_with(lambda o: o.update(notification_id=31))),
+        "MalformedError",
+    )
+    add(
         "payload-verdict-not-a-string",
         "signed by the gate, but the verdict is a number",
         _signed_receipt_payload(_receipt_with(lambda o: o.update(verdict=5))),

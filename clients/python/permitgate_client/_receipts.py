@@ -73,10 +73,10 @@ class Receipt:
                 verdict=_str(obj["verdict"]),
                 reasons=tuple(dict(r) for r in obj["reasons"]),
                 valid_until=None if valid_until is None else parse_time(valid_until),
-                notification_id=obj["notification_id"],
+                notification_id=_optional_str(obj["notification_id"]),
                 checkpoint_note=_str(obj["registry"]["checkpoint"]).encode(),
                 status_record_sha256=None if status is None else _str(status["sha256"]),
-                status_record_tree_size=None if status is None else int(status["tree_size"]),
+                status_record_tree_size=None if status is None else _int(status["tree_size"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MalformedError(f"receipt: malformed payload ({exc!r})") from exc
@@ -85,6 +85,16 @@ class Receipt:
 def _str(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else _str(value)
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
     return value
 
 
