@@ -210,7 +210,9 @@ class Client(_Options):
                         if stopped.is_set():
                             return
                     yield batch
-            except BaseException as exc:  # surfaced to the reader below
+            except GeneratorExit:  # gRPC closed the stream (the call ended): not the caller's
+                raise
+            except BaseException as exc:  # the caller's iterable failed: surfaced below
                 failure.append(exc)
                 raise
 
