@@ -118,7 +118,9 @@ class RegistryCache:
                     held=None if held is None else held.record,
                 )
             except VerificationError as exc:
-                rejected.append(Rejected(structure_id, exc))
+                # The same type and message, without a traceback keeping the verifier's frames
+                # (and their envelope bytes) alive while many rejections wait to be reported.
+                rejected.append(Rejected(structure_id, type(exc)(str(exc))))
                 continue
             accepted.append(CachedStatus(record, hashlib.sha256(envelope).digest()))
         return accepted, rejected

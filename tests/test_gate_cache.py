@@ -109,6 +109,7 @@ def test_record_signed_by_another_key_is_rejected(cache: RegistryCache, signer: 
     assert accepted == []
     assert [(r.structure_id, type(r.error)) for r in rejected] == [("S-1", BadSignatureError)]
     assert rejected[0].why == str(rejected[0].error)  # what the follower logs
+    assert rejected[0].error.__traceback__ is None  # holds no verifier frames (nor envelopes)
 
 
 def test_record_filed_under_another_structure_is_rejected(
