@@ -1,8 +1,9 @@
 """The registry's vocabulary, exactly as DOMAIN.md spells it, and the one rule for ids.
 
 These identifiers appear in data files, signed records and the API, so they are the contract:
-renaming one is a format change. ``id_error`` is the one id rule: the importer and the gate
-both apply it.
+renaming one is a format change. The registry's records use the first half (areas, permits,
+cases); the checks the gate answers use the second (utilities, offices, kinds of connection
+and registration). ``id_error`` is the one id rule: the importer and the gate both apply it.
 """
 
 from __future__ import annotations
@@ -137,3 +138,46 @@ PLANNING_PERMIT_NAMED: dict[Area, PermitKind] = {
 }
 """The kind a reason names when no planning permit is in force."""
 
+
+# --- Checks --------------------------------------------------------------------------------------
+
+
+class Utility(StrEnum):
+    """Art. 23 service units. All four follow the same rules."""
+
+    WATER = "water"
+    POWER = "power"
+    GAS = "gas"
+    HEAT = "heat"
+
+
+class ConnectionKind(StrEnum):
+    PERMANENT = "permanent"
+    TEMPORARY = "temporary"  # construction-period supply
+
+
+class RegistrationKind(StrEnum):
+    INITIAL = "initial"
+    TRANSFER = "transfer"
+    MORTGAGE = "mortgage"
+
+
+class Office(StrEnum):
+    MARKET_REGULATION = "market_regulation"
+    CULTURE = "culture"
+    HEALTH = "health"
+    TAX = "tax"
+    CIVIL_DEFENSE = "civil_defense"
+    ENVIRONMENT = "environment"
+    FIRE = "fire"
+
+
+NOTIFYING_OFFICES: Final[frozenset[Office]] = frozenset(
+    {Office.MARKET_REGULATION, Office.CULTURE, Office.HEALTH, Office.TAX}
+)
+"""Art. 13 ¶2: never block; tell the working group when something is wrong."""
+
+BLOCKING_OFFICES: Final[frozenset[Office]] = frozenset(
+    {Office.CIVIL_DEFENSE, Office.ENVIRONMENT, Office.FIRE}
+)
+"""Art. 13 ¶1: must not issue a permit or acceptance for illegal construction."""
