@@ -9,7 +9,6 @@ optional fields omitted when empty) that exports, events and signed records all 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +17,15 @@ from typing import Any, TypeVar
 
 from permitgate_client._times import format_time, parse_time
 
-from registry.vocabulary import Area, CaseKind, CaseSource, CaseStage, PermitKind, PermitStatus
+from registry.vocabulary import (
+    Area,
+    CaseKind,
+    CaseSource,
+    CaseStage,
+    PermitKind,
+    PermitStatus,
+    id_error,
+)
 
 __all__ = [
     "Case",
@@ -33,7 +40,6 @@ __all__ = [
     "parse_time",
 ]
 
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}")
 _TEXT_MAX = 500
 _E = TypeVar("_E", bound=StrEnum)
 _MEMBERS: dict[type[StrEnum], dict[str, StrEnum]] = {
@@ -204,8 +210,8 @@ class _Reader:
 
     def ident(self, field: str) -> str | None:
         value = self.text(field)
-        if value is not None and not _ID.fullmatch(value):
-            self.fail(field, f"not a valid id: {value!r} (letters, digits, . _ : / -; at most 64)")
+        if value is not None and (why := id_error(value)) is not None:
+            self.fail(field, why)
             return None
         return value
 

@@ -1,12 +1,40 @@
-"""The registry's vocabulary, exactly as DOMAIN.md spells it.
+"""The registry's vocabulary, exactly as DOMAIN.md spells it, and the one rule for ids.
 
 These identifiers appear in data files, signed records and the API, so they are the contract:
-renaming one is a format change.
+renaming one is a format change. The registry's records use the first half (areas, permits,
+cases); the checks the gate answers use the second (utilities, offices, kinds of connection
+and registration). ``id_error`` is the one id rule: the importer and the gate both apply it.
 """
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
+from typing import Final
+
+# --- Ids -----------------------------------------------------------------------------------------
+
+ID_MAX: Final = 64
+ID_RULE: Final = (
+    f"an id is 1 to {ID_MAX} characters, each an ASCII letter, a digit or one of . _ : / -,"
+    " and starts with a letter or digit"
+)
+"""The id rule in words, exactly as ``_ID`` checks it; error messages quote it."""
+
+_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}")
+_SHOWN: Final = ID_MAX + 8  # how much of a rejected value an error message quotes
+
+
+def id_error(value: str) -> str | None:
+    """None when ``value`` is a valid id (structure, permit, case); else why not, in words."""
+    if _ID.fullmatch(value):
+        return None
+    if len(value) > _SHOWN:
+        return f"not a valid id: {value[:_SHOWN]!r}... ({len(value)} characters; {ID_RULE})"
+    return f"not a valid id: {value!r} ({ID_RULE})"
+
+
+# --- Records -------------------------------------------------------------------------------------
 
 
 class Area(StrEnum):
@@ -109,3 +137,47 @@ PLANNING_PERMIT_NAMED: dict[Area, PermitKind] = {
     Area.VILLAGE: PermitKind.RURAL_CONSTRUCTION_PLANNING,
 }
 """The kind a reason names when no planning permit is in force."""
+
+
+# --- Checks --------------------------------------------------------------------------------------
+
+
+class Utility(StrEnum):
+    """Art. 23 service units. All four follow the same rules."""
+
+    WATER = "water"
+    POWER = "power"
+    GAS = "gas"
+    HEAT = "heat"
+
+
+class ConnectionKind(StrEnum):
+    PERMANENT = "permanent"
+    TEMPORARY = "temporary"  # construction-period supply
+
+
+class RegistrationKind(StrEnum):
+    INITIAL = "initial"
+    TRANSFER = "transfer"
+    MORTGAGE = "mortgage"
+
+
+class Office(StrEnum):
+    MARKET_REGULATION = "market_regulation"
+    CULTURE = "culture"
+    HEALTH = "health"
+    TAX = "tax"
+    CIVIL_DEFENSE = "civil_defense"
+    ENVIRONMENT = "environment"
+    FIRE = "fire"
+
+
+NOTIFYING_OFFICES: Final[frozenset[Office]] = frozenset(
+    {Office.MARKET_REGULATION, Office.CULTURE, Office.HEALTH, Office.TAX}
+)
+"""Art. 13 ¶2: never block; tell the working group when something is wrong."""
+
+BLOCKING_OFFICES: Final[frozenset[Office]] = frozenset(
+    {Office.CIVIL_DEFENSE, Office.ENVIRONMENT, Office.FIRE}
+)
+"""Art. 13 ¶1: must not issue a permit or acceptance for illegal construction."""

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from permitgate_client.v1 import gate_pb2 as pb
-from permitgate_client.v1 import gate_pb2_grpc
 
 from registry.admin import ROLE as REGISTRY_ROLE
 from registry.signing import ensure_signer, load_verifier
@@ -25,12 +23,12 @@ from server.decision_log import DecisionLog
 from server.follower import RegistryFollower
 from server.gate import Gate
 from server.receipts import DEFAULT_GATE_NAME, GATE_ROLE, ReceiptSigner
-from server.service import PermitGateService
+from server.reflection import enable_reflection
+from server.service import SERVICE_NAME, PermitGateService
 
 __all__ = ["GateApp", "TlsFiles"]
 
 log = logging.getLogger(__name__)
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PermitGate"].full_name
 
 
 @dataclass(frozen=True)
@@ -111,13 +109,10 @@ class GateApp:
         server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)]
         )
-        service = PermitGateService(gate, keys)
-        gate_pb2_grpc.add_PermitGateServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+        PermitGateService(gate, keys).add_to_server(server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
         if tls is None:
             port = server.add_insecure_port(listen)
         else:

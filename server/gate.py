@@ -1,10 +1,12 @@
 """The gate's job, apart from any transport: answer one typed check from the verified cache.
 
-``Gate.answer`` looks the structure up (a dictionary read), decides by the pure rules, records a
-notification for the working group when the verdict is NOTIFY, signs a receipt when asked (one
-Ed25519 signature), and appends the answer to the decision log. It never fails open: data older
-than the staleness bound, or a status record past its ``next_update``, makes the rules add
-``REGISTRY_STALE`` (REVIEW at best).
+``Gate.answer`` looks the structure up (a dictionary read), decides by the request's own rule
+(``CheckRequest.decide``: every kind of check is one unit in ``server.checks``, so the gate names
+none of them), records a notification for the working group when the verdict is NOTIFY, signs a
+receipt when asked (one Ed25519 signature), and appends the answer to the decision log. It never
+fails open: data older than the staleness bound, or a status record past its ``next_update``,
+makes the rules add ``REGISTRY_STALE`` (REVIEW at best), and a structure whose newest record
+could not be verified answers REVIEW with ``RECORD_UNVERIFIED``.
 """
 
 from __future__ import annotations
@@ -25,18 +27,10 @@ from registry.notifications import record_notification
 from registry.records import StatusRecord
 from registry.storage import Database
 from server.cache import CachedStatus, RegistryCache
-from server.checks import CheckRequest, ConnectionRequest, RegistrationRequest
+from server.checks import CheckRequest, MemoKey
 from server.decision_log import DecisionLog
 from server.receipts import ReceiptSigner
-from server.rules import (
-    Decision,
-    Reason,
-    Verdict,
-    decide_connection,
-    decide_premises,
-    decide_registration,
-    decide_unverified,
-)
+from server.rules import Decision, Reason, Verdict, decide_unverified
 
 __all__ = ["Answer", "Gate", "GateUnavailable", "reason_json"]
 
@@ -51,8 +45,15 @@ _MEMO_LIMIT = 200_000
 _NOTICE_LIMIT = 100_000
 _FOREVER = datetime.max.replace(tzinfo=UTC)
 
-# (status it was decided on, stale or not, valid before, the decision)
-_Memo = tuple[CachedStatus | None, bool, datetime, Decision]
+
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    """A decision, and what it holds for: the same status object, staleness, and time before."""
+
+    status: CachedStatus
+    stale: bool
+    valid_before: datetime
+    decision: Decision
 
 
 def _next_change(record: StatusRecord | None, now: datetime) -> datetime:
@@ -106,7 +107,7 @@ class Gate:
         self._ids = count(1)
         self._id_prefix = f"D-{secrets.token_hex(6)}-"
         self._notices: dict[tuple[str, str, str], str] = {}
-        self._memo: dict[tuple[Any, ...], _Memo] = {}
+        self._memo: dict[MemoKey, _Memo] = {}
 
     def decide(self, request: CheckRequest, now: datetime) -> tuple[Decision, CachedStatus | None]:
         """The rules' decision, and the cached status it rests on (None if unknown).
@@ -116,46 +117,28 @@ class Gate:
         (a permit coming into force or expiring, the record's ``next_update``).
         """
         status = self.cache.get(request.structure_id)
-        record = None if status is None else status.record
         if self.cache.is_doubtful(request.structure_id):
             return decide_unverified(request.article), status
-        stale = self.cache.is_stale() or (record is not None and record.next_update <= now)
-        key = None if status is None else request.memo_key  # unknown: the rules are O(1) anyway
+        if status is None:  # not held: no memo, the rules answer at once
+            return request.decide(None, now, self.cache.is_stale()), None
+        record = status.record
+        stale = self.cache.is_stale() or record.next_update <= now
+        key = request.memo_key
         if key is not None:
             hit = self._memo.get(key)
-            if hit is not None and hit[0] is status and hit[1] is stale and now < hit[2]:
-                return hit[3], status
-        decision = self._rules(request, record, now, stale)
+            if (
+                hit is not None
+                and hit.status is status
+                and hit.stale is stale
+                and now < hit.valid_before
+            ):
+                return hit.decision, status
+        decision = request.decide(record, now, stale)
         if key is not None:
             if len(self._memo) >= _MEMO_LIMIT:
                 self._memo.clear()
-            self._memo[key] = (status, stale, _next_change(record, now), decision)
+            self._memo[key] = _Memo(status, stale, _next_change(record, now), decision)
         return decision, status
-
-    @staticmethod
-    def _rules(
-        request: CheckRequest, record: StatusRecord | None, now: datetime, stale: bool
-    ) -> Decision:
-        if isinstance(request, ConnectionRequest):
-            decision = decide_connection(
-                record,
-                utility=request.utility,
-                kind=request.kind,
-                now=now,
-                requested_until=request.requested_until,
-                stale=stale,
-            )
-        elif isinstance(request, RegistrationRequest):
-            decision = decide_registration(record, kind=request.kind, now=now, stale=stale)
-        else:
-            decision = decide_premises(
-                record,
-                office=request.office,
-                declared_use=request.declared_use,
-                now=now,
-                stale=stale,
-            )
-        return decision
 
     async def answer(self, request: CheckRequest, *, caller: str) -> Answer:
         if self.decision_log.full:
@@ -192,8 +175,7 @@ class Gate:
         return answer
 
     async def _notify(self, request: CheckRequest, decision: Decision, now: datetime) -> str:
-        office = getattr(request, "office", None)
-        office_name = "" if office is None else office.value
+        office_name = request.notifying_office
         key = (office_name, request.application_id, request.structure_id)
         if request.application_id and key in self._notices:
             return self._notices[key]

@@ -15,29 +15,29 @@ from typing import Final
 
 from registry.records import Case, Permit, StatusRecord, format_time
 from registry.vocabulary import (
+    BLOCKING_OFFICES,
     BLOCKING_STAGES,
+    NOTIFYING_OFFICES,
     PLANNING_PERMIT_NAMED,
     PLANNING_PERMITS,
     Area,
     CaseStage,
+    ConnectionKind,
+    Office,
     PermitKind,
     PermitStatus,
+    RegistrationKind,
+    Utility,
 )
 
 __all__ = [
     "ARTICLE_CONNECTION",
     "ARTICLE_PREMISES",
     "ARTICLE_REGISTRATION",
-    "BLOCKING_OFFICES",
-    "NOTIFYING_OFFICES",
     "TEMPORARY_CONNECTION_MAX",
-    "ConnectionKind",
     "Decision",
-    "Office",
     "Reason",
     "ReasonCode",
-    "RegistrationKind",
-    "Utility",
     "Verdict",
     "decide_connection",
     "decide_premises",
@@ -67,47 +67,8 @@ class ReasonCode(StrEnum):
     USE_MISMATCH = "USE_MISMATCH"
     TEMPORARY_ONLY = "TEMPORARY_ONLY"
     REGISTRY_STALE = "REGISTRY_STALE"
+    RECORD_UNVERIFIED = "RECORD_UNVERIFIED"
 
-
-class Utility(StrEnum):
-    """Art. 23 service units. All four follow the same rules."""
-
-    WATER = "water"
-    POWER = "power"
-    GAS = "gas"
-    HEAT = "heat"
-
-
-class ConnectionKind(StrEnum):
-    PERMANENT = "permanent"
-    TEMPORARY = "temporary"  # construction-period supply
-
-
-class RegistrationKind(StrEnum):
-    INITIAL = "initial"
-    TRANSFER = "transfer"
-    MORTGAGE = "mortgage"
-
-
-class Office(StrEnum):
-    MARKET_REGULATION = "market_regulation"
-    CULTURE = "culture"
-    HEALTH = "health"
-    TAX = "tax"
-    CIVIL_DEFENSE = "civil_defense"
-    ENVIRONMENT = "environment"
-    FIRE = "fire"
-
-
-NOTIFYING_OFFICES: Final[frozenset[Office]] = frozenset(
-    {Office.MARKET_REGULATION, Office.CULTURE, Office.HEALTH, Office.TAX}
-)
-"""Art. 13 ¶2: never block; tell the working group when something is wrong."""
-
-BLOCKING_OFFICES: Final[frozenset[Office]] = frozenset(
-    {Office.CIVIL_DEFENSE, Office.ENVIRONMENT, Office.FIRE}
-)
-"""Art. 13 ¶1: must not issue a permit or acceptance for illegal construction."""
 
 ARTICLE_REGISTRATION: Final = 11
 ARTICLE_PREMISES: Final = 13
@@ -148,21 +109,20 @@ class _Need:
     kinds: frozenset[PermitKind]
 
 
-def _one(kind: PermitKind) -> _Need:
+def _need_of(kind: PermitKind) -> _Need:
     return _Need(kind, frozenset({kind}))
 
 
-_K = PermitKind
 _PLANNING: Final[Mapping[Area, _Need]] = {
     area: _Need(PLANNING_PERMIT_NAMED[area], PLANNING_PERMITS[area]) for area in Area
 }
-_LAND_USE_PLANNING: Final = _one(_K.LAND_USE_PLANNING)
-_LAND_CERTIFICATE: Final = _one(_K.LAND_CERTIFICATE)
-_CONSTRUCTION_PLANNING: Final = _one(_K.CONSTRUCTION_PLANNING)
-_TEMPORARY_PLANNING: Final = _one(_K.TEMPORARY_CONSTRUCTION_PLANNING)
-_RURAL_PLANNING: Final = _one(_K.RURAL_CONSTRUCTION_PLANNING)
-_CONSTRUCTION_WORKS: Final = _one(_K.CONSTRUCTION_WORKS)
-_PROPERTY_OWNERSHIP: Final = _one(_K.PROPERTY_OWNERSHIP)
+_LAND_USE_PLANNING: Final = _need_of(PermitKind.LAND_USE_PLANNING)
+_LAND_CERTIFICATE: Final = _need_of(PermitKind.LAND_CERTIFICATE)
+_CONSTRUCTION_PLANNING: Final = _need_of(PermitKind.CONSTRUCTION_PLANNING)
+_TEMPORARY_PLANNING: Final = _need_of(PermitKind.TEMPORARY_CONSTRUCTION_PLANNING)
+_RURAL_PLANNING: Final = _need_of(PermitKind.RURAL_CONSTRUCTION_PLANNING)
+_CONSTRUCTION_WORKS: Final = _need_of(PermitKind.CONSTRUCTION_WORKS)
+_PROPERTY_OWNERSHIP: Final = _need_of(PermitKind.PROPERTY_OWNERSHIP)
 
 # Art. 23, permanent. An urban construction_planning may be stood in for by an in-force
 # temporary_construction_planning, which caps the answer at ALLOW_TEMPORARY (TEMPORARY_ONLY).
@@ -194,49 +154,62 @@ _PREMISES_NOTIFYING: Final[Mapping[Area, tuple[_Need, ...]]] = {
 
 # --- The verdict each reason calls for -----------------------------------------------------------
 
-_C = ReasonCode
-_V = Verdict
 _STRICT: Final[Mapping[ReasonCode, Verdict]] = {
-    _C.NOT_IN_REGISTRY: _V.DENY,
-    _C.MISSING_PERMIT: _V.DENY,
-    _C.PERMIT_EXPIRED: _V.DENY,
-    _C.PERMIT_SUSPENDED: _V.DENY,
-    _C.PERMIT_REVOKED: _V.DENY,
-    _C.STRUCTURE_FLAGGED: _V.DENY,
-    _C.CASE_PENDING: _V.REVIEW,
-    _C.USE_MISMATCH: _V.DENY,
-    _C.TEMPORARY_ONLY: _V.ALLOW_TEMPORARY,
-    _C.REGISTRY_STALE: _V.REVIEW,
+    ReasonCode.NOT_IN_REGISTRY: Verdict.DENY,
+    ReasonCode.MISSING_PERMIT: Verdict.DENY,
+    ReasonCode.PERMIT_EXPIRED: Verdict.DENY,
+    ReasonCode.PERMIT_SUSPENDED: Verdict.DENY,
+    ReasonCode.PERMIT_REVOKED: Verdict.DENY,
+    ReasonCode.STRUCTURE_FLAGGED: Verdict.DENY,
+    ReasonCode.CASE_PENDING: Verdict.REVIEW,
+    ReasonCode.USE_MISMATCH: Verdict.DENY,
+    ReasonCode.TEMPORARY_ONLY: Verdict.ALLOW_TEMPORARY,
+    ReasonCode.REGISTRY_STALE: Verdict.REVIEW,
+    ReasonCode.RECORD_UNVERIFIED: Verdict.REVIEW,
 }
 """Connections, registrations and blocking offices."""
 
+_CANNOT_TELL: Final = frozenset({ReasonCode.REGISTRY_STALE, ReasonCode.RECORD_UNVERIFIED})
 _NOTIFYING: Final[Mapping[ReasonCode, Verdict]] = {
-    code: _V.REVIEW if code is _C.REGISTRY_STALE else _V.NOTIFY for code in ReasonCode
+    code: Verdict.REVIEW if code in _CANNOT_TELL else Verdict.NOTIFY for code in ReasonCode
 }
-"""Notifying offices never block: every finding is a notification, but stale data is REVIEW."""
+"""Notifying offices never block: every finding is a notification; data the gate cannot show
+to be fresh or genuine is REVIEW."""
 
+_ARTICLES: Final = (ARTICLE_REGISTRATION, ARTICLE_PREMISES, ARTICLE_CONNECTION)
 _ALLOW: Final = Decision(Verdict.ALLOW, ())
 _STALE: Final[Mapping[int, Reason]] = {
     article: Reason(
-        _C.REGISTRY_STALE, article, "registry data not shown to be fresh: no ALLOW on stale data"
+        ReasonCode.REGISTRY_STALE,
+        article,
+        "registry data not shown to be fresh: no ALLOW on stale data",
     )
-    for article in (ARTICLE_REGISTRATION, ARTICLE_PREMISES, ARTICLE_CONNECTION)
+    for article in _ARTICLES
 }
 
 
-def _unknown(article: int, table: Mapping[ReasonCode, Verdict], stale: bool) -> Decision:
-    reasons: tuple[Reason, ...] = (
-        Reason(_C.NOT_IN_REGISTRY, article, "structure not in the registry"),
+def _unknown(article: int, table: Mapping[ReasonCode, Verdict]) -> Decision:
+    reason = Reason(ReasonCode.NOT_IN_REGISTRY, article, "structure not in the registry")
+    return Decision(table[reason.code], (reason,))
+
+
+def _unknown_on_stale_data(article: int) -> Decision:
+    reason = Reason(
+        ReasonCode.REGISTRY_STALE,
+        article,
+        "structure not held, on registry data not shown to be fresh: it may have been added since",
     )
-    if stale:
-        reasons += (_STALE[article],)
-    return Decision(max(table[r.code] for r in reasons), reasons)
+    return Decision(Verdict.REVIEW, (reason,))
 
 
-# (article, notifying?, stale?) -> the whole answer for a structure the registry does not hold.
+# (article, notifying?, stale?) -> the whole answer for a structure the gate does not hold. On
+# stale (or never loaded) data the gate cannot tell whether the structure was added since, so it
+# does not claim NOT_IN_REGISTRY: REVIEW + REGISTRY_STALE only, for notifying offices as well.
 _UNKNOWN: Final[Mapping[tuple[int, bool, bool], Decision]] = {
-    (article, notifying, stale): _unknown(article, _NOTIFYING if notifying else _STRICT, stale)
-    for article in _STALE
+    (article, notifying, stale): _unknown_on_stale_data(article)
+    if stale
+    else _unknown(article, _NOTIFYING if notifying else _STRICT)
+    for article in _ARTICLES
     for notifying in (False, True)
     for stale in (False, True)
 }
@@ -247,20 +220,23 @@ _UNVERIFIED: Final[Mapping[int, Decision]] = {
         Verdict.REVIEW,
         (
             Reason(
-                _C.REGISTRY_STALE,
+                ReasonCode.RECORD_UNVERIFIED,
                 article,
-                "the registry's record of this structure could not be verified as current",
+                "the registry's newest record of this structure could not be verified",
             ),
         ),
     )
-    for article in _STALE
+    for article in _ARTICLES
 }
 
 
 def decide_unverified(article: int) -> Decision:
-    """The registry holds the structure but no genuine, current record of it: REVIEW only.
+    """The registry holds the structure but the gate cannot verify its newest record (forged,
+    withheld, rolled back, or older than the structure's last change in the log): REVIEW with
+    RECORD_UNVERIFIED only.
 
-    Neither NOT_IN_REGISTRY (the log says it exists) nor any rule over an older record.
+    Neither NOT_IN_REGISTRY (the log says it exists) nor any rule over an older record, and not
+    REGISTRY_STALE either, which stays for data that is genuine but not provably fresh.
     """
     return _UNVERIFIED[article]
 
@@ -378,7 +354,7 @@ def decide_premises(
         if permitted.casefold() != declared.casefold():
             reasons.append(
                 Reason(
-                    _C.USE_MISMATCH,
+                    ReasonCode.USE_MISMATCH,
                     article,
                     f"declared use {declared!r} differs from permitted use {permitted!r}"
                     f" ({source.kind} {source.id})",
@@ -404,7 +380,7 @@ def _common_reasons(cases: Sequence[Case], article: int, stale: bool) -> list[Re
             blocked = True
             reasons.append(
                 Reason(
-                    _C.STRUCTURE_FLAGGED,
+                    ReasonCode.STRUCTURE_FLAGGED,
                     article,
                     f"structure flagged by case {case.id} ({case.stage})",
                     case_id=case.id,
@@ -415,7 +391,7 @@ def _common_reasons(cases: Sequence[Case], article: int, stale: bool) -> list[Re
             if case.stage is CaseStage.REPORTED:
                 reasons.append(
                     Reason(
-                        _C.CASE_PENDING,
+                        ReasonCode.CASE_PENDING,
                         article,
                         f"case {case.id} reported, not yet verified",
                         case_id=case.id,
@@ -503,24 +479,25 @@ def _missing(article: int, need: _Need, permits: Sequence[Permit], now: datetime
     named = need.named
     head = f"no {named} in force"
     if latest is None:
-        return Reason(_C.MISSING_PERMIT, article, f"{head}: none on record", named)
+        return Reason(ReasonCode.MISSING_PERMIT, article, f"{head}: none on record", named)
     which = latest.id if latest.kind is named else f"{latest.id} ({latest.kind})"
     if latest.status is PermitStatus.REVOKED:
-        code, why = _C.PERMIT_REVOKED, "was revoked"
+        code, why = ReasonCode.PERMIT_REVOKED, "was revoked"
     elif latest.status is PermitStatus.SUSPENDED:
-        code, why = _C.PERMIT_SUSPENDED, "is suspended"
+        code, why = ReasonCode.PERMIT_SUSPENDED, "is suspended"
     elif latest.expires is not None and latest.expires <= now:
-        code, why = _C.PERMIT_EXPIRED, f"expired {format_time(latest.expires)}"
+        code, why = ReasonCode.PERMIT_EXPIRED, f"expired {format_time(latest.expires)}"
     else:  # valid, not expired, yet not in force: issued in the future
-        code, why = _C.MISSING_PERMIT, f"not in force until {format_time(latest.issued)}"
+        code, why = ReasonCode.MISSING_PERMIT, f"not in force until {format_time(latest.issued)}"
     return Reason(code, article, f"{head}: permit {which} {why}", named)
 
 
 def _temporary_only(article: int, permit: Permit) -> Reason:
     until = "no expiry" if permit.expires is None else f"until {format_time(permit.expires)}"
     return Reason(
-        _C.TEMPORARY_ONLY,
+        ReasonCode.TEMPORARY_ONLY,
         article,
-        f"no {_K.CONSTRUCTION_PLANNING} in force; only temporary permit {permit.id} ({until})",
-        _K.TEMPORARY_CONSTRUCTION_PLANNING,
+        f"no {PermitKind.CONSTRUCTION_PLANNING} in force;"
+        f" only temporary permit {permit.id} ({until})",
+        PermitKind.TEMPORARY_CONSTRUCTION_PLANNING,
     )

@@ -1,49 +1,66 @@
-"""The gRPC transport: protobuf in, typed checks to the gate, protobuf out.
+"""The gRPC transport: bytes in, typed checks to the gate, protobuf out.
+
+The service registers its method handlers itself (``add_to_server``) rather than through the
+generated servicer, for two reasons. The unary checks come from ``CHECK_KINDS``, one handler
+per row, so a new kind of check needs no method here. And every request deserializer is total:
+bytes that are not a valid message become an ``Unparsable`` value, which the handler answers
+with ``INVALID_ARGUMENT`` naming the message type; ``MalformedRequests`` counts them and logs a
+WARNING at most once per interval. (A deserializer that raises makes gRPC answer ``UNKNOWN`` and
+log a traceback per request: anyone who reaches the port could fill the log.)
 
 Errors leave here and only here: a request the gate cannot answer is aborted with
 ``INVALID_ARGUMENT`` and a message naming the field; in a batch, the bad check gets a decision
-carrying ``error`` so that the rest of the batch is still answered.
+carrying ``error`` so that the rest of the batch is still answered. The wire names are those of
+the proto: ``permitgate.v1.PermitGate/<Method>``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final, NoReturn, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from permitgate_client.v1 import gate_pb2 as pb
-from permitgate_client.v1 import gate_pb2_grpc
 
 from server.checks import (
+    CHECK_KINDS,
     PERMIT_KINDS,
     REASON_CODES,
     VERDICTS,
-    CheckRequest,
+    CheckKind,
     InvalidCheck,
-    connection_request,
-    premises_request,
-    registration_request,
 )
 from server.gate import Answer, Gate, GateUnavailable
 from server.rules import Decision
 
-__all__ = ["MAX_BATCH", "PermitGateService", "decision_message"]
+__all__ = [
+    "MAX_BATCH",
+    "SERVICE_NAME",
+    "MalformedRequests",
+    "PermitGateService",
+    "Unparsable",
+    "decision_message",
+]
 
-MAX_BATCH = 1000
+log = logging.getLogger(__name__)
 
-_CONVERT: dict[str, Callable[[Any, datetime], CheckRequest]] = {
-    "connection": connection_request,
-    "registration": registration_request,
-    "premises": premises_request,
-}
-
+SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["PermitGate"].full_name
+MAX_BATCH: Final = 1000
 
 _TEMPLATE_LIMIT = 100_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SECOND = timedelta(seconds=1)
+
+Context = Any  # grpc.aio.ServicerContext: the grpc package ships no type information
+
+
+# --- Decisions on the wire -----------------------------------------------------------------------
 
 
 def _set_time(stamp: Timestamp, at: datetime) -> None:
@@ -94,59 +111,168 @@ def decision_message(answer: Answer, out: pb.Decision) -> pb.Decision:
     return out
 
 
-def caller_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+def caller_of(context: Context) -> str:
     """Who asked: the client certificate's common name under mutual TLS, else the peer."""
     names = context.auth_context().get("x509_common_name")
     peer = context.peer() or "unknown"
     return f"{names[0].decode()} ({peer})" if names else peer
 
 
-class PermitGateService(gate_pb2_grpc.PermitGateServicer):
-    def __init__(self, gate: Gate, keys: Callable[[], pb.KeySet]) -> None:
+# --- Bytes that are not a message ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Unparsable:
+    """What a request deserializer returns for bytes that are not a valid ``message``."""
+
+    message: str  # the full name of the message type expected, e.g. permitgate.v1.CheckBatch
+
+
+_M = TypeVar("_M", bound=Message)
+
+
+def _parser(message_type: type[_M]) -> Callable[[bytes], _M | Unparsable]:
+    """A request deserializer that never raises."""
+    parse = message_type.FromString
+    unparsable = Unparsable(message_type.DESCRIPTOR.full_name)
+
+    def deserialize(data: bytes) -> _M | Unparsable:
+        try:
+            return parse(data)
+        except Exception:  # DecodeError, and whatever else a hostile input finds: never raise
+            return unparsable
+
+    return deserialize
+
+
+class MalformedRequests:
+    """Counts requests whose bytes were not a valid message; one WARNING per ``interval`` s.
+
+    A flood of garbage costs one log line per interval, not one (with a traceback) per request.
+    """
+
+    def __init__(
+        self, *, interval: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.total = 0
+        self._interval = interval
+        self._clock = clock
+        self._unreported = 0
+        self._next_report = float("-inf")
+
+    def note(self, method: str, unparsable: Unparsable, peer: str) -> None:
+        self.total += 1
+        self._unreported += 1
+        now = self._clock()
+        if now < self._next_report:
+            return
+        log.warning(
+            "%d request(s) whose bytes are not a valid message since the last report (%d in all);"
+            " the latest: %s from %s, not a valid %s",
+            self._unreported,
+            self.total,
+            method,
+            peer,
+            unparsable.message,
+        )
+        self._unreported = 0
+        self._next_report = now + self._interval
+
+
+# --- The service ---------------------------------------------------------------------------------
+
+UnaryHandler = Callable[[Any, Context], Awaitable[Message]]
+
+
+async def _abort(context: Context, code: grpc.StatusCode, details: str) -> NoReturn:
+    await context.abort(code, details)  # raises
+    raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+class PermitGateService:
+    """``permitgate.v1.PermitGate``: the unary checks of ``CHECK_KINDS``, BatchCheck, GetKeys."""
+
+    def __init__(
+        self,
+        gate: Gate,
+        keys: Callable[[], pb.KeySet],
+        *,
+        malformed: MalformedRequests | None = None,
+    ) -> None:
         self._gate = gate
         self._keys = keys
+        self.malformed = MalformedRequests() if malformed is None else malformed
 
-    async def _one(
-        self,
-        convert: Callable[[Any, datetime], CheckRequest],
-        message: Message,
-        context: grpc.aio.ServicerContext[Any, Any],
-    ) -> pb.Decision:
-        try:
-            request = convert(message, self._gate.clock())
-        except InvalidCheck as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        try:
-            answer = await self._gate.answer(request, caller=caller_of(context))
-        except GateUnavailable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        return decision_message(answer, pb.Decision())
+    def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        """Every method of the service by name, each with a deserializer that never raises."""
+        handlers: dict[str, grpc.RpcMethodHandler] = {
+            kind.method: grpc.unary_unary_rpc_method_handler(
+                self._unary_check(kind),
+                request_deserializer=_parser(kind.message),
+                response_serializer=pb.Decision.SerializeToString,
+            )
+            for kind in CHECK_KINDS.values()
+        }
+        handlers["BatchCheck"] = grpc.stream_stream_rpc_method_handler(
+            self.batch_check,
+            request_deserializer=_parser(pb.CheckBatch),
+            response_serializer=pb.DecisionBatch.SerializeToString,
+        )
+        handlers["GetKeys"] = grpc.unary_unary_rpc_method_handler(
+            self.get_keys,
+            request_deserializer=_parser(pb.GetKeysRequest),
+            response_serializer=pb.KeySet.SerializeToString,
+        )
+        return handlers
 
-    async def CheckConnection(  # noqa: N802  (gRPC method names)
-        self, request: pb.ConnectionCheck, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.Decision:
-        return await self._one(connection_request, request, context)
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        """Serve every method under its wire name, ``permitgate.v1.PermitGate/<Method>``."""
+        handlers = self.method_handlers()
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
+        )
+        server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
-    async def CheckRegistration(  # noqa: N802
-        self, request: pb.RegistrationCheck, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.Decision:
-        return await self._one(registration_request, request, context)
+    async def _refuse(self, method: str, unparsable: Unparsable, context: Context) -> NoReturn:
+        self.malformed.note(f"/{SERVICE_NAME}/{method}", unparsable, context.peer() or "unknown")
+        await _abort(
+            context,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"request: not a valid {unparsable.message} message",
+        )
 
-    async def VerifyPremises(  # noqa: N802
-        self, request: pb.PremisesCheck, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.Decision:
-        return await self._one(premises_request, request, context)
+    def _unary_check(self, kind: CheckKind[Any]) -> UnaryHandler:
+        gate = self._gate
+        convert = kind.from_wire
 
-    async def BatchCheck(  # noqa: N802
-        self,
-        request_iterator: AsyncIterator[pb.CheckBatch],
-        context: grpc.aio.ServicerContext[Any, Any],
+        async def check(message: Message | Unparsable, context: Context) -> pb.Decision:
+            if isinstance(message, Unparsable):
+                await self._refuse(kind.method, message, context)
+            try:
+                request = convert(message, gate.clock())
+            except InvalidCheck as exc:
+                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            try:
+                answer = await gate.answer(request, caller=caller_of(context))
+            except GateUnavailable as exc:
+                await _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+            return decision_message(answer, pb.Decision())
+
+        check.__name__ = check.__qualname__ = kind.method
+        return check
+
+    async def batch_check(
+        self, batches: AsyncIterator[pb.CheckBatch | Unparsable], context: Context
     ) -> AsyncIterator[pb.DecisionBatch]:
+        """Each batch answered in order, as it arrives; a bad check gets its own ``error``."""
         caller = caller_of(context)
         gate = self._gate
-        async for batch in request_iterator:
+        async for batch in batches:
+            if isinstance(batch, Unparsable):
+                await self._refuse("BatchCheck", batch, context)
             if len(batch.checks) > MAX_BATCH:
-                await context.abort(
+                await _abort(
+                    context,
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"checks: at most {MAX_BATCH} per batch, got {len(batch.checks)}",
                 )
@@ -159,8 +285,12 @@ class PermitGateService(gate_pb2_grpc.PermitGateServicer):
                 if which is None:
                     decision.error = f"checks[{index}]: no check set"
                     continue
+                kind = CHECK_KINDS.get(which)
+                if kind is None:
+                    decision.error = f"checks[{index}]: this gate does not answer {which} checks"
+                    continue
                 try:
-                    request = _CONVERT[which](getattr(check, which), now)
+                    request = kind.from_wire(getattr(check, which), now)
                 except InvalidCheck as exc:
                     decision.error = f"checks[{index}].{which}.{exc}"
                     continue
@@ -172,7 +302,9 @@ class PermitGateService(gate_pb2_grpc.PermitGateServicer):
                 decision_message(answer, decision)
             yield out
 
-    async def GetKeys(  # noqa: N802
-        self, request: pb.GetKeysRequest, context: grpc.aio.ServicerContext[Any, Any]
+    async def get_keys(
+        self, request: pb.GetKeysRequest | Unparsable, context: Context
     ) -> pb.KeySet:
+        if isinstance(request, Unparsable):
+            await self._refuse("GetKeys", request, context)
         return self._keys()

@@ -302,6 +302,11 @@ def premises(
 
 AnyCheck = pb.ConnectionCheck | pb.RegistrationCheck | pb.PremisesCheck
 
+NOTIFYING_OFFICES = frozenset(
+    {pb.OFFICE_MARKET_REGULATION, pb.OFFICE_CULTURE, pb.OFFICE_HEALTH, pb.OFFICE_TAX}
+)
+"""The offices whose premises checks must carry an application id (they record notices)."""
+
 
 def batch_check(correlation_id: str, check: AnyCheck | None) -> pb.Check:
     out = pb.Check(correlation_id=correlation_id)

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import gate_helpers
 import pytest
 from gate_helpers import (
+    NOTIFYING_OFFICES,
     AnyCheck,
     GateRegistry,
     RunningGate,
@@ -25,7 +27,6 @@ from gate_helpers import (
     connection,
     day,
     permit,
-    premises,
     reasons,
     registration,
     served_registry,
@@ -77,6 +78,13 @@ NOT_YET = scenario("urban, land use planning permit not yet issued")
 VILLAGE_OK = scenario("village, rural construction planning permit in force")
 VILLAGE_MISSING = scenario("village, no rural construction planning permit")
 UNKNOWN = "110999-9999-9999"
+
+
+def premises(sid: str, office: int, declared_use: str) -> pb.PremisesCheck:
+    """A premises check; a notifying office names its application (one notice per application)."""
+    application_id = f"L-{sid}" if office in NOTIFYING_OFFICES else ""
+    return gate_helpers.premises(sid, office, declared_use, application_id=application_id)
+
 
 # Hand-written structures for combinations of rules.
 MULTI = "X-multi"  # no land certificate, CP revoked then a later CP suspended, two cases

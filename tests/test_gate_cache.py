@@ -206,7 +206,7 @@ def test_staleness_is_measured_from_the_last_confirmed_poll(
 
 def test_running_gate_does_not_serve_a_forged_status_record(tmp_path: Path) -> None:
     """A status record in the database signed by another key: rejected when loaded. The log
-    says the structure exists, so the gate answers REVIEW (REGISTRY_STALE): neither the ALLOW
+    says the structure exists, so the gate answers REVIEW (RECORD_UNVERIFIED): neither the ALLOW
     the forgery claims nor a false NOT_IN_REGISTRY."""
     registry = GateRegistry(f"sqlite:///{tmp_path / 'registry.db'}", tmp_path / "keys")
     try:
@@ -222,7 +222,7 @@ def test_running_gate_does_not_serve_a_forged_status_record(tmp_path: Path) -> N
         registry.sql("UPDATE status_record SET envelope = :e WHERE structure_id = 'S-1'", e=forged)
         with running_gate(registry.url, registry.keys_dir) as gate, Wire(gate.target) as wire:
             decision = wire.ask(connection("S-1"))
-            assert verdict(decision) == "REVIEW" and codes(decision) == {"REGISTRY_STALE"}
+            assert verdict(decision) == "REVIEW" and codes(decision) == {"RECORD_UNVERIFIED"}
             assert verdict(wire.ask(connection("S-2"))) == "ALLOW"
             assert gate.app.follower.rejected == 1
     finally:
@@ -251,7 +251,7 @@ def test_record_swapped_back_for_an_older_genuine_one_answers_review(tmp_path: P
         )
         with running_gate(registry.url, registry.keys_dir) as gate, Wire(gate.target) as wire:
             decision = wire.ask(connection("S-1"))
-            assert verdict(decision) == "REVIEW" and codes(decision) == {"REGISTRY_STALE"}
+            assert verdict(decision) == "REVIEW" and codes(decision) == {"RECORD_UNVERIFIED"}
             assert verdict(wire.ask(connection("S-2"))) == "ALLOW"
     finally:
         registry.close()

@@ -6,6 +6,7 @@ One gate (SQLite, the demo registry) serves the module; tests that stop a gate s
 
 from __future__ import annotations
 
+import logging
 import queue
 import socket
 import threading
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -151,6 +153,38 @@ INVALID: list[tuple[str, AnyCheck, str]] = [
         premises(OK, pb.OFFICE_FIRE, "shop", application_id="a" * 129),
         "application_id",
     ),
+    # the one id rule (the importer's): nothing the registry could not hold reaches the rules
+    ("connection-trailing-space", connection(OK + " "), "structure_id"),
+    ("connection-leading-space", connection(" " + OK), "structure_id"),
+    ("connection-nul-id", connection(OK + "\x00"), "structure_id"),
+    ("connection-tab-id", connection("S\tOK"), "structure_id"),
+    ("connection-c1-control-id", connection("S\u0085OK"), "structure_id"),
+    ("connection-non-ascii-id", connection("S-\u00e9"), "structure_id"),
+    ("connection-65-character-id", connection("x" * 65), "structure_id"),
+    ("registration-nul-id", registration("\x00"), "structure_id"),
+    ("registration-trailing-space", registration(OK + " "), "structure_id"),
+    ("premises-nul-id", premises(OK + "\x00", pb.OFFICE_FIRE, "shop"), "structure_id"),
+    # text fields: no control characters, length limits kept
+    ("connection-nul-application", connection(OK, application_id="A\x00"), "application_id"),
+    ("registration-newline-application", registration(OK, application_id="A\n1"), "application_id"),
+    (
+        "premises-escape-application",
+        premises(OK, pb.OFFICE_FIRE, "shop", application_id="\x1b[31mA"),
+        "application_id",
+    ),
+    ("premises-nul-use", premises(OK, pb.OFFICE_FIRE, "sh\x00op"), "declared_use"),
+    ("premises-escape-use", premises(OK, pb.OFFICE_FIRE, "shop\x1b[0m"), "declared_use"),
+    ("premises-newline-in-use", premises(OK, pb.OFFICE_FIRE, "re\nsidential"), "declared_use"),
+    ("premises-long-use", premises(OK, pb.OFFICE_FIRE, "u" * 501), "declared_use"),
+    # a notifying office must name its application: one notice per (office, application, structure)
+    ("tax-no-application", premises(OK, pb.OFFICE_TAX, "shop"), "application_id"),
+    ("culture-no-application", premises(OK, pb.OFFICE_CULTURE, "shop"), "application_id"),
+    ("health-no-application", premises(OK, pb.OFFICE_HEALTH, "shop"), "application_id"),
+    (
+        "market-blank-application",
+        premises(OK, pb.OFFICE_MARKET_REGULATION, "shop", application_id="  "),
+        "application_id",
+    ),
 ]
 
 
@@ -161,6 +195,117 @@ def test_invalid_argument_names_the_field(wire: Wire, check: AnyCheck, field: st
     error = _rpc_error(info.value)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details().startswith(f"{field}:"), error.details()
+
+
+_KIND_OF = {pb.ConnectionCheck: "connection", pb.RegistrationCheck: "registration"}
+
+
+@pytest.mark.parametrize(("check", "field"), [i[1:] for i in INVALID], ids=[i[0] for i in INVALID])
+def test_invalid_check_in_a_batch_names_the_field(wire: Wire, check: AnyCheck, field: str) -> None:
+    """The batch path refuses what the unary path refuses, and answers the rest of the batch."""
+    checks = [
+        batch_check("before", connection(OK)),
+        batch_check("bad", check),
+        batch_check("after", registration(OK)),
+    ]
+    [answer] = wire.batches([pb.CheckBatch(checks=checks)])
+    before, bad, after = answer.decisions
+    kind = _KIND_OF.get(type(check), "premises")
+    assert bad.error.startswith(f"checks[1].{kind}.{field}:"), bad.error
+    assert bad.verdict == pb.VERDICT_UNSPECIFIED and not bad.decision_id
+    assert (verdict(before), verdict(after)) == ("ALLOW", "ALLOW")
+    assert not before.error and not after.error
+
+
+def test_the_id_error_states_the_rule(wire: Wire) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        wire.ask(connection("S-OK-1 "))
+    assert _rpc_error(info.value).details() == (
+        "structure_id: not a valid id: 'S-OK-1 ' (an id is 1 to 64 characters, each an ASCII"
+        " letter, a digit or one of . _ : / -, and starts with a letter or digit)"
+    )
+
+
+def test_a_valid_id_of_64_characters_is_answered(wire: Wire) -> None:
+    decision = wire.ask(connection("A" + "-._:/" * 12 + "0" * 3))
+    assert verdict(decision) == "DENY" and codes(decision) == {"NOT_IN_REGISTRY"}
+
+
+def test_surrounding_white_space_in_the_declared_use_is_ignored(wire: Wire) -> None:
+    decision = wire.ask(premises(OK, pb.OFFICE_FIRE, "\t Residential \r\n"))
+    assert verdict(decision) == "ALLOW"
+
+
+# --- bytes that are not a message ------------------------------------------------------------
+
+NOT_A_MESSAGE = [
+    b"\xff\xff\xff",  # a tag whose varint never ends
+    b"\x0a\x05S-1",  # field 1 says 5 bytes, 3 follow
+    b"\x0a\x02\xc3\x28",  # field 1 (a string) is not UTF-8
+    b"\x0b",  # a group start: a wire type proto3 messages never hold
+]
+UNARY = {
+    "CheckConnection": "ConnectionCheck",
+    "CheckRegistration": "RegistrationCheck",
+    "VerifyPremises": "PremisesCheck",
+    "GetKeys": "GetKeysRequest",
+}
+
+
+def _raw(target: str, method: str, data: bytes) -> tuple[grpc.StatusCode, str]:
+    """Send ``data`` as the request bytes of a unary ``method``, as no stub would."""
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(f"/{SERVICE}/{method}")  # no serializers: bytes in and out
+        try:
+            call(data, timeout=5)
+        except grpc.RpcError as exc:
+            error = _rpc_error(exc)
+            return error.code(), error.details()
+        return grpc.StatusCode.OK, ""
+
+
+def _no_traceback(caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+    assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("method", sorted(UNARY))
+def test_bytes_that_are_not_a_message_are_invalid_argument(
+    target: str,
+    method: str,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """INVALID_ARGUMENT naming the message type (not UNKNOWN), counted, and no traceback."""
+    caplog.set_level(logging.INFO)
+    wrong = [d for d in NOT_A_MESSAGE if method != "GetKeys" or d != NOT_A_MESSAGE[2]]
+    for data in wrong * 5:  # (GetKeysRequest has no field 1: any bytes there are unknown, kept)
+        code, details = _raw(target, method, data)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (data, details)
+        assert details == f"request: not a valid permitgate.v1.{UNARY[method]} message"
+    warnings = [r for r in caplog.records if r.name == "server.service"]
+    assert len(warnings) <= 1  # one line per 10 s, however many requests
+    assert all(r.levelno == logging.WARNING for r in warnings)
+    _no_traceback(caplog, capfd)
+    assert verdict(Wire(target).ask(connection(OK))) == "ALLOW"
+
+
+def test_a_batch_that_is_not_a_message_ends_the_stream_invalid_argument(
+    target: str, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    good = pb.CheckBatch(checks=[batch_check("g", connection(OK))]).SerializeToString()
+    with grpc.insecure_channel(target) as channel:
+        call = channel.stream_stream(f"/{SERVICE}/BatchCheck")
+        replies = call(iter([good, NOT_A_MESSAGE[2], good]), timeout=5)
+        first = pb.DecisionBatch.FromString(next(replies))
+        assert [verdict(d) for d in first.decisions] == ["ALLOW"]
+        with pytest.raises(grpc.RpcError) as info:
+            next(replies)
+    error = _rpc_error(info.value)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == "request: not a valid permitgate.v1.CheckBatch message"
+    _no_traceback(caplog, capfd)
 
 
 def test_requested_until_out_of_range_names_the_field(wire: Wire) -> None:
@@ -374,7 +519,9 @@ def test_gate_client_answers(target: str) -> None:
             23,
         )
         assert client.check_registration(OK, kind="transfer").verdict == "ALLOW"
-        notified = client.verify_premises(OK, office="tax", declared_use="office")
+        notified = client.verify_premises(
+            OK, office="tax", declared_use="office", application_id="L-1"
+        )
         assert notified.verdict == "NOTIFY" and notified.notification_id
 
 
@@ -443,10 +590,41 @@ def _reflect(target: str, request: reflection_pb2.ServerReflectionRequest) -> ob
         return response
 
 
-def test_reflection_lists_the_services(target: str) -> None:
-    response = _reflect(target, reflection_pb2.ServerReflectionRequest(list_services=""))
-    names = {s.name for s in response.list_services_response.service}  # type: ignore[attr-defined]
-    assert {SERVICE, HEALTH_SERVICE, "grpc.reflection.v1alpha.ServerReflection"} <= names
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+REFLECTION_V1ALPHA = "grpc.reflection.v1alpha.ServerReflection"
+
+
+def _reflect_v1(target: str, request: reflection_pb2.ServerReflectionRequest) -> object:
+    """Ask reflection by its v1 name (the same messages as v1alpha, field for field)."""
+    with grpc.insecure_channel(target) as channel:
+        call = channel.stream_stream(
+            f"/{REFLECTION_V1}/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        [response] = list(call(iter([request]), timeout=5))
+        return response
+
+
+@pytest.mark.parametrize("reflect", [_reflect, _reflect_v1], ids=["v1alpha", "v1"])
+def test_reflection_lists_the_services(target: str, reflect: Any) -> None:
+    response = reflect(target, reflection_pb2.ServerReflectionRequest(list_services=""))
+    names = {s.name for s in response.list_services_response.service}
+    assert {SERVICE, HEALTH_SERVICE, REFLECTION_V1, REFLECTION_V1ALPHA} <= names
+
+
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+def test_reflection_describes_itself_under_both_names(target: str, version: str) -> None:
+    name = f"grpc.reflection.{version}.ServerReflection"
+    response = _reflect_v1(
+        target, reflection_pb2.ServerReflectionRequest(file_containing_symbol=name)
+    )
+    files = response.file_descriptor_response.file_descriptor_proto  # type: ignore[attr-defined]
+    [described] = [descriptor_pb2.FileDescriptorProto.FromString(raw) for raw in files]
+    assert described.package == f"grpc.reflection.{version}"
+    [method] = described.service[0].method
+    assert method.input_type == f".grpc.reflection.{version}.ServerReflectionRequest"
+    assert method.client_streaming and method.server_streaming
 
 
 def test_reflection_describes_the_gate(target: str) -> None:
@@ -464,6 +642,16 @@ def test_reflection_describes_the_gate(target: str) -> None:
         "BatchCheck",
         "GetKeys",
     ]
+    options = gate_file.options
+    assert options.go_package.endswith("/permitgate/v1;permitgatev1")
+    assert (options.java_package, options.java_outer_classname) == (
+        "org.permitgate.v1",
+        "GateProto",
+    )
+    assert options.java_multiple_files
+    assert (options.csharp_namespace, options.objc_class_prefix) == ("Permitgate.V1", "PGX")
+    [codes_enum] = [e for e in gate_file.enum_type if e.name == "ReasonCode"]
+    assert {v.name: v.number for v in codes_enum.value}["REASON_CODE_RECORD_UNVERIFIED"] == 11
 
 
 def test_gate_answers_on_an_empty_registry(tmp_path: Path) -> None:

@@ -191,7 +191,8 @@ BAD_INPUT: list[tuple[str, list[Any], list[str]]] = [
             "line 2: address: must not be empty",
             "line 2: declared_use: must be a string, not int",
             "line 3: district: longer than 500 characters",
-            "line 4: id: not a valid id: 'bad id!' (letters, digits, . _ : / -; at most 64)",
+            "line 4: id: not a valid id: 'bad id!' (an id is 1 to 64 characters, each an ASCII"
+            " letter, a digit or one of . _ : / -, and starts with a letter or digit)",
         ],
     ),
     (

@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from registry.canonical import canonical_json
 from registry.records import (
@@ -21,7 +23,16 @@ from registry.records import (
     parse_record,
     parse_time,
 )
-from registry.vocabulary import Area, CaseKind, CaseSource, CaseStage, PermitKind, PermitStatus
+from registry.vocabulary import (
+    ID_RULE,
+    Area,
+    CaseKind,
+    CaseSource,
+    CaseStage,
+    PermitKind,
+    PermitStatus,
+    id_error,
+)
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 T1 = datetime(2024, 3, 2, tzinfo=UTC)
@@ -348,6 +359,63 @@ def test_invalid_id(kind: str, field: str, value: str) -> None:
     error = only_error(BUILDERS[kind](**{field: value}))
     assert error.field == field
     assert error.why.startswith(f"not a valid id: {value!r}")
+
+
+# The id rule as ID_RULE words it, written apart from the regular expression that implements it.
+_ASCII_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_ID_CHARACTERS = set(_ASCII_ALNUM + "._:/-")
+
+
+def _as_worded(value: str) -> bool:
+    return (
+        1 <= len(value) <= 64
+        and all(c in _ID_CHARACTERS for c in value)
+        and value[0] in _ASCII_ALNUM
+    )
+
+
+def test_id_rule_words() -> None:
+    assert ID_RULE == (
+        "an id is 1 to 64 characters, each an ASCII letter, a digit or one of . _ : / -,"
+        " and starts with a letter or digit"
+    )
+
+
+@given(
+    st.text(alphabet=st.sampled_from([*sorted(_ID_CHARACTERS), " ", "\x00", "\n", "\u00e9", "#"]))
+    | st.text()
+)
+def test_id_rule_is_exactly_what_it_says(value: str) -> None:
+    why = id_error(value)
+    assert (why is None) == _as_worded(value), why
+    if why is not None:
+        assert why.startswith("not a valid id: ") and why.endswith(f"{ID_RULE})")
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        ("S-OK-1", True),
+        ("110228-0042-0007", True),
+        ("a" * 64, True),
+        ("a" * 65, False),
+        ("S-OK-1 ", False),  # a trailing space pasted from a spreadsheet
+        (" S-OK-1", False),
+        ("S-OK-1\x00", False),
+        ("S\tOK", False),
+        ("S\u0085OK", False),  # a C1 control character
+        ("-S", False),
+        ("\uff33-1", False),  # a full-width S: a letter, but not ASCII
+        ("", False),
+    ],
+)
+def test_id_rule_examples(value: str, valid: bool) -> None:
+    assert (id_error(value) is None) is valid
+
+
+def test_a_long_id_is_quoted_in_part() -> None:
+    why = id_error("x" * 10_000)
+    assert why is not None and len(why) < 300 and "10000 characters" in why
 
 
 # --- permit-specific rules --------------------------------------------------------------------

@@ -19,28 +19,29 @@ from hypothesis import strategies as st
 
 from registry.records import Case, Permit, StatusRecord, Structure
 from registry.vocabulary import (
+    BLOCKING_OFFICES,
     BLOCKING_STAGES,
+    NOTIFYING_OFFICES,
     Area,
     CaseKind,
     CaseSource,
     CaseStage,
+    ConnectionKind,
+    Office,
     PermitKind,
     PermitStatus,
-)
-from server.rules import (
-    BLOCKING_OFFICES,
-    NOTIFYING_OFFICES,
-    ConnectionKind,
-    Decision,
-    Office,
-    Reason,
-    ReasonCode,
     RegistrationKind,
     Utility,
+)
+from server.rules import (
+    Decision,
+    Reason,
+    ReasonCode,
     Verdict,
     decide_connection,
     decide_premises,
     decide_registration,
+    decide_unverified,
 )
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
@@ -70,6 +71,7 @@ PENDING = ReasonCode.CASE_PENDING
 MISMATCH = ReasonCode.USE_MISMATCH
 TEMPORARY_ONLY = ReasonCode.TEMPORARY_ONLY
 STALE = ReasonCode.REGISTRY_STALE
+UNVERIFIED = ReasonCode.RECORD_UNVERIFIED
 
 Summary = list[tuple[ReasonCode, str | None]]
 
@@ -277,12 +279,54 @@ def test_unknown_structure_gives_not_in_registry_and_nothing_else(check: Check) 
 
 
 @by_check
-def test_unknown_structure_on_stale_data(check: Check) -> None:
+def test_unknown_structure_on_stale_data_is_only_stale(check: Check) -> None:
+    """Readings settled: on data that is stale (or was never loaded) the gate cannot tell whether
+    the structure was added since, so it does not claim NOT_IN_REGISTRY: REVIEW with
+    REGISTRY_STALE alone, for notifying offices as well (no notice either)."""
     decision = check.run(None, True)
-    assert decision.verdict is (REVIEW if check.notifying else DENY)
-    assert summary(decision) == [(NOT_IN_REGISTRY, None), (STALE, None)]
+    assert decision.verdict is REVIEW
+    assert summary(decision) == [(STALE, None)]
     assert articles(decision) == {check.article}
     assert decision.valid_until is None
+
+
+@by_check
+def test_unverified_record_is_review_with_record_unverified_only(check: Check) -> None:
+    """Readings settled: a structure whose newest record the gate cannot verify answers REVIEW
+    with RECORD_UNVERIFIED alone: not REGISTRY_STALE, not NOT_IN_REGISTRY, nothing from an
+    older record; the same for every check, notifying offices included."""
+    decision = decide_unverified(check.article)
+    assert decision.verdict is REVIEW
+    assert summary(decision) == [(UNVERIFIED, None)]
+    assert articles(decision) == {check.article}
+    assert decision.valid_until is None
+
+
+# Whether the gate holds the structure and whether its data is fresh, against what the rules say.
+# (Records the gate cannot verify are answered by decide_unverified, above, whatever the data.)
+DATA_ROWS = [
+    # held?, stale?, the verdict (strict check, notifying office), the reasons
+    pytest.param(False, False, (DENY, NOTIFY), [(NOT_IN_REGISTRY, None)], id="unknown, fresh"),
+    pytest.param(False, True, (REVIEW, REVIEW), [(STALE, None)], id="unknown, stale"),
+    pytest.param(True, False, (None, None), [], id="held, fresh"),
+    pytest.param(True, True, (REVIEW, REVIEW), [(STALE, None)], id="held, stale"),
+]
+
+
+@by_check
+@pytest.mark.parametrize(("held", "stale", "verdicts", "expected"), DATA_ROWS)
+def test_held_or_not_fresh_or_not(
+    check: Check,
+    held: bool,
+    stale: bool,
+    verdicts: tuple[Verdict | None, Verdict | None],
+    expected: Summary,
+) -> None:
+    decision = check.run(ready(check) if held else None, stale)
+    verdict = verdicts[1] if check.notifying else verdicts[0]
+    assert decision.verdict is (check.ok if verdict is None else verdict)
+    assert summary(decision) == expected
+    assert decision.verdict is not ALLOW or not stale  # never an ALLOW on stale data
 
 
 BLOCKING = sorted(BLOCKING_STAGES)
@@ -1136,10 +1180,15 @@ PROPERTY = settings(max_examples=300, deadline=None)
 def test_property_stale_never_allows_and_adds_only_registry_stale(
     check: Check, status: StatusRecord | None
 ) -> None:
+    """On stale data a held structure keeps every reason and gains REGISTRY_STALE; one the gate
+    does not hold answers REGISTRY_STALE alone (NOT_IN_REGISTRY is no longer a claim it makes)."""
     fresh, stale = check.run(status, False), check.run(status, True)
     assert stale.verdict >= REVIEW
     assert stale.verdict not in (ALLOW, ALLOW_TEMPORARY, NOTIFY)
     assert stale.valid_until is None
+    if status is None:
+        assert (stale.verdict, summary(stale)) == (REVIEW, [(STALE, None)])
+        return
     assert stale.verdict == max(fresh.verdict, REVIEW)
     assert sorted(summary(stale), key=str) == sorted([*summary(fresh), (STALE, None)], key=str)
 

@@ -64,6 +64,7 @@ class ReasonCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_CODE_USE_MISMATCH: _ClassVar[ReasonCode]
     REASON_CODE_TEMPORARY_ONLY: _ClassVar[ReasonCode]
     REASON_CODE_REGISTRY_STALE: _ClassVar[ReasonCode]
+    REASON_CODE_RECORD_UNVERIFIED: _ClassVar[ReasonCode]
 
 class PermitKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -112,6 +113,7 @@ REASON_CODE_CASE_PENDING: ReasonCode
 REASON_CODE_USE_MISMATCH: ReasonCode
 REASON_CODE_TEMPORARY_ONLY: ReasonCode
 REASON_CODE_REGISTRY_STALE: ReasonCode
+REASON_CODE_RECORD_UNVERIFIED: ReasonCode
 PERMIT_KIND_UNSPECIFIED: PermitKind
 PERMIT_KIND_LAND_USE_PLANNING: PermitKind
 PERMIT_KIND_LAND_CERTIFICATE: PermitKind
