@@ -346,10 +346,12 @@ def decide_premises(
     for need in needs[area]:
         if not _in_force(permits, need.kinds, now):
             reasons.append(_missing(article, need, permits, now))
-    source = _use_source(permits, _PROPERTY_OWNERSHIP.kinds, now) or _use_source(
-        permits, _PLANNING[area].kinds, now
-    )
-    if source is not None:
+    # The declared use must agree with what the planning permit *and* the property certificate
+    # record: each document that names a use and differs adds its own reason.
+    for kinds in (_PLANNING[area].kinds, _PROPERTY_OWNERSHIP.kinds):
+        source = _use_source(permits, kinds, now)
+        if source is None:
+            continue
         permitted = source.use.strip() if source.use is not None else ""
         if permitted.casefold() != declared.casefold():
             reasons.append(

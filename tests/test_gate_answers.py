@@ -374,22 +374,27 @@ PREMISES = [
         "civil-defense-mismatch",
         premises(OK, CIVIL, "office"),
         "DENY",
-        (p13("USE_MISMATCH", PO),),
+        (p13("USE_MISMATCH", CP), p13("USE_MISMATCH", PO)),
     ),
     Expect(
         "market-mismatch-notifies",
         premises(OK, MARKET, "office"),
         "NOTIFY",
-        (p13("USE_MISMATCH", PO),),
+        (p13("USE_MISMATCH", CP), p13("USE_MISMATCH", PO)),
     ),
     Expect("tax-match", premises(OK, TAX, "residential"), "ALLOW"),
     Expect(
-        "certificate-use-wins",
+        "certificate-use-differs",
         premises(USE_CHANGED, ENV, "residential"),
         "DENY",
         (p13("USE_MISMATCH", PO),),
     ),
-    Expect("certificate-use-matches", premises(USE_CHANGED, HEALTH, "Warehouse"), "ALLOW"),
+    Expect(
+        "certificate-matches-planning-permit-differs",
+        premises(USE_CHANGED, HEALTH, "Warehouse"),
+        "NOTIFY",
+        (p13("USE_MISMATCH", CP),),
+    ),
     Expect(
         "fire-revoked", premises(REVOKED, FIRE, "residential"), "DENY", (p13("PERMIT_REVOKED", CP),)
     ),

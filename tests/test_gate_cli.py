@@ -77,7 +77,8 @@ def test_check_json(served: tuple[GateRegistry, RunningGate]) -> None:
     answer = json.loads(result.stdout)
     assert answer["verdict"] == "NOTIFY" and answer["notification_id"]
     assert [(r["code"], r["article"], r["permit_kind"]) for r in answer["reasons"]] == [
-        ("USE_MISMATCH", 13, "property_ownership")
+        ("USE_MISMATCH", 13, "construction_planning"),
+        ("USE_MISMATCH", 13, "property_ownership"),
     ]
 
 
