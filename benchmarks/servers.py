@@ -79,6 +79,7 @@ async def serve_gate(db_url: str, keys_dir: Path) -> None:
 
     app = await GateApp.create(db_url=db_url, keys_dir=keys_dir, listen="127.0.0.1:0")
     await app.start()
+    await app.first_poll()  # measure the gate on its data, not while it loads
     stop = _stop_event()
     print(app.describe(), file=sys.stderr, flush=True)
     _ready(app.port)

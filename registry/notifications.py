@@ -5,6 +5,9 @@ premises lack a permit or the declared use differs, the gate records a notice he
 application id from the same office about the same structure always maps to the same notice,
 even when two gates record it at once: the unique constraint decides, and the loser reads the
 winner's id.
+
+The gate records notices through the ``NotificationStore`` interface; ``SqlNotificationStore``
+keeps them in the registry database, where ``permitgate registry notifications`` lists them.
 """
 
 from __future__ import annotations
@@ -13,15 +16,23 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 import orjson
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from registry.records import format_time
-from registry.storage import Database, NotificationRow
+from registry.storage import Database, NotificationRow, error_line
 
-__all__ = ["Notification", "iter_notifications", "record_notification"]
+__all__ = [
+    "Notification",
+    "NotificationNotRecorded",
+    "NotificationStore",
+    "SqlNotificationStore",
+    "iter_notifications",
+    "record_notification",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +104,54 @@ def record_notification(
             raise
         return winner
     return row.id
+
+
+class NotificationNotRecorded(Exception):
+    """The notice could not be recorded (the message says why); no id can be promised."""
+
+
+class NotificationStore(Protocol):
+    """Where the gate records notices to the working group."""
+
+    def record(
+        self,
+        *,
+        structure_id: str,
+        office: str,
+        application_id: str,
+        reasons: list[dict[str, object]],
+        at: datetime,
+    ) -> str:
+        """``record_notification``'s contract; raises ``NotificationNotRecorded`` on failure."""
+        ...
+
+
+class SqlNotificationStore:
+    """Notices in the registry database's ``notification`` table."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def record(
+        self,
+        *,
+        structure_id: str,
+        office: str,
+        application_id: str,
+        reasons: list[dict[str, object]],
+        at: datetime,
+    ) -> str:
+        try:
+            return record_notification(
+                self._db,
+                structure_id=structure_id,
+                office=office,
+                application_id=application_id,
+                reasons=reasons,
+                at=at,
+            )
+        except SQLAlchemyError as exc:
+            raise NotificationNotRecorded(error_line(exc)) from exc
 
 
 def _find(db: Database, office: str, application_id: str, structure_id: str) -> str | None:

@@ -62,6 +62,7 @@ __all__ = [
     "bulk_insert",
     "case_of",
     "database_url",
+    "error_line",
     "id_in",
     "permit_of",
     "structure_of",
@@ -373,6 +374,13 @@ def values_of(record: Record) -> dict[str, Any]:
         "source": record.source.value,
         "opened": record.opened,
     }
+
+
+def error_line(exc: BaseException) -> str:
+    """A database error as one readable line: the driver's first line, without the SQL echoed."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return lines[0] if lines else type(cause).__name__
 
 
 def id_in(column: Any, ids: Collection[str], dialect: str) -> ColumnElement[bool]:

@@ -13,7 +13,7 @@ import uvloop
 
 from registry.cli import db_option, keys_option
 from registry.signing import KeyFileError
-from server.app import GateApp, TlsFiles
+from server.app import DEFAULT_MAX_CONCURRENT_RPCS, GateApp, TlsFiles
 from server.receipts import DEFAULT_GATE_NAME
 
 log = logging.getLogger("permitgate")
@@ -56,6 +56,22 @@ async def _serve(**options: object) -> None:
     show_default=True,
     help="Name of the gate's receipt-signing key (created in --keys when absent).",
 )
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory for the gate's own files: decision-log records the database refused "
+    "(refused.jsonl) or that were unwritten at shutdown (unwritten.jsonl, written first at the "
+    "next start). Default: 'state' beside the --keys directory.",
+)
+@click.option(
+    "--max-concurrent-rpcs",
+    default=DEFAULT_MAX_CONCURRENT_RPCS,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Calls in flight (BatchCheck streams and health checks included) beyond which new "
+    "calls get RESOURCE_EXHAUSTED.",
+)
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option(
@@ -70,6 +86,8 @@ def serve(
     max_staleness: float,
     poll_interval: float,
     gate_name: str,
+    state_dir: Path | None,
+    max_concurrent_rpcs: int,
     tls_cert: Path | None,
     tls_key: Path | None,
     tls_client_ca: Path | None,
@@ -93,6 +111,8 @@ def serve(
                 poll_interval=poll_interval,
                 tls=tls,
                 gate_name=gate_name,
+                state_dir=state_dir,
+                max_concurrent_rpcs=max_concurrent_rpcs,
             )
         )
     except KeyFileError as exc:

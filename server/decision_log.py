@@ -1,38 +1,56 @@
-"""The decision log: every answer the gate gives, appended to the registry database.
+"""The decision log: every answer the gate gives, written in batches to a ``DecisionStore``.
 
-Appending is a list append on the request path; a background task turns the buffer into rows
-and writes them in bulk every ``interval`` seconds (COPY on PostgreSQL), so logging costs no
-database round trip and no serialisation per request. ``close`` writes what is left. A write
-that fails keeps the entries for the next try; while ``limit`` entries wait unwritten, the gate
-stops answering (UNAVAILABLE) rather than give answers it could not log.
+Appending is a list append on the request path; a background task turns the buffer into
+records and writes them in bulk every ``interval`` seconds, so logging costs no database round
+trip and no serialisation per request. What the store does with a batch decides what happens:
+
+* written: done;
+* the store is unavailable (``StoreUnavailable``): the batch is kept and tried again first, and
+  the reason is logged once (not at every try) and again when writing resumes; while ``limit``
+  entries wait, the gate stops answering (UNAVAILABLE) rather than give answers it cannot log;
+* some records refused (NUL in a text column on PostgreSQL, a duplicate decision id): the rest
+  is written, and each refused record is set aside: counted, logged once with the store's
+  reason, and appended to ``refused.jsonl`` in the state directory, so it never blocks the
+  records behind it.
+
+At shutdown, whatever the store would still not take is kept in ``unwritten.jsonl`` in the state
+directory; the next start writes those records before any new one. Both ends say so in the log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
+from permitgate_client.formats import format_time
 
-from registry.storage import Database, DecisionRow, bulk_insert, table_of
+from registry.decisions import DecisionRecord, DecisionStore, Refused, StoreUnavailable
 from server.periodic import Periodic
 
 if TYPE_CHECKING:
     from server.checks import CheckRequest
     from server.gate import Answer
 
-__all__ = ["DecisionLog", "LogEntry", "row_of"]
+__all__ = ["REFUSED_FILE", "UNWRITTEN_FILE", "DecisionLog", "LogEntry", "record_of"]
 
 log = logging.getLogger(__name__)
 
 LogEntry = tuple["CheckRequest", str, "Answer"]  # what was asked, by whom, the answer
 
+REFUSED_FILE = "refused.jsonl"  # records the store refused: {"refused_at", "reason", "decision"}
+UNWRITTEN_FILE = "unwritten.jsonl"  # records left unwritten at shutdown, one per line
 
-def row_of(entry: LogEntry) -> tuple[Any, ...]:
-    """The decision_log row (columns in order) for one entry."""
+
+def record_of(entry: LogEntry) -> DecisionRecord:
+    """The stored form of one entry."""
     request, caller, answer = entry
-    return (
+    return DecisionRecord(
         answer.decision_id,
         answer.decided_at,
         caller,
@@ -47,40 +65,174 @@ def row_of(entry: LogEntry) -> tuple[Any, ...]:
 
 
 class DecisionLog:
-    def __init__(self, db: Database, *, interval: float = 0.5, limit: int = 200_000) -> None:
-        self._db = db
-        self._buffer: list[LogEntry] = []
+    def __init__(
+        self,
+        store: DecisionStore,
+        *,
+        state_dir: Path,
+        interval: float = 0.5,
+        limit: int = 200_000,
+    ) -> None:
+        self._store = store
+        self.state_dir = state_dir
+        self._buffer: list[LogEntry] = []  # appended by requests, not yet converted
+        self._unwritten: list[DecisionRecord] = []  # converted, waiting for the store
+        self._carried = 0  # of those, how many came from an earlier run's file
         self._limit = limit
         self._flusher = Periodic("decision-log", interval, self.flush)
+        self._lock = asyncio.Lock()
+        self._failure: str | None = None  # why the store could not be written, while it cannot
         self.written = 0
+        self.refused = 0
+
+    @property
+    def refused_file(self) -> Path:
+        return self.state_dir / REFUSED_FILE
+
+    @property
+    def unwritten_file(self) -> Path:
+        return self.state_dir / UNWRITTEN_FILE
+
+    @property
+    def waiting(self) -> int:
+        """Entries not yet written."""
+        return len(self._buffer) + len(self._unwritten)
 
     @property
     def full(self) -> bool:
         """True when so much is unwritten that answering more would risk losing entries."""
-        return len(self._buffer) >= self._limit
+        return self.waiting >= self._limit
 
     def append(self, entry: LogEntry) -> None:
         self._buffer.append(entry)
 
     def start(self) -> None:
+        """Take up the records an earlier run left unwritten (written first), then run."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.unwritten_file.exists():
+            carried = self._read_unwritten()
+            self._unwritten[:0] = carried
+            self._carried = len(carried)
+            log.warning(
+                "decision log: %d answers left unwritten by an earlier run (%s) are written "
+                "before any new one",
+                len(carried),
+                self.unwritten_file,
+            )
         self._flusher.start()
 
-    async def flush(self) -> None:
-        if not self._buffer:
-            return
-        rows, self._buffer = self._buffer, []
-        try:
-            await asyncio.to_thread(self._write, rows)
-        except Exception:
-            log.exception("decision log: writing %d rows failed; keeping them", len(rows))
-            self._buffer[:0] = rows
-        else:
-            self.written += len(rows)
+    def _read_unwritten(self) -> list[DecisionRecord]:
+        records: list[DecisionRecord] = []
+        with self.unwritten_file.open("rb") as lines:
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(DecisionRecord.from_json(orjson.loads(line)))
+                except (ValueError, TypeError, AttributeError) as exc:  # a torn last line
+                    log.error(
+                        "decision log: %s line %d is not a decision record (%s); skipped",
+                        self.unwritten_file,
+                        number,
+                        exc,
+                    )
+        return records
 
-    def _write(self, rows: list[LogEntry]) -> None:
-        with self._db.session() as session:
-            bulk_insert(session, table_of(DecisionRow), [row_of(entry) for entry in rows])
+    async def flush(self) -> None:
+        """Write what is waiting; one flush at a time."""
+        async with self._lock:
+            if not self._buffer and not self._unwritten:
+                return
+            entries, self._buffer = self._buffer, []
+            records, self._unwritten = self._unwritten, []
+            try:
+                refused = await asyncio.to_thread(self._write, records, entries)
+            except StoreUnavailable as exc:
+                self._keep(records, entries)
+                if str(exc) != self._failure:
+                    log.error(
+                        "decision log: cannot write %d answers (%s); keeping them and trying "
+                        "again; the gate answers UNAVAILABLE once %d wait",
+                        self.waiting,
+                        exc,
+                        self._limit,
+                    )
+                    self._failure = str(exc)
+                return
+            except Exception:
+                self._keep(records, entries)
+                log.exception("decision log: writing %d answers failed; keeping them", self.waiting)
+                return
+            self.written += len(records) + len(entries) - len(refused)
+            self.refused += len(refused)
+            if self._failure is not None:
+                log.info("decision log: writing again (after: %s)", self._failure)
+                self._failure = None
+            if self._carried:
+                log.info(
+                    "decision log: wrote the %d answers kept by an earlier run; removed %s",
+                    self._carried,
+                    self.unwritten_file,
+                )
+                self._carried = 0
+                self.unwritten_file.unlink(missing_ok=True)
+
+    def _keep(self, records: list[DecisionRecord], entries: list[LogEntry]) -> None:
+        """Put a batch that was not written back in front of what arrived meanwhile."""
+        self._unwritten[:0] = records
+        self._buffer[:0] = entries
+
+    def _write(self, records: list[DecisionRecord], entries: list[LogEntry]) -> list[Refused]:
+        """In a worker thread: convert, write, and set aside whatever the store refused."""
+        batch = records + [record_of(entry) for entry in entries]
+        refused = self._store.write(batch)
+        if refused:
+            self._set_aside(refused)
+        return refused
+
+    def _set_aside(self, refused: Sequence[Refused]) -> None:
+        at = format_time(datetime.now(UTC))
+        for item in refused:
+            log.error(
+                "decision log: the store refused decision %s (%s); set aside in %s",
+                item.record.decision_id,
+                item.reason,
+                self.refused_file,
+            )
+        lines = [
+            orjson.dumps({"refused_at": at, "reason": r.reason, "decision": r.record.to_json()})
+            for r in refused
+        ]
+        try:
+            with self.refused_file.open("ab") as out:
+                out.write(b"\n".join(lines) + b"\n")
+        except OSError as exc:  # the rest is written already: never retry it for this
+            log.error("decision log: cannot append to %s (%s): %s", self.refused_file, exc, lines)
 
     async def close(self) -> None:
-        await self._flusher.close()
+        """Write what is left; keep in a file whatever the store would still not take."""
+        await self._flusher.close(interrupt=False)
         await self.flush()
+        async with self._lock:
+            if not self._buffer and not self._unwritten:
+                return
+            records = self._unwritten + [record_of(entry) for entry in self._buffer]
+            self._unwritten, self._buffer = [], []
+            await asyncio.to_thread(self._save_unwritten, records)
+            log.error(
+                "decision log: %d answers could not be written (%s); kept in %s, which the "
+                "next start writes first",
+                len(records),
+                self._failure,
+                self.unwritten_file,
+            )
+
+    def _save_unwritten(self, records: list[DecisionRecord]) -> None:
+        """Replace the file at once (a crash leaves the old file or the new one, never half)."""
+        partial = self.unwritten_file.with_suffix(".partial")
+        with partial.open("wb") as out:
+            for record in records:
+                out.write(orjson.dumps(record.to_json()) + b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+        partial.replace(self.unwritten_file)

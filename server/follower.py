@@ -1,10 +1,13 @@
-"""Keeps the gate's cache in step with the registry database.
+"""Keeps the gate's cache in step with the registry, read through a ``RegistryFeed``.
 
-Every ``interval`` seconds the follower reads the newest checkpoint and the status records signed
-since its last look (a larger tree size, or re-signed later in place), verifies them off the
-event loop, and installs checkpoint and records together on the loop, so a request never sees a
-record newer than the checkpoint it would cite. A poll that succeeds confirms freshness; one
-that fails does not, and after ``max_staleness`` the gate answers REVIEW (``REGISTRY_STALE``).
+Every ``interval`` seconds the follower reads, in one snapshot of the feed, the newest checkpoint
+and the status records signed since its last look (a larger tree size, or re-signed later in
+place), verifies them off the event loop, and installs checkpoint and records together on the
+loop, so a request never sees a record newer than the checkpoint it would cite. A poll that
+succeeds confirms freshness; one that fails does not, and after ``max_staleness`` the gate
+answers REVIEW (``REGISTRY_STALE``). The first poll runs as soon as the follower starts; it is
+the first load, which the gate serves during (answering REVIEW). Why a poll fails is logged
+once per distinct reason, and when polls succeed again, not at every poll.
 """
 
 from __future__ import annotations
@@ -18,9 +21,8 @@ from datetime import datetime
 
 from permitgate_client import VerificationError
 from permitgate_client.formats import Checkpoint
-from sqlalchemy import func, or_, select
 
-from registry.storage import CheckpointRow, Database, EventRow, StatusRow
+from registry.feed import FeedError, RegistryFeed
 from server.cache import CachedStatus, RegistryCache
 from server.periodic import Periodic
 
@@ -40,14 +42,17 @@ log = logging.getLogger(__name__)
 
 
 class RegistryFollower:
-    def __init__(self, db: Database, cache: RegistryCache, *, interval: float = 1.0) -> None:
-        self._db = db
+    def __init__(self, feed: RegistryFeed, cache: RegistryCache, *, interval: float = 1.0) -> None:
+        self._feed = feed
         self._cache = cache
-        self._poller = Periodic("registry-follower", interval, self._poll_logged)
+        self._poller = Periodic("registry-follower", interval, self._poll_logged, at_once=True)
         # A thread of its own: notices waiting on a busy database must not delay the follower.
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="registry-follower")
         self.rejected = 0
         self._reported: set[tuple[str, str]] = set()
+        self.failure: str | None = None  # why the last poll failed; None after a success
+        self.failed = 0  # polls failed in a row
+        self.attempted = asyncio.Event()  # set once the first poll has ended, loaded or not
 
     def _read(self, held: int, newest: datetime | None) -> _Update | None:
         """In a worker thread: the newest checkpoint and the records signed since the last look.
@@ -57,33 +62,17 @@ class RegistryFollower:
         each structure the log changed since ``held``, the index of its last event, so that a
         record withheld or swapped for an older one is noticed.
         """
-        with self._db.snapshot() as session:
-            note = session.scalar(
-                select(CheckpointRow.note).order_by(CheckpointRow.size.desc()).limit(1)
-            )
+        with self._feed.snapshot() as view:
+            note = view.checkpoint_note()
             if note is None:
-                raise VerificationError("registry: no checkpoint (is it initialised?)")
+                raise FeedError("the registry has no checkpoint (is it initialised?)")
             checkpoint = self._cache.verify_checkpoint(note)
-            changed = StatusRow.tree_size > held
-            if newest is not None:
-                changed = or_(changed, StatusRow.next_update > newest)
-            rows = session.execute(
-                select(StatusRow.structure_id, StatusRow.envelope).where(changed),
-                execution_options={"yield_per": 5000},
-            )
             accepted, rejected = self._cache.verify_records(
-                ((sid, envelope) for sid, envelope in rows), checkpoint
+                view.status_records(above=held, next_update_after=newest), checkpoint
             )
             last_events: list[tuple[str, int]] = []
             if checkpoint.size > held:
-                last_events = [
-                    (sid, last)
-                    for sid, last in session.execute(
-                        select(EventRow.structure_id, func.max(EventRow.seq))
-                        .where(EventRow.seq >= held, EventRow.seq < checkpoint.size)
-                        .group_by(EventRow.structure_id)
-                    )
-                ]
+                last_events = list(view.last_events(since=held, before=checkpoint.size))
         if (
             not accepted
             and not rejected
@@ -102,6 +91,7 @@ class RegistryFollower:
     async def poll(self) -> int:
         """One round; returns how many records were installed. Raises when the poll failed."""
         started = time.monotonic()
+        first = self._cache.checkpoint is None
         update = await asyncio.get_running_loop().run_in_executor(
             self._thread, self._read, self._cache.size, self._cache.newest_next_update
         )
@@ -109,9 +99,17 @@ class RegistryFollower:
         if update is not None:
             taken = self._cache.install(update.checkpoint, update.note, update.records)
             doubtful = self._cache.doubt(update.rejected, update.last_events)
-            log.info(
-                "registry: version %d, %d status records updated", update.checkpoint.size, taken
-            )
+            if first:
+                log.info(
+                    "registry: loaded version %d, %d structures, verified in %.1f s",
+                    update.checkpoint.size,
+                    len(self._cache),
+                    time.monotonic() - started,
+                )
+            else:
+                log.info(
+                    "registry: version %d, %d status records updated", update.checkpoint.size, taken
+                )
             if doubtful:
                 log.error(
                     "registry: %d structures lack a genuine, current status record; "
@@ -124,8 +122,31 @@ class RegistryFollower:
     async def _poll_logged(self) -> None:
         try:
             await self.poll()
-        except Exception as exc:  # keep following; staleness speaks for the failure
-            log.warning("registry: poll failed: %s", exc)
+        except (FeedError, VerificationError) as exc:  # keep following; staleness speaks too
+            self._failed(f"{exc}", traceback=False)
+        except Exception as exc:
+            self._failed(f"{type(exc).__name__}: {exc}", traceback=True)
+        else:
+            if self.failure is not None:
+                log.info("registry: read and verified again (after: %s)", self.failure)
+                self.failure = None
+            self.failed = 0
+        finally:
+            self.attempted.set()
+
+    def _failed(self, reason: str, *, traceback: bool) -> None:
+        if reason != self.failure:
+            log.error(
+                "registry: poll failed: %s (%s)",
+                reason,
+                "no data loaded yet: no check is allowed"
+                if self._cache.checkpoint is None
+                else "keeping the data held: no check is allowed once it is older than "
+                f"{self._cache.max_staleness:g} s",
+                exc_info=traceback,
+            )
+        self.failure = reason
+        self.failed += 1
 
     def start(self) -> None:
         self._poller.start()

@@ -21,11 +21,9 @@ from itertools import count
 from typing import Any
 
 from permitgate_client.formats import Receipt
-from sqlalchemy.exc import SQLAlchemyError
 
-from registry.notifications import record_notification
+from registry.notifications import NotificationNotRecorded, NotificationStore
 from registry.records import StatusRecord
-from registry.storage import Database
 from server.cache import CachedStatus, RegistryCache
 from server.checks import CheckRequest, MemoKey
 from server.decision_log import DecisionLog
@@ -93,13 +91,13 @@ class Gate:
     def __init__(
         self,
         *,
-        db: Database,
+        notifications: NotificationStore,
         cache: RegistryCache,
         receipts: ReceiptSigner,
         decision_log: DecisionLog,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.db = db
+        self.notifications = notifications
         self.cache = cache
         self.receipts = receipts
         self.decision_log = decision_log
@@ -181,15 +179,14 @@ class Gate:
             return self._notices[key]
         try:
             notice = await asyncio.to_thread(
-                record_notification,
-                self.db,
+                self.notifications.record,
                 structure_id=request.structure_id,
                 office=office_name,
                 application_id=request.application_id,
                 reasons=[reason_json(r) for r in decision.reasons],
                 at=now,
             )
-        except SQLAlchemyError as exc:
+        except NotificationNotRecorded as exc:
             log.error("notification for %s could not be recorded: %s", request.structure_id, exc)
             raise GateUnavailable(
                 "the notification to the working group could not be recorded; try again"

@@ -54,6 +54,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def pg_url(pg_database: str) -> str:
+    """An empty PostgreSQL database URL, for tests that need PostgreSQL's own behaviour."""
+    _reset_pg(pg_database)
+    return pg_database
+
+
+@pytest.fixture
 def keys_dir(tmp_path: Path) -> Path:
     return tmp_path / "keys"
 

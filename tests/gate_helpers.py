@@ -119,7 +119,11 @@ def start_gate(
     poll_interval: float = 0.2,
     max_staleness: float = 300.0,
     tls: TlsFiles | None = None,
+    wait_first_poll: bool = True,
+    **options: Any,
 ) -> RunningGate:
+    """A gate on ``db_url``; by default, returned once its first look at the registry has
+    ended (loaded or failed), so that tests see the data the registry already holds."""
     loop = gate_loop()
 
     async def create() -> GateApp:
@@ -130,8 +134,11 @@ def start_gate(
             max_staleness=max_staleness,
             poll_interval=poll_interval,
             tls=tls,
+            **options,
         )
         await app.start()
+        if wait_first_poll:
+            await app.first_poll()
         return app
 
     return RunningGate(loop.run(create()), loop)

@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from permitgate_client.formats import Checkpoint
 from permitgate_client.v1 import gate_pb2 as pb
 
+from registry.decisions import SqlDecisionStore
+from registry.notifications import SqlNotificationStore
 from registry.records import Permit, StatusRecord, Structure
 from registry.signing import Signer
 from registry.status import StatusSigner
@@ -112,7 +114,10 @@ def gate(signer: Signer, tmp_path: Path) -> Iterator[Gate]:
     cache = RegistryCache(signer.verifier, origin=ORIGIN, max_staleness=300)
     gate_signer = Signer("permitgate.example/gate", Ed25519PrivateKey.generate())
     yield Gate(
-        db=db, cache=cache, receipts=ReceiptSigner(gate_signer), decision_log=DecisionLog(db)
+        notifications=SqlNotificationStore(db),
+        cache=cache,
+        receipts=ReceiptSigner(gate_signer),
+        decision_log=DecisionLog(SqlDecisionStore(db), state_dir=tmp_path / "state"),
     )
     db.dispose()
 

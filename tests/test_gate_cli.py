@@ -144,8 +144,10 @@ def test_serve_process_logs_where_it_listens_and_stops_on_sigterm(tmp_path: Path
                 pass
             match = re.search(r"listening on (127\.0\.0\.1:\d+) \(plaintext\)", line)
             assert match, line
-            assert f"registry version {version}, {len(SCENARIOS)} structures" in line
             assert "max staleness 5s" in line
+            while "registry: loaded" not in (line := lines.get(timeout=20)):
+                pass
+            assert f"loaded version {version}, {len(SCENARIOS)} structures" in line
             with Client(match.group(1)) as client:
                 assert client.check_connection(OK, utility="water").verdict == "ALLOW"
             process.send_signal(signal.SIGTERM)

@@ -1,0 +1,121 @@
+"""The registry as a gate reads it: the ``RegistryFeed`` interface and its SQL implementation.
+
+A gate needs three reads, and they must agree with each other, so they happen inside one
+snapshot (``with feed.snapshot() as view``) that sees a single state of the registry:
+
+* ``view.checkpoint_note()``: the newest signed checkpoint note, or None before ``init``;
+* ``view.status_records(above=..., next_update_after=...)``: the status records showing a tree
+  size above what the gate holds, and those re-signed in place (``registry refresh``) with a
+  ``next_update`` later than the newest it holds, as ``(structure id, DSSE envelope)``;
+* ``view.last_events(since=..., before=...)``: for each structure the log changed in
+  ``[since, before)``, the index of its last event there, so that a withheld or swapped record
+  shows.
+
+Everything comes as bytes, exactly as signed: a feed proves nothing and is trusted for nothing;
+the gate verifies every byte against the registry's key (``server/cache.py``). A feed that cannot
+be read raises ``FeedError`` whose message says why in one line. Records and events stream:
+a view is only valid inside its ``with`` block. ``SqlFeed`` reads the registry's own database; a
+Redis feed and a registry service are the next implementations of the same protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from registry.storage import CheckpointRow, Database, EventRow, StatusRow, error_line
+
+__all__ = ["FeedError", "FeedView", "RegistryFeed", "SqlFeed"]
+
+
+class FeedError(Exception):
+    """The registry could not be read; the message says why, in one line."""
+
+
+class FeedView(Protocol):
+    """One consistent state of the registry, readable only inside its ``with`` block."""
+
+    def checkpoint_note(self) -> bytes | None:
+        """The newest signed checkpoint note, or None when the registry has none."""
+        ...
+
+    def status_records(
+        self, *, above: int, next_update_after: datetime | None
+    ) -> Iterator[tuple[str, bytes]]:
+        """``(structure id, envelope)`` of the records signed at a tree size above ``above``,
+        or (when given) re-signed with a ``next_update`` later than ``next_update_after``."""
+        ...
+
+    def last_events(self, *, since: int, before: int) -> Iterator[tuple[str, int]]:
+        """``(structure id, index of its last event)`` for the log entries in [since, before)."""
+        ...
+
+
+class RegistryFeed(Protocol):
+    """Where a gate reads the registry from."""
+
+    def snapshot(self) -> AbstractContextManager[FeedView]:
+        """A view of one consistent state; raises ``FeedError`` when the registry is unreadable."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the feed is not used afterwards."""
+        ...
+
+
+class _SqlView:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def checkpoint_note(self) -> bytes | None:
+        return self._session.scalar(
+            select(CheckpointRow.note).order_by(CheckpointRow.size.desc()).limit(1)
+        )
+
+    def status_records(
+        self, *, above: int, next_update_after: datetime | None
+    ) -> Iterator[tuple[str, bytes]]:
+        changed = StatusRow.tree_size > above
+        if next_update_after is not None:
+            changed = or_(changed, StatusRow.next_update > next_update_after)
+        rows = self._session.execute(
+            select(StatusRow.structure_id, StatusRow.envelope).where(changed),
+            execution_options={"yield_per": 5000},
+        )
+        yield from rows
+
+    def last_events(self, *, since: int, before: int) -> Iterator[tuple[str, int]]:
+        rows = self._session.execute(
+            select(EventRow.structure_id, func.max(EventRow.seq))
+            .where(EventRow.seq >= since, EventRow.seq < before)
+            .group_by(EventRow.structure_id)
+        )
+        yield from rows
+
+
+class SqlFeed:
+    """The feed over the registry's database (SQLite or PostgreSQL), in one snapshot per read:
+    a REPEATABLE READ transaction on PostgreSQL, a read transaction on SQLite."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def __repr__(self) -> str:
+        return repr(self._db)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[FeedView]:
+        try:
+            with self._db.snapshot() as session:
+                yield _SqlView(session)
+        except SQLAlchemyError as exc:
+            raise FeedError(f"cannot read the registry database: {error_line(exc)}") from exc
+
+    def close(self) -> None:
+        """Nothing to release: the ``Database`` belongs to whoever made it."""
