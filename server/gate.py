@@ -114,9 +114,10 @@ class Gate:
         object, the same staleness, and ``now`` before the next moment the answer could change
         (a permit coming into force or expiring, the record's ``next_update``).
         """
-        status = self.cache.get(request.structure_id)
         if self.cache.is_doubtful(request.structure_id):
-            return decide_unverified(request.article), status
+            # Not decided on any record: the one held is not known to be current.
+            return decide_unverified(request.article), None
+        status = self.cache.get(request.structure_id)
         if status is None:  # not held: no memo, the rules answer at once
             return request.decide(None, now, self.cache.is_stale()), None
         record = status.record
