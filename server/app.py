@@ -29,6 +29,7 @@ from server.cache import RegistryCache
 from server.decision_log import DecisionLog
 from server.follower import RegistryFollower
 from server.gate import Gate
+from server.guard import GuardedServer, MalformedRequests
 from server.health import GateHealth
 from server.receipts import DEFAULT_GATE_NAME, GATE_ROLE, ReceiptSigner
 from server.reflection import enable_reflection
@@ -142,10 +143,12 @@ class GateApp:
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)],
             maximum_concurrent_rpcs=max_concurrent_rpcs,
         )
-        PermitGateService(gate, keys).add_to_server(server)
+        # Every service registers through the guard: no request bytes reach it unparsed.
+        guarded = GuardedServer(server, MalformedRequests())
+        PermitGateService(gate, keys).add_to_server(guarded)
         health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, guarded)
+        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), guarded)
         if tls is None:
             port = server.add_insecure_port(listen)
         else:

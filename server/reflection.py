@@ -16,6 +16,8 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
+from server.guard import GuardedServer
+
 __all__ = ["V1ALPHA_SERVICE_NAME", "V1_SERVICE_NAME", "enable_reflection"]
 
 V1ALPHA_SERVICE_NAME: Final[str] = reflection.SERVICE_NAME
@@ -51,19 +53,18 @@ def add_v1_descriptor(pool: descriptor_pool.DescriptorPool) -> None:
     pool.AddSerializedFile(proto.SerializeToString())
 
 
-def enable_reflection(service_names: Iterable[str], server: grpc.aio.Server) -> None:
+def enable_reflection(service_names: Iterable[str], server: GuardedServer) -> None:
     """Serve reflection for ``service_names`` (and for itself) under both protocol versions."""
     pool = descriptor_pool.Default()
     add_v1_descriptor(pool)
     names = (*service_names, V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME)
     servicer = reflection.aio.ReflectionServicer(names, pool=pool)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
-    v1 = {
+    v1: dict[str, grpc.RpcMethodHandler] = {
         "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
             servicer.ServerReflectionInfo,
             request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
             response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
         )
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(V1_SERVICE_NAME, v1),))
     server.add_registered_method_handlers(V1_SERVICE_NAME, v1)

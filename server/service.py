@@ -1,12 +1,10 @@
 """The gRPC transport: bytes in, typed checks to the gate, protobuf out.
 
-The service registers its method handlers itself (``add_to_server``) rather than through the
-generated servicer, for two reasons. The unary checks come from ``CHECK_KINDS``, one handler
-per row, so a new kind of check needs no method here. And every request deserializer is total:
-bytes that are not a valid message become an ``Unparsable`` value, which the handler answers
-with ``INVALID_ARGUMENT`` naming the message type; ``MalformedRequests`` counts them and logs a
-WARNING at most once per interval. (A deserializer that raises makes gRPC answer ``UNKNOWN`` and
-log a traceback per request: anyone who reaches the port could fill the log.)
+The service builds its method handlers itself (``method_handlers``) rather than through the
+generated servicer: the unary checks come from ``CHECK_KINDS``, one handler per row, so a new
+kind of check needs no method here. It registers them through ``server.guard``, like every
+service on the port, so bytes that are not a valid message are answered ``INVALID_ARGUMENT``
+before any code here runs.
 
 Errors leave here and only here: a request the gate cannot answer is aborted with
 ``INVALID_ARGUMENT`` and a message naming the field; in a batch, the bad check gets a decision
@@ -17,11 +15,9 @@ the proto: ``permitgate.v1.PermitGate/<Method>``.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final, NoReturn
 
 import grpc
 from google.protobuf.message import Message
@@ -37,14 +33,13 @@ from server.checks import (
     InvalidCheck,
 )
 from server.gate import Answer, Gate, GateUnavailable
+from server.guard import GuardedServer
 from server.rules import Decision
 
 __all__ = [
     "MAX_BATCH",
     "SERVICE_NAME",
-    "MalformedRequests",
     "PermitGateService",
-    "Unparsable",
     "decision_message",
 ]
 
@@ -118,67 +113,6 @@ def caller_of(context: Context) -> str:
     return f"{names[0].decode()} ({peer})" if names else peer
 
 
-# --- Bytes that are not a message ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Unparsable:
-    """What a request deserializer returns for bytes that are not a valid ``message``."""
-
-    message: str  # the full name of the message type expected, e.g. permitgate.v1.CheckBatch
-
-
-_M = TypeVar("_M", bound=Message)
-
-
-def _parser(message_type: type[_M]) -> Callable[[bytes], _M | Unparsable]:
-    """A request deserializer that never raises."""
-    parse = message_type.FromString
-    unparsable = Unparsable(message_type.DESCRIPTOR.full_name)
-
-    def deserialize(data: bytes) -> _M | Unparsable:
-        try:
-            return parse(data)
-        except Exception:  # DecodeError, and whatever else a hostile input finds: never raise
-            return unparsable
-
-    return deserialize
-
-
-class MalformedRequests:
-    """Counts requests whose bytes were not a valid message; one WARNING per ``interval`` s.
-
-    A flood of garbage costs one log line per interval, not one (with a traceback) per request.
-    """
-
-    def __init__(
-        self, *, interval: float = 10.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.total = 0
-        self._interval = interval
-        self._clock = clock
-        self._unreported = 0
-        self._next_report = float("-inf")
-
-    def note(self, method: str, unparsable: Unparsable, peer: str) -> None:
-        self.total += 1
-        self._unreported += 1
-        now = self._clock()
-        if now < self._next_report:
-            return
-        log.warning(
-            "%d request(s) whose bytes are not a valid message since the last report (%d in all);"
-            " the latest: %s from %s, not a valid %s",
-            self._unreported,
-            self.total,
-            method,
-            peer,
-            unparsable.message,
-        )
-        self._unreported = 0
-        self._next_report = now + self._interval
-
-
 # --- The service ---------------------------------------------------------------------------------
 
 UnaryHandler = Callable[[Any, Context], Awaitable[Message]]
@@ -192,62 +126,41 @@ async def _abort(context: Context, code: grpc.StatusCode, details: str) -> NoRet
 class PermitGateService:
     """``permitgate.v1.PermitGate``: the unary checks of ``CHECK_KINDS``, BatchCheck, GetKeys."""
 
-    def __init__(
-        self,
-        gate: Gate,
-        keys: Callable[[], pb.KeySet],
-        *,
-        malformed: MalformedRequests | None = None,
-    ) -> None:
+    def __init__(self, gate: Gate, keys: Callable[[], pb.KeySet]) -> None:
         self._gate = gate
         self._keys = keys
-        self.malformed = MalformedRequests() if malformed is None else malformed
 
     def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
-        """Every method of the service by name, each with a deserializer that never raises."""
+        """Every method of the service by name (register them through a ``GuardedServer``)."""
         handlers: dict[str, grpc.RpcMethodHandler] = {
             kind.method: grpc.unary_unary_rpc_method_handler(
                 self._unary_check(kind),
-                request_deserializer=_parser(kind.message),
+                request_deserializer=kind.message.FromString,
                 response_serializer=pb.Decision.SerializeToString,
             )
             for kind in CHECK_KINDS.values()
         }
         handlers["BatchCheck"] = grpc.stream_stream_rpc_method_handler(
             self.batch_check,
-            request_deserializer=_parser(pb.CheckBatch),
+            request_deserializer=pb.CheckBatch.FromString,
             response_serializer=pb.DecisionBatch.SerializeToString,
         )
         handlers["GetKeys"] = grpc.unary_unary_rpc_method_handler(
             self.get_keys,
-            request_deserializer=_parser(pb.GetKeysRequest),
+            request_deserializer=pb.GetKeysRequest.FromString,
             response_serializer=pb.KeySet.SerializeToString,
         )
         return handlers
 
-    def add_to_server(self, server: grpc.aio.Server) -> None:
+    def add_to_server(self, server: GuardedServer) -> None:
         """Serve every method under its wire name, ``permitgate.v1.PermitGate/<Method>``."""
-        handlers = self.method_handlers()
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
-        )
-        server.add_registered_method_handlers(SERVICE_NAME, handlers)
-
-    async def _refuse(self, method: str, unparsable: Unparsable, context: Context) -> NoReturn:
-        self.malformed.note(f"/{SERVICE_NAME}/{method}", unparsable, context.peer() or "unknown")
-        await _abort(
-            context,
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"request: not a valid {unparsable.message} message",
-        )
+        server.add_registered_method_handlers(SERVICE_NAME, self.method_handlers())
 
     def _unary_check(self, kind: CheckKind[Any]) -> UnaryHandler:
         gate = self._gate
         convert = kind.from_wire
 
-        async def check(message: Message | Unparsable, context: Context) -> pb.Decision:
-            if isinstance(message, Unparsable):
-                await self._refuse(kind.method, message, context)
+        async def check(message: Message, context: Context) -> pb.Decision:
             try:
                 request = convert(message, gate.clock())
             except InvalidCheck as exc:
@@ -262,14 +175,12 @@ class PermitGateService:
         return check
 
     async def batch_check(
-        self, batches: AsyncIterator[pb.CheckBatch | Unparsable], context: Context
+        self, batches: AsyncIterator[pb.CheckBatch], context: Context
     ) -> AsyncIterator[pb.DecisionBatch]:
         """Each batch answered in order, as it arrives; a bad check gets its own ``error``."""
         caller = caller_of(context)
         gate = self._gate
         async for batch in batches:
-            if isinstance(batch, Unparsable):
-                await self._refuse("BatchCheck", batch, context)
             if len(batch.checks) > MAX_BATCH:
                 await _abort(
                     context,
@@ -302,9 +213,5 @@ class PermitGateService:
                 decision_message(answer, decision)
             yield out
 
-    async def get_keys(
-        self, request: pb.GetKeysRequest | Unparsable, context: Context
-    ) -> pb.KeySet:
-        if isinstance(request, Unparsable):
-            await self._refuse("GetKeys", request, context)
+    async def get_keys(self, request: pb.GetKeysRequest, context: Context) -> pb.KeySet:
         return self._keys()

@@ -51,9 +51,10 @@ from server.checks import (
 )
 from server.decision_log import DecisionLog
 from server.gate import Gate
+from server.guard import MalformedRequests, Unparsable, guard_handlers
 from server.receipts import ReceiptSigner
 from server.rules import ReasonCode, Verdict
-from server.service import MalformedRequests, PermitGateService, Unparsable
+from server.service import SERVICE_NAME, PermitGateService
 
 ORIGIN = "permitgate.example/registry"
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -123,7 +124,8 @@ def gate(signer: Signer, tmp_path: Path) -> Iterator[Gate]:
 
 
 def test_the_service_serves_exactly_the_protos_methods(gate: Gate) -> None:
-    handlers = PermitGateService(gate, pb.KeySet).method_handlers()
+    plain = PermitGateService(gate, pb.KeySet).method_handlers()
+    handlers = guard_handlers(SERVICE_NAME, plain, MalformedRequests())
     assert sorted(handlers) == sorted(m.name for m in SERVICE.methods)
     for method in SERVICE.methods:
         handler = handlers[method.name]
@@ -270,12 +272,12 @@ def test_malformed_requests_are_all_counted_and_logged_once_per_interval(
     clock = Clock()
     counter = MalformedRequests(interval=10.0, clock=clock)
     bad = Unparsable("permitgate.v1.ConnectionCheck")
-    with caplog.at_level(logging.WARNING, logger="server.service"):
+    with caplog.at_level(logging.WARNING, logger="server.guard"):
         for step in range(25):
             clock.now = float(step)
             counter.note("/permitgate.v1.PermitGate/CheckConnection", bad, "ipv4:127.0.0.1:1")
     assert counter.total == 25
-    lines = [r for r in caplog.records if r.name == "server.service"]
+    lines = [r for r in caplog.records if r.name == "server.guard"]
     assert [r.levelno for r in lines] == [logging.WARNING] * 3  # at 0 s, 10 s and 20 s
     assert [r.getMessage().split(" ", 1)[0] for r in lines] == ["1", "10", "10"]
     assert "(21 in all)" in lines[-1].getMessage()  # the report at 20 s; four since

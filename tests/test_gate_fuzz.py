@@ -220,9 +220,45 @@ def test_twenty_thousand_mutated_requests(
         assert outcomes[method, grpc.StatusCode.INVALID_ARGUMENT] > 0, (method, outcomes)
     answers_right_afterwards(sqlite_gate.target)
     no_traceback(caplog, capfd)
-    warnings = [r for r in caplog.records if r.name == "server.service"]
+    warnings = [r for r in caplog.records if r.name == "server.guard"]
     assert 1 <= len(warnings) <= elapsed / 10 + 1  # counted, one line per 10 s at most
     print(f"\n{TOTAL} mutated requests in {elapsed:.1f} s: {dict(outcomes)}")
+
+
+GARBAGE = (b"\xff\xff\xff", b"\x0a\x05ab", b"\x80")  # a bad tag, a short field, a cut varint
+OTHER_SERVICES = [
+    ("/grpc.health.v1.Health/Check", "unary"),
+    ("/grpc.health.v1.Health/Watch", "server stream"),
+    ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "bidi stream"),
+    ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", "bidi stream"),
+]
+
+
+@pytest.mark.parametrize(("method", "shape"), OTHER_SERVICES)
+def test_the_other_services_on_the_port_refuse_garbage_too(
+    sqlite_gate: RunningGate,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    method: str,
+    shape: str,
+) -> None:
+    """Health and reflection share the port: their garbage is INVALID_ARGUMENT, no traceback."""
+    caplog.set_level(logging.INFO)
+    with grpc.insecure_channel(sqlite_gate.target) as channel:
+        for data in GARBAGE:
+            with pytest.raises(grpc.RpcError) as caught:
+                if shape == "unary":
+                    channel.unary_unary(method)(data, timeout=10)
+                elif shape == "server stream":
+                    list(channel.unary_stream(method)(data, timeout=10))
+                else:
+                    list(channel.stream_stream(method)(iter([data]), timeout=10))
+            error = caught.value
+            assert isinstance(error, grpc.Call)
+            assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, error.details()
+            assert "not a valid grpc." in (error.details() or "")
+    answers_right_afterwards(sqlite_gate.target)
+    no_traceback(caplog, capfd)
 
 
 # --- PostgreSQL: NUL is refused, and the decision log keeps being written ------------------------

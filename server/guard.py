@@ -1,0 +1,190 @@
+"""Every service on the gate's port parses its requests without raising.
+
+A request deserializer that raises makes gRPC answer ``UNKNOWN`` and log a traceback per request,
+so anyone who reaches the port could fill the log. ``GuardedServer`` stands between a server and
+the code that registers services on it (ours, and the generated ``add_*_to_server`` of health and
+reflection): every method handler it passes on parses with a deserializer that never raises.
+Bytes that are not a valid message become an ``Unparsable`` value, which the wrapped handler
+answers with ``INVALID_ARGUMENT`` naming the message type, before the service's own code runs;
+``MalformedRequests`` counts them and logs a WARNING at most once per interval.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import grpc
+
+__all__ = ["GuardedServer", "MalformedRequests", "Unparsable", "guard_handlers"]
+
+log = logging.getLogger(__name__)
+
+Context = Any  # grpc.aio.ServicerContext: the grpc package ships no type information
+
+
+@dataclass(frozen=True, slots=True)
+class Unparsable:
+    """What a guarded deserializer returns for bytes that are not a valid ``message``."""
+
+    message: str  # the full name of the message type expected, e.g. permitgate.v1.CheckBatch
+
+
+class MalformedRequests:
+    """Counts requests whose bytes were not a valid message; one WARNING per ``interval`` s.
+
+    A flood of garbage costs one log line per interval, not one (with a traceback) per request.
+    """
+
+    def __init__(
+        self, *, interval: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.total = 0
+        self._interval = interval
+        self._clock = clock
+        self._unreported = 0
+        self._next_report = float("-inf")
+
+    def note(self, method: str, unparsable: Unparsable, peer: str) -> None:
+        self.total += 1
+        self._unreported += 1
+        now = self._clock()
+        if now < self._next_report:
+            return
+        log.warning(
+            "%d request(s) whose bytes are not a valid message since the last report (%d in all);"
+            " the latest: %s from %s, not a valid %s",
+            self._unreported,
+            self.total,
+            method,
+            peer,
+            unparsable.message,
+        )
+        self._unreported = 0
+        self._next_report = now + self._interval
+
+
+def _total(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """``deserialize`` made total: bytes it cannot parse become an ``Unparsable``."""
+    owner = getattr(deserialize, "__self__", None)  # Message.FromString is a bound classmethod
+    name = getattr(getattr(owner, "DESCRIPTOR", None), "full_name", "request")
+    unparsable = Unparsable(name)
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:  # DecodeError, and whatever else a hostile input finds: never raise
+            return unparsable
+
+    return parse
+
+
+async def _refuse(
+    method: str, unparsable: Unparsable, context: Context, malformed: MalformedRequests
+) -> NoReturn:
+    malformed.note(method, unparsable, context.peer() or "unknown")
+    await context.abort(
+        grpc.StatusCode.INVALID_ARGUMENT, f"request: not a valid {unparsable.message} message"
+    )
+    raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+def _guard(method: str, handler: Any, malformed: MalformedRequests) -> grpc.RpcMethodHandler:
+    """One handler of any of the four kinds, with a total deserializer and a refusing front."""
+    if handler.request_deserializer is None:
+        return handler  # takes raw bytes: nothing to parse
+    parse = _total(handler.request_deserializer)
+    serialize = handler.response_serializer
+    if not handler.request_streaming:
+        behaviour = handler.unary_unary or handler.unary_stream
+        if inspect.isasyncgenfunction(behaviour):
+
+            async def one_in_stream_out(request: Any, context: Context) -> AsyncIterator[Any]:
+                if isinstance(request, Unparsable):
+                    await _refuse(method, request, context, malformed)
+                async for response in behaviour(request, context):
+                    yield response
+
+            wrapped: Any = one_in_stream_out
+        else:
+
+            async def one_in(request: Any, context: Context) -> Any:
+                if isinstance(request, Unparsable):
+                    await _refuse(method, request, context, malformed)
+                return await behaviour(request, context)
+
+            wrapped = one_in
+        make = (
+            grpc.unary_unary_rpc_method_handler
+            if handler.unary_unary is not None
+            else grpc.unary_stream_rpc_method_handler
+        )
+        return make(wrapped, request_deserializer=parse, response_serializer=serialize)
+
+    behaviour = handler.stream_unary or handler.stream_stream
+
+    async def checked(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+        async for request in requests:
+            if isinstance(request, Unparsable):
+                await _refuse(method, request, context, malformed)
+            yield request
+
+    if inspect.isasyncgenfunction(behaviour):
+
+        async def many_in_stream_out(requests: Any, context: Context) -> AsyncIterator[Any]:
+            async for response in behaviour(checked(requests, context), context):
+                yield response
+
+        wrapped = many_in_stream_out
+    else:
+
+        async def many_in(requests: Any, context: Context) -> Any:
+            return await behaviour(checked(requests, context), context)
+
+        wrapped = many_in
+    make = (
+        grpc.stream_unary_rpc_method_handler
+        if handler.stream_unary is not None
+        else grpc.stream_stream_rpc_method_handler
+    )
+    return make(wrapped, request_deserializer=parse, response_serializer=serialize)
+
+
+def guard_handlers(
+    service: str, handlers: Mapping[str, grpc.RpcMethodHandler], malformed: MalformedRequests
+) -> dict[str, grpc.RpcMethodHandler]:
+    """``handlers`` (by method name) guarded: none of them sees bytes that do not parse."""
+    return {
+        name: _guard(f"/{service}/{name}", handler, malformed) for name, handler in handlers.items()
+    }
+
+
+class GuardedServer:
+    """What ``add_*_to_server`` functions register on, standing in for the real server.
+
+    Generated code registers each service twice, as a generic handler and by name with its
+    handler table; only the table can be guarded, so the generic registration is dropped here
+    and made again, guarded, from the table.
+    """
+
+    def __init__(self, server: grpc.aio.Server, malformed: MalformedRequests) -> None:
+        self._server = server
+        self.malformed = malformed
+        self.services: list[str] = []
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        """Dropped: ``add_registered_method_handlers`` registers the same methods, guarded."""
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]
+    ) -> None:
+        guarded = guard_handlers(service, handlers, self.malformed)
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, guarded),)
+        )
+        self._server.add_registered_method_handlers(service, guarded)
+        self.services.append(service)
