@@ -90,12 +90,12 @@ class _Batcher:
         if self._done:
             return None
         batch = pb.CheckBatch()
-        append = batch.checks.append
+        add = batch.checks.add
         size, n = self._size, 0
         for item in self._sync:
-            if not isinstance(item, Check):
+            if type(item) is not Check and not isinstance(item, Check):
                 self._reject(item, n)
-            append(item.message)
+            item.write(add())
             n += 1
             if n == size:
                 break
@@ -111,7 +111,7 @@ class _Batcher:
         if self._done:
             return None
         batch = pb.CheckBatch()
-        append = batch.checks.append
+        add = batch.checks.add
         n = 0
         while n < self._size:
             try:
@@ -121,7 +121,7 @@ class _Batcher:
                 break
             if not isinstance(item, Check):
                 self._reject(item, n)
-            append(item.message)
+            item.write(add())
             n += 1
         self._pulled += n
         return batch if n else None
@@ -142,8 +142,8 @@ def _results(answer: pb.DecisionBatch, sent: int, index: int) -> list[Decision |
     out: list[Decision | Refused] = []
     append = out.append
     for message in decisions:
-        verdict = verdicts.get(message.verdict)
-        if verdict is not None and not message.error:
+        verdict = verdicts.get(message.verdict)  # a refused check has none
+        if verdict is not None:
             append(Decision(message, verdict))
         elif message.error:
             append(Refused(index, message.error, message.correlation_id))

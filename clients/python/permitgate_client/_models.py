@@ -68,21 +68,25 @@ OFFICES = _choices(pb.Office, "OFFICE_")
 
 
 def _choice(field: str, value: str, table: dict[str, int]) -> int:
-    number = table.get(value) if isinstance(value, str) else None
+    try:
+        number = table.get(value)
+    except TypeError:  # unhashable
+        number = None
     if number is None:
         raise InvalidCheckError(f"{field}: unknown value {value!r} (one of {', '.join(table)})")
     return number
 
 
-def _until(target: Timestamp, value: datetime) -> None:
+def _until(value: object) -> datetime:
     if not isinstance(value, datetime):
         raise TypeError(f"requested_until: expected a datetime, got {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidCheckError("requested_until: give a timezone-aware datetime")
     try:
-        target.FromDatetime(value)
+        Timestamp().FromDatetime(value)  # what the wire can carry: refused now, not when sent
     except (OverflowError, ValueError) as exc:
         raise InvalidCheckError(f"requested_until: out of range ({value.isoformat()})") from exc
+    return value
 
 
 def _blame(fields: Iterable[tuple[str, object, type]]) -> None:
@@ -95,28 +99,82 @@ def _blame(fields: Iterable[tuple[str, object, type]]) -> None:
 class Check:
     """One check for ``check_many``: build it with ``Check.connection``, ``Check.registration``
     or ``Check.premises``, which take the keyword arguments of the single calls (and a
-    ``correlation_id``, echoed in the answer)."""
+    ``correlation_id``, echoed in the answer).
 
-    __slots__ = ("message",)
+    A check holds plain values, validated when it is built; ``check_many`` writes them straight
+    into the batch it sends, so a check costs no wire message of its own. Checks compare and
+    hash by value.
+    """
 
-    message: pb.Check
-    """The wire message (``permitgate.v1.Check``)."""
+    __slots__ = ("_values", "correlation_id", "kind")
 
-    def __init__(self, message: pb.Check) -> None:
-        self.message = message
+    kind: str
+    """``connection``, ``registration`` or ``premises``."""
+    correlation_id: str
+    """Echoed in the answer's ``correlation_id``."""
+
+    def __init__(self, kind: str, values: tuple[Any, ...], correlation_id: str) -> None:
+        self.kind = kind
+        self._values = values
+        self.correlation_id = correlation_id
 
     @property
-    def kind(self) -> str:
-        """``connection``, ``registration`` or ``premises``."""
-        return str(self.message.WhichOneof("check"))
+    def structure_id(self) -> str:
+        """The structure the check is about."""
+        structure_id: str = self._values[0]
+        return structure_id
+
+    @property
+    def message(self) -> pb.Check:
+        """The wire message (``permitgate.v1.Check``), built afresh on each access."""
+        message = pb.Check()
+        self.write(message)
+        return message
+
+    def write(self, message: pb.Check) -> None:
+        """Fill an empty ``permitgate.v1.Check`` (one of a batch's, say) with this check."""
+        if self.correlation_id:
+            message.correlation_id = self.correlation_id
+        kind, values = self.kind, self._values
+        body: pb.ConnectionCheck | pb.RegistrationCheck | pb.PremisesCheck
+        if kind == "connection":
+            sid, utility, connection_kind, until, application_id, receipt = values
+            body = connection = message.connection
+            connection.structure_id = sid
+            connection.utility = utility
+            connection.kind = connection_kind
+            if until is not None:
+                connection.requested_until.FromDatetime(until)
+        elif kind == "registration":
+            sid, registration_kind, application_id, receipt = values
+            body = registration = message.registration
+            registration.structure_id = sid
+            registration.kind = registration_kind
+        else:
+            sid, office, declared_use, application_id, receipt = values
+            body = premises = message.premises
+            premises.structure_id = sid
+            premises.office = office
+            premises.declared_use = declared_use
+        if application_id:
+            body.application_id = application_id
+        if receipt:
+            body.receipt = True
 
     def __repr__(self) -> str:
-        kind = self.message.WhichOneof("check")
-        body = getattr(self.message, kind) if kind else None
-        return f"Check.{kind}({'' if body is None else body.structure_id!r})"
+        return f"Check.{self.kind}({self.structure_id!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Check) and self.message == other.message
+        if not isinstance(other, Check):
+            return NotImplemented
+        return (self.kind, self._values, self.correlation_id) == (
+            other.kind,
+            other._values,
+            other.correlation_id,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self._values, self.correlation_id))
 
     @classmethod
     def connection(
@@ -132,14 +190,12 @@ class Check:
     ) -> Check:
         """Art. 23: may ``utility`` (water, power, gas, heat) connect, ``permanent`` or
         ``temporary`` (construction-period supply, until ``requested_until`` at most)?"""
-        message = pb.Check()
-        body = message.connection
-        try:
-            message.correlation_id = correlation_id
-            body.structure_id = structure_id
-            body.application_id = application_id
-            body.receipt = receipt
-        except TypeError:
+        if (
+            type(structure_id) is not str
+            or type(application_id) is not str
+            or type(receipt) is not bool
+            or type(correlation_id) is not str
+        ):
             _blame(
                 (
                     ("structure_id", structure_id, str),
@@ -148,12 +204,15 @@ class Check:
                     ("correlation_id", correlation_id, str),
                 )
             )
-            raise
-        body.utility = _choice("utility", utility, UTILITIES)  # type: ignore[assignment]
-        body.kind = _choice("kind", kind, CONNECTION_KINDS)  # type: ignore[assignment]
-        if requested_until is not None:
-            _until(body.requested_until, requested_until)
-        return cls(message)
+        values = (
+            structure_id,
+            _choice("utility", utility, UTILITIES),
+            _choice("kind", kind, CONNECTION_KINDS),
+            None if requested_until is None else _until(requested_until),
+            application_id,
+            receipt,
+        )
+        return cls("connection", values, correlation_id)
 
     @classmethod
     def registration(
@@ -167,14 +226,12 @@ class Check:
     ) -> Check:
         """Art. 11: may the housing registry record an ``initial`` registration, a ``transfer``
         or a ``mortgage``?"""
-        message = pb.Check()
-        body = message.registration
-        try:
-            message.correlation_id = correlation_id
-            body.structure_id = structure_id
-            body.application_id = application_id
-            body.receipt = receipt
-        except TypeError:
+        if (
+            type(structure_id) is not str
+            or type(application_id) is not str
+            or type(receipt) is not bool
+            or type(correlation_id) is not str
+        ):
             _blame(
                 (
                     ("structure_id", structure_id, str),
@@ -183,9 +240,13 @@ class Check:
                     ("correlation_id", correlation_id, str),
                 )
             )
-            raise
-        body.kind = _choice("kind", kind, REGISTRATION_KINDS)  # type: ignore[assignment]
-        return cls(message)
+        values = (
+            structure_id,
+            _choice("kind", kind, REGISTRATION_KINDS),
+            application_id,
+            receipt,
+        )
+        return cls("registration", values, correlation_id)
 
     @classmethod
     def premises(
@@ -200,15 +261,13 @@ class Check:
     ) -> Check:
         """Art. 13: do the premises hold their permits for ``declared_use``? Notifying offices
         (market_regulation, culture, health, tax) must give ``application_id``."""
-        message = pb.Check()
-        body = message.premises
-        try:
-            message.correlation_id = correlation_id
-            body.structure_id = structure_id
-            body.declared_use = declared_use
-            body.application_id = application_id
-            body.receipt = receipt
-        except TypeError:
+        if (
+            type(structure_id) is not str
+            or type(declared_use) is not str
+            or type(application_id) is not str
+            or type(receipt) is not bool
+            or type(correlation_id) is not str
+        ):
             _blame(
                 (
                     ("structure_id", structure_id, str),
@@ -218,9 +277,14 @@ class Check:
                     ("correlation_id", correlation_id, str),
                 )
             )
-            raise
-        body.office = _choice("office", office, OFFICES)  # type: ignore[assignment]
-        return cls(message)
+        values = (
+            structure_id,
+            _choice("office", office, OFFICES),
+            declared_use,
+            application_id,
+            receipt,
+        )
+        return cls("premises", values, correlation_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,9 +320,6 @@ class Reason:
         }
 
 
-_UNREAD: Any = object()
-
-
 class Decision:
     """The gate's answer to one check.
 
@@ -270,16 +331,17 @@ class Decision:
     decisions are equal when every field is.
     """
 
+    # The decoded reasons and times fill their slots on first use (unset until then).
     __slots__ = ("_decided_at", "_message", "_reasons", "_valid_until", "verdict")
 
     verdict: Verdict
+    _reasons: tuple[Reason, ...]
+    _decided_at: datetime | None
+    _valid_until: datetime | None
 
     def __init__(self, message: pb.Decision, verdict: Verdict) -> None:
         self._message = message
         self.verdict = verdict
-        self._reasons: tuple[Reason, ...] = _UNREAD
-        self._decided_at: datetime | None = _UNREAD
-        self._valid_until: datetime | None = _UNREAD
 
     @classmethod
     def from_proto(cls, message: pb.Decision) -> Decision:
@@ -296,23 +358,29 @@ class Decision:
     @property
     def reasons(self) -> tuple[Reason, ...]:
         """The rules that applied, as the gate listed them (empty for a plain ALLOW)."""
-        if self._reasons is _UNREAD:
+        try:
+            return self._reasons
+        except AttributeError:
             self._reasons = tuple(Reason.from_proto(r) for r in self._message.reasons)
-        return self._reasons
+            return self._reasons
 
     @property
     def valid_until(self) -> datetime | None:
         """Until when an ALLOW_TEMPORARY holds (aware, UTC); None for other verdicts."""
-        if self._valid_until is _UNREAD:
+        try:
+            return self._valid_until
+        except AttributeError:
             self._valid_until = _time(self._message, "valid_until")
-        return self._valid_until
+            return self._valid_until
 
     @property
     def decided_at(self) -> datetime | None:
         """When the gate decided (aware, UTC)."""
-        if self._decided_at is _UNREAD:
+        try:
+            return self._decided_at
+        except AttributeError:
             self._decided_at = _time(self._message, "decided_at")
-        return self._decided_at
+            return self._decided_at
 
     @property
     def notification_id(self) -> str | None:
