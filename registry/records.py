@@ -15,7 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from permitgate_client._times import format_time, parse_time
+from permitgate_client.formats import format_time, parse_time
 
 from registry.vocabulary import (
     Area,

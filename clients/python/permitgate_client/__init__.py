@@ -7,7 +7,12 @@
                                     application_id="A-1", receipt=True)
         if d.verdict is Verdict.ALLOW: ...
         keyset = client.keys()
+        for answer in client.check_many(Check.connection(sid, utility="water") for sid in ids):
+            ...  # a Decision, or a Refused, per check, in order
     verify_receipt(d.receipt, keyset)
+
+Errors: ``GateError`` and its subclasses when the gate does not answer, ``VerificationError`` and
+its subclasses when signed data does not verify, both under ``PermitgateError``.
 
 Depends on grpcio, protobuf and cryptography only. The generated stubs are
 ``permitgate_client.v1``; the signed formats' verifiers (for callers of other kinds) are in
@@ -15,7 +20,13 @@ Depends on grpcio, protobuf and cryptography only. The generated stubs are
 ``spec/`` folder, with test vectors.
 """
 
-from permitgate_client._client import DEFAULT_TIMEOUT, MAX_BATCH, AsyncClient, Client
+from permitgate_client._client import (
+    DEFAULT_TIMEOUT,
+    DEFAULT_WINDOW,
+    MAX_BATCH,
+    AsyncClient,
+    Client,
+)
 from permitgate_client._errors import (
     BadSignatureError,
     DeadlineError,
@@ -27,6 +38,7 @@ from permitgate_client._errors import (
     MalformedError,
     OverloadedError,
     PermissionDeniedError,
+    PermitgateError,
     ReceiptError,
     RollbackError,
     UnavailableError,
@@ -41,6 +53,7 @@ from permitgate_client._trust import VerifierKey
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "DEFAULT_WINDOW",
     "MAX_BATCH",
     "AsyncClient",
     "BadSignatureError",
@@ -57,6 +70,7 @@ __all__ = [
     "MalformedError",
     "OverloadedError",
     "PermissionDeniedError",
+    "PermitgateError",
     "Reason",
     "Receipt",
     "ReceiptError",

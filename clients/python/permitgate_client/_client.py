@@ -1,8 +1,15 @@
 """``Client`` (blocking) and ``AsyncClient`` (asyncio): the gate's API as typed Python calls.
 
-Both take their options from ``_Options`` (no I/O) and differ only in how they send. Every
-failed call leaves as a ``GateError`` subclass (``from_rpc``); in ``check_many`` a check the gate
-refused comes back in its place as a ``Refused`` and the rest go on.
+Both stand on ``_BaseClient``, which holds the options and the credentials, turns keyword
+arguments into wire checks (``Check``) and cuts a stream of checks into batches; it does no I/O.
+The two differ only in the send path: a blocking call or an awaited one, a thread feeding the
+``BatchCheck`` stream or a task. Every failed call leaves as a ``GateError`` subclass
+(``from_rpc``, the one translation point); in ``check_many`` a check the gate refused comes back
+in its place as a ``Refused`` and the rest go on.
+
+``check_many`` keeps at most ``window`` batches in flight: a batch is cut from the caller's
+checks only when a slot is free, and a slot frees when the batch's answers arrive, so a slow
+reader slows the sender and memory stays flat however many checks there are.
 """
 
 from __future__ import annotations
@@ -10,44 +17,145 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections import deque
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Generator,
+    Iterable,
+    Iterator,
+)
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
-from permitgate_client._errors import from_rpc
+from permitgate_client._errors import GateError, from_rpc
 from permitgate_client._keyset import KeySet
-from permitgate_client._models import Check, Decision, Refused
+from permitgate_client._models import _VERDICTS, Check, Decision, Refused
 from permitgate_client.v1 import gate_pb2 as pb
 from permitgate_client.v1 import gate_pb2_grpc
 
-__all__ = ["DEFAULT_TIMEOUT", "MAX_BATCH", "AsyncClient", "Client"]
+__all__ = ["DEFAULT_TIMEOUT", "DEFAULT_WINDOW", "MAX_BATCH", "AsyncClient", "Client"]
 
 DEFAULT_TIMEOUT = 5.0
+"""Seconds a single call (a check, ``keys``) may take before ``DeadlineError``."""
+
 MAX_BATCH = 1000
-"""The most checks the gate takes in one ``CheckBatch``."""
+"""The most checks the gate takes in one ``CheckBatch`` (``check_many``'s default batch size)."""
+
+DEFAULT_WINDOW = 8
+"""How many batches ``check_many`` keeps in flight by default."""
 
 Material = bytes | str | os.PathLike[str]
 """TLS material: the PEM bytes themselves, or the path of a file holding them."""
 
+_RPC = {
+    "connection": "CheckConnection",
+    "registration": "CheckRegistration",
+    "premises": "VerifyPremises",
+}
 
-def _pem(value: Material | None) -> bytes | None:
+
+def _pem(name: str, value: Material | None) -> bytes | None:
     if value is None or isinstance(value, bytes):
         return value
-    with open(value, "rb") as f:
-        return f.read()
+    try:
+        with open(value, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot read {os.fspath(value)!r}: {exc.strerror}") from exc
 
 
-def _result(message: pb.Decision) -> Decision | Refused:
-    if message.error:
-        return Refused(message.error, message.correlation_id)
-    return Decision.from_proto(message)
+class _Batcher:
+    """Cuts the caller's checks into ``CheckBatch`` messages, pulling only when asked."""
+
+    def __init__(self, checks: Iterable[Check] | AsyncIterable[Check], size: int) -> None:
+        if isinstance(checks, AsyncIterable):
+            self._async: AsyncIterator[object] | None = aiter(checks)
+            self._sync: Iterator[object] = iter(())
+        elif isinstance(checks, Iterable):
+            self._async = None
+            self._sync = iter(checks)
+        else:
+            raise TypeError(f"checks: expected an iterable of Check, got {type(checks).__name__}")
+        self._size = size
+        self._pulled = 0
+        self._done = False
+
+    def next(self) -> pb.CheckBatch | None:
+        """The next batch, or None once the checks are used up."""
+        if self._done:
+            return None
+        batch = pb.CheckBatch()
+        add = batch.checks.add
+        size, n = self._size, 0
+        for item in self._sync:
+            if type(item) is not Check and not isinstance(item, Check):
+                self._reject(item, n)
+            item.write(add())
+            n += 1
+            if n == size:
+                break
+        else:
+            self._done = True
+        self._pulled += n
+        return batch if n else None
+
+    async def anext(self) -> pb.CheckBatch | None:
+        """The next batch from a sync or an async iterable, or None once used up."""
+        if self._async is None:
+            return self.next()
+        if self._done:
+            return None
+        batch = pb.CheckBatch()
+        add = batch.checks.add
+        n = 0
+        while n < self._size:
+            try:
+                item = await anext(self._async)
+            except StopAsyncIteration:
+                self._done = True
+                break
+            if not isinstance(item, Check):
+                self._reject(item, n)
+            item.write(add())
+            n += 1
+        self._pulled += n
+        return batch if n else None
+
+    def _reject(self, item: object, n: int) -> NoReturn:
+        raise TypeError(
+            f"checks[{self._pulled + n}]: expected a Check (Check.connection(...) and its "
+            f"twins), got {type(item).__name__}"
+        )
 
 
-class _Options:
-    """What both clients share: target, credentials, timeout, batching. No I/O here."""
+def _results(answer: pb.DecisionBatch, sent: int, index: int) -> list[Decision | Refused]:
+    """One batch's answers, in order, as ``Decision`` or ``Refused``."""
+    decisions = answer.decisions
+    if len(decisions) != sent:
+        raise GateError(f"the gate answered {len(decisions)} decisions to a batch of {sent}")
+    verdicts = _VERDICTS
+    out: list[Decision | Refused] = []
+    append = out.append
+    for message in decisions:
+        verdict = verdicts.get(message.verdict)  # a refused check has none
+        if verdict is not None:
+            append(Decision(message, verdict))
+        elif message.error:
+            append(Refused(index, message.error, message.correlation_id))
+        else:
+            append(Decision.from_proto(message))  # raises: a verdict this client cannot read
+        index += 1
+    return out
+
+
+class _BaseClient:
+    """What both clients share: target, credentials, timeout, and turning checks into wire
+    messages. No I/O here."""
 
     def __init__(
         self,
@@ -59,42 +167,53 @@ class _Options:
         tls_key: Material | None,
         credentials: grpc.ChannelCredentials | None,
     ) -> None:
+        if not isinstance(target, str) or not target:
+            raise ValueError(f"target: give the gate's host:port, not {target!r}")
+        if not timeout > 0:
+            raise ValueError(f"timeout: must be more than 0 seconds, not {timeout!r}")
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("tls_cert and tls_key go together (mutual TLS)")
-        if credentials is not None and (tls_ca or tls_cert):
+        material = tls_ca is not None or tls_cert is not None
+        if credentials is not None and material:
             raise ValueError("give credentials, or the tls_* material, not both")
-        if credentials is None and (tls_ca is not None or tls_cert is not None):
+        if material:
             credentials = grpc.ssl_channel_credentials(
-                root_certificates=_pem(tls_ca),
-                private_key=_pem(tls_key),
-                certificate_chain=_pem(tls_cert),
+                root_certificates=_pem("tls_ca", tls_ca),
+                private_key=_pem("tls_key", tls_key),
+                certificate_chain=_pem("tls_cert", tls_cert),
             )
         self.target = target
         self.timeout = timeout
         self.credentials = credentials
 
+    def __repr__(self) -> str:
+        security = "plaintext" if self.credentials is None else "TLS"
+        return f"{type(self).__name__}({self.target!r}, {security}, timeout={self.timeout})"
+
     @staticmethod
-    def batches(checks: Iterable[Check], size: int) -> Iterator[pb.CheckBatch]:
-        if not 1 <= size <= MAX_BATCH:
-            raise ValueError(f"batch_size must be 1 to {MAX_BATCH}")
-        batch = pb.CheckBatch()
-        add = batch.checks.append
-        for check in checks:
-            add(check.message)
-            if len(batch.checks) >= size:
-                yield batch
-                batch = pb.CheckBatch()
-                add = batch.checks.append
-        if batch.checks:
-            yield batch
+    def _unary(check: Check) -> tuple[str, Any]:
+        """The RPC that answers ``check`` alone, and its request message."""
+        kind = check.kind
+        return _RPC[kind], getattr(check.message, kind)
+
+    @staticmethod
+    def _batcher(
+        checks: Iterable[Check] | AsyncIterable[Check], batch_size: int, window: int
+    ) -> _Batcher:
+        if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
+            raise ValueError(f"batch_size: 1 to {MAX_BATCH}, not {batch_size!r}")
+        if not isinstance(window, int) or window < 1:
+            raise ValueError(f"window: at least 1 batch in flight, not {window!r}")
+        return _Batcher(checks, batch_size)
 
 
-class Client(_Options):
-    """A blocking client. Use it as a context manager, or call ``close``.
+class Client(_BaseClient):
+    """A blocking client for one gate. Use it as a context manager, or call ``close``.
 
     ``Client("gate.example:50051", timeout=2.0, tls_ca=Path("ca.pem"))``; add ``tls_cert`` and
-    ``tls_key`` for mutual TLS, or pass ready ``credentials``. Without TLS material the channel is
-    plaintext (for loopback and tests).
+    ``tls_key`` for mutual TLS (each a path or the PEM bytes), or pass ready ``credentials``.
+    Without TLS material the channel is plaintext (for loopback and tests). ``timeout`` bounds
+    each single call. One client may be shared by threads.
     """
 
     def __init__(
@@ -134,11 +253,65 @@ class Client(_Options):
         """Close the channel; calls in flight are cancelled."""
         self._channel.close()
 
-    def _call(self, method: Any, request: Any) -> Any:
+    # --- the send path ---------------------------------------------------------------------
+
+    def _call(self, rpc: str, request: Any) -> Any:
         try:
-            return method(request, timeout=self.timeout)
+            return getattr(self._stub, rpc)(request, timeout=self.timeout)
         except grpc.RpcError as exc:
             raise from_rpc(exc) from exc
+
+    def _decide(self, check: Check) -> Decision:
+        return Decision.from_proto(self._call(*self._unary(check)))
+
+    def _stream(
+        self, batcher: _Batcher, window: int, timeout: float | None
+    ) -> Generator[Decision | Refused, None, None]:
+        slots = threading.Semaphore(window)
+        stopped = threading.Event()
+        sent: deque[int] = deque()
+        failure: list[Exception] = []
+        calls: list[grpc.Call] = []
+
+        def requests() -> Iterator[pb.CheckBatch]:
+            # Runs in gRPC's sending thread: a batch is cut only once a slot is free.
+            while True:
+                while not slots.acquire(timeout=0.25):
+                    if stopped.is_set() or (calls and not calls[0].is_active()):
+                        return
+                if stopped.is_set():
+                    return
+                try:
+                    batch = batcher.next()
+                except Exception as exc:  # the caller's iterable: raised to the reader
+                    failure.append(exc)
+                    return
+                if batch is None:
+                    return
+                sent.append(len(batch.checks))
+                yield batch
+
+        responses = self._stub.BatchCheck(requests(), timeout=timeout)
+        calls.append(responses)
+        index = 0
+        try:
+            for answer in responses:
+                slots.release()
+                results = _results(answer, sent.popleft(), index)
+                index += len(results)
+                yield from results
+            if sent:
+                raise GateError(f"the gate ended the stream with {len(sent)} batches unanswered")
+        except grpc.RpcError as exc:
+            raise from_rpc(exc) from exc
+        finally:
+            responses.cancel()  # first: the gate must see a cancelled call, not a finished one
+            stopped.set()
+            slots.release()  # wake the sender if it waits for a slot
+        if failure:
+            raise failure[0]
+
+    # --- the calls -------------------------------------------------------------------------
 
     def check_connection(
         self,
@@ -150,26 +323,28 @@ class Client(_Options):
         application_id: str = "",
         receipt: bool = False,
     ) -> Decision:
-        """Art. 23: may ``utility`` connect this structure (``permanent`` or ``temporary``)?"""
-        check = Check.connection(
-            structure_id,
-            utility=utility,
-            kind=kind,
-            requested_until=requested_until,
-            application_id=application_id,
-            receipt=receipt,
+        """Art. 23: may ``utility`` (water, power, gas, heat) connect this structure,
+        ``permanent`` or ``temporary`` (until ``requested_until`` at most)?"""
+        return self._decide(
+            Check.connection(
+                structure_id,
+                utility=utility,
+                kind=kind,
+                requested_until=requested_until,
+                application_id=application_id,
+                receipt=receipt,
+            )
         )
-        return Decision.from_proto(self._call(self._stub.CheckConnection, check.message.connection))
 
     def check_registration(
         self, structure_id: str, *, kind: str, application_id: str = "", receipt: bool = False
     ) -> Decision:
-        """Art. 11: may an ``initial`` registration, ``transfer`` or ``mortgage`` be recorded?"""
-        check = Check.registration(
-            structure_id, kind=kind, application_id=application_id, receipt=receipt
-        )
-        return Decision.from_proto(
-            self._call(self._stub.CheckRegistration, check.message.registration)
+        """Art. 11: may an ``initial`` registration, a ``transfer`` or a ``mortgage`` be
+        recorded?"""
+        return self._decide(
+            Check.registration(
+                structure_id, kind=kind, application_id=application_id, receipt=receipt
+            )
         )
 
     def verify_premises(
@@ -181,62 +356,51 @@ class Client(_Options):
         application_id: str = "",
         receipt: bool = False,
     ) -> Decision:
-        """Art. 13: do the premises hold their permits, for ``declared_use``?"""
-        check = Check.premises(
-            structure_id,
-            office=office,
-            declared_use=declared_use,
-            application_id=application_id,
-            receipt=receipt,
+        """Art. 13: do the premises hold their permits, for ``declared_use``? Notifying
+        offices (market_regulation, culture, health, tax) must give ``application_id``."""
+        return self._decide(
+            Check.premises(
+                structure_id,
+                office=office,
+                declared_use=declared_use,
+                application_id=application_id,
+                receipt=receipt,
+            )
         )
-        return Decision.from_proto(self._call(self._stub.VerifyPremises, check.message.premises))
 
     def check_many(
-        self, checks: Iterable[Check], *, batch_size: int = MAX_BATCH, window: int = 8
-    ) -> Iterator[Decision | Refused]:
-        """Answer any number of checks over one ``BatchCheck`` stream, in order.
+        self,
+        checks: Iterable[Check],
+        *,
+        batch_size: int = MAX_BATCH,
+        window: int = DEFAULT_WINDOW,
+        timeout: float | None = None,
+    ) -> Generator[Decision | Refused, None, None]:
+        """Answer any number of checks over one ``BatchCheck`` stream, one result per check,
+        in order: a ``Decision``, or a ``Refused`` (with its ``index``) for a check the gate
+        refused.
 
-        At most ``window`` batches are in flight: a slow reader slows the sender, so memory stays
-        flat whatever the number of checks. Stopping the iteration early cancels the stream.
+        ``checks`` may be any iterable (a generator reading a file, say); it is read from
+        gRPC's sending thread, ``batch_size`` checks at a time, and never more than ``window``
+        batches ahead of the answers received. Stopping the iteration early (``break``, or
+        ``close()`` on the iterator) cancels the stream. If ``checks`` raises, the answers to
+        what was already sent come first, then that exception. ``timeout`` bounds the whole
+        stream (default: none). Other failures raise a ``GateError``.
         """
-        slots = threading.Semaphore(window)
-        stopped = threading.Event()
-        failure: list[BaseException] = []
-
-        def requests() -> Iterator[pb.CheckBatch]:
-            try:
-                for batch in self.batches(checks, batch_size):
-                    while not slots.acquire(timeout=0.1):
-                        if stopped.is_set():
-                            return
-                    yield batch
-            except GeneratorExit:  # gRPC closed the stream (the call ended): not the caller's
-                raise
-            except BaseException as exc:  # the caller's iterable failed: surfaced below
-                failure.append(exc)
-                raise
-
-        responses = self._stub.BatchCheck(requests())
-        try:
-            for out in responses:
-                slots.release()
-                for message in out.decisions:
-                    yield _result(message)
-        except grpc.RpcError as exc:
-            if failure:
-                raise failure[0] from None
-            raise from_rpc(exc) from exc
-        finally:
-            stopped.set()
-            responses.cancel()
+        return self._stream(self._batcher(checks, batch_size, window), window, timeout)
 
     def keys(self) -> KeySet:
         """The registry's and the gate's public keys (and the newest checkpoint), to keep."""
-        return KeySet.from_proto(self._call(self._stub.GetKeys, pb.GetKeysRequest()))
+        return KeySet.from_proto(self._call("GetKeys", pb.GetKeysRequest()))
 
 
-class AsyncClient(_Options):
-    """The asyncio twin of ``Client``: the same calls, awaited; ``check_many`` is async."""
+class AsyncClient(_BaseClient):
+    """The asyncio twin of ``Client``: the same options and calls, awaited; ``check_many`` is
+    an async iterator. Use it as an async context manager, or await ``close``.
+
+    Stopping ``check_many`` early cancels its stream once the iterator is closed: wrap it in
+    ``contextlib.aclosing`` to close it at once (otherwise it closes when collected).
+    """
 
     def __init__(
         self,
@@ -275,11 +439,67 @@ class AsyncClient(_Options):
         """Close the channel; calls in flight are cancelled."""
         await self._channel.close()
 
-    async def _call(self, method: Any, request: Any) -> Any:
+    # --- the send path ---------------------------------------------------------------------
+
+    async def _call(self, rpc: str, request: Any) -> Any:
         try:
-            return await method(request, timeout=self.timeout)
+            return await getattr(self._stub, rpc)(request, timeout=self.timeout)
         except grpc.RpcError as exc:
             raise from_rpc(exc) from exc
+
+    async def _decide(self, check: Check) -> Decision:
+        return Decision.from_proto(await self._call(*self._unary(check)))
+
+    async def _stream(
+        self, batcher: _Batcher, window: int, timeout: float | None
+    ) -> AsyncGenerator[Decision | Refused, None]:
+        slots = asyncio.Semaphore(window)
+        sent: deque[int] = deque()
+        failure: list[Exception] = []
+        call = self._stub.BatchCheck(timeout=timeout)
+
+        async def send() -> None:
+            while True:
+                await slots.acquire()  # a batch is cut only once a slot is free
+                try:
+                    batch = await batcher.anext()
+                except Exception as exc:  # the caller's iterable: raised to the reader
+                    failure.append(exc)
+                    break
+                if batch is None:
+                    break
+                sent.append(len(batch.checks))
+                await call.write(batch)
+            await call.done_writing()
+
+        sender = asyncio.get_running_loop().create_task(send())
+        index = 0
+        try:
+            while True:
+                answer = await call.read()
+                if answer is grpc.aio.EOF:
+                    break
+                slots.release()
+                results = _results(answer, sent.popleft(), index)
+                index += len(results)
+                for result in results:
+                    yield result
+            await sender
+            if sent:
+                raise GateError(f"the gate ended the stream with {len(sent)} batches unanswered")
+        except grpc.RpcError as exc:
+            raise from_rpc(exc) from exc
+        finally:
+            call.cancel()  # first: the gate must see a cancelled call, not a finished one
+            if not sender.done():
+                sender.cancel()
+                await asyncio.wait([sender])
+            elif not sender.cancelled():
+                sender.exception()  # retrieved: the reader saw the call's own failure
+        if failure:
+            raise failure[0]
+
+    # --- the calls -------------------------------------------------------------------------
 
     async def check_connection(
         self,
@@ -291,27 +511,29 @@ class AsyncClient(_Options):
         application_id: str = "",
         receipt: bool = False,
     ) -> Decision:
-        """Art. 23: may ``utility`` connect this structure (``permanent`` or ``temporary``)?"""
-        check = Check.connection(
-            structure_id,
-            utility=utility,
-            kind=kind,
-            requested_until=requested_until,
-            application_id=application_id,
-            receipt=receipt,
+        """Art. 23: may ``utility`` (water, power, gas, heat) connect this structure,
+        ``permanent`` or ``temporary`` (until ``requested_until`` at most)?"""
+        return await self._decide(
+            Check.connection(
+                structure_id,
+                utility=utility,
+                kind=kind,
+                requested_until=requested_until,
+                application_id=application_id,
+                receipt=receipt,
+            )
         )
-        message = await self._call(self._stub.CheckConnection, check.message.connection)
-        return Decision.from_proto(message)
 
     async def check_registration(
         self, structure_id: str, *, kind: str, application_id: str = "", receipt: bool = False
     ) -> Decision:
-        """Art. 11: may an ``initial`` registration, ``transfer`` or ``mortgage`` be recorded?"""
-        check = Check.registration(
-            structure_id, kind=kind, application_id=application_id, receipt=receipt
+        """Art. 11: may an ``initial`` registration, a ``transfer`` or a ``mortgage`` be
+        recorded?"""
+        return await self._decide(
+            Check.registration(
+                structure_id, kind=kind, application_id=application_id, receipt=receipt
+            )
         )
-        message = await self._call(self._stub.CheckRegistration, check.message.registration)
-        return Decision.from_proto(message)
 
     async def verify_premises(
         self,
@@ -322,72 +544,33 @@ class AsyncClient(_Options):
         application_id: str = "",
         receipt: bool = False,
     ) -> Decision:
-        """Art. 13: do the premises hold their permits, for ``declared_use``?"""
-        check = Check.premises(
-            structure_id,
-            office=office,
-            declared_use=declared_use,
-            application_id=application_id,
-            receipt=receipt,
+        """Art. 13: do the premises hold their permits, for ``declared_use``? Notifying
+        offices (market_regulation, culture, health, tax) must give ``application_id``."""
+        return await self._decide(
+            Check.premises(
+                structure_id,
+                office=office,
+                declared_use=declared_use,
+                application_id=application_id,
+                receipt=receipt,
+            )
         )
-        message = await self._call(self._stub.VerifyPremises, check.message.premises)
-        return Decision.from_proto(message)
 
-    async def check_many(
+    def check_many(
         self,
         checks: Iterable[Check] | AsyncIterable[Check],
         *,
         batch_size: int = MAX_BATCH,
-        window: int = 8,
-    ) -> AsyncIterator[Decision | Refused]:
-        """Answer any number of checks over one ``BatchCheck`` stream, in order, with at most
-        ``window`` batches in flight (see ``Client.check_many``)."""
-        slots = asyncio.Semaphore(window)
-        call = self._stub.BatchCheck()
+        window: int = DEFAULT_WINDOW,
+        timeout: float | None = None,
+    ) -> AsyncGenerator[Decision | Refused, None]:
+        """``Client.check_many`` for asyncio: ``async for`` over the results, in order.
 
-        async def send() -> None:
-            async for batch in _abatches(checks, batch_size, self.batches):
-                await slots.acquire()
-                await call.write(batch)
-            await call.done_writing()
-
-        sender = asyncio.get_running_loop().create_task(send())
-        try:
-            while True:
-                out = await call.read()
-                if out is grpc.aio.EOF:
-                    break
-                slots.release()
-                for message in out.decisions:
-                    yield _result(message)
-            await sender
-        except grpc.RpcError as exc:
-            if sender.done() and not sender.cancelled() and sender.exception() is not None:
-                raise sender.exception() from None  # type: ignore[misc]
-            raise from_rpc(exc) from exc
-        finally:
-            if not sender.done():
-                sender.cancel()
-            call.cancel()
+        ``checks`` may be a plain or an async iterable, read on the event loop no more than
+        ``window`` batches ahead of the answers received.
+        """
+        return self._stream(self._batcher(checks, batch_size, window), window, timeout)
 
     async def keys(self) -> KeySet:
         """The registry's and the gate's public keys (and the newest checkpoint), to keep."""
-        return KeySet.from_proto(await self._call(self._stub.GetKeys, pb.GetKeysRequest()))
-
-
-async def _abatches(
-    checks: Iterable[Check] | AsyncIterable[Check], size: int, batches: Any
-) -> AsyncIterator[pb.CheckBatch]:
-    if isinstance(checks, AsyncIterable):
-        gathered: list[Check] = []
-        async for check in checks:
-            gathered.append(check)
-            if len(gathered) >= size:
-                for batch in batches(gathered, size):
-                    yield batch
-                gathered = []
-        for batch in batches(gathered, size):
-            yield batch
-        return
-    for batch in batches(checks, size):
-        yield batch
+        return KeySet.from_proto(await self._call("GetKeys", pb.GetKeysRequest()))

@@ -1,32 +1,34 @@
-"""Every error the client package raises, in two trees.
+"""Every error the client package raises, under one root.
 
-Talking to the gate (one class per gRPC status a caller can act on; ``from_rpc`` translates)::
+``GateError`` covers talking to the gate: one class per gRPC status a caller can act on, each
+class knows its status, and ``from_rpc`` is the one place an ``RpcError`` is translated.
+``VerificationError`` covers checking signed data: what failed is the class (match the class,
+never the message text)::
 
-    GateError
-    ├── InvalidCheckError       INVALID_ARGUMENT: the message names the field at fault
-    ├── DeadlineError           DEADLINE_EXCEEDED
-    ├── UnavailableError        UNAVAILABLE: unreachable, loading, or cannot log; retry later
-    ├── OverloadedError         RESOURCE_EXHAUSTED: too many calls in flight; retry later
-    └── PermissionDeniedError   PERMISSION_DENIED / UNAUTHENTICATED
+    PermitgateError
+    ├── GateError                   the gate did not answer; ``code`` is the gRPC status
+    │   ├── InvalidCheckError       INVALID_ARGUMENT: the message names the field at fault
+    │   ├── DeadlineError           DEADLINE_EXCEEDED: no answer within the timeout
+    │   ├── UnavailableError        UNAVAILABLE: unreachable, loading, or cannot log; retry later
+    │   ├── OverloadedError         RESOURCE_EXHAUSTED: too many calls in flight; retry later
+    │   └── PermissionDeniedError   PERMISSION_DENIED / UNAUTHENTICATED
+    └── VerificationError
+        ├── MalformedError          not the documented shape (bad JSON, base64, note layout ...)
+        ├── BadSignatureError       no valid signature by a trusted key
+        ├── WrongOriginError        a checkpoint of another log
+        ├── RollbackError           older than what is already trusted
+        ├── ForkError               two different roots for one tree size
+        ├── WrongStructureError     a status record filed under another structure
+        ├── FromTheFutureError      signed data citing a log newer than its checkpoint
+        ├── ExpiredError            past the time it may be relied on
+        └── ReceiptError            a receipt that does not prove what it says; ``__cause__``
+                                    holds the typed failure underneath
 
-Checking signed data (what failed, as a type: match the class, never the message text)::
-
-    VerificationError
-    ├── MalformedError          not the documented shape (bad JSON, base64, note layout ...)
-    ├── BadSignatureError       no valid signature by a trusted key
-    ├── WrongOriginError        a checkpoint of another log
-    ├── RollbackError           older than what is already trusted
-    ├── ForkError               two different roots for one tree size
-    ├── WrongStructureError     a status record filed under another structure
-    ├── FromTheFutureError      signed data citing a log newer than its checkpoint
-    ├── ExpiredError            past the time it may be relied on
-    └── ReceiptError            a receipt that does not prove what it says; ``__cause__`` holds
-                                the typed failure underneath
+``InvalidCheckError`` is also a ``ValueError``: ``Check`` raises it before anything is sent when
+a choice (``utility="wine"``) or a naive ``requested_until`` cannot be right.
 """
 
 from __future__ import annotations
-
-from typing import ClassVar
 
 import grpc
 
@@ -41,6 +43,7 @@ __all__ = [
     "MalformedError",
     "OverloadedError",
     "PermissionDeniedError",
+    "PermitgateError",
     "ReceiptError",
     "RollbackError",
     "UnavailableError",
@@ -51,14 +54,27 @@ __all__ = [
 ]
 
 
-class GateError(Exception):
-    """The gate did not answer the call; ``code`` is the gRPC status, when there was one."""
+class PermitgateError(Exception):
+    """The root of every error this package raises: catch it to catch them all."""
 
-    code: ClassVar[grpc.StatusCode | None] = None
+
+class GateError(PermitgateError):
+    """The gate did not answer the call.
+
+    ``code`` is the gRPC status of the failed call (each subclass stands for one status and
+    carries it as its class default); None when there was no status to read.
+    """
+
+    code: grpc.StatusCode | None = None
+
+    def __init__(self, message: str, *, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
 
 
 class InvalidCheckError(GateError, ValueError):
-    """The check was refused as asked; the message names the field and why."""
+    """The check cannot be answered as asked; the message names the field and why."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -82,30 +98,43 @@ class OverloadedError(GateError):
 
 
 class PermissionDeniedError(GateError):
-    """The gate does not accept this caller (mutual TLS identity)."""
+    """The gate does not accept this caller (its mutual TLS identity, or none)."""
 
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
 _BY_CODE: dict[grpc.StatusCode, type[GateError]] = {
-    cls.code: cls
-    for cls in (InvalidCheckError, DeadlineError, UnavailableError, OverloadedError)
-    if cls.code is not None
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidCheckError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: OverloadedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.UNAUTHENTICATED: PermissionDeniedError,
 }
-_BY_CODE[grpc.StatusCode.PERMISSION_DENIED] = PermissionDeniedError
-_BY_CODE[grpc.StatusCode.UNAUTHENTICATED] = PermissionDeniedError
 
 
 def from_rpc(exc: grpc.RpcError) -> GateError:
-    """The typed error for a failed call (raise it ``from exc``)."""
-    code = exc.code() if isinstance(exc, grpc.Call) else None
-    details = exc.details() if isinstance(exc, grpc.Call) else None
+    """The typed error for a failed call, blocking or asyncio (raise it ``from exc``).
+
+    Status and details are read through ``code()`` and ``details()``, which the blocking
+    calls' errors (``grpc.Call``) and ``grpc.aio.AioRpcError`` both have; the status picks the
+    class and is kept on the error, the details become its message.
+    """
+    code = _status(exc)
+    details = getattr(exc, "details", None)
+    text = details() if callable(details) else None
     cls = GateError if code is None else _BY_CODE.get(code, GateError)
-    message = details or (str(exc) if code is None else code.name)
-    return cls(message)
+    message = text or (str(exc) if code is None else code.name)
+    return cls(message, code=code)
 
 
-class VerificationError(Exception):
+def _status(exc: grpc.RpcError) -> grpc.StatusCode | None:
+    code = getattr(exc, "code", None)
+    value = code() if callable(code) else None
+    return value if isinstance(value, grpc.StatusCode) else None
+
+
+class VerificationError(PermitgateError):
     """Signed data could not be shown to be genuine; the class says which check failed."""
 
 

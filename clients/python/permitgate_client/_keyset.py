@@ -9,25 +9,31 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from permitgate_client._errors import MalformedError
 from permitgate_client._trust import VerifierKey
+from permitgate_client.v1 import gate_pb2 as pb
 
 __all__ = ["KeySet"]
 
 
 @dataclass(frozen=True, slots=True)
 class KeySet:
-    """The registry's key (checkpoints, status records) and the gate's (receipts)."""
+    """The public keys that verify what a gate hands out, and the checkpoint it held.
+
+    ``registry_key`` signs the registry's checkpoints and status records, ``gate_key`` the
+    gate's receipts; ``checkpoint`` is the newest registry checkpoint note the gate held when
+    the keys were fetched (``b""`` if none). Round-trips through ``to_json``/``from_json``.
+    """
 
     registry_key: VerifierKey
     gate_key: VerifierKey
-    checkpoint: bytes = b""  # the newest registry checkpoint note the gate held, if any
+    checkpoint: bytes = b""
 
     @classmethod
-    def from_proto(cls, message: Any) -> KeySet:
-        """From a ``permitgate.v1.KeySet`` message."""
+    def from_proto(cls, message: pb.KeySet) -> KeySet:
+        """From a ``permitgate.v1.KeySet`` message (what ``GetKeys`` answers); ``MalformedError``
+        if a key is not a well-formed verifier key."""
         return cls._parse(message.registry_key, message.gate_key, bytes(message.checkpoint))
 
     @classmethod
@@ -53,6 +59,7 @@ class KeySet:
             raise MalformedError(f"keyset: {exc}") from exc
 
     def to_json(self) -> dict[str, str]:
+        """A JSON-ready dict that ``from_json`` reads back (``permitgate keys`` prints it)."""
         return {
             "registry_key": self.registry_key.text,
             "gate_key": self.gate_key.text,

@@ -46,6 +46,7 @@ class Receipt:
     status_record_tree_size: int | None
 
     def to_json(self) -> dict[str, Any]:
+        """The payload as a JSON object; the gate signs its RFC 8785 form."""
         return {
             "decision_id": self.decision_id,
             "decided_at": format_time(self.decided_at),

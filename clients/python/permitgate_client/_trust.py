@@ -74,6 +74,7 @@ class VerifierKey:
 
     @property
     def id(self) -> bytes:
+        """The 4-byte C2SP key id (``key_id`` of the name and key)."""
         return key_id(self.name, self.public_key)
 
     @property
@@ -107,6 +108,8 @@ class VerifierKey:
         return key
 
     def verify(self, signature: bytes, message: bytes) -> bool:
+        """True if ``signature`` is this key's over ``message`` (a low-level check: the
+        ``verify_*`` functions raise instead)."""
         try:
             self.key.verify(signature, message)
         except InvalidSignature:
@@ -176,11 +179,13 @@ class Checkpoint:
             raise ValueError("checkpoint extension lines must be non-empty single lines")
 
     def body(self) -> bytes:
+        """The checkpoint's text, as signed (the note's body)."""
         lines = [self.origin, str(self.size), base64.b64encode(self.root_hash).decode()]
         return ("\n".join([*lines, *self.extensions]) + "\n").encode()
 
     @classmethod
     def from_body(cls, body: bytes) -> Checkpoint:
+        """Parse a checkpoint body (``MalformedError`` if it is not one); verifies nothing."""
         lines = body.decode().split("\n")
         if len(lines) < 4 or lines[-1] != "":
             raise MalformedError("checkpoint: fewer than three lines")
@@ -229,6 +234,7 @@ _URLSAFE = str.maketrans("-_", "+/")
 
 
 def parse_envelope(data: bytes) -> Envelope:
+    """Parse a DSSE envelope's JSON (``MalformedError`` if it is not one); verifies nothing."""
     try:
         obj = json.loads(data)
         payload = _b64(obj["payload"])
