@@ -9,11 +9,17 @@ whole transaction back at the end, after every line has been checked. Memory hol
 A successful import appends one event per change to the log, re-signs the status record of every
 structure it touched (chunk by chunk, overlapping with the reading; see ``registry.status``), and
 signs a checkpoint for the new tree size.
+
+The input is UTF-8 (a byte-order mark at the start, as spreadsheet programs write, is skipped). An
+id may appear once per record type in one file: a second line with it is an error naming the
+first. To keep memory flat, ids are remembered as two 64-bit hashes each (16 bytes a record, in
+arrays) and compared once every line has been read.
 """
 
 from __future__ import annotations
 
 import os
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -114,6 +120,12 @@ class ImportReport:
         self.errors.extend(sorted(self._pending, key=lambda e: e.line)[: max(room, 0)])
         self._pending.clear()
 
+    def end_file(self) -> None:
+        """Merge errors found once the whole file was read (duplicates) in line order."""
+        merged = sorted([*self.errors, *self._pending], key=lambda e: e.line)
+        self.errors = merged[:MAX_REPORTED_ERRORS]
+        self._pending.clear()
+
 
 class _Rollback(Exception):
     pass
@@ -139,11 +151,12 @@ def import_lines(
             status_signer = StatusSigner(signer, now=now)
             with SigningPipeline(session, status_signer, workers=_SIGNING_WORKERS) as pipeline:
                 applier = _Applier(session, tree, format_time(now), report, pipeline)
-                numbered = enumerate(lines, start=1)
+                numbered = enumerate(_utf8_lines(lines, report), start=1)
                 while chunk := list(islice(numbered, _CHUNK)):
                     applier.apply(chunk)
                     if on_chunk is not None:
                         on_chunk(sum(len(raw) for _, raw in chunk))
+                applier.ids.report_duplicates(report)
                 if not report.ok:
                     raise _Rollback
                 pipeline.finish()
@@ -171,13 +184,71 @@ def import_lines(
     return report
 
 
+_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _utf8_lines(lines: Iterable[bytes], report: ImportReport) -> Iterator[bytes]:
+    """The lines, without a UTF-8 byte-order mark at the start; nothing after a UTF-16 one."""
+    it = iter(lines)
+    first = next(it, None)
+    if first is None:
+        return
+    if first.startswith(_UTF16_BOMS):  # every line would be garbage: say it once
+        report.lines += 1
+        report.error(1, "(file)", "UTF-16 text, not UTF-8: save the file as UTF-8")
+        report.end_chunk()
+        return
+    yield first.removeprefix(_UTF8_BOM)
+    yield from it
+
+
 def _json_error(raw: bytes) -> str:
-    """orjson's message for the line without its newline (else it points past the line)."""
+    """Why a line is not JSON: not UTF-8 (where), or orjson's message for the line."""
     try:
+        raw.decode()
+    except UnicodeDecodeError as exc:
+        column = len(raw[: exc.start].decode()) + 1
+        return (
+            f"not UTF-8 text: byte 0x{raw[exc.start]:02X} at column {column} "
+            "(save the file as UTF-8)"
+        )
+    try:  # without its newline, else orjson points past the line
         orjson.loads(raw.rstrip(b"\r\n"))
     except orjson.JSONDecodeError as exc:
-        return str(exc)
-    return "invalid"
+        return f"not valid JSON: {exc}"
+    return "not valid JSON"
+
+
+class _SeenIds:
+    """Every (record type, id) of the file with its line, for finding duplicates at the end.
+
+    Each id is kept as two independent 64-bit hashes (Python's keyed string hash of the id, and
+    of the id with a suffix) rather than as a string: 24 bytes a record with its line, instead
+    of about 150. Two different ids agree on both with a chance of about 2**-128 per pair.
+    """
+
+    def __init__(self) -> None:
+        self._by_kind: dict[type, tuple[array[int], array[int], array[int]]] = {
+            kind: (array("q"), array("q"), array("q")) for kind in _WRITE_ORDER
+        }
+
+    def add(self, line: int, record: Record) -> None:
+        first, second, lines = self._by_kind[type(record)]
+        first.append(hash(record.id))
+        second.append(hash(record.id + "\x00"))
+        lines.append(line)
+
+    def report_duplicates(self, report: ImportReport) -> None:
+        for first, second, lines in self._by_kind.values():
+            if len(set(first)) == len(first):  # the usual case: no two ids even share a hash
+                continue
+            earliest: dict[tuple[int, int], int] = {}
+            for key, line in zip(zip(first, second, strict=True), lines, strict=True):
+                seen = earliest.setdefault(key, line)
+                if seen != line:
+                    report.error(line, "id", f"duplicate of line {seen}")
+        report.end_file()
 
 
 class _Applier:
@@ -198,6 +269,7 @@ class _Applier:
         self.tree = tree
         self.at = at
         self.report = report
+        self.ids = _SeenIds()
 
     def apply(self, chunk: list[tuple[int, bytes]]) -> None:
         report = self.report
@@ -233,13 +305,16 @@ class _Applier:
             try:
                 obj = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                report.error(line, "(line)", f"not valid JSON: {_json_error(raw)}")
+                report.error(line, "(line)", _json_error(raw))
                 continue
             try:
-                yield line, parse_record(obj)
+                record = parse_record(obj)
             except InvalidRecord as exc:
                 for err in exc.errors:
                     report.error(line, err.field, err.why)
+                continue
+            self.ids.add(line, record)
+            yield line, record
 
     def _fetch(
         self, parsed: list[tuple[int, Record]]

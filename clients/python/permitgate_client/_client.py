@@ -201,7 +201,7 @@ class Client(_Options):
         """
         slots = threading.Semaphore(window)
         stopped = threading.Event()
-        failure: list[BaseException] = []
+        failure: list[Exception] = []
 
         def requests() -> Iterator[pb.CheckBatch]:
             try:
@@ -210,7 +210,7 @@ class Client(_Options):
                         if stopped.is_set():
                             return
                     yield batch
-            except BaseException as exc:  # surfaced to the reader below
+            except Exception as exc:  # surfaced to the reader below (not gRPC's GeneratorExit)
                 failure.append(exc)
                 raise
 
