@@ -55,7 +55,7 @@ Exit codes:
   3   the gate could not be reached or did not answer"""
 
 
-def _names(enum: Any, prefix: str) -> list[str]:
+def wire_choices(enum: Any, prefix: str) -> list[str]:
     """The choices a wire enum offers, as the CLI spells them (``UTILITY_WATER`` -> ``water``)."""
     return [
         name.removeprefix(prefix).lower()
@@ -195,10 +195,10 @@ def check() -> None:
 
 @check.command(epilog=CHECK_EXIT_CODES)
 @click.argument("structure_id")
-@click.option("--utility", type=click.Choice(_names(pb.Utility, "UTILITY_")), required=True)
+@click.option("--utility", type=click.Choice(wire_choices(pb.Utility, "UTILITY_")), required=True)
 @click.option(
     "--kind",
-    type=click.Choice(_names(pb.ConnectionKind, "CONNECTION_KIND_")),
+    type=click.Choice(wire_choices(pb.ConnectionKind, "CONNECTION_KIND_")),
     default="permanent",
     show_default=True,
 )
@@ -237,7 +237,9 @@ def connection(
 @check.command(epilog=CHECK_EXIT_CODES)
 @click.argument("structure_id")
 @click.option(
-    "--kind", type=click.Choice(_names(pb.RegistrationKind, "REGISTRATION_KIND_")), required=True
+    "--kind",
+    type=click.Choice(wire_choices(pb.RegistrationKind, "REGISTRATION_KIND_")),
+    required=True,
 )
 @application_option
 @receipt_option
@@ -271,7 +273,7 @@ def registration(
 @click.option(
     "--office",
     required=True,
-    type=click.Choice(_names(pb.Office, "OFFICE_")),
+    type=click.Choice(wire_choices(pb.Office, "OFFICE_")),
 )
 @click.option("--use", "declared_use", required=True, help="The use the applicant declares.")
 @application_option
@@ -303,7 +305,20 @@ def premises(
     )
 
 
-@click.command()
+KEYS_EXIT_CODES = """\b
+Exit codes:
+  0  printed
+  3  the gate could not be reached or did not answer"""
+
+RECEIPT_EXIT_CODES = """\b
+Exit codes:
+  0  verified
+  1  the receipt does not verify (the reason is printed)
+  2  bad arguments, or a KeySet file that cannot be read
+  3  no --keyset, and the gate could not be reached for its keys"""
+
+
+@click.command(epilog=KEYS_EXIT_CODES)
 @gate_options
 def keys(gate: GateAddress) -> None:
     """Print the gate's KeySet (registry and gate verifier keys) as JSON, to keep for later."""
@@ -316,12 +331,12 @@ def keys(gate: GateAddress) -> None:
     click.echo(orjson.dumps(keyset.to_json(), option=orjson.OPT_INDENT_2).decode())
 
 
-@click.group()
+@click.group(epilog=RECEIPT_EXIT_CODES)
 def receipt() -> None:
     """Work with signed receipts."""
 
 
-@receipt.command()
+@receipt.command(epilog=RECEIPT_EXIT_CODES)
 @click.argument("file", type=click.File("rb"))
 @click.option(
     "--keyset",

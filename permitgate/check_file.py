@@ -25,9 +25,10 @@ import click
 import orjson
 from permitgate_client import Check, Decision, GateError, InvalidCheckError, Refused, Verdict
 from permitgate_client.formats import parse_time
+from permitgate_client.v1 import gate_pb2 as pb
 from tqdm import tqdm
 
-from permitgate.check_cli import UNREACHABLE, GateAddress, gate_options
+from permitgate.check_cli import UNREACHABLE, GateAddress, gate_options, wire_choices
 from registry.errors import PlainError
 
 __all__ = ["COLUMNS", "check_file"]
@@ -69,16 +70,30 @@ OUTPUT_COLUMNS = (
 )
 NOT_CHECKED = 1
 
-CHECK_FILE_HELP = """\b
+
+def _choices(label: str, enum: Any, prefix: str) -> str:
+    """``label`` and the wire enum's values (``a | b | c``), wrapped under the help's second
+    column (which starts at 19)."""
+    lines, line = [], label
+    for value in wire_choices(enum, prefix):
+        piece = value if line in ("", label) else f" | {value}"
+        if len(line) + len(piece) > 58 and line.strip():
+            lines.append(line + " |")
+            line, piece = " " * len(label), value
+        line += piece
+    return ("\n" + " " * 19).join([*lines, line])
+
+
+CHECK_FILE_HELP = f"""\b
 Columns (a header row names them; order free; empty cells are absent):
-  type             connection | registration | premises
+  type             {" | ".join(_USES)}
   structure_id     the structure asked about (every type)
-  utility          connection: water | power | gas | heat
-  kind             connection: permanent (default) | temporary;
-                   registration: initial | transfer | mortgage
+  utility          {_choices("connection: ", pb.Utility, "UTILITY_")}
+  kind             {_choices("connection: ", pb.ConnectionKind, "CONNECTION_KIND_")}
+                   (default permanent);
+                   {_choices("registration: ", pb.RegistrationKind, "REGISTRATION_KIND_")}
   requested_until  connection, temporary: RFC 3339 end of supply
-  office           premises: market_regulation | culture | health | tax |
-                   civil_defence | environment | fire
+  office           {_choices("premises: ", pb.Office, "OFFICE_")}
   declared_use     premises: the use the applicant declares
   application_id   the caller's application id (notifying offices need it)
 
@@ -125,8 +140,9 @@ class _Rows:
             header = next(self.reader, None)
         except csv.Error as exc:
             raise PlainError(f"{self.name}: line 1: not CSV: {exc}") from exc
-        if 1 in self.bad_lines:
-            raise PlainError(f"{self.name}: line 1: {self.bad_lines[1]}")
+        for line in range(1, self.reader.line_num + 1):
+            if line in self.bad_lines:
+                raise PlainError(f"{self.name}: line {line}: {self.bad_lines[line]}")
         if header is None:
             raise PlainError(f"{self.name}: empty file (a header row names the columns)")
         names = [h.strip().lower() for h in header]
@@ -146,7 +162,7 @@ class _Rows:
 
     def checks(self) -> Iterator[Check]:
         """The checks to send, in order; every row is queued first (the not sent ones too)."""
-        last = 1
+        last = self.reader.line_num
         while True:
             try:
                 cells = next(self.reader, None)
@@ -175,7 +191,7 @@ class _Rows:
             values.get("application_id", ""),
             None,
         )
-        bad = [self.bad_lines[n] for n in range(start, end + 1) if n in self.bad_lines]
+        bad = [self.bad_lines.pop(n) for n in range(start, end + 1) if n in self.bad_lines]
         if len(cells) > len(self.header):
             bad.append(f"{len(cells)} cells, but the header names {len(self.header)} columns")
         if bad:

@@ -12,6 +12,7 @@ signing records from it, would sign what the log cannot prove.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ __all__ = [
 ]
 
 DEFAULT_ORIGIN = "permitgate.example/registry"
+_ORIGIN = re.compile(r"[^\s+]{1,255}")
 ROLE = "registry"
 
 
@@ -80,6 +82,11 @@ def init_registry(db: Database, keys_dir: Path, origin: str | None = None) -> In
     ``origin`` (default ``DEFAULT_ORIGIN``) names a new registry; for an existing one it may
     only repeat the origin the registry has.
     """
+    if origin is not None and not _ORIGIN.fullmatch(origin):
+        raise RegistryRefused(
+            f"--origin {origin!r}: an origin names the signing key too, so it has no spaces "
+            f"and no '+' (e.g. {DEFAULT_ORIGIN})"
+        )
     db.upgrade()
     with db.session() as session:
         stored = session.scalar(select(MetaRow.value).where(MetaRow.key == "origin"))

@@ -87,7 +87,7 @@ def registry() -> None:
 
     The database is --db, else PERMITGATE_DB, else sqlite:///permitgate.db (SQLite files
     or postgresql://USER@HOST/NAME; a PostgreSQL database must be created first, e.g. with
-    createdb NAME). Only 'init' and 'import' create or change it.
+    createdb NAME). Only 'init' creates one; 'import' and 'refresh' change it.
     """
 
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from typing import Any
 
-import psycopg
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from registry.signing import KeyFileError
@@ -85,7 +85,7 @@ def plain_error(exc: BaseException) -> PlainError | None:
 
 def _driver_error(exc: DBAPIError) -> PlainError | None:
     cause, where = exc.orig, _database_named(exc)
-    if isinstance(cause, psycopg.OperationalError):
+    if _is_psycopg_operational(cause):
         return _postgresql_error(cause)
     if isinstance(cause, sqlite3.OperationalError):
         text = str(cause)
@@ -101,12 +101,21 @@ def _driver_error(exc: DBAPIError) -> PlainError | None:
     return None
 
 
-def _postgresql_error(cause: psycopg.OperationalError) -> PlainError | None:
+def _is_psycopg_operational(cause: object) -> bool:
+    """Without importing psycopg: a SQLite-only process (and each of an import's worker
+    processes) would pay for loading it."""
+    kinds = type(cause).__mro__
+    return any(
+        k.__module__.startswith("psycopg") and k.__name__ == "OperationalError" for k in kinds
+    )
+
+
+def _postgresql_error(cause: Any) -> PlainError | None:
     """The errors of connecting to PostgreSQL (every other one is not a person's to fix)."""
     text = str(cause)
     if not text.startswith(("connection failed", "failed to resolve host")):
         return None
-    pgconn = cause.pgconn
+    pgconn = getattr(cause, "pgconn", None)
     server = (
         "PostgreSQL"
         if pgconn is None

@@ -12,14 +12,16 @@ signs a checkpoint for the new tree size.
 
 The input is UTF-8 (a byte-order mark at the start, as spreadsheet programs write, is skipped). An
 id may appear once per record type in one file: a second line with it is an error naming the
-first. To keep memory flat, ids are remembered as two 64-bit hashes each (16 bytes a record, in
-arrays) and compared once every line has been read.
+first. Ids are remembered as fingerprints, not strings (10 bytes a record, plus a 4 MiB bitmap;
+see ``_SeenIds``), and duplicates reported once every line has been read.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from array import array
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -221,34 +223,57 @@ def _json_error(raw: bytes) -> str:
 
 
 class _SeenIds:
-    """Every (record type, id) of the file with its line, for finding duplicates at the end.
+    """Every (record type, id) of the file and where it was, for finding duplicates at the end.
 
-    Each id is kept as two independent 64-bit hashes (Python's keyed string hash of the id, and
-    of the id with a suffix) rather than as a string: 24 bytes a record with its line, instead
-    of about 150. Two different ids agree on both with a chance of about 2**-128 per pair.
+    Memory must stay small for a million lines, so no id is kept as a string: each is kept as an
+    80-bit fingerprint (Python's keyed 64-bit string hash of the id, and 16 bits of the hash of
+    the id with a suffix, each mixed with the record type), 10 bytes a record in two arrays; its
+    line follows from its position (``_skips`` records where lines without a record were). A
+    4 MiB bitmap of the first hash picks out, as the file is read, the few records whose hash
+    was seen before; only those are compared at the end. Two different ids share a fingerprint
+    with a chance of about 2**-80 per pair (for a million ids, about 4e-13 in all).
     """
 
+    _BITS = 1 << 25
+
     def __init__(self) -> None:
-        self._by_kind: dict[type, tuple[array[int], array[int], array[int]]] = {
-            kind: (array("q"), array("q"), array("q")) for kind in _WRITE_ORDER
-        }
+        self._first = array("q")
+        self._second = array("H")
+        self._skips: list[tuple[int, int]] = [(0, 0)]  # (from record n, lines before it - n)
+        self._bitmap = bytearray(self._BITS >> 3)
+        self._again: set[int] = set()  # first hashes seen more than once
 
     def add(self, line: int, record: Record) -> None:
-        first, second, lines = self._by_kind[type(record)]
-        first.append(hash(record.id))
-        second.append(hash(record.id + "\x00"))
-        lines.append(line)
+        n = len(self._first)
+        if line - 1 - n != self._skips[-1][1]:
+            self._skips.append((n, line - 1 - n))
+        salt = _KIND_SALT[type(record)]
+        first = hash(record.id) ^ salt
+        self._first.append(first)
+        self._second.append((hash(record.id + "\x00") ^ salt) & 0xFFFF)
+        bit = first & (self._BITS - 1)
+        byte, mask = bit >> 3, 1 << (bit & 7)
+        if self._bitmap[byte] & mask:
+            self._again.add(first)
+        else:
+            self._bitmap[byte] |= mask
+
+    def _line(self, n: int) -> int:
+        return n + 1 + self._skips[bisect_right(self._skips, (n, sys.maxsize)) - 1][1]
 
     def report_duplicates(self, report: ImportReport) -> None:
-        for first, second, lines in self._by_kind.values():
-            if len(set(first)) == len(first):  # the usual case: no two ids even share a hash
-                continue
+        again = self._again
+        if again:
             earliest: dict[tuple[int, int], int] = {}
-            for key, line in zip(zip(first, second, strict=True), lines, strict=True):
-                seen = earliest.setdefault(key, line)
-                if seen != line:
-                    report.error(line, "id", f"duplicate of line {seen}")
+            for n, (first, second) in enumerate(zip(self._first, self._second, strict=True)):
+                if first in again:
+                    seen = earliest.setdefault((first, second), n)
+                    if seen != n:
+                        report.error(self._line(n), "id", f"duplicate of line {self._line(seen)}")
         report.end_file()
+
+
+_KIND_SALT = {Structure: 0, Permit: 0x5DEECE66D, Case: 0x27BB2EE687B0B0FD}
 
 
 class _Applier:

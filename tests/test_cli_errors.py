@@ -25,6 +25,7 @@ from registry_support import EXAMPLE_LINES, S1, Registry, invoke, jsonl, structu
 from sqlalchemy.engine import make_url
 
 from registry import storage
+from server.listen import ListenAddress, bind_failure
 
 ROOT = Path(__file__).resolve().parent.parent
 PERMITGATE = str(Path(sys.executable).with_name("permitgate"))
@@ -364,6 +365,26 @@ def test_serve_on_a_port_in_use(sqlite_reg: Registry, held_port: int) -> None:
         )
 
 
+def test_serve_on_an_address_of_another_machine(sqlite_reg: Registry) -> None:
+    # 192.0.2.1 is reserved for documentation: no interface here has it (nothing is sent).
+    where = "192.0.2.1:50051"
+    result = invoke(
+        ["serve", "--db", sqlite_reg.url, "--keys", str(sqlite_reg.keys), "--listen", where]
+    )
+    assert (
+        one_line(result) == f"cannot listen on {where}: 192.0.2.1 is not an address of this machine"
+    )
+
+
+def test_why_a_bind_fails_is_told_in_words(held_port: int) -> None:
+    # What serve says when gRPC's own bind fails after the check passed (a port taken between).
+    assert bind_failure(ListenAddress("127.0.0.1", held_port)) == (
+        f"port {held_port} is in use (another gate, or another program); choose another with "
+        "--listen"
+    )
+    assert bind_failure(ListenAddress("127.0.0.1", 0)) is None
+
+
 def test_make_demo_on_a_port_in_use(held_port: int) -> None:
     demo = ROOT / "demo"
     before = sorted(p.name for p in demo.iterdir()) if demo.exists() else None
@@ -411,6 +432,8 @@ def test_make_demo_with_a_bad_address() -> None:
         ),
         (["check", "connection", "--help"], ["10  with --exit-code: NOTIFY", "3   the gate"]),
         (["check-file", "--help"], ["0  every row", "1  some rows", "2  bad", "3  the gate"]),
+        (["keys", "--help"], ["0  printed", "3  the gate"]),
+        (["receipt", "verify", "--help"], ["0  verified", "1  the receipt", "2  bad", "3  no"]),
     ],
 )
 def test_help_documents_the_exit_codes(args: list[str], codes: list[str]) -> None:

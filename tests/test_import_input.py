@@ -89,6 +89,7 @@ def test_utf16_is_named(reg: Registry) -> None:
 def test_an_id_twice_in_one_file_names_both_lines(reg: Registry) -> None:
     reg.load(EXAMPLE_LINES)
     lines: list[dict[str, Any] | str] = [
+        "",  # blank lines and bad lines count as lines but hold no id
         structure("S-2"),
         permit("P-2", "S-2"),
         structure("S-3"),
@@ -99,13 +100,17 @@ def test_an_id_twice_in_one_file_names_both_lines(reg: Registry) -> None:
         structure("S-2", area="village"),
         permit("S-4", "S-4"),  # a permit may share an id with a structure: another kind
         EXAMPLE_LINES[0],  # in the registry already, once in this file: fine
+        "[]",
+        structure("S-3", area="village"),  # a third S-3 names the first
     ]
     printed = refused(reg, jsonl(lines).encode())
     assert printed == [
-        "line 6: id: duplicate of line 2",
         "line 7: id: duplicate of line 3",
-        "line 8: id: duplicate of line 1",
-        "permitgate: 3 errors in 10 lines; nothing was imported",
+        "line 8: id: duplicate of line 4",
+        "line 9: id: duplicate of line 2",
+        "line 12: (line): not a JSON object",
+        "line 13: id: duplicate of line 4",
+        "permitgate: 5 errors in 12 lines; nothing was imported",
     ]
 
 

@@ -207,3 +207,17 @@ def test_status_of_an_unknown_structure(reg: Registry) -> None:
     result = reg.cli("status", "110228-0000-0000", keys=True)
     assert (result.exit_code, result.stdout) == (1, "")
     assert result.stderr == "permitgate: structure '110228-0000-0000' is not in the registry\n"
+
+
+def test_init_with_an_origin_that_cannot_name_a_key(tmp_path: Path) -> None:
+    path = tmp_path / "registry.db"
+    keys = str(tmp_path / "keys")
+    result = invoke(
+        ["registry", "init", "--db", f"sqlite:///{path}", "--keys", keys, "--origin", "a b"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "permitgate: --origin 'a b': an origin names the signing key too, so it has "
+        f"no spaces and no '+' (e.g. {ORIGIN})\n"
+    )
+    assert not path.exists() and not (tmp_path / "keys").exists()
