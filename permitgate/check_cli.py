@@ -32,6 +32,8 @@ from permitgate_client import (
 from permitgate_client.formats import format_time, parse_time
 from permitgate_client.v1 import gate_pb2 as pb
 
+from server.listen import parse_target
+
 DEFAULT_TARGET = "127.0.0.1:50051"
 
 VERDICT_EXIT_CODES = {
@@ -89,6 +91,7 @@ def gate_options(command: Callable[..., None]) -> Callable[..., None]:
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise click.UsageError("--tls-cert and --tls-key go together")
+        target = parse_target(target)
         credentials = None
         if tls_ca is not None or tls_cert is not None:
             credentials = grpc.ssl_channel_credentials(

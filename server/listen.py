@@ -1,4 +1,5 @@
-"""Where the gate listens: ``--listen HOST:PORT`` checked before anything starts.
+"""Where the gate listens: ``--listen HOST:PORT`` checked before anything starts (and a gate's
+address, ``--target``, checked the same way before a check is sent).
 
 gRPC takes almost any string and does something surprising with it (``0.0.0.0`` alone serves on
 port 443, ``127.0.0.1:99999`` on a random port, ``:50082`` fails with a log line in C++), so the
@@ -16,7 +17,14 @@ from dataclasses import dataclass
 
 from registry.errors import PlainError
 
-__all__ = ["ListenAddress", "ListenError", "bind_failure", "check_free", "parse_listen"]
+__all__ = [
+    "ListenAddress",
+    "ListenError",
+    "bind_failure",
+    "check_free",
+    "parse_listen",
+    "parse_target",
+]
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
@@ -38,11 +46,27 @@ class ListenAddress:
 
 
 def parse_listen(value: str) -> ListenAddress:
-    """``HOST:PORT`` (``[IPv6]:PORT``), or a ``ListenError`` saying what is wrong with it."""
+    """``HOST:PORT`` (``[IPv6]:PORT``) to listen on (port 0: any free one), or a ``ListenError``
+    saying what is wrong with it."""
     example = "e.g. 127.0.0.1:50051 (this machine only) or 0.0.0.0:50051 (every interface)"
+    return _parse(value, "--listen", example, "1 to 65535, or 0 for any free port")
 
+
+def parse_target(value: str) -> str:
+    """A gate's address as ``check`` takes it: ``HOST:PORT`` checked as ``--listen`` is (gRPC
+    would take port 99999 as 34463), or a gRPC target with a scheme (``dns:///...``,
+    ``unix:...``), passed on as it is."""
+    if "://" in value or value.startswith(("unix:", "dns:", "ipv4:", "ipv6:", "unix-abstract:")):
+        return value
+    address = _parse(value, "--target", "e.g. 127.0.0.1:50051", "1 to 65535")
+    if address.port == 0:
+        raise ListenError(f"--target {value!r}: port 0 is no gate's port (1 to 65535)")
+    return str(address)
+
+
+def _parse(value: str, option: str, example: str, ports: str) -> ListenAddress:
     def wrong(why: str) -> ListenError:
-        return ListenError(f"--listen {value!r}: {why}")
+        return ListenError(f"{option} {value!r}: {why}")
 
     if value.startswith("["):
         host, bracket, rest = value[1:].partition("]")
@@ -69,7 +93,7 @@ def parse_listen(value: str) -> ListenAddress:
         raise wrong(f"port {port_text!r} is not a number")
     port = int(port_text)
     if port > 65535:
-        raise wrong(f"port {port} is out of range (1 to 65535, or 0 for any free port)")
+        raise wrong(f"port {port} is out of range ({ports})")
     return ListenAddress(host, port)
 
 

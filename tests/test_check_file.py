@@ -317,3 +317,27 @@ def test_a_stopped_gate_is_unreachable(tmp_path: Path) -> None:
     data = tmp_path / "c.csv"
     data.write_text(HEADER + f"connection,{OK},water,,,,,\n")
     assert cli("check-file", str(data), "--target", target).exit_code == 3
+
+
+@pytest.mark.parametrize(
+    ("target", "why"),
+    [
+        ("127.0.0.1:99999", "port 99999 is out of range (1 to 65535)"),  # gRPC: port 34463
+        ("0.0.0.0", "no port; give HOST:PORT, e.g. 127.0.0.1:50051"),  # gRPC: port 443
+        (":50051", "no host before ':50051'; e.g. 127.0.0.1:50051"),
+        ("127.0.0.1:0", "port 0 is no gate's port (1 to 65535)"),
+    ],
+)
+def test_a_gate_address_is_checked_before_anything_is_sent(
+    target: str, why: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "c.csv"
+    data.write_text(HEADER + f"connection,{OK},water,,,,,\n")
+    for args in (
+        ["check", "connection", OK, "--utility", "water", "--exit-code"],
+        ["check-file", str(data)],
+        ["keys"],
+    ):
+        result = cli(*args, "--target", target)
+        assert (result.exit_code, result.stdout) == (2, ""), args
+        assert result.stderr == f"permitgate: --target {target!r}: {why}\n"
