@@ -1,7 +1,8 @@
 """``permitgate check ...``, ``permitgate keys`` and ``permitgate receipt verify``.
 
-Exit codes: 0 answered (whatever the verdict) or verified; 1 a receipt did not verify;
-2 bad arguments or an invalid check; 3 the gate could not be reached.
+Exit codes: 0 answered (whatever the verdict, unless ``--exit-code``: then ``VERDICT_EXIT_CODES``)
+or verified; 1 a receipt did not verify; 2 bad arguments or an invalid check; 3 the gate could
+not be reached. ``CHECK_EXIT_CODES`` says it in ``--help``.
 """
 
 from __future__ import annotations
@@ -24,16 +25,39 @@ from permitgate_client import (
     InvalidCheckError,
     KeySet,
     MalformedError,
+    Verdict,
     VerificationError,
     verify_receipt,
 )
 from permitgate_client.formats import format_time, parse_time
 from permitgate_client.v1 import gate_pb2 as pb
 
+from server.listen import parse_target
+
 DEFAULT_TARGET = "127.0.0.1:50051"
 
+VERDICT_EXIT_CODES = {
+    Verdict.ALLOW: 0,
+    Verdict.ALLOW_TEMPORARY: 0,
+    Verdict.NOTIFY: 10,
+    Verdict.REVIEW: 20,
+    Verdict.DENY: 30,
+}
+"""With ``--exit-code``: what a script can branch on (0 the caller may go ahead)."""
+INVALID_CHECK = 2
+UNREACHABLE = 3
 
-def _names(enum: Any, prefix: str) -> list[str]:
+CHECK_EXIT_CODES = """\b
+Exit codes:
+  0   answered (any verdict); with --exit-code: ALLOW or ALLOW_TEMPORARY
+  10  with --exit-code: NOTIFY (go ahead; the working group was told)
+  20  with --exit-code: REVIEW (a person must decide)
+  30  with --exit-code: DENY
+  2   bad arguments, or a check the gate calls invalid (it names the field)
+  3   the gate could not be reached or did not answer"""
+
+
+def wire_choices(enum: Any, prefix: str) -> list[str]:
     """The choices a wire enum offers, as the CLI spells them (``UTILITY_WATER`` -> ``water``)."""
     return [
         name.removeprefix(prefix).lower()
@@ -67,6 +91,7 @@ def gate_options(command: Callable[..., None]) -> Callable[..., None]:
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise click.UsageError("--tls-cert and --tls-key go together")
+        target = parse_target(target)
         credentials = None
         if tls_ca is not None or tls_cert is not None:
             credentials = grpc.ssl_channel_credentials(
@@ -94,6 +119,12 @@ def gate_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+exit_code_option = click.option(
+    "--exit-code",
+    "verdict_exit",
+    is_flag=True,
+    help="Exit with the verdict's code: 0 ALLOW or ALLOW_TEMPORARY, 10 NOTIFY, 20 REVIEW, 30 DENY.",
+)
 application_option = click.option(
     "--application", "application_id", default="", help="The caller's application id."
 )
@@ -120,6 +151,7 @@ def _ask(
     structure_id: str,
     receipt_file: Path | None,
     as_json: bool,
+    verdict_exit: bool,
     **kwargs: Any,
 ) -> None:
     try:
@@ -129,10 +161,16 @@ def _ask(
             )
     except InvalidCheckError as exc:
         click.echo(f"permitgate: invalid check: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(INVALID_CHECK)
     except GateError as exc:
         click.echo(f"permitgate: the gate at {gate.target} did not answer: {exc}", err=True)
-        sys.exit(3)
+        sys.exit(UNREACHABLE)
+    _show(decision, structure_id, receipt_file, as_json)
+    if verdict_exit:
+        sys.exit(VERDICT_EXIT_CODES[decision.verdict])
+
+
+def _show(decision: Decision, structure_id: str, receipt_file: Path | None, as_json: bool) -> None:
     if receipt_file is not None and decision.receipt is not None:
         receipt_file.write_bytes(decision.receipt + b"\n")
     if as_json:
@@ -153,17 +191,17 @@ def _ask(
         click.echo(f"  receipt written to {receipt_file}")
 
 
-@click.group()
+@click.group(epilog=CHECK_EXIT_CODES)
 def check() -> None:
-    """Ask the gate about a structure."""
+    """Ask the gate about a structure (for a file of checks: 'permitgate check-file')."""
 
 
-@check.command()
+@check.command(epilog=CHECK_EXIT_CODES)
 @click.argument("structure_id")
-@click.option("--utility", type=click.Choice(_names(pb.Utility, "UTILITY_")), required=True)
+@click.option("--utility", type=click.Choice(wire_choices(pb.Utility, "UTILITY_")), required=True)
 @click.option(
     "--kind",
-    type=click.Choice(_names(pb.ConnectionKind, "CONNECTION_KIND_")),
+    type=click.Choice(wire_choices(pb.ConnectionKind, "CONNECTION_KIND_")),
     default="permanent",
     show_default=True,
 )
@@ -172,6 +210,7 @@ def check() -> None:
 @receipt_option
 @gate_options
 @json_option
+@exit_code_option
 def connection(
     structure_id: str,
     utility: str,
@@ -181,6 +220,7 @@ def connection(
     receipt_file: Path | None,
     gate: GateAddress,
     as_json: bool,
+    verdict_exit: bool,
 ) -> None:
     """May a utility connect STRUCTURE_ID? (Art. 23)"""
     _ask(
@@ -189,6 +229,7 @@ def connection(
         structure_id,
         receipt_file,
         as_json,
+        verdict_exit,
         utility=utility,
         kind=kind,
         requested_until=_time(until),
@@ -196,15 +237,18 @@ def connection(
     )
 
 
-@check.command()
+@check.command(epilog=CHECK_EXIT_CODES)
 @click.argument("structure_id")
 @click.option(
-    "--kind", type=click.Choice(_names(pb.RegistrationKind, "REGISTRATION_KIND_")), required=True
+    "--kind",
+    type=click.Choice(wire_choices(pb.RegistrationKind, "REGISTRATION_KIND_")),
+    required=True,
 )
 @application_option
 @receipt_option
 @gate_options
 @json_option
+@exit_code_option
 def registration(
     structure_id: str,
     kind: str,
@@ -212,6 +256,7 @@ def registration(
     receipt_file: Path | None,
     gate: GateAddress,
     as_json: bool,
+    verdict_exit: bool,
 ) -> None:
     """May the housing registry register STRUCTURE_ID? (Art. 11)"""
     _ask(
@@ -220,23 +265,25 @@ def registration(
         structure_id,
         receipt_file,
         as_json,
+        verdict_exit,
         kind=kind,
         application_id=application_id,
     )
 
 
-@check.command()
+@check.command(epilog=CHECK_EXIT_CODES)
 @click.argument("structure_id")
 @click.option(
     "--office",
     required=True,
-    type=click.Choice(_names(pb.Office, "OFFICE_")),
+    type=click.Choice(wire_choices(pb.Office, "OFFICE_")),
 )
 @click.option("--use", "declared_use", required=True, help="The use the applicant declares.")
 @application_option
 @receipt_option
 @gate_options
 @json_option
+@exit_code_option
 def premises(
     structure_id: str,
     office: str,
@@ -245,6 +292,7 @@ def premises(
     receipt_file: Path | None,
     gate: GateAddress,
     as_json: bool,
+    verdict_exit: bool,
 ) -> None:
     """Do the premises at STRUCTURE_ID hold their permits for the declared use? (Art. 13)"""
     _ask(
@@ -253,13 +301,27 @@ def premises(
         structure_id,
         receipt_file,
         as_json,
+        verdict_exit,
         office=office,
         declared_use=declared_use,
         application_id=application_id,
     )
 
 
-@click.command()
+KEYS_EXIT_CODES = """\b
+Exit codes:
+  0  printed
+  3  the gate could not be reached or did not answer"""
+
+RECEIPT_EXIT_CODES = """\b
+Exit codes:
+  0  verified
+  1  the receipt does not verify (the reason is printed)
+  2  bad arguments, or a KeySet file that cannot be read
+  3  no --keyset, and the gate could not be reached for its keys"""
+
+
+@click.command(epilog=KEYS_EXIT_CODES)
 @gate_options
 def keys(gate: GateAddress) -> None:
     """Print the gate's KeySet (registry and gate verifier keys) as JSON, to keep for later."""
@@ -272,12 +334,12 @@ def keys(gate: GateAddress) -> None:
     click.echo(orjson.dumps(keyset.to_json(), option=orjson.OPT_INDENT_2).decode())
 
 
-@click.group()
+@click.group(epilog=RECEIPT_EXIT_CODES)
 def receipt() -> None:
     """Work with signed receipts."""
 
 
-@receipt.command()
+@receipt.command(epilog=RECEIPT_EXIT_CODES)
 @click.argument("file", type=click.File("rb"))
 @click.option(
     "--keyset",

@@ -2,11 +2,17 @@
 
 ``init_registry`` is idempotent: it upgrades the schema, creates the signing key when absent,
 and on a new database records the origin and signs the empty checkpoint (size 0), so that every
-registry, even an empty one, has a signed head to verify against.
+registry, even an empty one, has a signed head to verify against. The origin and the key are
+fixed then: a later ``init`` that names another origin, or cannot find that key, says so.
+
+Every writer comes through ``open_writer``, which refuses a registry whose newest checkpoint and
+log disagree (rows deleted or added behind the registry's back): appending to such a log, or
+signing records from it, would sign what the log cannot prove.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,12 +20,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+from permitgate_client import VerifierKey
 from permitgate_client.formats import Checkpoint
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from registry.errors import PlainError
 from registry.merkle import CompactTree
-from registry.signing import Signer, ensure_signer, load_signer
+from registry.signing import KeyFileError, Signer, ensure_signer, load_signer
 from registry.status import RECORD_VALIDITY, SigningPipeline, StatusSigner
 from registry.storage import (
     CASE_COLUMNS,
@@ -28,6 +36,7 @@ from registry.storage import (
     CaseRow,
     CheckpointRow,
     Database,
+    EventRow,
     MetaRow,
     PermitRow,
     StatusRow,
@@ -41,17 +50,21 @@ __all__ = [
     "DEFAULT_ORIGIN",
     "InitResult",
     "NotInitialised",
+    "RegistryDamaged",
     "RegistryRefused",
     "WrongKey",
     "export_lines",
     "init_registry",
     "latest_checkpoint_note",
+    "load_registry_signer",
     "open_writer",
     "refresh_records",
+    "require_registry",
     "status_envelope",
 ]
 
 DEFAULT_ORIGIN = "permitgate.example/registry"
+_ORIGIN = re.compile(r"[^\s+]{1,255}")
 ROLE = "registry"
 
 
@@ -63,24 +76,34 @@ class InitResult:
     origin: str
 
 
-def init_registry(db: Database, keys_dir: Path, origin: str = DEFAULT_ORIGIN) -> InitResult:
-    """Create or upgrade the registry in ``db`` and its signing key in ``keys_dir``."""
+def init_registry(db: Database, keys_dir: Path, origin: str | None = None) -> InitResult:
+    """Create or upgrade the registry in ``db`` and its signing key in ``keys_dir``.
+
+    ``origin`` (default ``DEFAULT_ORIGIN``) names a new registry; for an existing one it may
+    only repeat the origin the registry has.
+    """
+    if origin is not None and not _ORIGIN.fullmatch(origin):
+        raise RegistryRefused(
+            f"--origin {origin!r}: an origin names the signing key too, so it has no spaces "
+            f"and no '+' (e.g. {DEFAULT_ORIGIN})"
+        )
     db.upgrade()
     with db.session() as session:
         stored = session.scalar(select(MetaRow.value).where(MetaRow.key == "origin"))
         stored_key = session.scalar(select(MetaRow.value).where(MetaRow.key == "public_key"))
     if stored is not None:  # an existing registry: its key must be here already, never made anew
-        signer = load_signer(keys_dir, ROLE)
-        if stored_key != signer.verifier.text:
-            raise ValueError(
-                f"this registry was signed by {stored_key}, but {keys_dir} holds "
-                f"{signer.verifier.text}"
+        if origin is not None and origin != stored:
+            raise RegistryRefused(
+                f"this registry's origin is {stored!r}; it cannot change to {origin!r} "
+                "(every signed checkpoint names it)"
             )
+        signer = _existing_key(keys_dir, stored_key)
         return InitResult(signer, False, False, stored)
+    origin = DEFAULT_ORIGIN if origin is None else origin
     signer, created_key = ensure_signer(keys_dir, ROLE, origin)
     with db.session() as session:
         if signer.name != origin:
-            raise ValueError(f"the key in {keys_dir} is named {signer.name!r}, not {origin!r}")
+            raise RegistryRefused(f"the key in {keys_dir} is named {signer.name!r}, not {origin!r}")
         tree = CompactTree()
         empty = Checkpoint(origin, 0, tree.root())
         session.add_all(
@@ -97,6 +120,44 @@ def init_registry(db: Database, keys_dir: Path, origin: str = DEFAULT_ORIGIN) ->
             ]
         )
     return InitResult(signer, created_key, True, origin)
+
+
+def load_registry_signer(db: Database, keys_dir: Path) -> Signer:
+    """The registry's signing key from ``keys_dir``, or an error saying which key is wanted."""
+    if not db.is_initialised():
+        raise NotInitialised(_NOT_INITIALISED)
+    with db.session() as session:
+        stored_key = session.scalar(select(MetaRow.value).where(MetaRow.key == "public_key"))
+    return _existing_key(keys_dir, stored_key)
+
+
+def _existing_key(keys_dir: Path, stored_key: str | None) -> Signer:
+    """Load the key of an existing registry; when it is not in ``keys_dir``, say which it is."""
+    wanted = _key_name(stored_key)
+    try:
+        signer = load_signer(keys_dir, ROLE)
+    except KeyFileError as exc:
+        if (keys_dir / f"{ROLE}.key").exists():
+            raise  # the file is there but unusable: its own message says why
+        raise WrongKey(
+            f"this registry was made with the key {wanted}, but {keys_dir / (ROLE + '.key')} "
+            f"does not exist: pass --keys the folder that holds that key (its {ROLE}.pub "
+            f"reads {stored_key})"
+        ) from exc
+    if stored_key != signer.verifier.text:
+        raise WrongKey(
+            f"this registry was made with the key {wanted}, but {keys_dir} holds "
+            f"{signer.verifier.keyid_text}: pass --keys the folder that holds {wanted}"
+        )
+    return signer
+
+
+def _key_name(text: str | None) -> str:
+    """``name+keyid`` of a stored verifier key (what a person can compare with a .pub file)."""
+    try:
+        return VerifierKey.from_text(text or "").keyid_text
+    except ValueError:
+        return repr(text)
 
 
 def latest_checkpoint_note(db: Database) -> bytes | None:
@@ -132,8 +193,8 @@ def export_lines(db: Database) -> Iterator[bytes]:
                 yield orjson.dumps(convert(row).to_json()) + b"\n"
 
 
-class RegistryRefused(Exception):
-    """A write to the registry cannot start; nothing was read or written."""
+class RegistryRefused(PlainError):
+    """The registry cannot be used as asked; nothing was written."""
 
 
 class NotInitialised(RegistryRefused):
@@ -144,6 +205,41 @@ class WrongKey(RegistryRefused):
     """The signing key given is not the registry's key (its signatures would not verify)."""
 
 
+class RegistryDamaged(RegistryRefused):
+    """The newest checkpoint and the log disagree: rows were removed or added behind its back."""
+
+
+_NOT_INITIALISED = "no registry here: run 'permitgate registry init' first"
+
+
+def require_registry(db: Database) -> None:
+    """Raise unless ``db`` holds a registry whose newest checkpoint covers exactly its log."""
+    if not db.is_initialised():
+        raise NotInitialised(_NOT_INITIALISED)
+    with db.snapshot() as session:
+        head = session.scalars(
+            select(CheckpointRow).order_by(CheckpointRow.size.desc()).limit(1)
+        ).first()
+        _check_head(session, head)
+
+
+def _check_head(session: Session, head: CheckpointRow | None) -> CheckpointRow:
+    """The newest checkpoint, once the log holds exactly the events it covers."""
+    advice = (
+        "rows were deleted or added outside permitgate; run 'permitgate registry verify' "
+        "and restore the database from a backup"
+    )
+    if head is None:
+        raise RegistryDamaged(f"this registry has no signed checkpoint: {advice}")
+    count, last = session.execute(select(func.count(), func.max(EventRow.seq))).one()
+    if count != head.size or (count and last != head.size - 1):
+        raise RegistryDamaged(
+            f"the newest checkpoint covers {head.size} events but the log holds {count}"
+            f"{'' if last is None else f' (the last numbered {last})'}: {advice}"
+        )
+    return head
+
+
 @contextmanager
 def open_writer(db: Database, signer: Signer) -> Iterator[tuple[Session, str, CheckpointRow]]:
     """The registry's write lock, its origin and latest checkpoint, once ``signer`` is its key.
@@ -151,20 +247,20 @@ def open_writer(db: Database, signer: Signer) -> Iterator[tuple[Session, str, Ch
     Every writer (import, refresh) comes through here, so none can sign with another key.
     """
     if not db.is_initialised():
-        raise NotInitialised("no registry here: run 'permitgate registry init' first")
+        raise NotInitialised(_NOT_INITIALISED)
     with db.writer() as session:
         origin = session.scalar(select(MetaRow.value).where(MetaRow.key == "origin"))
         public_key = session.scalar(select(MetaRow.value).where(MetaRow.key == "public_key"))
-        head = session.scalars(
-            select(CheckpointRow).order_by(CheckpointRow.size.desc()).limit(1)
-        ).first()
-        if origin is None or head is None:
-            raise NotInitialised("no registry here: run 'permitgate registry init' first")
+        if origin is None:
+            raise NotInitialised(_NOT_INITIALISED)
         if public_key != signer.verifier.text:
             raise WrongKey(
                 f"this registry is signed by {public_key}, not by {signer.verifier.text}"
             )
-        yield session, origin, head
+        head = session.scalars(
+            select(CheckpointRow).order_by(CheckpointRow.size.desc()).limit(1)
+        ).first()
+        yield session, origin, _check_head(session, head)
 
 
 def refresh_records(

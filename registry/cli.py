@@ -1,6 +1,9 @@
 """``permitgate registry ...``: the registry's command line.
 
-Exit codes: 0 done; 1 verification found a difference; 2 bad input or usage (nothing written).
+Exit codes (``EXIT_CODES`` below, shown in ``--help``): 0 done; 1 ``verify`` found a difference,
+or ``status`` found no such structure or a record whose signature fails; 2 bad input, bad usage,
+or a database, key or registry that cannot be used as asked (nothing written). Errors of the last
+kind are raised, not caught here: ``permitgate.cli`` prints them as one line (``registry.errors``).
 """
 
 from __future__ import annotations
@@ -19,19 +22,22 @@ from tqdm import tqdm
 from registry.admin import (
     DEFAULT_ORIGIN,
     ROLE,
-    RegistryRefused,
+    NotInitialised,
     export_lines,
     init_registry,
     latest_checkpoint_note,
+    load_registry_signer,
     refresh_records,
     status_envelope,
 )
 from registry.audit import audit_registry
 from registry.demo import demo_lines
+from registry.errors import PlainError
 from registry.importer import MAX_REPORTED_ERRORS, import_lines
 from registry.notifications import iter_notifications
 from registry.records import format_time
-from registry.signing import DEFAULT_KEYS_DIR, KeyFileError, load_signer, load_verifier
+from registry.signing import DEFAULT_KEYS_DIR, load_verifier
+from registry.status_view import Signature, read_status_view
 from registry.storage import Database
 
 db_option = click.option(
@@ -53,33 +59,51 @@ keys_option = click.option(
 )
 
 
+EXIT_CODES = """\b
+Exit codes:
+  0  done
+  1  'verify' found a difference; 'status' found no such structure, or a
+     record whose signature fails
+  2  bad input or usage, or a database, key or registry that cannot be used
+     as asked (one line says why); nothing was written"""
+
+
 def fail(message: str, code: int = 2) -> None:
     click.echo(f"permitgate: {message}", err=True)
     sys.exit(code)
 
 
-@click.group()
+def existing(db_url: str | None) -> Database:
+    """The database of a read-only command: it must hold a registry, and is never created."""
+    db = Database(db_url, create=False)
+    if not db.is_initialised():
+        raise NotInitialised("no registry here: run 'permitgate registry init' first")
+    return db
+
+
+@click.group(epilog=EXIT_CODES)
 def registry() -> None:
-    """The signed registry of structures, permits and violation cases."""
+    """The signed registry of structures, permits and violation cases.
+
+    The database is --db, else PERMITGATE_DB, else sqlite:///permitgate.db (SQLite files
+    or postgresql://USER@HOST/NAME; a PostgreSQL database must be created first, e.g. with
+    createdb NAME). Only 'init' creates one; 'import' and 'refresh' change it.
+    """
 
 
-@registry.command()
+@registry.command(epilog=EXIT_CODES)
 @db_option
 @keys_option
 @click.option(
     "--origin",
-    default=DEFAULT_ORIGIN,
-    show_default=True,
-    help="Checkpoint origin, also the signing key's name.",
+    default=None,
+    help=f"Checkpoint origin, also the signing key's name (default {DEFAULT_ORIGIN}); fixed "
+    "once the registry exists.",
 )
-def init(db_url: str | None, keys_dir: Path, origin: str) -> None:
+def init(db_url: str | None, keys_dir: Path, origin: str | None) -> None:
     """Create or upgrade the registry and its signing key."""
     db = Database(db_url)
-    try:
-        result = init_registry(db, keys_dir, origin)
-    except (KeyFileError, ValueError) as exc:
-        fail(str(exc))
-        return
+    result = init_registry(db, keys_dir, origin)
     if result.created_key:
         click.echo(f"created signing key {keys_dir / (ROLE + '.key')} (mode 0600)")
     state = "created" if result.created_registry else "upgraded"
@@ -95,24 +119,24 @@ def _lines(stream: BinaryIO) -> Iterator[bytes]:
     yield from stream
 
 
-@registry.command("import")
+@registry.command("import", epilog=EXIT_CODES)
 @click.argument("file", type=click.File("rb"))
 @db_option
 @keys_option
 def import_(file: BinaryIO, db_url: str | None, keys_dir: Path) -> None:
-    """Import JSON Lines from FILE ('-' for standard input): all or nothing."""
-    try:
-        signer = load_signer(keys_dir, ROLE)
-    except KeyFileError as exc:
-        fail(str(exc))
-        return
+    """Import JSON Lines from FILE ('-' for standard input): all or nothing.
+
+    UTF-8 text, one record a line (a byte-order mark is allowed); every error is reported as
+    'line N: field: why'. An id given twice in one file is an error.
+    """
+    db = Database(db_url, create=False)
+    signer = load_registry_signer(db, keys_dir)
     total = None
     try:
         info = os.fstat(file.fileno())
         total = info.st_size if stat.S_ISREG(info.st_mode) else None
     except (OSError, ValueError):
         pass
-    db = Database(db_url)
     with tqdm(
         total=total,
         unit="B",
@@ -122,11 +146,7 @@ def import_(file: BinaryIO, db_url: str | None, keys_dir: Path) -> None:
         file=sys.stderr,
         leave=False,
     ) as bar:
-        try:
-            report = import_lines(db, _lines(file), signer, on_chunk=bar.update)
-        except RegistryRefused as exc:
-            fail(str(exc))
-            return
+        report = import_lines(db, _lines(file), signer, on_chunk=bar.update)
     if not report.ok:
         for error in report.errors:
             click.echo(str(error), err=True)
@@ -148,58 +168,70 @@ def import_(file: BinaryIO, db_url: str | None, keys_dir: Path) -> None:
     )
 
 
-@registry.command()
+@registry.command(epilog=EXIT_CODES)
 @db_option
 def export(db_url: str | None) -> None:
     """Write the current state as JSON Lines to standard output."""
-    db = Database(db_url)
-    if not db.is_initialised():
-        fail("no registry here: run 'permitgate registry init' first")
-        return
     out = sys.stdout.buffer
-    for line in export_lines(db):
+    for line in export_lines(existing(db_url)):
         out.write(line)
     out.flush()
 
 
-@registry.command()
+@registry.command(epilog=EXIT_CODES)
 @db_option
 def checkpoint(db_url: str | None) -> None:
     """Print the latest signed checkpoint (a C2SP signed note)."""
-    note = latest_checkpoint_note(Database(db_url))
+    note = latest_checkpoint_note(existing(db_url))
     if note is None:
-        fail("no registry here: run 'permitgate registry init' first")
-        return
+        raise NotInitialised("this registry has no signed checkpoint")
     sys.stdout.buffer.write(note)
 
 
-@registry.command()
+@registry.command(epilog=EXIT_CODES)
 @click.argument("structure_id")
 @db_option
-def status(structure_id: str, db_url: str | None) -> None:
-    """Print the signed status record (a DSSE envelope) of STRUCTURE_ID."""
-    db = Database(db_url)
-    if not db.is_initialised():
-        fail("no registry here: run 'permitgate registry init' first")
-        return
-    envelope = status_envelope(db, structure_id)
+@keys_option
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the envelope as signed, the decoded record and the signature's status as JSON.",
+)
+def status(structure_id: str, db_url: str | None, keys_dir: Path, as_json: bool) -> None:
+    """Show the signed status record of STRUCTURE_ID: the structure, its permits and cases.
+
+    The signature is checked with the registry's public key (registry.pub in --keys); without
+    that file the record is shown as not checked.
+    """
+    envelope = status_envelope(existing(db_url), structure_id)
     if envelope is None:
         fail(f"structure {structure_id!r} is not in the registry", 1)
         return
-    sys.stdout.buffer.write(envelope + b"\n")
+    key_file = keys_dir / f"{ROLE}.pub"
+    key = load_verifier(keys_dir, ROLE) if key_file.exists() else None
+    view = read_status_view(structure_id, envelope, key, key_file)
+    if as_json:
+        click.echo(orjson.dumps(view.to_json(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        for line in view.lines():
+            click.echo(line)
+    if view.signature is Signature.FAILED:
+        sys.exit(1)
 
 
-@registry.command()
+@registry.command(epilog=EXIT_CODES)
 @db_option
 @keys_option
 def verify(db_url: str | None, keys_dir: Path) -> None:
     """Check the log, the tables and every signed record against the registry's key."""
-    try:
-        key = load_verifier(keys_dir, ROLE)
-    except KeyFileError as exc:
-        fail(str(exc))
-        return
-    report = audit_registry(Database(db_url), key)
+    if not (keys_dir / f"{ROLE}.pub").exists():
+        raise PlainError(
+            f"{keys_dir / (ROLE + '.pub')} does not exist: 'verify' checks the registry against "
+            "its public key; pass --keys the folder that holds it"
+        )
+    key = load_verifier(keys_dir, ROLE)
+    report = audit_registry(Database(db_url, create=False), key)
     for problem in report.problems:
         click.echo(problem, err=True)
     if not report.ok:
@@ -210,7 +242,7 @@ def verify(db_url: str | None, keys_dir: Path) -> None:
     )
 
 
-@registry.command("demo-data")
+@registry.command("demo-data", epilog=EXIT_CODES)
 @click.option(
     "--structures",
     default=5000,
@@ -226,15 +258,12 @@ def demo_data(structures: int) -> None:
     out.flush()
 
 
-@registry.command()
+@registry.command(epilog=EXIT_CODES)
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def notifications(db_url: str | None, as_json: bool) -> None:
     """List the notifications recorded for the working group (Art. 13)."""
-    db = Database(db_url)
-    if not db.is_initialised():
-        fail("no registry here: run 'permitgate registry init' first")
-    for notice in iter_notifications(db):
+    for notice in iter_notifications(existing(db_url)):
         if as_json:
             click.echo(orjson.dumps(notice.to_json()).decode())
             continue
@@ -245,20 +274,12 @@ def notifications(db_url: str | None, as_json: bool) -> None:
         )
 
 
-@registry.command()
+@registry.command(epilog=EXIT_CODES)
 @db_option
 @keys_option
 @click.option("--all", "everything", is_flag=True, help="Re-sign every record, not only those due.")
 def refresh(db_url: str | None, keys_dir: Path, everything: bool) -> None:
     """Re-sign status records that expire within half their validity (run daily)."""
-    try:
-        signer = load_signer(keys_dir, ROLE)
-    except KeyFileError as exc:
-        fail(str(exc))
-        return
-    try:
-        count = refresh_records(Database(db_url), signer, everything=everything)
-    except RegistryRefused as exc:
-        fail(str(exc))
-        return
+    db = Database(db_url, create=False)
+    count = refresh_records(db, load_registry_signer(db, keys_dir), everything=everything)
     click.echo(f"{count} status records re-signed")

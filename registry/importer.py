@@ -9,11 +9,19 @@ whole transaction back at the end, after every line has been checked. Memory hol
 A successful import appends one event per change to the log, re-signs the status record of every
 structure it touched (chunk by chunk, overlapping with the reading; see ``registry.status``), and
 signs a checkpoint for the new tree size.
+
+The input is UTF-8 (a byte-order mark at the start, as spreadsheet programs write, is skipped). An
+id may appear once per record type in one file: a second line with it is an error naming the
+first. Ids are remembered as fingerprints, not strings (10 bytes a record, plus a 4 MiB bitmap;
+see ``_SeenIds``), and duplicates reported once every line has been read.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from array import array
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -114,6 +122,12 @@ class ImportReport:
         self.errors.extend(sorted(self._pending, key=lambda e: e.line)[: max(room, 0)])
         self._pending.clear()
 
+    def end_file(self) -> None:
+        """Merge errors found once the whole file was read (duplicates) in line order."""
+        merged = sorted([*self.errors, *self._pending], key=lambda e: e.line)
+        self.errors = merged[:MAX_REPORTED_ERRORS]
+        self._pending.clear()
+
 
 class _Rollback(Exception):
     pass
@@ -139,11 +153,12 @@ def import_lines(
             status_signer = StatusSigner(signer, now=now)
             with SigningPipeline(session, status_signer, workers=_SIGNING_WORKERS) as pipeline:
                 applier = _Applier(session, tree, format_time(now), report, pipeline)
-                numbered = enumerate(lines, start=1)
+                numbered = enumerate(_utf8_lines(lines, report), start=1)
                 while chunk := list(islice(numbered, _CHUNK)):
                     applier.apply(chunk)
                     if on_chunk is not None:
                         on_chunk(sum(len(raw) for _, raw in chunk))
+                applier.ids.report_duplicates(report)
                 if not report.ok:
                     raise _Rollback
                 pipeline.finish()
@@ -171,13 +186,94 @@ def import_lines(
     return report
 
 
+_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _utf8_lines(lines: Iterable[bytes], report: ImportReport) -> Iterator[bytes]:
+    """The lines, without a UTF-8 byte-order mark at the start; nothing after a UTF-16 one."""
+    it = iter(lines)
+    first = next(it, None)
+    if first is None:
+        return
+    if first.startswith(_UTF16_BOMS):  # every line would be garbage: say it once
+        report.lines += 1
+        report.error(1, "(file)", "UTF-16 text, not UTF-8: save the file as UTF-8")
+        report.end_chunk()
+        return
+    yield first.removeprefix(_UTF8_BOM)
+    yield from it
+
+
 def _json_error(raw: bytes) -> str:
-    """orjson's message for the line without its newline (else it points past the line)."""
+    """Why a line is not JSON: not UTF-8 (where), or orjson's message for the line."""
     try:
+        raw.decode()
+    except UnicodeDecodeError as exc:
+        column = len(raw[: exc.start].decode()) + 1
+        return (
+            f"not UTF-8 text: byte 0x{raw[exc.start]:02X} at column {column} "
+            "(save the file as UTF-8)"
+        )
+    try:  # without its newline, else orjson points past the line
         orjson.loads(raw.rstrip(b"\r\n"))
     except orjson.JSONDecodeError as exc:
-        return str(exc)
-    return "invalid"
+        return f"not valid JSON: {exc}"
+    return "not valid JSON"
+
+
+class _SeenIds:
+    """Every (record type, id) of the file and where it was, for finding duplicates at the end.
+
+    Memory must stay small for a million lines, so no id is kept as a string: each is kept as an
+    80-bit fingerprint (Python's keyed 64-bit string hash of the id, and 16 bits of the hash of
+    the id with a suffix, each mixed with the record type), 10 bytes a record in two arrays; its
+    line follows from its position (``_skips`` records where lines without a record were). A
+    4 MiB bitmap of the first hash picks out, as the file is read, the few records whose hash
+    was seen before; only those are compared at the end. Two different ids share a fingerprint
+    with a chance of about 2**-80 per pair (for a million ids, about 4e-13 in all).
+    """
+
+    _BITS = 1 << 25
+
+    def __init__(self) -> None:
+        self._first = array("q")
+        self._second = array("H")
+        self._skips: list[tuple[int, int]] = [(0, 0)]  # (from record n, lines before it - n)
+        self._bitmap = bytearray(self._BITS >> 3)
+        self._again: set[int] = set()  # first hashes seen more than once
+
+    def add(self, line: int, record: Record) -> None:
+        n = len(self._first)
+        if line - 1 - n != self._skips[-1][1]:
+            self._skips.append((n, line - 1 - n))
+        salt = _KIND_SALT[type(record)]
+        first = hash(record.id) ^ salt
+        self._first.append(first)
+        self._second.append((hash(record.id + "\x00") ^ salt) & 0xFFFF)
+        bit = first & (self._BITS - 1)
+        byte, mask = bit >> 3, 1 << (bit & 7)
+        if self._bitmap[byte] & mask:
+            self._again.add(first)
+        else:
+            self._bitmap[byte] |= mask
+
+    def _line(self, n: int) -> int:
+        return n + 1 + self._skips[bisect_right(self._skips, (n, sys.maxsize)) - 1][1]
+
+    def report_duplicates(self, report: ImportReport) -> None:
+        again = self._again
+        if again:
+            earliest: dict[tuple[int, int], int] = {}
+            for n, (first, second) in enumerate(zip(self._first, self._second, strict=True)):
+                if first in again:
+                    seen = earliest.setdefault((first, second), n)
+                    if seen != n:
+                        report.error(self._line(n), "id", f"duplicate of line {self._line(seen)}")
+        report.end_file()
+
+
+_KIND_SALT = {Structure: 0, Permit: 0x5DEECE66D, Case: 0x27BB2EE687B0B0FD}
 
 
 class _Applier:
@@ -198,6 +294,7 @@ class _Applier:
         self.tree = tree
         self.at = at
         self.report = report
+        self.ids = _SeenIds()
 
     def apply(self, chunk: list[tuple[int, bytes]]) -> None:
         report = self.report
@@ -233,13 +330,16 @@ class _Applier:
             try:
                 obj = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                report.error(line, "(line)", f"not valid JSON: {_json_error(raw)}")
+                report.error(line, "(line)", _json_error(raw))
                 continue
             try:
-                yield line, parse_record(obj)
+                record = parse_record(obj)
             except InvalidRecord as exc:
                 for err in exc.errors:
                     report.error(line, err.field, err.why)
+                continue
+            self.ids.add(line, record)
+            yield line, record
 
     def _fetch(
         self, parsed: list[tuple[int, Record]]

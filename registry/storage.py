@@ -40,14 +40,17 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from registry.errors import DATABASE_NOTE, DatabaseMissing, UnsupportedDatabase
 from registry.records import Case, Permit, Record, Structure
 from registry.vocabulary import Area, CaseKind, CaseSource, CaseStage, PermitKind, PermitStatus
 
 __all__ = [
     "DEFAULT_DB_URL",
+    "SUPPORTED_DATABASES",
     "Base",
     "CaseRow",
     "CheckpointRow",
@@ -77,15 +80,26 @@ ID_TYPE = String(64).with_variant(String(64, collation="C"), "postgresql")
 """Ids sort by code point on every backend, as Python does, so ordered streams merge."""
 
 
+SUPPORTED_DATABASES = "sqlite:///PATH or postgresql://USER@HOST[:PORT]/NAME"
+
+
 def database_url(url: str | None) -> str:
     """The URL to use: ``--db``, else ``PERMITGATE_DB``, else the SQLite default.
 
-    Bare ``postgresql://`` URLs are routed to psycopg 3, the driver this project installs.
+    Bare ``postgresql://`` URLs are routed to psycopg 3, the driver this project installs; a URL
+    of any other kind raises ``UnsupportedDatabase`` naming the kinds that work.
     """
     url = url or os.environ.get("PERMITGATE_DB") or DEFAULT_DB_URL
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
+    scheme, found, _ = url.partition("://")
+    if not found:
+        raise UnsupportedDatabase(f"--db {url!r} is not a database URL (use {SUPPORTED_DATABASES})")
+    if scheme not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
+        raise UnsupportedDatabase(
+            f"--db: {scheme}:// databases are not supported (use {SUPPORTED_DATABASES})"
+        )
     return url
 
 
@@ -224,6 +238,12 @@ class MetaRow(Base):
     value: Mapped[str] = mapped_column(String(2000))
 
 
+_SQLITE_BUSY_MS = 30000
+SQLITE_WRITER_WAIT = 10.0
+"""Seconds a writer (import, refresh) waits for SQLite's write lock before giving up: a gate's
+decision-log writes hold it for milliseconds, another import for as long as it runs."""
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # The driver's own transaction handling is turned off and SQLAlchemy's "begin" event emits
     # BEGIN instead (the SQLAlchemy recipe for pysqlite), so transactions are real and whole.
@@ -232,17 +252,33 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
     cursor.close()
 
 
 class Database:
     """An engine plus the session factory; ``session()`` is the one unit-of-work scope."""
 
-    def __init__(self, url: str | None = None, *, echo: bool = False) -> None:
+    def __init__(self, url: str | None = None, *, echo: bool = False, create: bool = True) -> None:
+        """Open (lazily) the database at ``url``.
+
+        With ``create=False`` (the read-only commands, the gate) a SQLite file must exist
+        already; SQLite never creates a file in a folder that does not exist. Both raise
+        ``DatabaseMissing``. Errors raised later carry a note naming this database, which
+        ``registry.errors`` uses to say which database a message is about.
+        """
         self.url = database_url(url)
         self.engine: Engine = create_engine(self.url, echo=echo)
         self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            _check_sqlite_file(self.engine.url.database, create=create)
+        named = DATABASE_NOTE + str(self)
+
+        def name_the_database(context: ExceptionContext) -> None:
+            if context.sqlalchemy_exception is not None:
+                context.sqlalchemy_exception.add_note(named)
+
+        event.listen(self.engine, "handle_error", name_the_database)
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
@@ -258,6 +294,14 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    def __str__(self) -> str:
+        """The database in words, for messages: ``the SQLite file demo/permitgate.db``."""
+        url = self.engine.url
+        if self.dialect == "sqlite":
+            return f"the SQLite file {url.database}"
+        where = f"{url.host or 'localhost'}:{url.port or 5432}"
+        return f"the PostgreSQL database {url.database!r} at {where}"
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -282,7 +326,14 @@ class Database:
                 # would scan whole tables for every lookup. Every writer query has an index.
                 session.execute(text("SET LOCAL enable_seqscan = off"))
             else:  # a no-op write takes SQLite's write lock now, not at the first real write
-                session.execute(text("UPDATE registry_meta SET value = value WHERE key = 'origin'"))
+                wait = int(SQLITE_WRITER_WAIT * 1000)
+                session.execute(text(f"PRAGMA busy_timeout = {wait}"))
+                try:
+                    session.execute(
+                        text("UPDATE registry_meta SET value = value WHERE key = 'origin'")
+                    )
+                finally:
+                    session.execute(text(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}"))
             yield session
 
     def upgrade(self) -> None:
@@ -304,6 +355,26 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _check_sqlite_file(database: str | None, *, create: bool) -> None:
+    """Say plainly what SQLite would only call "unable to open database file"."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if path.exists():
+        if path.is_dir():
+            raise DatabaseMissing(f"{path} is a folder, not a SQLite file")
+        return
+    if not create:
+        raise DatabaseMissing(
+            f"no registry at {path}: the file does not exist "
+            "(check --db, or create one with 'permitgate registry init')"
+        )
+    if not path.parent.is_dir():
+        raise DatabaseMissing(
+            f"cannot create the SQLite file {path}: the folder {path.parent} does not exist"
+        )
 
 
 # Conversions between rows (as plain column tuples, which stream fastest) and typed records.

@@ -3,6 +3,9 @@
 Everything lives in ./demo (database, keys, data file) and is rebuilt on each run. Before
 serving, it prints `permitgate check ...` lines to try from another terminal, one for each rule
 of DOMAIN.md. Stop the gate with Ctrl-C.
+
+The address (PERMITGATE_DEMO_LISTEN, default 127.0.0.1:50051) is checked before anything is
+built; a step that fails has printed its one line already, and the demo exits with its status.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from registry.demo import SCENARIOS, structure_id
+from server.listen import ListenError, check_free, parse_listen
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demo"
@@ -126,6 +130,25 @@ def try_these() -> list[tuple[str, str]]:
 
 
 def main() -> int:
+    try:
+        check_free(parse_listen(LISTEN))
+    except ListenError as exc:
+        print(
+            f"permitgate: {exc} (the demo listens on PERMITGATE_DEMO_LISTEN, e.g. "
+            "PERMITGATE_DEMO_LISTEN=127.0.0.1:50052 make demo)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        build()
+    except subprocess.CalledProcessError as exc:  # the command has said why, in one line
+        return exc.returncode
+    except KeyboardInterrupt:
+        return 130
+    return serve()
+
+
+def build() -> None:
     shutil.rmtree(DEMO, ignore_errors=True)
     DEMO.mkdir()
     data = DEMO / "registry.jsonl"
@@ -134,6 +157,10 @@ def main() -> int:
     run("registry", "import", str(data.relative_to(ROOT)))
     run("registry", "verify")
     run("registry", "checkpoint")
+
+
+def serve() -> int:
+    """Print what to try, then serve until Ctrl-C; the gate's exit status."""
     env_line = (
         f"export PERMITGATE_DB={ENV['PERMITGATE_DB']} PERMITGATE_KEYS={ENV['PERMITGATE_KEYS']}"
     )

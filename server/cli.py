@@ -1,4 +1,9 @@
-"""``permitgate serve``: run the gate."""
+"""``permitgate serve``: run the gate.
+
+Before anything starts, the options are checked (``--listen`` by ``server.listen``), the database
+must hold a registry whose log and newest checkpoint agree, and the port must be free; each
+failure is one plain line and exit status 2 (``SERVE_EXIT_CODES``).
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,20 @@ from pathlib import Path
 import click
 import uvloop
 
+from registry.admin import require_registry
 from registry.cli import db_option, keys_option
 from registry.signing import KeyFileError
+from registry.storage import Database
 from server.app import DEFAULT_MAX_CONCURRENT_RPCS, GateApp, TlsFiles
+from server.listen import ListenError, bind_failure, check_free, parse_listen
 from server.receipts import DEFAULT_GATE_NAME
 
 log = logging.getLogger("permitgate")
+
+SERVE_EXIT_CODES = """\b
+Exit codes:
+  0  stopped by SIGINT or SIGTERM, calls in flight finished
+  2  bad options, keys, database or address (one line says why); the gate did not start"""
 
 
 async def _serve(**options: object) -> None:
@@ -32,10 +45,15 @@ async def _serve(**options: object) -> None:
     await app.stop()
 
 
-@click.command()
+@click.command(epilog=SERVE_EXIT_CODES)
 @db_option
 @keys_option
-@click.option("--listen", default="127.0.0.1:50051", show_default=True, help="host:port to bind.")
+@click.option(
+    "--listen",
+    default="127.0.0.1:50051",
+    show_default=True,
+    help="HOST:PORT to listen on ([IPv6]:PORT; 0.0.0.0:PORT: every interface; port 0: any).",
+)
 @click.option(
     "--max-staleness",
     default=300.0,
@@ -100,6 +118,14 @@ def serve(
     tls = (
         None if tls_cert is None or tls_key is None else TlsFiles(tls_cert, tls_key, tls_client_ca)
     )
+    address = parse_listen(listen)
+    db = Database(db_url, create=False)  # a gate never creates a registry
+    try:
+        require_registry(db)
+    finally:
+        db.dispose()
+    check_free(address)
+    listen = str(address)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         uvloop.run(
@@ -121,3 +147,8 @@ def serve(
     except OSError as exc:
         click.echo(f"permitgate: {exc}", err=True)
         sys.exit(2)
+    except RuntimeError as exc:  # gRPC's bind failed after check_free passed (a race)
+        if not str(exc).startswith("Failed to bind"):
+            raise
+        why = bind_failure(address) or "gRPC could not bind it"
+        raise ListenError(f"cannot listen on {address}: {why}") from exc

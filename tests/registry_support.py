@@ -54,6 +54,12 @@ TABLES = {
 }
 
 
+def key_name(verifier_key: str) -> str:
+    """``name+keyid`` of a verifier key line (``name+keyid+key``), as messages name a key."""
+    name, keyid, _ = verifier_key.strip().split("+", 2)
+    return f"{name}+{keyid}"
+
+
 def jsonl(records: Sequence[Mapping[str, Any] | str]) -> str:
     """JSON Lines text: dicts are dumped compactly, strings are taken as lines verbatim."""
     out = []
@@ -192,6 +198,15 @@ class Registry:
 
     def status(self, structure_id: str) -> Result:
         return self.cli("status", structure_id)
+
+    def status_envelope(self, structure_id: str) -> bytes:
+        """The signed status record as ``status --json`` gives it, re-encoded as signed
+        (canonical JSON: sorted keys, no spaces)."""
+        result = self.cli("status", structure_id, "--json", keys=True)
+        assert result.exit_code == 0, result.output
+        shown = json.loads(result.stdout)
+        assert shown["signature"]["status"] == "verified", shown["signature"]
+        return json.dumps(shown["envelope"], sort_keys=True, separators=(",", ":")).encode()
 
     def verify(self) -> Result:
         return self.cli("verify", keys=True)

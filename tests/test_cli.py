@@ -17,6 +17,7 @@ from registry_support import (
     export_records,
     invoke,
     jsonl,
+    key_name,
     open_checkpoint,
     open_envelope,
     parse_verifier_key,
@@ -37,7 +38,9 @@ def test_database_and_keys_from_the_environment(blank_registry: Registry) -> Non
     assert reg.export() == jsonl(EXAMPLE_LINES).encode()
     assert invoke(["registry", "export"], **env).stdout_bytes == reg.export()
     assert invoke(["registry", "checkpoint"], **env).stdout_bytes == reg.checkpoint()
-    assert invoke(["registry", "status", S1], **env).stdout_bytes == reg.status(S1).stdout_bytes
+    shown = invoke(["registry", "status", S1], **env)
+    assert shown.stdout_bytes == reg.cli("status", S1, keys=True).stdout_bytes
+    assert shown.stdout.startswith("signature: verified: signed by the registry key ")
     assert invoke(["registry", "verify"], **env).exit_code == 0
 
 
@@ -101,7 +104,7 @@ def test_demo_data_imports_cleanly_and_verifies(reg: Registry) -> None:
     key = parse_verifier_key(reg.public_key_text)
     for r in records:
         if r["type"] == "structure":
-            payload = open_envelope(reg.status(r["id"]).stdout_bytes.strip(), key)
+            payload = open_envelope(reg.status_envelope(r["id"]), key)
             assert payload["structure"] == r
 
 
@@ -119,14 +122,27 @@ def test_commands_before_init_say_so(blank_registry: Registry) -> None:
     )
     assert setup.exit_code == 0, setup.output
 
+    # A SQLite file that does not exist is never created by these; a PostgreSQL database that
+    # exists but holds no registry says so.
+    said = (
+        f"permitgate: no registry at {reg.scratch / 'registry.db'}: the file does not exist "
+        "(check --db, or create one with 'permitgate registry init')\n"
+        if reg.url.startswith("sqlite")
+        else NO_REGISTRY
+    )
     result = reg.import_text(jsonl(EXAMPLE_LINES))
-    assert (result.exit_code, result.stderr) == (2, NO_REGISTRY)
-    for command in (["checkpoint"], ["export"], ["status", S1]):
-        result = reg.cli(*command)
-        assert (result.exit_code, result.stdout, result.stderr) == (2, "", NO_REGISTRY), command
+    assert (result.exit_code, result.stderr) == (2, said)
+    commands = (["checkpoint"], ["export"], ["status", S1], ["notifications"], ["refresh"])
+    for command in commands:
+        result = reg.cli(*command, keys=command == ["refresh"])
+        assert (result.exit_code, result.stdout, result.stderr) == (2, "", said), command
     result = reg.verify()
-    assert result.exit_code == 1
-    assert result.stderr.splitlines()[0] == "registry: not initialised"
+    if reg.url.startswith("sqlite"):
+        assert (result.exit_code, result.stderr) == (2, said)
+        assert not (reg.scratch / "registry.db").exists()
+    else:
+        assert result.exit_code == 1
+        assert result.stderr.splitlines()[0] == "registry: not initialised"
 
 
 def test_import_with_a_key_that_is_not_the_registrys(reg: Registry, tmp_path: Path) -> None:
@@ -143,9 +159,10 @@ def test_import_with_a_key_that_is_not_the_registrys(reg: Registry, tmp_path: Pa
     )
     assert result.exit_code == 2
     other_key = (other / "registry.pub").read_text().strip()
+    wanted = key_name(reg.public_key_text)
     assert result.stderr == (
-        f"permitgate: this registry is signed by {reg.public_key_text.strip()}, "
-        f"not by {other_key}\n"
+        f"permitgate: this registry was made with the key {wanted}, but {other} holds "
+        f"{key_name(other_key)}: pass --keys the folder that holds {wanted}\n"
     )
     assert reg.snapshot() == before
     assert reg.verify().exit_code == 0
@@ -157,7 +174,11 @@ def test_import_without_keys(reg: Registry, tmp_path: Path) -> None:
         input=jsonl(EXAMPLE_LINES),
     )
     assert result.exit_code == 2
-    assert "registry.key: missing (run 'permitgate registry init')" in result.stderr
+    assert result.stderr == (
+        f"permitgate: this registry was made with the key {key_name(reg.public_key_text)}, "
+        f"but {tmp_path / 'none' / 'registry.key'} does not exist: pass --keys the folder "
+        f"that holds that key (its registry.pub reads {reg.public_key_text.strip()})\n"
+    )
 
 
 def test_the_installed_console_script(reg: Registry) -> None:

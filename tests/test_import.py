@@ -205,14 +205,16 @@ BAD_INPUT: list[tuple[str, list[Any], list[str]]] = [
     ),
     (
         "forbidden stage moves",
-        [CASE | {"stage": "reported"}, CASE | {"stage": "closed"}, CASE | {"stage": "rectified"}],
+        [CASE | {"stage": "reported"}, case("C-2", S1, stage="closed")],
         [
             "line 1: stage: case C-2025-0042 cannot move from stop_order to reported "
             "(allowed from stop_order: closed, demolition_order, rectify_order)",
-            # Line 2 was a valid move: line 3 is checked against stage "closed".
-            "line 3: stage: case C-2025-0042 cannot move from closed to rectified "
-            "(allowed from closed: none)",
         ],
+    ),
+    (
+        "an id twice in one file",
+        [CASE | {"stage": "closed"}, structure("S-2"), CASE | {"stage": "closed"}],
+        ["line 3: id: duplicate of line 1"],
     ),
     (
         "a valid file with one bad line at the end",
@@ -313,14 +315,19 @@ def test_references_within_one_file(seeded: Registry) -> None:
             structure("S-2"),
             permit("P-2", "S-2"),
             case("C-2", "S-2", stage="reported"),
-            permit("P-2", "S-2", status="suspended"),
-            case("C-2", "S-2", stage="filed"),
             "",
             PERMIT | {"status": "revoked"},
         ]
     )
     assert result.stdout == (
-        "6 lines: 6 changes, 0 unchanged; registry version 9; 2 status records signed\n"
+        "4 lines: 4 changes, 0 unchanged; registry version 7; 2 status records signed\n"
+    )
+    # Updated by a later file (an id appears once per file).
+    result = seeded.load(
+        [permit("P-2", "S-2", status="suspended"), case("C-2", "S-2", stage="filed")]
+    )
+    assert result.stdout == (
+        "2 lines: 2 changes, 0 unchanged; registry version 9; 1 status records signed\n"
     )
     records = {r["id"]: r for r in export_records(seeded.export())}
     assert records["P-2"]["status"] == "suspended"
@@ -468,9 +475,10 @@ def test_an_import_larger_than_one_chunk(
     # One filler line first, so that a structure's lines straddle the chunk boundary.
     records = [structure("S-FILLER"), *demo_lines(2760, now=now)]
     first = records[1]["id"]
-    # Structure 0 is created in the first chunk; its permit is revoked in the third.
+    # Structure 0 is created in the first chunk; a revoked permit is added in the third.
     first_permit = next(r for r in records if r.get("structure") == first)
-    records.append(first_permit | {"status": "revoked"})
+    late_permit = first_permit | {"id": f"{first_permit['id']}-late", "status": "revoked"}
+    records.append(late_permit)
     lines = [orjson.dumps(r) for r in records]
     assert 12_000 <= len(lines) <= 12_100
 
@@ -486,7 +494,7 @@ def test_an_import_larger_than_one_chunk(
     assert len(payloads) == 2761
     # Structure 0: signed in chunk 1, re-signed in chunk 3 with the revoked permit.
     assert payloads[first]["tree_size"] == len(lines)
-    assert first_permit | {"status": "revoked"} in payloads[first]["permits"]
+    assert late_permit in payloads[first]["permits"]
     # The structure whose lines straddle lines 5,000 and 5,001 is signed after both chunks.
     straddling = records[4_999].get("structure", records[4_999]["id"])
     assert records[5_000].get("structure") == straddling, "pick a case that spans the chunks"

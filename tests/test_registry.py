@@ -33,6 +33,7 @@ from registry_support import (
     export_records,
     invoke,
     jsonl,
+    key_name,
     open_checkpoint,
     open_envelope,
     parse_rfc3339,
@@ -130,9 +131,10 @@ def test_init_refuses_keys_that_are_not_the_registrys(reg: Registry, tmp_path: P
     other_key = (other / "registry.pub").read_text().strip()
     result = reg.cli("init", "--keys", str(other))
     assert result.exit_code == 2
+    wanted = key_name(reg.public_key_text)
     assert result.stderr == (
-        f"permitgate: this registry was signed by {reg.public_key_text.strip()}, "
-        f"but {other} holds {other_key}\n"
+        f"permitgate: this registry was made with the key {wanted}, but {other} holds "
+        f"{key_name(other_key)}: pass --keys the folder that holds {wanted}\n"
     )
     assert reg.snapshot() == before
 
@@ -165,12 +167,9 @@ def test_init_refuses_an_origin_other_than_the_keys_name(
 
 
 def status_payload(reg: Registry, structure_id: str) -> dict[str, Any]:
-    result = reg.status(structure_id)
-    assert result.exit_code == 0, result.output
-    envelope = result.stdout_bytes
-    assert envelope.endswith(b"\n")
-    assert envelope[:-1] == reg.status_row(structure_id)[2]
-    return open_envelope(envelope[:-1], parse_verifier_key(reg.public_key_text))
+    envelope = reg.status_envelope(structure_id)
+    assert envelope == reg.status_row(structure_id)[2]
+    return open_envelope(envelope, parse_verifier_key(reg.public_key_text))
 
 
 def test_import_the_issue_example(reg: Registry) -> None:
@@ -239,13 +238,15 @@ def test_updates_append_events_and_resign_only_the_touched_structure(reg: Regist
     assert payload["permits"] == [revoked]
     assert reg.status_row("S-2") == s2_before
 
-    # A case moving along, three stages in one file: three events, one record, version 9.
+    # A case moving along, three stages in three files: three events, one record, version 9.
     moved = json.loads(EXAMPLE_LINES[2])
     stages = ["rectify_order", "rectified", "closed"]
-    result = reg.load([moved | {"stage": s} for s in stages])
-    assert result.stdout == (
-        "3 lines: 3 changes, 0 unchanged; registry version 9; 1 status records signed\n"
-    )
+    for version, stage in enumerate(stages, start=7):
+        result = reg.load([moved | {"stage": stage}])
+        assert result.stdout == (
+            f"1 lines: 1 changes, 0 unchanged; registry version {version}; "
+            "1 status records signed\n"
+        )
     assert [json.loads(b)["record"]["stage"] for b in reg.event_bodies()[6:]] == stages
     payload = status_payload(reg, S1)
     assert (payload["tree_size"], payload["cases"]) == (9, [moved | {"stage": "closed"}])

@@ -48,7 +48,7 @@ def test_refresh_with_another_key_is_refused_and_changes_nothing(reg: Registry) 
     assert made.exit_code == 0, made.output
     result = invoke(["registry", "refresh", "--all", "--db", reg.url, "--keys", str(other)])
     assert result.exit_code == 2
-    assert result.stderr.startswith("permitgate: this registry is signed by ")
+    assert result.stderr.startswith("permitgate: this registry was made with the key ")
     assert reg.snapshot() == before
     assert reg.verify().exit_code == 0
 
