@@ -118,9 +118,9 @@ def test_housing_transfer_keeps_a_receipt_that_verifies_offline(
     allowed = run("housing_transfer.py", OK, "--application", "R-1", cwd=tmp_path, target=target)
     assert allowed.returncode == 0, allowed.stderr
     assert f"ALLOW  transfer of {OK} (application R-1)" in allowed.stdout
-    assert "saved the gate's keys to keyset.json" in allowed.stdout
+    assert "saved the gate's keys to demo/keyset.json" in allowed.stdout
     assert "record the transfer" in allowed.stdout
-    keyset = json.loads((tmp_path / "keyset.json").read_text())
+    keyset = json.loads((tmp_path / "demo" / "keyset.json").read_text())
     assert keyset["registry_key"].startswith(served[0].signer.name + "+")
 
     refused = run(

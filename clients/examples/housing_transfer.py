@@ -11,9 +11,10 @@ Try it against the demo registry: run ``make demo`` in one terminal (it serves t
 
     .venv/bin/python clients/examples/housing_transfer.py 110228-0000-0000 --application R-1
     .venv/bin/python clients/examples/housing_transfer.py 110228-0000-0007 --application R-2
-    .venv/bin/python clients/examples/housing_transfer.py --verify receipts/<decision id>.json
+    .venv/bin/python clients/examples/housing_transfer.py --verify demo/receipts/<decision id>.json
 
-The first run saves the gate's KeySet (``--keyset``, default ``keyset.json``): do that at a
+Receipts go to ``--receipts`` (default ``demo/receipts``, beside the demo registry). The first
+run saves the gate's KeySet (``--keyset``, default ``demo/keyset.json``): do that at a
 moment you trust the gate, and compare its registry key with the one the registry publishes.
 ``--verify`` needs only that file and the receipt. The gate is ``--target HOST:PORT``, else
 ``PERMITGATE_TARGET``, else 127.0.0.1:50051. Exit status: 0 when the transfer may be recorded
@@ -44,6 +45,7 @@ def saved_keyset(path: Path, client: Client) -> KeySet:
     if path.exists():
         return KeySet.from_json(path.read_bytes())
     keyset = client.keys()
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(keyset.to_json(), indent=2) + "\n")
     print(f"saved the gate's keys to {path} (registry key {keyset.registry_key.text})")
     return keyset
@@ -97,8 +99,8 @@ def main() -> int:
     parser.add_argument("structure_id", nargs="?", help="the structure to be transferred")
     parser.add_argument("--application", default="", help="the registry's application id")
     parser.add_argument("--verify", type=Path, metavar="RECEIPT", help="verify a kept receipt")
-    parser.add_argument("--keyset", type=Path, default=Path("keyset.json"))
-    parser.add_argument("--receipts", type=Path, default=Path("receipts"))
+    parser.add_argument("--keyset", type=Path, default=Path("demo/keyset.json"))
+    parser.add_argument("--receipts", type=Path, default=Path("demo/receipts"))
     parser.add_argument("--target", default=os.environ.get("PERMITGATE_TARGET", "127.0.0.1:50051"))
     args = parser.parse_args()
     if (args.verify is None) == (args.structure_id is None):
