@@ -129,6 +129,7 @@ class CheckRequest(Protocol):
 # --- Field rules ---------------------------------------------------------------------------------
 
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_LINE_SPACE: Final = str.maketrans("\t\r\n", "   ")
 
 
 def _no_control(field: str, value: str, start: int = 0, end: int | None = None) -> None:
@@ -301,6 +302,10 @@ class PremisesRequest:
             raise InvalidCheck("declared_use", "required: the use the applicant declares")
         if len(declared_use) > MAX_TEXT:
             raise InvalidCheck("declared_use", f"longer than {MAX_TEXT} characters")
+        # Around the use, white space (spaces, tabs, line breaks) is ignored; other control
+        # characters, which str.strip() would also take (U+001C-U+001F, U+0085), are refused.
+        # Inside the use, no control character at all.
+        _no_control("declared_use", declared_use.translate(_LINE_SPACE))
         first = len(declared_use) - len(declared_use.lstrip())
         _no_control("declared_use", declared_use, first, first + len(use))
         application_id = _application_id(msg.application_id)

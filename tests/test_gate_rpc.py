@@ -176,6 +176,10 @@ INVALID: list[tuple[str, AnyCheck, str]] = [
     ("premises-nul-use", premises(OK, pb.OFFICE_FIRE, "sh\x00op"), "declared_use"),
     ("premises-escape-use", premises(OK, pb.OFFICE_FIRE, "shop\x1b[0m"), "declared_use"),
     ("premises-newline-in-use", premises(OK, pb.OFFICE_FIRE, "re\nsidential"), "declared_use"),
+    # around the use only white space: str.strip() would also take these control characters
+    ("premises-control-before-use", premises(OK, pb.OFFICE_FIRE, "\x1fshop"), "declared_use"),
+    ("premises-c1-after-use", premises(OK, pb.OFFICE_FIRE, "shop\x85"), "declared_use"),
+    ("premises-vertical-tab-around", premises(OK, pb.OFFICE_FIRE, "\x0bshop"), "declared_use"),
     ("premises-long-use", premises(OK, pb.OFFICE_FIRE, "u" * 501), "declared_use"),
     # a notifying office must name its application: one notice per (office, application, structure)
     ("tax-no-application", premises(OK, pb.OFFICE_TAX, "shop"), "application_id"),
