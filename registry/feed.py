@@ -11,8 +11,12 @@ snapshot (``with feed.snapshot() as view``) that sees a single state of the regi
   ``[since, before)``, the index of its last event there, so that a withheld or swapped record
   shows.
 
-Everything comes as bytes, exactly as signed: a feed proves nothing and is trusted for nothing;
-the gate verifies every byte against the registry's key (``server/cache.py``). A feed that cannot
+Checkpoints and status records come as bytes, exactly as signed: the gate verifies every byte
+against the registry's key (``server/cache.py``), so for them a feed proves nothing and is
+trusted for nothing. ``last_events`` is the exception: its (structure, index) pairs come from
+the log's unsigned columns and are believed as read, so a feed that lies there can hide a
+structure's latest change from the gate. Checking them against the checkpoint's Merkle root is
+the next step of the trust design. A feed that cannot
 be read raises ``FeedError`` whose message says why in one line. Records and events stream:
 a view is only valid inside its ``with`` block. ``SqlFeed`` reads the registry's own database; a
 Redis feed and a registry service are the next implementations of the same protocol.
