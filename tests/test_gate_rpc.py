@@ -650,7 +650,7 @@ def test_reflection_describes_the_gate(target: str) -> None:
     options = gate_file.options
     assert options.go_package.endswith("/permitgate/v1;permitgatev1")
     assert (options.java_package, options.java_outer_classname) == (
-        "org.permitgate.v1",
+        "example.permitgate.v1",
         "GateProto",
     )
     assert options.java_multiple_files
