@@ -107,7 +107,8 @@ Exit codes:
   0  every row was checked (whatever the verdicts)
   1  some rows were not checked (each reported as 'line N: ...'); the
      others were
-  2  bad options, or a file that cannot be read as checks; nothing sent
+  2  bad options, or a file that cannot be read as checks (a bad header:
+     nothing sent; a line that is not CSV: the rows before it were answered)
   3  the gate could not be reached or stopped answering"""
 
 
