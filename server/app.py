@@ -116,7 +116,7 @@ class GateApp:
                 REGISTRY_ROLE,
             )
         gate_signer, _ = ensure_signer(keys_dir, GATE_ROLE, gate_name)
-        db = Database(db_url)
+        db = Database(db_url, create=False)  # a gate reads a registry; it never makes one
         feed = SqlFeed(db)
         cache = RegistryCache(registry_key, origin=registry_key.name, max_staleness=max_staleness)
         decision_log = DecisionLog(

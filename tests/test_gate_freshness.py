@@ -166,6 +166,7 @@ def test_stopped_follower_turns_allow_into_review(sqlite_registry: GateRegistry)
 def test_gate_on_an_empty_database_never_allows(tmp_path: Path) -> None:
     """No schema at all: the gate serves, answers REVIEW/DENY with REGISTRY_STALE, and picks the
     registry up once it is initialised and loaded."""
+    (tmp_path / "empty.db").touch()  # an empty file is an empty SQLite database
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     keys = tmp_path / "keys"
     ensure_signer(keys, "registry", "permitgate.example/registry")
