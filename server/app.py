@@ -26,6 +26,7 @@ from registry.notifications import SqlNotificationStore
 from registry.signing import ensure_signer, load_verifier
 from registry.storage import Database
 from server.cache import RegistryCache
+from server.decision_log import DEFAULT_LIMIT as DEFAULT_DECISION_LOG_LIMIT
 from server.decision_log import DecisionLog
 from server.follower import RegistryFollower
 from server.gate import Gate
@@ -104,6 +105,7 @@ class GateApp:
         gate_name: str = DEFAULT_GATE_NAME,
         state_dir: Path | None = None,
         max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS,
+        decision_log_limit: int = DEFAULT_DECISION_LOG_LIMIT,
     ) -> GateApp:
         if max_concurrent_rpcs < 1:
             raise ValueError(f"max_concurrent_rpcs: {max_concurrent_rpcs} is not a positive number")
@@ -122,6 +124,7 @@ class GateApp:
         decision_log = DecisionLog(
             SqlDecisionStore(db),
             state_dir=default_state_dir(keys_dir) if state_dir is None else state_dir,
+            limit=decision_log_limit,
         )
         gate = Gate(
             notifications=SqlNotificationStore(db),
@@ -159,6 +162,7 @@ class GateApp:
         gate_health = GateHealth(
             health_servicer,
             cache,
+            decision_log,
             services=("", SERVICE_NAME),
             interval=min(poll_interval, 1.0),
         )

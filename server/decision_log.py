@@ -39,7 +39,14 @@ if TYPE_CHECKING:
     from server.checks import CheckRequest
     from server.gate import Answer
 
-__all__ = ["REFUSED_FILE", "UNWRITTEN_FILE", "DecisionLog", "LogEntry", "record_of"]
+__all__ = [
+    "DEFAULT_LIMIT",
+    "REFUSED_FILE",
+    "UNWRITTEN_FILE",
+    "DecisionLog",
+    "LogEntry",
+    "record_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,7 @@ LogEntry = tuple["CheckRequest", str, "Answer"]  # what was asked, by whom, the 
 
 REFUSED_FILE = "refused.jsonl"  # records the store refused: {"refused_at", "reason", "decision"}
 UNWRITTEN_FILE = "unwritten.jsonl"  # records left unwritten at shutdown, one per line
+DEFAULT_LIMIT = 200_000  # answers waiting to be written beyond which the gate answers UNAVAILABLE
 
 
 def record_of(entry: LogEntry) -> DecisionRecord:
@@ -74,7 +82,7 @@ class DecisionLog:
         state_dir: Path,
         interval: float = 0.5,
         max_backoff: float = 8.0,
-        limit: int = 200_000,
+        limit: int = DEFAULT_LIMIT,
     ) -> None:
         self._store = store
         self.state_dir = state_dir
