@@ -152,6 +152,7 @@ class GateApp:
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, guarded)
         enable_reflection((SERVICE_NAME, health.SERVICE_NAME), guarded)
+        guarded.check()  # every service registered is served, and guarded
         if tls is None:
             port = server.add_insecure_port(listen)
         else:
