@@ -16,18 +16,23 @@ against the registry's key (``server/cache.py``), so for them a feed proves noth
 trusted for nothing. ``last_events`` is the exception: its (structure, index) pairs come from
 the log's unsigned columns and are believed as read, so a feed that lies there can hide a
 structure's latest change from the gate. Checking them against the checkpoint's Merkle root is
-the next step of the trust design. A feed that cannot
-be read raises ``FeedError`` whose message says why in one line. Records and events stream:
-a view is only valid inside its ``with`` block. ``SqlFeed`` reads the registry's own database; a
-Redis feed and a registry service are the next implementations of the same protocol.
+the next step of the trust design.
+
+A feed that cannot be read raises ``FeedError`` whose message says why in one line;
+``feed.interrupt()``, from any thread, makes the reads under way raise it at once (a gate
+stopping while a read waits on a lock). Records and events stream: a view is only valid inside
+its ``with`` block. ``SqlFeed`` reads the registry's own database; a Redis feed and a registry
+service are the next implementations of the same protocol.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -66,6 +71,11 @@ class RegistryFeed(Protocol):
 
     def snapshot(self) -> AbstractContextManager[FeedView]:
         """A view of one consistent state; raises ``FeedError`` when the registry is unreadable."""
+        ...
+
+    def interrupt(self) -> None:
+        """From any thread: stop the reads under way now (they raise ``FeedError``), so that a
+        gate stopping during a read that waits on the database does not wait with it."""
         ...
 
     def close(self) -> None:
@@ -109,6 +119,8 @@ class SqlFeed:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._reading: set[Any] = set()  # driver connections of the snapshots open now
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return repr(self._db)
@@ -117,9 +129,27 @@ class SqlFeed:
     def snapshot(self) -> Iterator[FeedView]:
         try:
             with self._db.snapshot() as session:
-                yield _SqlView(session)
+                driver = session.connection().connection.driver_connection
+                with self._lock:
+                    self._reading.add(driver)
+                try:
+                    yield _SqlView(session)
+                finally:
+                    with self._lock:
+                        self._reading.discard(driver)
         except SQLAlchemyError as exc:
             raise FeedError(f"cannot read the registry database: {error_line(exc)}") from exc
+
+    def interrupt(self) -> None:
+        """Cancel the statement each open snapshot runs: psycopg asks the server to cancel it,
+        SQLite interrupts it. Best effort: a statement that ends meanwhile is not affected."""
+        with self._lock:
+            drivers = list(self._reading)
+        for driver in drivers:
+            cancel = getattr(driver, "cancel_safe", None) or getattr(driver, "interrupt", None)
+            if cancel is not None:
+                with contextlib.suppress(Exception):  # the connection may be gone already
+                    cancel()
 
     def close(self) -> None:
         """Nothing to release: the ``Database`` belongs to whoever made it."""

@@ -26,6 +26,7 @@ from registry.notifications import SqlNotificationStore
 from registry.signing import ensure_signer, load_verifier
 from registry.storage import Database
 from server.cache import RegistryCache
+from server.decision_log import DEFAULT_LIMIT as DEFAULT_DECISION_LOG_LIMIT
 from server.decision_log import DecisionLog
 from server.follower import RegistryFollower
 from server.gate import Gate
@@ -104,6 +105,7 @@ class GateApp:
         gate_name: str = DEFAULT_GATE_NAME,
         state_dir: Path | None = None,
         max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS,
+        decision_log_limit: int = DEFAULT_DECISION_LOG_LIMIT,
     ) -> GateApp:
         if max_concurrent_rpcs < 1:
             raise ValueError(f"max_concurrent_rpcs: {max_concurrent_rpcs} is not a positive number")
@@ -116,12 +118,13 @@ class GateApp:
                 REGISTRY_ROLE,
             )
         gate_signer, _ = ensure_signer(keys_dir, GATE_ROLE, gate_name)
-        db = Database(db_url)
+        db = Database(db_url, create=False)  # a gate reads a registry; it never makes one
         feed = SqlFeed(db)
         cache = RegistryCache(registry_key, origin=registry_key.name, max_staleness=max_staleness)
         decision_log = DecisionLog(
             SqlDecisionStore(db),
             state_dir=default_state_dir(keys_dir) if state_dir is None else state_dir,
+            limit=decision_log_limit,
         )
         gate = Gate(
             notifications=SqlNotificationStore(db),
@@ -149,6 +152,7 @@ class GateApp:
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, guarded)
         enable_reflection((SERVICE_NAME, health.SERVICE_NAME), guarded)
+        guarded.check()  # every service registered is served, and guarded
         if tls is None:
             port = server.add_insecure_port(listen)
         else:
@@ -159,6 +163,7 @@ class GateApp:
         gate_health = GateHealth(
             health_servicer,
             cache,
+            decision_log,
             services=("", SERVICE_NAME),
             interval=min(poll_interval, 1.0),
         )

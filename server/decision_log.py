@@ -5,9 +5,11 @@ records and writes them in bulk every ``interval`` seconds, so logging costs no 
 trip and no serialisation per request. What the store does with a batch decides what happens:
 
 * written: done;
-* the store is unavailable (``StoreUnavailable``): the batch is kept and tried again first, and
-  the reason is logged once (not at every try) and again when writing resumes; while ``limit``
-  entries wait, the gate stops answering (UNAVAILABLE) rather than give answers it cannot log;
+* the store is unavailable (``StoreUnavailable``): the batch is kept, as records (each entry is
+  converted once, however long the outage), and tried again first, after a pause that doubles
+  with each failure in a row from ``interval`` up to ``max_backoff``; the reason is logged once
+  (not at every try) and again when writing resumes; while ``limit`` entries wait, the gate
+  stops answering (UNAVAILABLE) rather than give answers it cannot log;
 * some records refused (NUL in a text column on PostgreSQL, a duplicate decision id): the rest
   is written, and each refused record is set aside: counted, logged once with the store's
   reason, and appended to ``refused.jsonl`` in the state directory, so it never blocks the
@@ -37,7 +39,14 @@ if TYPE_CHECKING:
     from server.checks import CheckRequest
     from server.gate import Answer
 
-__all__ = ["REFUSED_FILE", "UNWRITTEN_FILE", "DecisionLog", "LogEntry", "record_of"]
+__all__ = [
+    "DEFAULT_LIMIT",
+    "REFUSED_FILE",
+    "UNWRITTEN_FILE",
+    "DecisionLog",
+    "LogEntry",
+    "record_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +54,7 @@ LogEntry = tuple["CheckRequest", str, "Answer"]  # what was asked, by whom, the 
 
 REFUSED_FILE = "refused.jsonl"  # records the store refused: {"refused_at", "reason", "decision"}
 UNWRITTEN_FILE = "unwritten.jsonl"  # records left unwritten at shutdown, one per line
+DEFAULT_LIMIT = 200_000  # answers waiting to be written beyond which the gate answers UNAVAILABLE
 
 
 def record_of(entry: LogEntry) -> DecisionRecord:
@@ -71,19 +81,26 @@ class DecisionLog:
         *,
         state_dir: Path,
         interval: float = 0.5,
-        limit: int = 200_000,
+        max_backoff: float = 8.0,
+        limit: int = DEFAULT_LIMIT,
     ) -> None:
         self._store = store
         self.state_dir = state_dir
         self._buffer: list[LogEntry] = []  # appended by requests, not yet converted
         self._unwritten: list[DecisionRecord] = []  # converted, waiting for the store
+        self._in_flight = 0  # taken out of both by the flush under way
         self._carried = 0  # of those, how many came from an earlier run's file
         self._limit = limit
-        self._flusher = Periodic("decision-log", interval, self.flush)
+        self._flusher = Periodic("decision-log", interval, self._flush_when_due)
         self._lock = asyncio.Lock()
         self._failure: str | None = None  # why the store could not be written, while it cannot
+        self._interval = interval
+        self._max_backoff = max(max_backoff, interval)
+        self.failures = 0  # flushes failed in a row, up to now
+        self._next_try = 0.0  # loop time before which the flusher does not try again
         self.written = 0
         self.refused = 0
+        self.converted = 0  # entries turned into records, each once
 
     @property
     def refused_file(self) -> Path:
@@ -96,7 +113,7 @@ class DecisionLog:
     @property
     def waiting(self) -> int:
         """Entries not yet written."""
-        return len(self._buffer) + len(self._unwritten)
+        return len(self._buffer) + len(self._unwritten) + self._in_flight
 
     @property
     def full(self) -> bool:
@@ -138,54 +155,88 @@ class DecisionLog:
                     )
         return records
 
+    async def _flush_when_due(self) -> None:
+        """The flusher's round: skipped while backing off after a failed flush."""
+        if asyncio.get_running_loop().time() >= self._next_try:
+            await self.flush()
+
     async def flush(self) -> None:
         """Write what is waiting; one flush at a time."""
         async with self._lock:
             if not self._buffer and not self._unwritten:
                 return
-            entries, self._buffer = self._buffer, []
-            records, self._unwritten = self._unwritten, []
             try:
-                refused = await asyncio.to_thread(self._write, records, entries)
-            except StoreUnavailable as exc:
-                self._keep(records, entries)
-                if str(exc) != self._failure:
-                    log.error(
-                        "decision log: cannot write %d answers (%s); keeping them and trying "
-                        "again; the gate answers UNAVAILABLE once %d wait",
-                        self.waiting,
-                        exc,
-                        self._limit,
-                    )
-                    self._failure = str(exc)
-                return
-            except Exception:
-                self._keep(records, entries)
-                log.exception("decision log: writing %d answers failed; keeping them", self.waiting)
-                return
-            self.written += len(records) + len(entries) - len(refused)
-            self.refused += len(refused)
-            if self._failure is not None:
-                log.info("decision log: writing again (after: %s)", self._failure)
-                self._failure = None
-            if self._carried:
-                log.info(
-                    "decision log: wrote the %d answers kept by an earlier run; removed %s",
-                    self._carried,
-                    self.unwritten_file,
+                await self._flush_batch()
+            finally:
+                self._in_flight = 0
+
+    async def _flush_batch(self) -> None:
+        """One attempt: convert what arrived, write it after what was kept; keep what failed."""
+        entries, self._buffer = self._buffer, []
+        self._in_flight = len(entries)
+        try:
+            converted = await asyncio.to_thread(self._convert, entries)
+        except Exception:
+            self._buffer[:0] = entries
+            self._in_flight = 0
+            self._back_off()
+            log.exception("decision log: converting %d answers failed", len(entries))
+            return
+        # From here on the batch is kept as records: a retry never converts them again.
+        records, self._unwritten = self._unwritten + converted, []
+        self._in_flight = len(records)
+        try:
+            refused = await asyncio.to_thread(self._write, records)
+        except StoreUnavailable as exc:
+            self._unwritten[:0] = records
+            self._in_flight = 0
+            self._back_off()
+            if str(exc) != self._failure:
+                log.error(
+                    "decision log: cannot write %d answers (%s); keeping them and trying "
+                    "again; the gate answers UNAVAILABLE once %d wait",
+                    self.waiting,
+                    exc,
+                    self._limit,
                 )
-                self._carried = 0
-                self.unwritten_file.unlink(missing_ok=True)
+                self._failure = str(exc)
+            return
+        except Exception:
+            self._unwritten[:0] = records
+            self._in_flight = 0
+            self._back_off()
+            log.exception("decision log: writing %d answers failed; keeping them", self.waiting)
+            return
+        self.failures, self._next_try = 0, 0.0
+        self.written += len(records) - len(refused)
+        self.refused += len(refused)
+        if self._failure is not None:
+            log.info("decision log: writing again (after: %s)", self._failure)
+            self._failure = None
+        if self._carried:
+            log.info(
+                "decision log: wrote the %d answers kept by an earlier run; removed %s",
+                self._carried,
+                self.unwritten_file,
+            )
+            self._carried = 0
+            self.unwritten_file.unlink(missing_ok=True)
 
-    def _keep(self, records: list[DecisionRecord], entries: list[LogEntry]) -> None:
-        """Put a batch that was not written back in front of what arrived meanwhile."""
-        self._unwritten[:0] = records
-        self._buffer[:0] = entries
+    def _back_off(self) -> None:
+        """After a failed flush: the flusher waits ``interval``, doubling up to ``max_backoff``."""
+        delay = min(self._interval * 2**self.failures, self._max_backoff)
+        self.failures += 1
+        self._next_try = asyncio.get_running_loop().time() + delay
 
-    def _write(self, records: list[DecisionRecord], entries: list[LogEntry]) -> list[Refused]:
-        """In a worker thread: convert, write, and set aside whatever the store refused."""
-        batch = records + [record_of(entry) for entry in entries]
-        refused = self._store.write(batch)
+    def _convert(self, entries: list[LogEntry]) -> list[DecisionRecord]:
+        """In a worker thread: the stored form of each entry (the one place entries convert)."""
+        records = [record_of(entry) for entry in entries]
+        self.converted += len(records)
+        return records
+
+    def _write(self, records: list[DecisionRecord]) -> list[Refused]:
+        """In a worker thread: write, and set aside whatever the store refused."""
+        refused = self._store.write(records)
         if refused:
             self._set_aside(refused)
         return refused
@@ -216,8 +267,9 @@ class DecisionLog:
         async with self._lock:
             if not self._buffer and not self._unwritten:
                 return
-            records = self._unwritten + [record_of(entry) for entry in self._buffer]
-            self._unwritten, self._buffer = [], []
+            entries, self._buffer = self._buffer, []
+            records = self._unwritten + await asyncio.to_thread(self._convert, entries)
+            self._unwritten = []
             await asyncio.to_thread(self._save_unwritten, records)
             log.error(
                 "decision log: %d answers could not be written (%s); kept in %s, which the "

@@ -8,16 +8,24 @@ succeeds confirms freshness; one that fails does not, and after ``max_staleness`
 answers REVIEW (``REGISTRY_STALE``). The first poll runs as soon as the follower starts; it is
 the first load, which the gate serves during (answering REVIEW). Why a poll fails is logged
 once per distinct reason, and when polls succeed again, not at every poll.
+
+Each read runs in a daemon thread of its own, so that stopping never waits for it: ``close``
+sets a flag that the read checks between records, asks the feed to cancel the statement it is
+running (one blocked on a lock, say), logs that the read was abandoned, and returns; a thread
+still blocked on the database cannot keep the process from exiting either.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from permitgate_client import VerificationError
 from permitgate_client.formats import Checkpoint
@@ -40,14 +48,50 @@ class _Update:
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+_INTERRUPT_WAIT = 2.0  # seconds a stop waits for the feed to cancel the read under way
+
+
+class _Abandoned(Exception):
+    """The follower is closing: the read under way stops here."""
+
+
+async def _in_daemon_thread(read: Callable[[], T], name: str) -> T:
+    """``read()`` in a daemon thread of its own, awaited; cancelling the await leaves the thread
+    to end by itself (its outcome dropped), and interpreter exit does not wait for it."""
+    loop = asyncio.get_running_loop()
+    outcome: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if outcome.done():  # the await was cancelled
+            return
+        if error is not None:
+            outcome.set_exception(error)
+        else:
+            outcome.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        result: T | None = None
+        error: BaseException | None = None
+        try:
+            result = read()
+        except BaseException as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await outcome
+
 
 class RegistryFollower:
     def __init__(self, feed: RegistryFeed, cache: RegistryCache, *, interval: float = 1.0) -> None:
         self._feed = feed
         self._cache = cache
         self._poller = Periodic("registry-follower", interval, self._poll_logged, at_once=True)
-        # A thread of its own: notices waiting on a busy database must not delay the follower.
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="registry-follower")
+        self._closing = threading.Event()  # read by the reading thread between records
+        self._reading = False  # a read is under way
         self.rejected = 0
         self._reported: set[tuple[str, str]] = set()
         self.failure: str | None = None  # why the last poll failed; None after a success
@@ -68,11 +112,16 @@ class RegistryFollower:
                 raise FeedError("the registry has no checkpoint (is it initialised?)")
             checkpoint = self._cache.verify_checkpoint(note)
             accepted, rejected = self._cache.verify_records(
-                view.status_records(above=held, next_update_after=newest), checkpoint
+                self._until_closing(view.status_records(above=held, next_update_after=newest)),
+                checkpoint,
             )
             last_events: list[tuple[str, int]] = []
             if checkpoint.size > held:
-                last_events = list(view.last_events(since=held, before=checkpoint.size))
+                last_events = list(
+                    self._until_closing(view.last_events(since=held, before=checkpoint.size))
+                )
+        if self._closing.is_set():
+            raise _Abandoned
         if (
             not accepted
             and not rejected
@@ -88,13 +137,25 @@ class RegistryFollower:
         self.rejected += len(rejected)
         return _Update(checkpoint, note, accepted, [r.structure_id for r in rejected], last_events)
 
+    def _until_closing(self, rows: Iterable[T]) -> Iterator[T]:
+        """``rows``, until ``close`` is called: then the read stops at the next row."""
+        for row in rows:
+            if self._closing.is_set():
+                raise _Abandoned
+            yield row
+
     async def poll(self) -> int:
         """One round; returns how many records were installed. Raises when the poll failed."""
         started = time.monotonic()
         first = self._cache.checkpoint is None
-        update = await asyncio.get_running_loop().run_in_executor(
-            self._thread, self._read, self._cache.size, self._cache.newest_next_update
-        )
+        held, newest = self._cache.size, self._cache.newest_next_update
+        self._reading = True
+        try:
+            update = await _in_daemon_thread(
+                lambda: self._read(held, newest), name="registry-follower"
+            )
+        finally:
+            self._reading = False
         taken = 0
         if update is not None:
             taken = self._cache.install(update.checkpoint, update.note, update.records)
@@ -122,6 +183,8 @@ class RegistryFollower:
     async def _poll_logged(self) -> None:
         try:
             await self.poll()
+        except _Abandoned:  # closing: said once by close
+            return
         except (FeedError, VerificationError) as exc:  # keep following; staleness speaks too
             self._failed(f"{exc}", traceback=False)
         except Exception as exc:
@@ -152,5 +215,22 @@ class RegistryFollower:
         self._poller.start()
 
     async def close(self) -> None:
+        """Stop following, at once: a read under way is abandoned, not waited for."""
+        self._closing.set()
+        if self._reading:
+            # The feed's cancel is a network round trip: waited for a moment only, so that the
+            # database stops the statement before the process exits, yet never holds up a stop.
+            try:
+                await asyncio.wait_for(
+                    _in_daemon_thread(self._feed.interrupt, name="registry-feed-interrupt"),
+                    _INTERRUPT_WAIT,
+                )
+            except TimeoutError:
+                pass
+            except Exception:  # the read is abandoned all the same
+                log.exception("registry: the feed could not cancel the read under way")
+            log.warning(
+                "registry: stopping; %s under way is abandoned",
+                "the first load" if self._cache.checkpoint is None else "the poll",
+            )
         await self._poller.close()
-        self._thread.shutdown(wait=False, cancel_futures=True)

@@ -174,9 +174,12 @@ class Gate:
         return answer
 
     async def _notify(self, request: CheckRequest, decision: Decision, now: datetime) -> str:
+        # Only a notifying office's premises check answers NOTIFY, and it always carries an
+        # application id (checks.py refuses one without): one notice per office, application
+        # and structure.
         office_name = request.notifying_office
         key = (office_name, request.application_id, request.structure_id)
-        if request.application_id and key in self._notices:
+        if key in self._notices:
             return self._notices[key]
         try:
             notice = await asyncio.to_thread(
@@ -192,8 +195,7 @@ class Gate:
             raise GateUnavailable(
                 "the notification to the working group could not be recorded; try again"
             ) from exc
-        if request.application_id:
-            if len(self._notices) >= _NOTICE_LIMIT:
-                self._notices.clear()
-            self._notices[key] = notice
+        if len(self._notices) >= _NOTICE_LIMIT:
+            self._notices.clear()
+        self._notices[key] = notice
         return notice

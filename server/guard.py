@@ -14,13 +14,19 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
 
-__all__ = ["GuardedServer", "MalformedRequests", "Unparsable", "guard_handlers"]
+__all__ = [
+    "GuardedServer",
+    "MalformedRequests",
+    "UnguardedService",
+    "Unparsable",
+    "guard_handlers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -163,21 +169,32 @@ def guard_handlers(
     }
 
 
+class UnguardedService(Exception):
+    """A service was registered only as a generic handler, which the guard cannot guard."""
+
+
 class GuardedServer:
     """What ``add_*_to_server`` functions register on, standing in for the real server.
 
     Generated code registers each service twice, as a generic handler and by name with its
-    handler table; only the table can be guarded, so the generic registration is dropped here
-    and made again, guarded, from the table.
+    handler table; only the table can be guarded, so the generic registration is held back here
+    and made again, guarded, from the table. A generic registration that no table of the same
+    service follows would be lost: ``check``, called once every service is added, raises
+    ``UnguardedService`` naming it, so that a service cannot go missing without a word.
     """
 
     def __init__(self, server: grpc.aio.Server, malformed: MalformedRequests) -> None:
         self._server = server
         self.malformed = malformed
         self.services: list[str] = []
+        self._held_back: list[tuple[str | None, object]] = []  # (service name, generic handler)
 
-    def add_generic_rpc_handlers(self, handlers: object) -> None:
-        """Dropped: ``add_registered_method_handlers`` registers the same methods, guarded."""
+    def add_generic_rpc_handlers(self, handlers: Iterable[object]) -> None:
+        """Held back until ``add_registered_method_handlers`` registers the same service."""
+        for handler in handlers:
+            service_name = getattr(handler, "service_name", None)
+            name = service_name() if callable(service_name) else None
+            self._held_back.append((name if isinstance(name, str) else None, handler))
 
     def add_registered_method_handlers(
         self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]
@@ -188,3 +205,14 @@ class GuardedServer:
         )
         self._server.add_registered_method_handlers(service, guarded)
         self.services.append(service)
+        self._held_back = [(name, h) for name, h in self._held_back if name != service]
+
+    def check(self) -> None:
+        """Raise ``UnguardedService`` if a generic registration was never made by name."""
+        if self._held_back:
+            names = ", ".join(name or repr(handler) for name, handler in self._held_back)
+            raise UnguardedService(
+                f"registered only as a generic handler, which cannot be guarded: {names} "
+                "(register the service with add_registered_method_handlers, as grpcio's "
+                "generated add_*_to_server functions do)"
+            )

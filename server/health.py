@@ -3,8 +3,10 @@
 A load balancer should send checks to a gate that holds verified registry data confirmed within
 its staleness bound. So every service name this gate reports is NOT_SERVING before the first
 verified load, NOT_SERVING again whenever the data goes stale (the registry unreachable for
-longer than ``max_staleness``), SERVING when fresh, and NOT_SERVING for good from the start of a
-graceful stop. Checks that still reach a NOT_SERVING gate are answered as always: REVIEW at best.
+longer than ``max_staleness``), NOT_SERVING while the decision log is full (every call then
+answers UNAVAILABLE), SERVING when fresh and able to log, and NOT_SERVING for good from the start
+of a graceful stop. Checks that still reach a NOT_SERVING gate are answered as always: REVIEW at
+best, or UNAVAILABLE while the decision log is full.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from grpc_health.v1 import health, health_pb2
 
 from server.cache import RegistryCache
+from server.decision_log import DecisionLog
 from server.periodic import Periodic
 
 __all__ = ["GateHealth"]
@@ -30,12 +33,14 @@ class GateHealth:
         self,
         servicer: health.aio.HealthServicer,
         cache: RegistryCache,
+        decision_log: DecisionLog,
         *,
         services: Sequence[str],
         interval: float,
     ) -> None:
         self._servicer = servicer
         self._cache = cache
+        self._decision_log = decision_log
         self._services = tuple(services)
         self._watch = Periodic("health", interval, self.update, at_once=True)
         self.serving = False
@@ -45,9 +50,21 @@ class GateHealth:
         await self._set(_NOT_SERVING)
         self._watch.start()
 
+    def _not_serving_because(self) -> str | None:
+        """Why calls cannot be answered as they should now; None when they can."""
+        if self._cache.is_stale():  # not loaded yet, or not confirmed lately
+            return f"registry data not confirmed within {self._cache.max_staleness:g} s"
+        if self._decision_log.full:
+            return (
+                f"the decision log is full ({self._decision_log.waiting} answers wait to be "
+                "written): every call answers UNAVAILABLE"
+            )
+        return None
+
     async def update(self) -> None:
-        """Report what the cache says now; log each change."""
-        serving = self._cache.checkpoint is not None and not self._cache.is_stale()
+        """Report what the cache and the decision log say now; log each change."""
+        why = self._not_serving_because()
+        serving = why is None
         if serving == self.serving:
             return
         self.serving = serving
@@ -55,10 +72,7 @@ class GateHealth:
         if serving:
             log.info("health: SERVING (registry version %d, fresh)", self._cache.size)
         else:
-            log.error(
-                "health: NOT_SERVING: registry data not confirmed within %g s",
-                self._cache.max_staleness,
-            )
+            log.error("health: NOT_SERVING: %s", why)
 
     async def _set(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
         for name in self._services:

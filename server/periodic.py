@@ -1,9 +1,10 @@
 """A background task that runs a coroutine every few seconds until closed, and never dies silently.
 
-A job that raises is logged with its traceback and run again after a backoff that doubles with
-each failure in a row, from ``interval`` up to ``max_backoff``; the first success after failures
-is logged too and brings the pace back to ``interval``. ``close`` either interrupts a job that is
-running (a long registry load at shutdown) or lets it finish (a decision-log write).
+A job that raises is logged with its traceback and run again after a backoff: ``interval`` after
+the first failure, doubling with each further failure in a row, up to ``max_backoff``; the first
+success after failures is logged too and brings the pace back to ``interval``. ``close`` either
+cancels the job's await (the job itself must stop work it left to a thread: the registry
+follower abandons its read) or lets the job finish (a decision-log write).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class Periodic:
                 await self._job()
             except Exception:
                 self.failures += 1
-                delay = min(self._interval * 2**self.failures, self._max_backoff)
+                delay = min(self._interval * 2 ** (self.failures - 1), self._max_backoff)
                 log.exception(
                     "%s failed (%d in a row); running it again in %.3g s",
                     self.name,
@@ -77,8 +78,8 @@ class Periodic:
         return self._stopping.is_set()
 
     async def close(self, *, interrupt: bool = True) -> None:
-        """Stop running the job; a run under way is cancelled, or with ``interrupt=False``
-        finished first."""
+        """Stop running the job; the await of a run under way is cancelled, or with
+        ``interrupt=False`` the run is finished first."""
         task, self._task = self._task, None
         if task is None:
             return

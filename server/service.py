@@ -107,10 +107,13 @@ def decision_message(answer: Answer, out: pb.Decision) -> pb.Decision:
 
 
 def caller_of(context: Context) -> str:
-    """Who asked: the client certificate's common name under mutual TLS, else the peer."""
+    """Who asked: the client certificate's common name under mutual TLS, else the peer.
+
+    The name is decoded leniently: a certificate whose name is not UTF-8 must not fail the call.
+    """
     names = context.auth_context().get("x509_common_name")
     peer = context.peer() or "unknown"
-    return f"{names[0].decode()} ({peer})" if names else peer
+    return f"{names[0].decode(errors='replace')} ({peer})" if names else peer
 
 
 # --- The service ---------------------------------------------------------------------------------

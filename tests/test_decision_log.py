@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -236,4 +237,44 @@ def test_unwritten_at_shutdown_are_kept_and_written_by_the_next_start(
             d.decision_id: d.decided_at.ToDatetime(tzinfo=UTC) for d in decisions
         }
     finally:
+        registry.close()
+
+
+def test_a_long_outage_converts_each_entry_once_backs_off_and_writes_all_when_back(
+    pg_url: str, keys_dir: Path, tmp_path: Path
+) -> None:
+    """The store is down for 3 s (its table renamed) while 2,000 answers wait: each entry is
+    converted once however many flushes fail, the flusher backs off (every 0.5 s it would fail 6
+    times), and once the table is back every answer is written, nothing twice."""
+    registry = GateRegistry(pg_url, keys_dir)
+    registry.load(urban_ok("S-1"))
+    gate = start_gate(pg_url, keys_dir, state_dir=tmp_path / "state")
+    try:
+        log = gate.app.gate.decision_log
+        request = ConnectionRequest.from_wire(connection("S-1"), datetime.now(UTC))
+        registry.sql("ALTER TABLE decision_log RENAME TO decision_log_away")
+
+        async def answer_many(count: int) -> list[str]:
+            return [
+                (await gate.app.gate.answer(request, caller="test")).decision_id
+                for _ in range(count)
+            ]
+
+        answered = gate.run(answer_many(2_000))
+        wait_for(lambda: True if log.failures >= 1 else None, timeout=5)
+        outage = time.monotonic()
+        time.sleep(3.0)
+        failed = log.failures
+        assert 2 <= failed <= 4, f"{failed} failed flushes in 3 s"
+        assert log.converted == len(answered) and log.waiting == len(answered)
+        registry.sql("ALTER TABLE decision_log_away RENAME TO decision_log")
+        wait_for(lambda: True if log.waiting == 0 else None, timeout=15)
+        back = time.monotonic() - outage
+        assert (log.written, log.refused) == (len(answered), 0)
+        assert _stored(registry).keys() == set(answered)
+        assert log.converted == len(answered) and log.written == len(answered)
+        assert log.failures == 0
+        assert back < 3.0 + 8.0 + 1.0  # within the capped backoff of the table's return
+    finally:
+        gate.stop()
         registry.close()

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from gate_helpers import (
     Wire,
     codes,
     connection,
+    gate_loop,
     open_dsse,
     parse_key,
     premises,
@@ -36,8 +38,10 @@ from gate_helpers import (
 from permitgate_client.v1 import gate_pb2 as pb
 
 from registry.demo import SCENARIOS, demo_lines, structure_id
+from registry.errors import DatabaseMissing
 from registry.records import parse_time
 from registry.signing import ensure_signer
+from server.app import GateApp
 
 OK = structure_id(0)  # urban, every permit in force
 NEW = "X-new-structure"
@@ -166,6 +170,7 @@ def test_stopped_follower_turns_allow_into_review(sqlite_registry: GateRegistry)
 def test_gate_on_an_empty_database_never_allows(tmp_path: Path) -> None:
     """No schema at all: the gate serves, answers REVIEW/DENY with REGISTRY_STALE, and picks the
     registry up once it is initialised and loaded."""
+    (tmp_path / "empty.db").touch()  # an empty file is an empty SQLite database
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     keys = tmp_path / "keys"
     ensure_signer(keys, "registry", "permitgate.example/registry")
@@ -181,6 +186,19 @@ def test_gate_on_an_empty_database_never_allows(tmp_path: Path) -> None:
             wait_for(lambda: True if verdict(wire.ask(connection(OK))) == "ALLOW" else None, 3.0)
         finally:
             registry.close()
+
+
+def test_gate_on_a_missing_sqlite_file_creates_none(tmp_path: Path) -> None:
+    """A gate reads a registry, it never makes one: a mistyped SQLite path is an error naming
+    the file, and no empty database is left behind."""
+    keys = tmp_path / "keys"
+    ensure_signer(keys, "registry", "permitgate.example/registry")
+    missing = tmp_path / "no-such-registry.db"
+    with pytest.raises(DatabaseMissing, match=re.escape(str(missing))):
+        gate_loop().run(
+            GateApp.create(db_url=f"sqlite:///{missing}", keys_dir=keys, listen="127.0.0.1:0")
+        )
+    assert not missing.exists()
 
 
 def test_gate_on_an_unreachable_database_never_allows(tmp_path: Path) -> None:

@@ -81,8 +81,11 @@ def test_gate_serves_during_its_first_load_and_is_serving_after(
         assert not gate.app.follower.attempted.is_set()  # the first load is under way
         assert health(gate.target) == {NOT_SERVING}
         with Wire(gate.target) as wire:
-            during = wire.ask(connection("S-1"))  # nothing loaded: never an ALLOW
-            assert verdict(during) in {"REVIEW", "DENY"} and "REGISTRY_STALE" in codes(during)
+            # Nothing loaded: S-1 (held, not yet read) and S-unknown alike answer REVIEW with
+            # REGISTRY_STALE alone, never ALLOW, and never DENY + NOT_IN_REGISTRY.
+            for structure_id in ("S-1", "S-unknown"):
+                during = wire.ask(connection(structure_id))
+                assert (verdict(during), codes(during)) == ("REVIEW", {"REGISTRY_STALE"})
             lock.rollback()  # the load goes on
             becomes(gate.target, SERVING, timeout=10)
             assert verdict(wire.ask(connection("S-1"))) == "ALLOW"
@@ -150,9 +153,49 @@ def test_gate_that_cannot_load_stays_not_serving_and_says_why_once(
         assert 'database "permitgate_no_such_database" does not exist' in said[0].getMessage()
         assert "no data loaded yet: no check is allowed" in said[0].getMessage()
         with Wire(gate.target) as wire:
-            assert "REGISTRY_STALE" in codes(wire.ask(connection("S-1")))
+            never_loaded = wire.ask(connection("S-1"))
+            assert (verdict(never_loaded), codes(never_loaded)) == ("REVIEW", {"REGISTRY_STALE"})
     finally:
         gate.stop(grace=0.1)
+
+
+def test_health_is_not_serving_while_the_decision_log_is_full(
+    pg_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The decision log's table is away and 5 answers wait (the limit here): every call answers
+    UNAVAILABLE, so health is NOT_SERVING, though the registry data is fresh; once the answers
+    are written, SERVING again."""
+    caplog.set_level(logging.INFO, logger="server.health")
+    registry = GateRegistry(pg_url, tmp_path / "keys")
+    registry.load(urban_ok("S-1"))
+    gate = start_gate(
+        pg_url,
+        tmp_path / "keys",
+        poll_interval=0.1,
+        state_dir=tmp_path / "state",
+        decision_log_limit=5,
+    )
+    try:
+        becomes(gate.target, SERVING, timeout=5)
+        registry.sql("ALTER TABLE decision_log RENAME TO decision_log_away")
+        with Wire(gate.target) as wire:
+            for _ in range(5):
+                assert verdict(wire.ask(connection("S-1"))) == "ALLOW"
+            becomes(gate.target, NOT_SERVING, timeout=5)
+            assert gate.app.gate.decision_log.full and not gate.app.cache.is_stale()
+            with pytest.raises(grpc.RpcError) as refused:
+                wire.ask(connection("S-1"))
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert (
+                "health: NOT_SERVING: the decision log is full (5 answers wait to be written): "
+                "every call answers UNAVAILABLE"
+            ) in caplog.messages
+            registry.sql("ALTER TABLE decision_log_away RENAME TO decision_log")
+            becomes(gate.target, SERVING, timeout=15)
+            assert verdict(wire.ask(connection("S-1"))) == "ALLOW"
+    finally:
+        gate.stop()
+        registry.close()
 
 
 # --- concurrent calls ----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Background jobs never die silently: a job that raises is logged with its traceback and run
-again after a backoff that doubles up to a cap; success restores the normal pace."""
+again after a backoff that starts at the interval and doubles up to a cap; success restores the
+normal pace."""
 
 from __future__ import annotations
 
@@ -44,13 +45,13 @@ def test_a_job_that_raises_is_logged_and_run_again_with_capped_backoff(
     failed = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert [r.getMessage() for r in failed] == [
         f"flaky failed ({n} in a row); running it again in {delay:.3g} s"
-        for n, delay in [(1, 0.02), (2, 0.04), (3, 0.05), (4, 0.05), (5, 0.05)]
+        for n, delay in [(1, 0.01), (2, 0.02), (3, 0.04), (4, 0.05), (5, 0.05)]
     ]
     for record in failed:  # each with its traceback
         assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)
         assert "Traceback" in caplog.text
     gaps = [b - a for a, b in zip(job.runs, job.runs[1:], strict=False)]
-    for gap, delay in zip(gaps[:5], [0.02, 0.04, 0.05, 0.05, 0.05], strict=True):
+    for gap, delay in zip(gaps[:5], [0.01, 0.02, 0.04, 0.05, 0.05], strict=True):
         assert gap >= delay * 0.9  # backed off at least that long
     assert "flaky ran again after 5 failures" in caplog.messages
 
