@@ -59,6 +59,10 @@ class _Script(gate_pb2_grpc.PermitGateServicer):
     * ``hold``: waits until released (counts as held meanwhile);
     * ``verdict:N``: a Decision with verdict number N;
     * anything else: ALLOW, echoing the correlation id.
+
+    In ``BatchCheck``, a batch holding one of these ends the stream with OK, as a faulty gate
+    might: ``end`` at once, leaving that batch unanswered; ``end-after`` once it is answered.
+    A batch holding ``twice`` is answered twice.
     """
 
     def __init__(self, gate: ScriptedGate) -> None:
@@ -96,13 +100,22 @@ class _Script(gate_pb2_grpc.PermitGateServicer):
         try:
             async for batch in request_iterator:
                 gate.received += 1
+                bodies = [getattr(c, c.WhichOneof("check") or "connection") for c in batch.checks]
+                scripted = {body.structure_id for body in bodies}
+                if "end" in scripted:
+                    gate.ended += 1
+                    return
                 answer = pb.DecisionBatch()
-                for check in batch.checks:
-                    body = getattr(check, check.WhichOneof("check") or "connection")
+                for check, body in zip(batch.checks, bodies, strict=True):
                     decision = await self._answer(body, context)
                     decision.correlation_id = check.correlation_id
                     answer.decisions.append(decision)
                 yield answer
+                if "twice" in scripted:
+                    yield answer
+                if "end-after" in scripted:
+                    gate.ended += 1
+                    return
             # A cancel from the client can reach this handler as the end of its requests; the
             # server's own cancellation of the handler follows at once, so wait for it here.
             await asyncio.sleep(0.05)
@@ -121,6 +134,7 @@ class ScriptedGate:
     received: int = 0  # batches received, over all streams
     cancelled: int = 0  # streams the client cancelled
     finished: int = 0  # streams the client ended by closing its side (all sent)
+    ended: int = 0  # streams this server ended early, as scripted (``end``, ``end-after``)
     _held: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
     _released: asyncio.Event | None = None
 

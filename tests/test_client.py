@@ -649,6 +649,56 @@ def test_check_many_a_failed_stream_is_a_typed_error(scripted: ScriptedGate) -> 
     assert len(results) == 20
 
 
+def test_check_many_a_gate_ending_early_leaves_batches_unanswered(scripted: ScriptedGate) -> None:
+    """The scripted gate ends the stream with OK on its first batch: two batches were sent
+    (the window) and neither is answered."""
+    checks = [Check.connection("end", utility="water")] + [
+        Check.connection(OK, utility="water") for _ in range(19_999)
+    ]
+    ended = scripted.ended
+    results = []
+    with Client(scripted.target) as client, pytest.raises(GateError) as info:
+        for result in client.check_many(checks, batch_size=100, window=2):
+            results.append(result)
+    assert type(info.value) is GateError
+    assert str(info.value) == "the gate ended the stream with 2 batches unanswered"
+    assert results == []
+    assert scripted.ended == ended + 1
+
+
+def test_check_many_a_gate_ending_early_leaves_checks_unsent(scripted: ScriptedGate) -> None:
+    """The gate answers the first batch and ends the stream while the iterable is still being
+    read: the results stop short, so the stream fails rather than look complete."""
+    ended = scripted.ended
+
+    def rows() -> Iterator[Check]:
+        yield Check.connection("end-after", utility="water")
+        for _ in range(9):
+            yield Check.connection(OK, utility="water")
+        scripted.wait_for(lambda: scripted.ended == ended + 1)
+        time.sleep(0.3)  # the reader sees the end meanwhile
+        yield from (Check.connection(OK, utility="water") for _ in range(10))
+
+    results = []
+    with Client(scripted.target) as client, pytest.raises(GateError) as info:
+        for result in client.check_many(rows(), batch_size=10, window=1):
+            results.append(result)
+    assert str(info.value) == "the gate ended the stream before every check was sent"
+    assert len(results) == 10
+
+
+def test_check_many_a_gate_answering_more_batches_than_sent(scripted: ScriptedGate) -> None:
+    """The scripted gate answers the last batch twice."""
+    checks = [Check.connection(OK, utility="water") for _ in range(30)]
+    checks[25] = Check.connection("twice", utility="water")
+    results = []
+    with Client(scripted.target) as client, pytest.raises(GateError) as info:
+        for result in client.check_many(checks, batch_size=10):
+            results.append(result)
+    assert str(info.value) == "the gate answered more batches than were sent"
+    assert len(results) == 30
+
+
 # --- TLS -----------------------------------------------------------------------------------------
 
 
