@@ -471,6 +471,13 @@ def test_checkpoint_bad_body(body: bytes) -> None:
         verify_checkpoint(signer.sign_note(body), signer.verifier)
 
 
+def test_checkpoint_body_not_utf8_is_malformed() -> None:
+    with pytest.raises(MalformedError, match=r"^checkpoint: not UTF-8$"):
+        Checkpoint.from_body(
+            b"\xff" + f"{ORIGIN}\n8\n{base64.b64encode(bytes(32)).decode()}\n".encode()
+        )
+
+
 # =================================================================================================
 # DSSE
 # =================================================================================================
@@ -493,6 +500,16 @@ def test_published_envelope_parses() -> None:
     keyid, sig = env.signatures[0]
     assert keyid == ""
     assert len(sig) == 64  # raw r || s of P-256
+
+
+@pytest.mark.parametrize("data", [b"[" * 100_000, b'{"payload":' * 100_000])
+def test_envelope_nested_too_deeply_is_malformed(data: bytes) -> None:
+    """Past the JSON parser's depth: a ``MalformedError``, not the parser's RecursionError."""
+    with pytest.raises(MalformedError, match=r"^envelope: malformed \(nested too deeply\)$"):
+        parse_envelope(data)
+    signer = _seeded_signer("registry.example", 12)
+    with pytest.raises(MalformedError):
+        verify_envelope(data, [signer.verifier], STATUS_PAYLOAD_TYPE)
 
 
 def test_envelope_from_signer_checked_by_hand() -> None:

@@ -29,8 +29,8 @@ __all__ = ["Check", "Decision", "Reason", "Refused", "Verdict"]
 
 
 class Verdict(StrEnum):
-    """The gate's answer, weakest first; ``DENY`` > ``REVIEW`` > ``NOTIFY`` > ``ALLOW_TEMPORARY``
-    > ``ALLOW``. A ``str``: ``Verdict.ALLOW == "ALLOW"``."""
+    """The gate's answer; the members run weakest first (``DENY`` > ``REVIEW`` > ``NOTIFY`` >
+    ``ALLOW_TEMPORARY`` > ``ALLOW``). A ``str``: ``Verdict.ALLOW == "ALLOW"``."""
 
     ALLOW = "ALLOW"
     ALLOW_TEMPORARY = "ALLOW_TEMPORARY"
@@ -40,7 +40,10 @@ class Verdict(StrEnum):
 
     @property
     def allows(self) -> bool:
-        """True for ALLOW and ALLOW_TEMPORARY (for NOTIFY: the office may go on; it was told)."""
+        """True for ALLOW and ALLOW_TEMPORARY only; False for NOTIFY, REVIEW and DENY.
+
+        A NOTIFY lets a notifying office go on, but the working group was told of a problem:
+        test for it apart (``verdict is Verdict.NOTIFY``) rather than through ``allows``."""
         return self in (Verdict.ALLOW, Verdict.ALLOW_TEMPORARY)
 
 

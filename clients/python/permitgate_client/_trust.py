@@ -186,7 +186,10 @@ class Checkpoint:
     @classmethod
     def from_body(cls, body: bytes) -> Checkpoint:
         """Parse a checkpoint body (``MalformedError`` if it is not one); verifies nothing."""
-        lines = body.decode().split("\n")
+        try:
+            lines = body.decode("utf-8").split("\n")
+        except UnicodeDecodeError as exc:
+            raise MalformedError("checkpoint: not UTF-8") from exc
         if len(lines) < 4 or lines[-1] != "":
             raise MalformedError("checkpoint: fewer than three lines")
         origin, size, root, *extensions = lines[:-1]
@@ -242,6 +245,8 @@ def parse_envelope(data: bytes) -> Envelope:
         payload_type = obj["payloadType"]
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
         raise MalformedError(f"envelope: malformed ({exc})") from exc
+    except RecursionError as exc:  # arrays or objects nested past the parser's depth
+        raise MalformedError("envelope: malformed (nested too deeply)") from exc
     if not isinstance(payload_type, str):
         raise MalformedError("envelope: payloadType is not a string")
     return Envelope(payload_type, payload, sigs)
