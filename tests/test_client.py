@@ -883,6 +883,31 @@ def test_verdict_allows_says_what_it_does() -> None:
     assert false_part == [v.value for v in Verdict if not v.allows]
 
 
+def test_the_choice_tables_are_what_the_wire_offers() -> None:
+    """``UTILITIES`` and its twins list every value of their wire enum but the unspecified one,
+    in the wire's order, spelled as ``Check`` takes them; each builds a check."""
+
+    def offered(enum: Any, prefix: str) -> tuple[str, ...]:
+        names = [v.name for v in enum.DESCRIPTOR.values if v.number != 0]
+        return tuple(name.removeprefix(prefix).lower() for name in names)
+
+    assert offered(pb.Utility, "UTILITY_") == permitgate_client.UTILITIES
+    assert permitgate_client.UTILITIES == ("water", "power", "gas", "heat")
+    assert offered(pb.ConnectionKind, "CONNECTION_KIND_") == permitgate_client.CONNECTION_KINDS
+    assert (
+        offered(pb.RegistrationKind, "REGISTRATION_KIND_") == permitgate_client.REGISTRATION_KINDS
+    )
+    assert offered(pb.Office, "OFFICE_") == permitgate_client.OFFICES
+    assert len(permitgate_client.OFFICES) == 7
+    for utility in permitgate_client.UTILITIES:
+        for kind in permitgate_client.CONNECTION_KINDS:
+            Check.connection(OK, utility=utility, kind=kind)
+    for kind in permitgate_client.REGISTRATION_KINDS:
+        Check.registration(OK, kind=kind)
+    for office in permitgate_client.OFFICES:
+        Check.premises(OK, office=office, declared_use="x")
+
+
 def test_every_choice_the_wire_offers_is_accepted() -> None:
     """The choices come from the wire enums: each builds, and its number is not unspecified."""
     for name in pb.Utility.keys():  # noqa: SIM118  (an enum wrapper)
