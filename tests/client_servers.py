@@ -60,9 +60,9 @@ class _Script(gate_pb2_grpc.PermitGateServicer):
     * ``verdict:N``: a Decision with verdict number N;
     * anything else: ALLOW, echoing the correlation id.
 
-    In ``BatchCheck``, a batch holding one of these ends the stream with OK, as a faulty gate
-    might: ``end`` at once, leaving that batch unanswered; ``end-after`` once it is answered.
-    A batch holding ``twice`` is answered twice.
+    In ``BatchCheck``, as a faulty gate might: a batch holding ``end:N`` is left unanswered, and
+    so are the N-1 batches after it, then the stream ends with OK; a batch holding ``end-after``
+    ends it with OK once answered; a batch holding ``twice`` is answered twice.
     """
 
     def __init__(self, gate: ScriptedGate) -> None:
@@ -98,13 +98,19 @@ class _Script(gate_pb2_grpc.PermitGateServicer):
         gate = self.gate
         gate.streams += 1
         try:
+            unanswered = 0  # batches still to take without answer before ending (``end:N``)
             async for batch in request_iterator:
                 gate.received += 1
                 bodies = [getattr(c, c.WhichOneof("check") or "connection") for c in batch.checks]
                 scripted = {body.structure_id for body in bodies}
-                if "end" in scripted:
-                    gate.ended += 1
-                    return
+                ends = [int(s.removeprefix("end:")) for s in scripted if s.startswith("end:")]
+                unanswered = ends[0] if ends else unanswered
+                if unanswered:
+                    unanswered -= 1
+                    if not unanswered:
+                        gate.ended += 1
+                        return
+                    continue
                 answer = pb.DecisionBatch()
                 for check, body in zip(batch.checks, bodies, strict=True):
                     decision = await self._answer(body, context)

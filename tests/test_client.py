@@ -686,9 +686,9 @@ def test_check_many_a_failed_stream_is_a_typed_error(scripted: ScriptedGate) -> 
 
 
 def test_check_many_a_gate_ending_early_leaves_batches_unanswered(scripted: ScriptedGate) -> None:
-    """The scripted gate ends the stream with OK on its first batch: two batches were sent
-    (the window) and neither is answered."""
-    checks = [Check.connection("end", utility="water")] + [
+    """The scripted gate takes two batches (the window) and ends the stream with OK, answering
+    neither."""
+    checks = [Check.connection("end:2", utility="water")] + [
         Check.connection(OK, utility="water") for _ in range(19_999)
     ]
     ended = scripted.ended

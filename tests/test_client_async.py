@@ -372,9 +372,9 @@ def test_async_check_many_failures_are_typed(scripted: ScriptedGate) -> None:
 def test_async_check_many_a_gate_ending_early_leaves_batches_unanswered(
     scripted: ScriptedGate,
 ) -> None:
-    """The scripted gate ends the stream with OK on its first batch while the sender waits for
-    a slot that no answer will free: an error, not a hang."""
-    checks = [Check.connection("end", utility="water")] + [
+    """The scripted gate takes two batches (the window) and ends the stream with OK, answering
+    neither, while the sender waits for a slot no answer will free: an error, not a hang."""
+    checks = [Check.connection("end:2", utility="water")] + [
         Check.connection(OK, utility="water") for _ in range(19_999)
     ]
     ended = scripted.ended
