@@ -19,6 +19,10 @@ import click
 import grpc
 import orjson
 from permitgate_client import (
+    CONNECTION_KINDS,
+    OFFICES,
+    REGISTRATION_KINDS,
+    UTILITIES,
     Client,
     Decision,
     GateError,
@@ -30,7 +34,6 @@ from permitgate_client import (
     verify_receipt,
 )
 from permitgate_client.formats import format_time, parse_time
-from permitgate_client.v1 import gate_pb2 as pb
 
 from server.listen import parse_target
 
@@ -55,15 +58,6 @@ Exit codes:
   30  with --exit-code: DENY
   2   bad arguments, or a check the gate calls invalid (it names the field)
   3   the gate could not be reached or did not answer"""
-
-
-def wire_choices(enum: Any, prefix: str) -> list[str]:
-    """The choices a wire enum offers, as the CLI spells them (``UTILITY_WATER`` -> ``water``)."""
-    return [
-        name.removeprefix(prefix).lower()
-        for name in enum.DESCRIPTOR.values_by_name
-        if not name.endswith("_UNSPECIFIED")
-    ]
 
 
 @dataclass(frozen=True)
@@ -198,10 +192,10 @@ def check() -> None:
 
 @check.command(epilog=CHECK_EXIT_CODES)
 @click.argument("structure_id")
-@click.option("--utility", type=click.Choice(wire_choices(pb.Utility, "UTILITY_")), required=True)
+@click.option("--utility", type=click.Choice(UTILITIES), required=True)
 @click.option(
     "--kind",
-    type=click.Choice(wire_choices(pb.ConnectionKind, "CONNECTION_KIND_")),
+    type=click.Choice(CONNECTION_KINDS),
     default="permanent",
     show_default=True,
 )
@@ -241,7 +235,7 @@ def connection(
 @click.argument("structure_id")
 @click.option(
     "--kind",
-    type=click.Choice(wire_choices(pb.RegistrationKind, "REGISTRATION_KIND_")),
+    type=click.Choice(REGISTRATION_KINDS),
     required=True,
 )
 @application_option
@@ -276,7 +270,7 @@ def registration(
 @click.option(
     "--office",
     required=True,
-    type=click.Choice(wire_choices(pb.Office, "OFFICE_")),
+    type=click.Choice(OFFICES),
 )
 @click.option("--use", "declared_use", required=True, help="The use the applicant declares.")
 @application_option

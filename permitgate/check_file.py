@@ -23,12 +23,22 @@ from typing import Any, BinaryIO, TextIO
 
 import click
 import orjson
-from permitgate_client import Check, Decision, GateError, InvalidCheckError, Refused, Verdict
+from permitgate_client import (
+    CONNECTION_KINDS,
+    OFFICES,
+    REGISTRATION_KINDS,
+    UTILITIES,
+    Check,
+    Decision,
+    GateError,
+    InvalidCheckError,
+    Refused,
+    Verdict,
+)
 from permitgate_client.formats import parse_time
-from permitgate_client.v1 import gate_pb2 as pb
 from tqdm import tqdm
 
-from permitgate.check_cli import UNREACHABLE, GateAddress, gate_options, wire_choices
+from permitgate.check_cli import UNREACHABLE, GateAddress, gate_options
 from registry.errors import PlainError
 
 __all__ = ["COLUMNS", "check_file"]
@@ -71,11 +81,11 @@ OUTPUT_COLUMNS = (
 NOT_CHECKED = 1
 
 
-def _choices(label: str, enum: Any, prefix: str) -> str:
-    """``label`` and the wire enum's values (``a | b | c``), wrapped under the help's second
-    column (which starts at 19)."""
+def _choices(label: str, values: tuple[str, ...]) -> str:
+    """``label`` and the values a column may take (``a | b | c``), wrapped under the help's
+    second column (which starts at 19)."""
     lines, line = [], label
-    for value in wire_choices(enum, prefix):
+    for value in values:
         piece = value if line in ("", label) else f" | {value}"
         if len(line) + len(piece) > 58 and line.strip():
             lines.append(line + " |")
@@ -88,12 +98,12 @@ CHECK_FILE_HELP = f"""\b
 Columns (a header row names them; order free; empty cells are absent):
   type             {" | ".join(_USES)}
   structure_id     the structure asked about (every type)
-  utility          {_choices("connection: ", pb.Utility, "UTILITY_")}
-  kind             {_choices("connection: ", pb.ConnectionKind, "CONNECTION_KIND_")}
+  utility          {_choices("connection: ", UTILITIES)}
+  kind             {_choices("connection: ", CONNECTION_KINDS)}
                    (default permanent);
-                   {_choices("registration: ", pb.RegistrationKind, "REGISTRATION_KIND_")}
+                   {_choices("registration: ", REGISTRATION_KINDS)}
   requested_until  connection, temporary: RFC 3339 end of supply
-  office           {_choices("premises: ", pb.Office, "OFFICE_")}
+  office           {_choices("premises: ", OFFICES)}
   declared_use     premises: the use the applicant declares
   application_id   the caller's application id (notifying offices need it)
 

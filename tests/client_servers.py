@@ -59,6 +59,10 @@ class _Script(gate_pb2_grpc.PermitGateServicer):
     * ``hold``: waits until released (counts as held meanwhile);
     * ``verdict:N``: a Decision with verdict number N;
     * anything else: ALLOW, echoing the correlation id.
+
+    In ``BatchCheck``, as a faulty gate might: a batch holding ``end:N`` is left unanswered, and
+    so are the N-1 batches after it, then the stream ends with OK; a batch holding ``end-after``
+    ends it with OK once answered; a batch holding ``twice`` is answered twice.
     """
 
     def __init__(self, gate: ScriptedGate) -> None:
@@ -94,15 +98,30 @@ class _Script(gate_pb2_grpc.PermitGateServicer):
         gate = self.gate
         gate.streams += 1
         try:
+            unanswered = 0  # batches still to take without answer before ending (``end:N``)
             async for batch in request_iterator:
                 gate.received += 1
+                bodies = [getattr(c, c.WhichOneof("check") or "connection") for c in batch.checks]
+                scripted = {body.structure_id for body in bodies}
+                ends = [int(s.removeprefix("end:")) for s in scripted if s.startswith("end:")]
+                unanswered = ends[0] if ends else unanswered
+                if unanswered:
+                    unanswered -= 1
+                    if not unanswered:
+                        gate.ended += 1
+                        return
+                    continue
                 answer = pb.DecisionBatch()
-                for check in batch.checks:
-                    body = getattr(check, check.WhichOneof("check") or "connection")
+                for check, body in zip(batch.checks, bodies, strict=True):
                     decision = await self._answer(body, context)
                     decision.correlation_id = check.correlation_id
                     answer.decisions.append(decision)
                 yield answer
+                if "twice" in scripted:
+                    yield answer
+                if "end-after" in scripted:
+                    gate.ended += 1
+                    return
             # A cancel from the client can reach this handler as the end of its requests; the
             # server's own cancellation of the handler follows at once, so wait for it here.
             await asyncio.sleep(0.05)
@@ -121,6 +140,7 @@ class ScriptedGate:
     received: int = 0  # batches received, over all streams
     cancelled: int = 0  # streams the client cancelled
     finished: int = 0  # streams the client ended by closing its side (all sent)
+    ended: int = 0  # streams this server ended early, as scripted (``end``, ``end-after``)
     _held: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
     _released: asyncio.Event | None = None
 

@@ -19,11 +19,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import Result
+from permitgate_client import CONNECTION_KINDS, OFFICES, REGISTRATION_KINDS, UTILITIES
 from registry_support import EXAMPLE_LINES, S1, Registry, invoke, jsonl, structure
 from sqlalchemy.engine import make_url
 
+from permitgate.check_cli import check
 from registry import storage
 from server.listen import ListenAddress, bind_failure
 
@@ -415,6 +418,27 @@ def test_make_demo_with_a_bad_address() -> None:
         env={**os.environ, "PERMITGATE_DEMO_LISTEN": "0.0.0.0"},
     )
     assert one_line(result).startswith(f"--listen '0.0.0.0': no port; give HOST:PORT, {EXAMPLE}")
+
+
+# --- the choices come from the client's tables ---------------------------------------------------
+
+
+def test_check_options_and_check_file_help_offer_the_clients_choices() -> None:
+    options = {
+        ("connection", "utility"): UTILITIES,
+        ("connection", "kind"): CONNECTION_KINDS,
+        ("registration", "kind"): REGISTRATION_KINDS,
+        ("premises", "office"): OFFICES,
+    }
+    for (command, option), table in options.items():
+        [param] = [p for p in check.commands[command].params if p.name == option]
+        assert isinstance(param.type, click.Choice)
+        assert tuple(param.type.choices) == table, (command, option)
+        shown = invoke(["check", command, "--help"]).stdout
+        assert f"[{'|'.join(table)}]" in " ".join(shown.split()), (command, shown)
+    shown = invoke(["check-file", "--help"]).stdout
+    for table in options.values():
+        assert " | ".join(table) in " ".join(shown.replace(" |\n", " | ").split()), shown
 
 
 # --- the help says what every exit status means ---------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import inspect
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -68,7 +69,7 @@ from permitgate_client import (
     verify_receipt,
 )
 from permitgate_client._errors import from_rpc
-from permitgate_client.formats import parse_time
+from permitgate_client.formats import RECEIPT_PAYLOAD_TYPE, parse_time
 from permitgate_client.v1 import gate_pb2 as pb
 from permitgate_client.v1 import gate_pb2_grpc
 
@@ -260,11 +261,33 @@ def test_keyset_from_proto(client: Client, served: tuple[GateRegistry, RunningGa
         "{}",
         '{"registry_key": 1, "gate_key": "x"}',
         '{"registry_key": "a+b+c", "gate_key": "a+b+c"}',
+        "[" * 100_000,  # nested past the JSON parser's depth
+        '{"registry_key": ' * 100_000,
     ],
 )
 def test_keyset_from_bad_json_is_malformed(text: str) -> None:
     with pytest.raises(MalformedError, match=r"^keyset: "):
         KeySet.from_json(text)
+
+
+def test_keyset_checkpoint_must_be_utf8_text() -> None:
+    """A checkpoint that is not UTF-8 is refused when parsed or built, so ``to_json`` of any
+    ``KeySet`` succeeds."""
+    key = _other_key()
+    with pytest.raises(ValueError, match=r"^checkpoint: not UTF-8 text \(byte 3\)$"):
+        KeySet(key, key, b"abc\xff\n")
+    with pytest.raises(TypeError, match=r"^checkpoint: expected bytes, got str$"):
+        KeySet(key, key, "abc")  # type: ignore[arg-type]
+    message = pb.KeySet(registry_key=key.text, gate_key=key.text, checkpoint=b"abc\xff\n")
+    with pytest.raises(MalformedError, match=r"^keyset: checkpoint: not UTF-8 text"):
+        KeySet.from_proto(message)
+    lone_surrogate = json.dumps({"registry_key": key.text, "gate_key": key.text})[:-1] + (
+        ', "checkpoint": "\\ud800"}'
+    )
+    with pytest.raises(MalformedError, match=r"^keyset: "):
+        KeySet.from_json(lone_surrogate)
+    keyset = KeySet(key, key, "origin \u00e9\n".encode())
+    assert KeySet.from_json(json.dumps(keyset.to_json())) == keyset
 
 
 def _other_key() -> VerifierKey:
@@ -293,6 +316,19 @@ def test_receipt_against_another_registry_key(client: Client) -> None:
         verify_receipt(_receipt(client), stranger)
     assert isinstance(info.value.__cause__, BadSignatureError)
     assert "note:" in str(info.value.__cause__)
+
+
+def test_receipt_nested_too_deeply_is_a_receipt_error() -> None:
+    """Deep nesting in the envelope, or in a payload the gate's key did sign: a ``ReceiptError``
+    over a ``MalformedError``, never the JSON parser's RecursionError."""
+    gate = Signer("gate.example", Ed25519PrivateKey.generate())
+    keyset = KeySet(_other_key(), gate.verifier)
+    signed = gate.sign_envelope(b"[" * 100_000, RECEIPT_PAYLOAD_TYPE)
+    for envelope, says in ((b"[" * 100_000, "envelope"), (signed, "receipt: payload")):
+        with pytest.raises(ReceiptError) as info:
+            verify_receipt(envelope, keyset)
+        assert type(info.value.__cause__) is MalformedError
+        assert str(info.value.__cause__).startswith(says), info.value.__cause__
 
 
 def test_receipt_that_is_not_an_envelope(client: Client) -> None:
@@ -649,6 +685,56 @@ def test_check_many_a_failed_stream_is_a_typed_error(scripted: ScriptedGate) -> 
     assert len(results) == 20
 
 
+def test_check_many_a_gate_ending_early_leaves_batches_unanswered(scripted: ScriptedGate) -> None:
+    """The scripted gate takes two batches (the window) and ends the stream with OK, answering
+    neither."""
+    checks = [Check.connection("end:2", utility="water")] + [
+        Check.connection(OK, utility="water") for _ in range(19_999)
+    ]
+    ended = scripted.ended
+    results = []
+    with Client(scripted.target) as client, pytest.raises(GateError) as info:
+        for result in client.check_many(checks, batch_size=100, window=2):
+            results.append(result)
+    assert type(info.value) is GateError
+    assert str(info.value) == "the gate ended the stream with 2 batches unanswered"
+    assert results == []
+    assert scripted.ended == ended + 1
+
+
+def test_check_many_a_gate_ending_early_leaves_checks_unsent(scripted: ScriptedGate) -> None:
+    """The gate answers the first batch and ends the stream while the iterable is still being
+    read: the results stop short, so the stream fails rather than look complete."""
+    ended = scripted.ended
+
+    def rows() -> Iterator[Check]:
+        yield Check.connection("end-after", utility="water")
+        for _ in range(9):
+            yield Check.connection(OK, utility="water")
+        scripted.wait_for(lambda: scripted.ended == ended + 1)
+        time.sleep(0.3)  # the reader sees the end meanwhile
+        yield from (Check.connection(OK, utility="water") for _ in range(10))
+
+    results = []
+    with Client(scripted.target) as client, pytest.raises(GateError) as info:
+        for result in client.check_many(rows(), batch_size=10, window=1):
+            results.append(result)
+    assert str(info.value) == "the gate ended the stream before every check was sent"
+    assert len(results) == 10
+
+
+def test_check_many_a_gate_answering_more_batches_than_sent(scripted: ScriptedGate) -> None:
+    """The scripted gate answers the last batch twice."""
+    checks = [Check.connection(OK, utility="water") for _ in range(30)]
+    checks[25] = Check.connection("twice", utility="water")
+    results = []
+    with Client(scripted.target) as client, pytest.raises(GateError) as info:
+        for result in client.check_many(checks, batch_size=10):
+            results.append(result)
+    assert str(info.value) == "the gate answered more batches than were sent"
+    assert len(results) == 30
+
+
 # --- TLS -----------------------------------------------------------------------------------------
 
 
@@ -784,6 +870,42 @@ def test_verdict_is_a_str_enum() -> None:
     assert Verdict("DENY") is Verdict.DENY
     assert f"{Verdict.NOTIFY}" == "NOTIFY"
     assert [v for v in Verdict if v.allows] == [Verdict.ALLOW, Verdict.ALLOW_TEMPORARY]
+
+
+def test_verdict_allows_says_what_it_does() -> None:
+    """The first line of ``allows``' docstring names the verdicts it is True and False for."""
+    doc = inspect.getdoc(Verdict.allows)
+    assert doc is not None
+    true_part, false_part = (
+        re.findall(r"[A-Z_]{4,}", part) for part in doc.splitlines()[0].split(";")
+    )
+    assert true_part == [v.value for v in Verdict if v.allows]
+    assert false_part == [v.value for v in Verdict if not v.allows]
+
+
+def test_the_choice_tables_are_what_the_wire_offers() -> None:
+    """``UTILITIES`` and its twins list every value of their wire enum but the unspecified one,
+    in the wire's order, spelled as ``Check`` takes them; each builds a check."""
+
+    def offered(enum: Any, prefix: str) -> tuple[str, ...]:
+        names = [v.name for v in enum.DESCRIPTOR.values if v.number != 0]
+        return tuple(name.removeprefix(prefix).lower() for name in names)
+
+    assert offered(pb.Utility, "UTILITY_") == permitgate_client.UTILITIES
+    assert permitgate_client.UTILITIES == ("water", "power", "gas", "heat")
+    assert offered(pb.ConnectionKind, "CONNECTION_KIND_") == permitgate_client.CONNECTION_KINDS
+    assert (
+        offered(pb.RegistrationKind, "REGISTRATION_KIND_") == permitgate_client.REGISTRATION_KINDS
+    )
+    assert offered(pb.Office, "OFFICE_") == permitgate_client.OFFICES
+    assert len(permitgate_client.OFFICES) == 7
+    for utility in permitgate_client.UTILITIES:
+        for kind in permitgate_client.CONNECTION_KINDS:
+            Check.connection(OK, utility=utility, kind=kind)
+    for kind in permitgate_client.REGISTRATION_KINDS:
+        Check.registration(OK, kind=kind)
+    for office in permitgate_client.OFFICES:
+        Check.premises(OK, office=office, declared_use="x")
 
 
 def test_every_choice_the_wire_offers_is_accepted() -> None:

@@ -369,6 +369,74 @@ def test_async_check_many_failures_are_typed(scripted: ScriptedGate) -> None:
         run(lambda: ask(target))
 
 
+def test_async_check_many_a_gate_ending_early_leaves_batches_unanswered(
+    scripted: ScriptedGate,
+) -> None:
+    """The scripted gate takes two batches (the window) and ends the stream with OK, answering
+    neither, while the sender waits for a slot no answer will free: an error, not a hang."""
+    checks = [Check.connection("end:2", utility="water")] + [
+        Check.connection(OK, utility="water") for _ in range(19_999)
+    ]
+    ended = scripted.ended
+    seen: list[Decision | Refused] = []
+
+    async def ask() -> None:
+        async with AsyncClient(scripted.target) as client:
+            async for result in client.check_many(checks, batch_size=100, window=2):
+                seen.append(result)
+
+    with pytest.raises(GateError) as info:
+        run(lambda: asyncio.wait_for(ask(), 10))
+    assert type(info.value) is GateError
+    assert str(info.value) == "the gate ended the stream with 2 batches unanswered"
+    assert seen == []
+    assert scripted.ended == ended + 1
+
+
+def test_async_check_many_a_gate_ending_early_leaves_checks_unsent(
+    scripted: ScriptedGate,
+) -> None:
+    ended = scripted.ended
+
+    async def rows() -> AsyncIterator[Check]:
+        yield Check.connection("end-after", utility="water")
+        for _ in range(9):
+            yield Check.connection(OK, utility="water")
+        while scripted.ended == ended:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.3)  # the reader sees the end meanwhile
+        for _ in range(10):
+            yield Check.connection(OK, utility="water")
+
+    seen: list[Decision | Refused] = []
+
+    async def ask() -> None:
+        async with AsyncClient(scripted.target) as client:
+            async for result in client.check_many(rows(), batch_size=10, window=1):
+                seen.append(result)
+
+    with pytest.raises(GateError) as info:
+        run(lambda: asyncio.wait_for(ask(), 10))
+    assert str(info.value) == "the gate ended the stream before every check was sent"
+    assert len(seen) == 10
+
+
+def test_async_check_many_a_gate_answering_more_batches_than_sent(scripted: ScriptedGate) -> None:
+    checks = [Check.connection(OK, utility="water") for _ in range(30)]
+    checks[25] = Check.connection("twice", utility="water")
+    seen: list[Decision | Refused] = []
+
+    async def ask() -> None:
+        async with AsyncClient(scripted.target) as client:
+            async for result in client.check_many(checks, batch_size=10):
+                seen.append(result)
+
+    with pytest.raises(GateError) as info:
+        run(ask)
+    assert str(info.value) == "the gate answered more batches than were sent"
+    assert len(seen) == 30
+
+
 def test_async_check_many_bad_options_raise_at_once() -> None:
     async def ask() -> None:
         async with AsyncClient("127.0.0.1:1") as client:

@@ -12,6 +12,7 @@ Sources of the published values:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import os
@@ -204,6 +205,28 @@ def test_verifier_key_with_wrong_key_id_rejected() -> None:
 def test_malformed_verifier_keys(text: str, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
         VerifierKey.from_text(text)
+
+
+def test_verifier_key_derived_forms_are_stored_once_and_do_not_change_equality() -> None:
+    """The key id and both texts are computed when the key is made (the gate reads them for
+    every record it verifies); a key still equals, and hashes as, any key of the same name and
+    public key, and a replaced key gets its own derived forms."""
+    key = VerifierKey.from_text(PETER_VKEY)
+    stored = vars(key)
+    assert stored["id"] == bytes.fromhex("c74f20a3")
+    assert stored["keyid_text"] == "PeterNeumann+c74f20a3"
+    assert stored["text"] == PETER_VKEY
+    assert key.keyid_text is key.keyid_text  # the same object: not rebuilt on access
+    twin = VerifierKey(key.name, key.public_key)
+    assert twin == key and hash(twin) == hash(key) and {twin, key} == {key}
+    assert repr(key) == f"VerifierKey(name='PeterNeumann', public_key={key.public_key!r})"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        key.id = b"\0\0\0\0"  # type: ignore[misc]
+    renamed = dataclasses.replace(key, name="PeterNeumann2")
+    assert renamed != key
+    assert renamed.id == key_id("PeterNeumann2", key.public_key)
+    assert renamed.text.startswith(f"PeterNeumann2+{renamed.id.hex()}+")
+    assert VerifierKey.from_text(renamed.text) == renamed
 
 
 def test_verifier_key_whose_base64_contains_plus_round_trips() -> None:
@@ -471,6 +494,13 @@ def test_checkpoint_bad_body(body: bytes) -> None:
         verify_checkpoint(signer.sign_note(body), signer.verifier)
 
 
+def test_checkpoint_body_not_utf8_is_malformed() -> None:
+    with pytest.raises(MalformedError, match=r"^checkpoint: not UTF-8$"):
+        Checkpoint.from_body(
+            b"\xff" + f"{ORIGIN}\n8\n{base64.b64encode(bytes(32)).decode()}\n".encode()
+        )
+
+
 # =================================================================================================
 # DSSE
 # =================================================================================================
@@ -493,6 +523,16 @@ def test_published_envelope_parses() -> None:
     keyid, sig = env.signatures[0]
     assert keyid == ""
     assert len(sig) == 64  # raw r || s of P-256
+
+
+@pytest.mark.parametrize("data", [b"[" * 100_000, b'{"payload":' * 100_000])
+def test_envelope_nested_too_deeply_is_malformed(data: bytes) -> None:
+    """Past the JSON parser's depth: a ``MalformedError``, not the parser's RecursionError."""
+    with pytest.raises(MalformedError, match=r"^envelope: malformed \(nested too deeply\)$"):
+        parse_envelope(data)
+    signer = _seeded_signer("registry.example", 12)
+    with pytest.raises(MalformedError):
+        verify_envelope(data, [signer.verifier], STATUS_PAYLOAD_TYPE)
 
 
 def test_envelope_from_signer_checked_by_hand() -> None:

@@ -47,14 +47,28 @@ from permitgate_client._errors import (
     WrongStructureError,
 )
 from permitgate_client._keyset import KeySet
-from permitgate_client._models import Check, Decision, Reason, Refused, Verdict
+from permitgate_client._models import (
+    CONNECTION_KINDS,
+    OFFICES,
+    REGISTRATION_KINDS,
+    UTILITIES,
+    Check,
+    Decision,
+    Reason,
+    Refused,
+    Verdict,
+)
 from permitgate_client._receipts import Receipt, VerifiedReceipt, verify_receipt
 from permitgate_client._trust import VerifierKey
 
 __all__ = [
+    "CONNECTION_KINDS",
     "DEFAULT_TIMEOUT",
     "DEFAULT_WINDOW",
     "MAX_BATCH",
+    "OFFICES",
+    "REGISTRATION_KINDS",
+    "UTILITIES",
     "AsyncClient",
     "BadSignatureError",
     "Check",

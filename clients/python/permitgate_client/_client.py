@@ -85,6 +85,11 @@ class _Batcher:
         self._pulled = 0
         self._done = False
 
+    @property
+    def exhausted(self) -> bool:
+        """True once every check has been cut into a batch."""
+        return self._done
+
     def next(self) -> pb.CheckBatch | None:
         """The next batch, or None once the checks are used up."""
         if self._done:
@@ -133,11 +138,15 @@ class _Batcher:
         )
 
 
-def _results(answer: pb.DecisionBatch, sent: int, index: int) -> list[Decision | Refused]:
-    """One batch's answers, in order, as ``Decision`` or ``Refused``."""
+def _results(answer: pb.DecisionBatch, sent: deque[int], index: int) -> list[Decision | Refused]:
+    """The answers to the oldest unanswered batch (taken off ``sent``), in order, as
+    ``Decision`` or ``Refused``."""
+    if not sent:
+        raise GateError("the gate answered more batches than were sent")
+    size = sent.popleft()
     decisions = answer.decisions
-    if len(decisions) != sent:
-        raise GateError(f"the gate answered {len(decisions)} decisions to a batch of {sent}")
+    if len(decisions) != size:
+        raise GateError(f"the gate answered {len(decisions)} decisions to a batch of {size}")
     verdicts = _VERDICTS
     out: list[Decision | Refused] = []
     append = out.append
@@ -151,6 +160,19 @@ def _results(answer: pb.DecisionBatch, sent: int, index: int) -> list[Decision |
             append(Decision.from_proto(message))  # raises: a verdict this client cannot read
         index += 1
     return out
+
+
+def _check_ended(sent: deque[int], batcher: _Batcher, failure: list[Exception]) -> None:
+    """At the end of the gate's answers: raise unless every check was sent and answered.
+
+    A gate that ends the stream (with OK) early leaves batches unanswered, or checks unsent
+    (the sender stops when the call ends); either way results are missing.
+    """
+    if sent:
+        n = len(sent)
+        raise GateError(f"the gate ended the stream with {n} batch{'es' * (n > 1)} unanswered")
+    if not batcher.exhausted and not failure:
+        raise GateError("the gate ended the stream before every check was sent")
 
 
 class _BaseClient:
@@ -297,11 +319,10 @@ class Client(_BaseClient):
         try:
             for answer in responses:
                 slots.release()
-                results = _results(answer, sent.popleft(), index)
+                results = _results(answer, sent, index)
                 index += len(results)
                 yield from results
-            if sent:
-                raise GateError(f"the gate ended the stream with {len(sent)} batches unanswered")
+            _check_ended(sent, batcher, failure)
         except grpc.RpcError as exc:
             raise from_rpc(exc) from exc
         finally:
@@ -480,13 +501,14 @@ class AsyncClient(_BaseClient):
                 if answer is grpc.aio.EOF:
                     break
                 slots.release()
-                results = _results(answer, sent.popleft(), index)
+                results = _results(answer, sent, index)
                 index += len(results)
                 for result in results:
                     yield result
+            # Checked before awaiting the sender: after an early end it may wait for a slot that
+            # no answer will free (the ``finally`` cancels it).
+            _check_ended(sent, batcher, failure)
             await sender
-            if sent:
-                raise GateError(f"the gate ended the stream with {len(sent)} batches unanswered")
         except grpc.RpcError as exc:
             raise from_rpc(exc) from exc
         finally:

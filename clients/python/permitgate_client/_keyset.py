@@ -23,12 +23,22 @@ class KeySet:
 
     ``registry_key`` signs the registry's checkpoints and status records, ``gate_key`` the
     gate's receipts; ``checkpoint`` is the newest registry checkpoint note the gate held when
-    the keys were fetched (``b""`` if none). Round-trips through ``to_json``/``from_json``.
+    the keys were fetched (``b""`` if none), UTF-8 text as every note is (``ValueError`` when
+    built otherwise, ``MalformedError`` when parsed), so ``to_json`` cannot fail. Round-trips
+    through ``to_json``/``from_json``.
     """
 
     registry_key: VerifierKey
     gate_key: VerifierKey
     checkpoint: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.checkpoint, bytes):
+            raise TypeError(f"checkpoint: expected bytes, got {type(self.checkpoint).__name__}")
+        try:
+            self.checkpoint.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"checkpoint: not UTF-8 text (byte {exc.start})") from exc
 
     @classmethod
     def from_proto(cls, message: pb.KeySet) -> KeySet:
@@ -45,9 +55,12 @@ class KeySet:
             checkpoint = obj.get("checkpoint") or ""
             if not all(isinstance(v, str) for v in (registry_text, gate_text, checkpoint)):
                 raise TypeError("keys and checkpoint are strings")
+            note = checkpoint.encode()  # a lone surrogate (JSON "\ud800") is no UTF-8
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise MalformedError(f"keyset: not a KeySet JSON object ({exc})") from exc
-        return cls._parse(registry_text, gate_text, checkpoint.encode())
+        except RecursionError as exc:
+            raise MalformedError("keyset: not a KeySet JSON object (nested too deeply)") from exc
+        return cls._parse(registry_text, gate_text, note)
 
     @classmethod
     def _parse(cls, registry_text: str, gate_text: str, checkpoint: bytes) -> KeySet:

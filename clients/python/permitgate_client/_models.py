@@ -25,12 +25,22 @@ from permitgate_client._errors import GateError, InvalidCheckError
 from permitgate_client._times import format_time
 from permitgate_client.v1 import gate_pb2 as pb
 
-__all__ = ["Check", "Decision", "Reason", "Refused", "Verdict"]
+__all__ = [
+    "CONNECTION_KINDS",
+    "OFFICES",
+    "REGISTRATION_KINDS",
+    "UTILITIES",
+    "Check",
+    "Decision",
+    "Reason",
+    "Refused",
+    "Verdict",
+]
 
 
 class Verdict(StrEnum):
-    """The gate's answer, weakest first; ``DENY`` > ``REVIEW`` > ``NOTIFY`` > ``ALLOW_TEMPORARY``
-    > ``ALLOW``. A ``str``: ``Verdict.ALLOW == "ALLOW"``."""
+    """The gate's answer; the members run weakest first (``DENY`` > ``REVIEW`` > ``NOTIFY`` >
+    ``ALLOW_TEMPORARY`` > ``ALLOW``). A ``str``: ``Verdict.ALLOW == "ALLOW"``."""
 
     ALLOW = "ALLOW"
     ALLOW_TEMPORARY = "ALLOW_TEMPORARY"
@@ -40,7 +50,10 @@ class Verdict(StrEnum):
 
     @property
     def allows(self) -> bool:
-        """True for ALLOW and ALLOW_TEMPORARY (for NOTIFY: the office may go on; it was told)."""
+        """True for ALLOW and ALLOW_TEMPORARY only; False for NOTIFY, REVIEW and DENY.
+
+        A NOTIFY lets a notifying office go on, but the working group was told of a problem:
+        test for it apart (``verdict is Verdict.NOTIFY``) rather than through ``allows``."""
         return self in (Verdict.ALLOW, Verdict.ALLOW_TEMPORARY)
 
 
@@ -54,6 +67,8 @@ _PERMIT_KINDS = {
 
 
 def _choices(enum: Any, prefix: str) -> dict[str, int]:
+    """A wire enum's values by the name a caller gives (``UTILITY_WATER`` -> ``water``), in
+    the wire's order, without the unspecified one."""
     return {
         name.removeprefix(prefix).lower(): number
         for name, number in enum.items()
@@ -61,10 +76,19 @@ def _choices(enum: Any, prefix: str) -> dict[str, int]:
     }
 
 
-UTILITIES = _choices(pb.Utility, "UTILITY_")
-CONNECTION_KINDS = _choices(pb.ConnectionKind, "CONNECTION_KIND_")
-REGISTRATION_KINDS = _choices(pb.RegistrationKind, "REGISTRATION_KIND_")
-OFFICES = _choices(pb.Office, "OFFICE_")
+_UTILITY_NUMBERS = _choices(pb.Utility, "UTILITY_")
+_CONNECTION_KIND_NUMBERS = _choices(pb.ConnectionKind, "CONNECTION_KIND_")
+_REGISTRATION_KIND_NUMBERS = _choices(pb.RegistrationKind, "REGISTRATION_KIND_")
+_OFFICE_NUMBERS = _choices(pb.Office, "OFFICE_")
+
+UTILITIES: tuple[str, ...] = tuple(_UTILITY_NUMBERS)
+"""What ``utility`` may be in a connection check (water, power, gas, heat), in the wire's order."""
+CONNECTION_KINDS: tuple[str, ...] = tuple(_CONNECTION_KIND_NUMBERS)
+"""What ``kind`` may be in a connection check (permanent, temporary)."""
+REGISTRATION_KINDS: tuple[str, ...] = tuple(_REGISTRATION_KIND_NUMBERS)
+"""What ``kind`` may be in a registration check (initial, transfer, mortgage)."""
+OFFICES: tuple[str, ...] = tuple(_OFFICE_NUMBERS)
+"""What ``office`` may be in a premises check: the notifying and the blocking offices."""
 
 
 def _choice(field: str, value: str, table: dict[str, int]) -> int:
@@ -206,8 +230,8 @@ class Check:
             )
         values = (
             structure_id,
-            _choice("utility", utility, UTILITIES),
-            _choice("kind", kind, CONNECTION_KINDS),
+            _choice("utility", utility, _UTILITY_NUMBERS),
+            _choice("kind", kind, _CONNECTION_KIND_NUMBERS),
             None if requested_until is None else _until(requested_until),
             application_id,
             receipt,
@@ -242,7 +266,7 @@ class Check:
             )
         values = (
             structure_id,
-            _choice("kind", kind, REGISTRATION_KINDS),
+            _choice("kind", kind, _REGISTRATION_KIND_NUMBERS),
             application_id,
             receipt,
         )
@@ -279,7 +303,7 @@ class Check:
             )
         values = (
             structure_id,
-            _choice("office", office, OFFICES),
+            _choice("office", office, _OFFICE_NUMBERS),
             declared_use,
             application_id,
             receipt,

@@ -128,6 +128,8 @@ def _verify(envelope: bytes, keyset: KeySet) -> VerifiedReceipt:
         obj = json.loads(payload)
     except ValueError as exc:
         raise MalformedError("receipt: payload is not JSON") from exc
+    except RecursionError as exc:
+        raise MalformedError("receipt: payload nested too deeply") from exc
     receipt = Receipt.from_json(obj)
     # Step 3: the registry's signature over the checkpoint the answer rests on, which must be
     # of the registry's own log (its origin is the registry key's name).

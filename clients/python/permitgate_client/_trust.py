@@ -59,34 +59,35 @@ def key_id(name: str, public_key: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class VerifierKey:
-    """A named Ed25519 public key, as in a C2SP signed-note verifier key."""
+    """A named Ed25519 public key, as in a C2SP signed-note verifier key.
+
+    Equal (and hashed) by name and public key. The key id and both text forms are computed once,
+    when the key is made: the gate looks one up for every status record it verifies.
+    """
 
     name: str
     public_key: bytes
     key: Ed25519PublicKey = field(init=False, repr=False, compare=False)
+    id: bytes = field(init=False, repr=False, compare=False)
+    """The 4-byte C2SP key id (``key_id`` of the name and key)."""
+    keyid_text: str = field(init=False, repr=False, compare=False)
+    """``name+keyid``: how envelopes name the key that signed them."""
+    text: str = field(init=False, repr=False, compare=False)
+    """``name+keyid+base64(0x01||key)``, the form published in a KeySet."""
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
             raise ValueError(f"key name must be non-empty with no spaces or '+': {self.name!r}")
         if len(self.public_key) != 32:
             raise ValueError("an Ed25519 public key is 32 bytes")
-        object.__setattr__(self, "key", Ed25519PublicKey.from_public_bytes(self.public_key))
-
-    @property
-    def id(self) -> bytes:
-        """The 4-byte C2SP key id (``key_id`` of the name and key)."""
-        return key_id(self.name, self.public_key)
-
-    @property
-    def keyid_text(self) -> str:
-        """``name+keyid``: how envelopes name the key that signed them."""
-        return f"{self.name}+{self.id.hex()}"
-
-    @property
-    def text(self) -> str:
-        """``name+keyid+base64(0x01||key)``, the form published in a KeySet."""
+        set_field = object.__setattr__  # frozen: the derived fields are set once, here
+        set_field(self, "key", Ed25519PublicKey.from_public_bytes(self.public_key))
+        key_id_bytes = key_id(self.name, self.public_key)
+        keyid_text = f"{self.name}+{key_id_bytes.hex()}"
         blob = base64.b64encode(bytes([_ED25519]) + self.public_key).decode()
-        return f"{self.name}+{self.id.hex()}+{blob}"
+        set_field(self, "id", key_id_bytes)
+        set_field(self, "keyid_text", keyid_text)
+        set_field(self, "text", f"{keyid_text}+{blob}")
 
     @classmethod
     def from_text(cls, text: str) -> VerifierKey:
@@ -186,7 +187,10 @@ class Checkpoint:
     @classmethod
     def from_body(cls, body: bytes) -> Checkpoint:
         """Parse a checkpoint body (``MalformedError`` if it is not one); verifies nothing."""
-        lines = body.decode().split("\n")
+        try:
+            lines = body.decode("utf-8").split("\n")
+        except UnicodeDecodeError as exc:
+            raise MalformedError("checkpoint: not UTF-8") from exc
         if len(lines) < 4 or lines[-1] != "":
             raise MalformedError("checkpoint: fewer than three lines")
         origin, size, root, *extensions = lines[:-1]
@@ -242,6 +246,8 @@ def parse_envelope(data: bytes) -> Envelope:
         payload_type = obj["payloadType"]
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
         raise MalformedError(f"envelope: malformed ({exc})") from exc
+    except RecursionError as exc:  # arrays or objects nested past the parser's depth
+        raise MalformedError("envelope: malformed (nested too deeply)") from exc
     if not isinstance(payload_type, str):
         raise MalformedError("envelope: payloadType is not a string")
     return Envelope(payload_type, payload, sigs)
