@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 from pathlib import Path
 
 import click
@@ -18,7 +17,7 @@ import uvloop
 
 from registry.admin import require_registry
 from registry.cli import db_option, keys_option
-from registry.signing import KeyFileError
+from registry.errors import PlainError
 from registry.storage import Database
 from server.app import DEFAULT_MAX_CONCURRENT_RPCS, GateApp, TlsFiles
 from server.listen import ListenError, bind_failure, check_free, parse_listen
@@ -141,12 +140,8 @@ def serve(
                 max_concurrent_rpcs=max_concurrent_rpcs,
             )
         )
-    except KeyFileError as exc:
-        click.echo(f"permitgate: {exc}", err=True)
-        sys.exit(2)
-    except OSError as exc:
-        click.echo(f"permitgate: {exc}", err=True)
-        sys.exit(2)
+    except OSError as exc:  # a key directory or state directory it cannot write, say
+        raise PlainError(str(exc)) from exc
     except RuntimeError as exc:  # gRPC's bind failed after check_free passed (a race)
         if not str(exc).startswith("Failed to bind"):
             raise

@@ -19,6 +19,8 @@ import concurrent.futures
 import hashlib
 import ipaddress
 import json
+import queue
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
@@ -26,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import grpc
 import orjson
@@ -609,3 +611,18 @@ def make_pki(directory: Path, client_cn: str) -> Pki:
         d / "stranger.pem",
         d / "stranger.key",
     )
+
+
+def stderr_lines(process: subprocess.Popen[str]) -> tuple[queue.Queue[str], threading.Thread]:
+    """The lines a served process writes to stderr, as they come, and the daemon thread that
+    reads them (join it, after the process ended, to have every line)."""
+    assert process.stderr is not None
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read(stream: IO[str]) -> None:
+        for text in stream:
+            lines.put(text)
+
+    reader = threading.Thread(target=read, args=(process.stderr,), daemon=True)
+    reader.start()
+    return lines, reader

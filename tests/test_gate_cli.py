@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 from click.testing import CliRunner, Result
-from gate_helpers import GateRegistry, RunningGate, served_registry, start_gate
+from gate_helpers import GateRegistry, RunningGate, served_registry, start_gate, stderr_lines
 from permitgate_client import Client
 
 from permitgate.cli import main
@@ -131,14 +128,7 @@ def test_serve_process_logs_where_it_listens_and_stops_on_sigterm(tmp_path: Path
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        assert process.stderr is not None
-        lines: queue.Queue[str] = queue.Queue()
-
-        def read(stream: IO[str]) -> None:
-            for text in stream:
-                lines.put(text)
-
-        threading.Thread(target=read, args=(process.stderr,), daemon=True).start()
+        lines, _ = stderr_lines(process)
         try:
             while "listening on" not in (line := lines.get(timeout=20)):
                 pass

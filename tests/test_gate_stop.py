@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import IO
 
 import psycopg
 import pytest
-from gate_helpers import GateRegistry, start_gate, urban_ok, wait_for
+from gate_helpers import GateRegistry, start_gate, stderr_lines, urban_ok, wait_for
 
 PERMITGATE = str(Path(sys.executable).with_name("permitgate"))
 ABANDONED = "registry: stopping; the first load under way is abandoned"
@@ -94,15 +91,7 @@ def test_serve_process_exits_at_once_on_sigint_during_a_blocked_first_load(
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    assert process.stderr is not None
-    lines: queue.Queue[str] = queue.Queue()
-
-    def read(stream: IO[str]) -> None:
-        for text in stream:
-            lines.put(text)
-
-    reader = threading.Thread(target=read, args=(process.stderr,), daemon=True)
-    reader.start()
+    lines, reader = stderr_lines(process)
     try:
         try:
             wait_for(lambda: True if _waiting_on_lock(pg_url) == 1 else None, timeout=20)
