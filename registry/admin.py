@@ -12,6 +12,7 @@ signing records from it, would sign what the log cannot prove.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,22 +22,23 @@ from pathlib import Path
 
 import orjson
 from permitgate_client import VerifierKey
-from permitgate_client.formats import Checkpoint
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from registry.errors import PlainError
+from registry.heads import sign_head
 from registry.merkle import CompactTree
 from registry.signing import KeyFileError, Signer, ensure_signer, load_signer
 from registry.status import RECORD_VALIDITY, SigningPipeline, StatusSigner
+from registry.statusmap import StatusMap
 from registry.storage import (
     CASE_COLUMNS,
     PERMIT_COLUMNS,
     STRUCTURE_COLUMNS,
     CaseRow,
-    CheckpointRow,
     Database,
     EventRow,
+    HeadRow,
     MetaRow,
     PermitRow,
     StatusRow,
@@ -57,10 +59,12 @@ __all__ = [
     "init_registry",
     "latest_checkpoint_note",
     "load_registry_signer",
+    "newest_head",
     "open_writer",
     "refresh_records",
     "require_registry",
     "status_envelope",
+    "stored_status_map",
 ]
 
 DEFAULT_ORIGIN = "permitgate.example/registry"
@@ -104,18 +108,17 @@ def init_registry(db: Database, keys_dir: Path, origin: str | None = None) -> In
     with db.session() as session:
         if signer.name != origin:
             raise RegistryRefused(f"the key in {keys_dir} is named {signer.name!r}, not {origin!r}")
-        tree = CompactTree()
-        empty = Checkpoint(origin, 0, tree.root())
         session.add_all(
             [
                 MetaRow(key="origin", value=origin),
                 MetaRow(key="public_key", value=signer.verifier.text),
-                CheckpointRow(
-                    size=0,
-                    root_hash=empty.root_hash,
-                    note=signer.sign_note(empty.body()),
-                    tree_state=tree.state,
-                    signed_at=datetime.now(UTC),
+                sign_head(
+                    signer,
+                    origin=origin,
+                    tree=CompactTree(),
+                    status_map=StatusMap(),
+                    serial=1,
+                    now=datetime.now(UTC),
                 ),
             ]
         )
@@ -161,11 +164,25 @@ def _key_name(text: str | None) -> str:
 
 
 def latest_checkpoint_note(db: Database) -> bytes | None:
-    """The signed note of the newest checkpoint, as stored."""
+    """The newest head's note with its newest cosignature, as stored."""
     if not db.is_initialised():
         return None
     with db.session() as session:
-        return session.scalar(select(CheckpointRow.note).order_by(CheckpointRow.size.desc()))
+        head = newest_head(session)
+        return None if head is None else head.cosigned_note()
+
+
+def newest_head(session: Session) -> HeadRow | None:
+    """The head row with the largest serial."""
+    return session.scalars(select(HeadRow).order_by(HeadRow.serial.desc()).limit(1)).first()
+
+
+def stored_status_map(session: Session) -> StatusMap:
+    """The status map of the records as stored: each structure's envelope, hashed."""
+    rows = session.execute(
+        select(StatusRow.structure_id, StatusRow.envelope), execution_options={"yield_per": 5000}
+    )
+    return StatusMap((sid, hashlib.sha256(envelope).digest()) for sid, envelope in rows)
 
 
 def status_envelope(db: Database, structure_id: str) -> bytes | None:
@@ -217,13 +234,10 @@ def require_registry(db: Database) -> None:
     if not db.is_initialised():
         raise NotInitialised(_NOT_INITIALISED)
     with db.snapshot() as session:
-        head = session.scalars(
-            select(CheckpointRow).order_by(CheckpointRow.size.desc()).limit(1)
-        ).first()
-        _check_head(session, head)
+        _check_head(session, newest_head(session))
 
 
-def _check_head(session: Session, head: CheckpointRow | None) -> CheckpointRow:
+def _check_head(session: Session, head: HeadRow | None) -> HeadRow:
     """The newest checkpoint, once the log holds exactly the events it covers."""
     advice = (
         "rows were deleted or added outside permitgate; run 'permitgate registry verify' "
@@ -241,7 +255,7 @@ def _check_head(session: Session, head: CheckpointRow | None) -> CheckpointRow:
 
 
 @contextmanager
-def open_writer(db: Database, signer: Signer) -> Iterator[tuple[Session, str, CheckpointRow]]:
+def open_writer(db: Database, signer: Signer) -> Iterator[tuple[Session, str, HeadRow]]:
     """The registry's write lock, its origin and latest checkpoint, once ``signer`` is its key.
 
     Every writer (import, refresh) comes through here, so none can sign with another key.
@@ -257,10 +271,7 @@ def open_writer(db: Database, signer: Signer) -> Iterator[tuple[Session, str, Ch
             raise WrongKey(
                 f"this registry is signed by {public_key}, not by {signer.verifier.text}"
             )
-        head = session.scalars(
-            select(CheckpointRow).order_by(CheckpointRow.size.desc()).limit(1)
-        ).first()
-        yield session, origin, _check_head(session, head)
+        yield session, origin, _check_head(session, newest_head(session))
 
 
 def refresh_records(
@@ -279,9 +290,8 @@ def refresh_records(
     ``next_update`` and take it. Returns how many records were re-signed.
     """
     now = (now or datetime.now(UTC)).astimezone(UTC)
-    with open_writer(db, signer) as (session, _, checkpoint):
-        head = checkpoint.size
-        if head == 0:
+    with open_writer(db, signer) as (session, origin, head):
+        if head.size == 0:
             return 0
         due = select(StatusRow.structure_id).order_by(StatusRow.structure_id)
         if not everything:
@@ -289,6 +299,17 @@ def refresh_records(
         ids = list(session.scalars(due))
         with SigningPipeline(session, StatusSigner(signer, now=now), workers=1) as pipeline:
             for start in range(0, len(ids), 5000):
-                pipeline.submit(ids[start : start + 5000], head)
+                pipeline.submit(ids[start : start + 5000], head.size)
             pipeline.finish()
+        if ids:
+            session.add(
+                sign_head(
+                    signer,
+                    origin=origin,
+                    tree=CompactTree.from_state(head.size, head.tree_state),
+                    status_map=stored_status_map(session),
+                    serial=head.serial + 1,
+                    now=now,
+                )
+            )
     return len(ids)

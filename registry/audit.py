@@ -33,9 +33,9 @@ from registry.storage import (
     PERMIT_COLUMNS,
     STRUCTURE_COLUMNS,
     CaseRow,
-    CheckpointRow,
     Database,
     EventRow,
+    HeadRow,
     MetaRow,
     PermitRow,
     StatusRow,
@@ -86,7 +86,7 @@ def _check_checkpoints(
 ) -> dict[int, bytes]:
     """Step 1: each checkpoint's signature; returns the signed root hash by tree size."""
     roots: dict[int, bytes] = {}
-    for row in session.scalars(select(CheckpointRow).order_by(CheckpointRow.size)):
+    for row in session.scalars(select(HeadRow).order_by(HeadRow.serial)):
         try:
             checkpoint = verify_checkpoint(row.note, key, origin=origin)
         except VerificationError as exc:

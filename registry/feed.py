@@ -38,7 +38,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from registry.storage import CheckpointRow, Database, EventRow, StatusRow, error_line
+from registry.storage import Database, EventRow, HeadRow, StatusRow, error_line
 
 __all__ = ["FeedError", "FeedView", "RegistryFeed", "SqlFeed"]
 
@@ -88,9 +88,10 @@ class _SqlView:
         self._session = session
 
     def checkpoint_note(self) -> bytes | None:
-        return self._session.scalar(
-            select(CheckpointRow.note).order_by(CheckpointRow.size.desc()).limit(1)
-        )
+        head = self._session.scalars(
+            select(HeadRow).order_by(HeadRow.serial.desc()).limit(1)
+        ).first()
+        return None if head is None else head.cosigned_note()
 
     def status_records(
         self, *, above: int, next_update_after: datetime | None

@@ -33,7 +33,8 @@ from permitgate_client.formats import Checkpoint
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from registry.admin import NotInitialised, WrongKey, open_writer
+from registry.admin import NotInitialised, WrongKey, open_writer, stored_status_map
+from registry.heads import sign_head
 from registry.log import encode_event
 from registry.merkle import CompactTree, leaf_hash
 from registry.records import (
@@ -53,7 +54,6 @@ from registry.storage import (
     STRUCTURE_COLUMNS,
     Base,
     CaseRow,
-    CheckpointRow,
     Database,
     EventRow,
     PermitRow,
@@ -171,16 +171,16 @@ def import_lines(
                     )
                     or 0
                 )
-                report.checkpoint = Checkpoint(origin, tree.size, tree.root())
-                session.add(
-                    CheckpointRow(
-                        size=tree.size,
-                        root_hash=report.checkpoint.root_hash,
-                        note=signer.sign_note(report.checkpoint.body()),
-                        tree_state=tree.state,
-                        signed_at=now,
-                    )
+                row = sign_head(
+                    signer,
+                    origin=origin,
+                    tree=tree,
+                    status_map=stored_status_map(session),
+                    serial=head.serial + 1,
+                    now=now,
                 )
+                report.checkpoint = Checkpoint.from_body(row.note[: row.note.index(b"\n\n") + 1])
+                session.add(row)
     except _Rollback:
         pass
     return report

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from permitgate_client._proofs import CosignerKey, cosignature_message
 from permitgate_client.formats import VerifierKey, pae
 
 from registry.canonical import canonical_json
@@ -44,6 +45,7 @@ class Signer:
         self.verifier = VerifierKey(name, raw)
         self._note_prefix = f"— {name} ".encode()
         self._keyid = self.verifier.keyid_text
+        self.cosigner = CosignerKey.of(self.verifier)
 
     @property
     def name(self) -> str:
@@ -70,6 +72,14 @@ class Signer:
             raise ValueError("a note body ends with a newline")
         sig = base64.b64encode(self.verifier.id + self._key.sign(body))
         return body + b"\n" + self._note_prefix + sig + b"\n"
+
+    def cosign(self, body: bytes, timestamp: int) -> bytes:
+        """A C2SP tlog-cosignature v1 line over a checkpoint ``body``, dated ``timestamp``
+        (POSIX seconds): appended to the signed note, it says "at that time, this was the
+        newest head". Same key, signature type 0x04, domain-separated message."""
+        signature = self._key.sign(cosignature_message(body, timestamp))
+        blob = base64.b64encode(self.cosigner.id + timestamp.to_bytes(8, "big") + signature)
+        return self._note_prefix + blob + b"\n"
 
     def sign_envelope(self, payload: bytes, payload_type: str) -> bytes:
         """A DSSE envelope over ``payload``, serialised as canonical JSON."""

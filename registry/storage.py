@@ -1,6 +1,6 @@
 """Where the registry lives: SQLAlchemy 2.x typed tables, the engine, and one session per job.
 
-The tables hold two kinds of data. The *log* (``event``, ``checkpoint``) is the truth: every
+The tables hold two kinds of data. The *log* (``event``, ``head``) is the truth: every
 change as a hashed, signed event. The *current state* (``structure``, ``permit``,
 ``violation_case``) and the signed ``status_record`` per structure are derived from it, kept for
 fast reads, and re-checked against the log by ``permitgate registry verify``.
@@ -53,10 +53,10 @@ __all__ = [
     "SUPPORTED_DATABASES",
     "Base",
     "CaseRow",
-    "CheckpointRow",
     "Database",
     "DecisionRow",
     "EventRow",
+    "HeadRow",
     "MetaRow",
     "NotificationRow",
     "PermitRow",
@@ -171,16 +171,30 @@ class EventRow(Base):
     body: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-class CheckpointRow(Base):
-    """A signed checkpoint, and the compact Merkle state to append from at that size."""
+class HeadRow(Base):
+    """A signed registry head: a checkpoint of the log with the status map's root (``serial``
+    counts heads; a refresh signs a new head over the same log), and its newest cosignature.
 
-    __tablename__ = "checkpoint"
+    ``note`` is the registry-signed note; ``cosignature`` the newest timed cosignature line over
+    it (the heartbeat replaces it); ``tree_state`` the log's compact Merkle state at ``size``,
+    from which consistency proofs are made. Only the signed bytes are ever trusted.
+    """
 
-    size: Mapped[int] = mapped_column(_BIGINT, primary_key=True, autoincrement=False)
+    __tablename__ = "head"
+
+    serial: Mapped[int] = mapped_column(_BIGINT, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger, index=True)
     root_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    map_root: Mapped[bytes] = mapped_column(LargeBinary)
     note: Mapped[bytes] = mapped_column(LargeBinary)
     tree_state: Mapped[bytes] = mapped_column(LargeBinary)
     signed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    cosignature: Mapped[bytes | None] = mapped_column(LargeBinary)
+    cosigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def cosigned_note(self) -> bytes:
+        """The note with its newest cosignature line, as verifiers take it."""
+        return self.note + (self.cosignature or b"")
 
 
 class StatusRow(Base):

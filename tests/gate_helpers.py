@@ -181,11 +181,13 @@ class GateRegistry:
             return [tuple(r) for r in result] if result.returns_rows else []
 
     def version(self) -> int:
-        return int(self.sql("SELECT max(size) FROM checkpoint")[0][0])
+        return int(self.sql("SELECT size FROM head ORDER BY serial DESC LIMIT 1")[0][0])
 
     def checkpoint_note(self) -> bytes:
-        rows = self.sql("SELECT note FROM checkpoint ORDER BY size DESC LIMIT 1")
-        return bytes(rows[0][0])
+        """The newest head's note with its cosignature line, as the gate reads it."""
+        rows = self.sql("SELECT note, cosignature FROM head ORDER BY serial DESC LIMIT 1")
+        note, cosignature = rows[0]
+        return bytes(note) + bytes(cosignature or b"")
 
     def status_envelope(self, structure_id: str) -> bytes:
         rows = self.sql(
@@ -439,11 +441,11 @@ def open_note(note: bytes, key: RawKey) -> bytes:
     text = note.decode()
     split = text.rindex("\n\n")
     body, signatures = text[: split + 1], text[split + 2 :]
-    mine = [line for line in signatures.splitlines() if line.startswith(f"\u2014 {key.name} ")]
+    named = [line for line in signatures.splitlines() if line.startswith(f"\u2014 {key.name} ")]
+    blobs = [base64.b64decode(line.split(" ")[2], validate=True) for line in named]
+    mine = [blob for blob in blobs if blob[:4] == key.key_id]  # not the cosignature (type 0x04)
     assert len(mine) == 1, signatures
-    blob = base64.b64decode(mine[0].split(" ")[2], validate=True)
-    assert blob[:4] == key.key_id
-    key.public.verify(blob[4:], body.encode())  # raises InvalidSignature
+    key.public.verify(mine[0][4:], body.encode())  # raises InvalidSignature
     return body.encode()
 
 

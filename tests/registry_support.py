@@ -49,7 +49,7 @@ TABLES = {
     "permit",
     "violation_case",
     "event",
-    "checkpoint",
+    "head",
     "status_record",
 }
 
@@ -253,7 +253,8 @@ class Registry:
         return Snapshot(
             export=self.export(),
             checkpoints=[
-                (int(s), bytes(n)) for s, n in self.sql("SELECT size, note FROM checkpoint")
+                (int(s), bytes(n))
+                for s, n in self.sql("SELECT size, note FROM head ORDER BY serial")
             ],
             events=[
                 (int(s), str(i), bytes(b))
@@ -309,26 +310,52 @@ class ParsedCheckpoint:
     size: int
     root: bytes
     body: bytes
+    map_serial: int
+    map_count: int
+    map_root: bytes
+    cosigned_at: int | None  # POSIX seconds of the timed cosignature, when the note has one
 
 
 def open_checkpoint(note: bytes, key: PublicKey) -> ParsedCheckpoint:
-    """Parse a C2SP signed note by hand, verify its one signature, parse the checkpoint body."""
+    """Parse a C2SP signed note by hand: verify the registry's signature (type 0x01), and the
+    timed cosignature by the same key (C2SP tlog-cosignature, type 0x04) when there is one."""
     text = note.decode()
     body, sep, signatures = text.partition("\n\n")
     assert sep, "a signed note has a blank line before its signatures"
     body += "\n"
     sig_lines = signatures.removesuffix("\n").split("\n")
-    assert len(sig_lines) == 1, sig_lines
+    assert 1 <= len(sig_lines) <= 2, sig_lines
     dash, name, blob = sig_lines[0].split(" ")
     assert dash == "\u2014" and name == key.name
     raw = base64.b64decode(blob, validate=True)
     assert raw[:4] == key.key_id
     key.key.verify(raw[4:], body.encode())  # raises InvalidSignature
+    cosigned_at = None
+    if len(sig_lines) == 2:
+        dash, name, blob = sig_lines[1].split(" ")
+        assert dash == "\u2014" and name == key.name
+        raw = base64.b64decode(blob, validate=True)
+        cosigner_id = hashlib.sha256(name.encode() + b"\n\x04" + key.raw)
+        assert raw[:4] == cosigner_id.digest()[:4] and len(raw) == 76
+        cosigned_at = int.from_bytes(raw[4:12], "big")
+        message = f"cosignature/v1\ntime {cosigned_at}\n{body}".encode()
+        key.key.verify(raw[12:], message)
     lines = body.split("\n")
-    assert lines[-1] == "" and len(lines) == 4, lines
-    origin, size, root = lines[:3]
+    assert lines[-1] == "" and len(lines) == 5, lines
+    origin, size, root, map_line = lines[:4]
     assert size == str(int(size))
-    return ParsedCheckpoint(origin, int(size), base64.b64decode(root, validate=True), body.encode())
+    word, serial, count, map_root = map_line.split(" ")
+    assert word == "map" and serial == str(int(serial)) and count == str(int(count))
+    return ParsedCheckpoint(
+        origin,
+        int(size),
+        base64.b64decode(root, validate=True),
+        body.encode(),
+        int(serial),
+        int(count),
+        base64.b64decode(map_root, validate=True),
+        cosigned_at,
+    )
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:

@@ -195,16 +195,16 @@ def flip(note: bytes, at: int) -> bytes:
 def test_checkpoint_note_changed_by_one_byte(
     filled: Registry, where: str, position: Callable[[bytes], int]
 ) -> None:
-    [(note,)] = filled.sql("SELECT note FROM checkpoint WHERE size = 6")
+    [(note,)] = filled.sql("SELECT note FROM head WHERE size = 6")
     note = bytes(note)
-    filled.sql("UPDATE checkpoint SET note = :note WHERE size = 6", note=flip(note, position(note)))
+    filled.sql("UPDATE head SET note = :note WHERE size = 6", note=flip(note, position(note)))
     found = problems(filled)
     assert found[0] == f"checkpoint 6: note: signature by {ORIGIN} does not verify", where
     assert "event log: 6 events, but the checkpoint signs 5" in found
 
 
 def test_checkpoint_root_column_changed(filled: Registry) -> None:
-    filled.sql("UPDATE checkpoint SET root_hash = :root WHERE size = 6", root=bytes(32))
+    filled.sql("UPDATE head SET root_hash = :root WHERE size = 6", root=bytes(32))
     assert problems(filled) == ["checkpoint 6: columns differ from the signed note"]
 
 

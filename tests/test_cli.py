@@ -72,8 +72,10 @@ def test_checkpoint_prints_the_latest_signed_note(reg: Registry) -> None:
     reg.load(EXAMPLE_LINES)
     reg.load([structure("S-2")])
     note = reg.checkpoint()
-    [(stored,)] = reg.sql("SELECT note FROM checkpoint ORDER BY size DESC LIMIT 1")
-    assert note == bytes(stored)
+    [(stored, cosignature)] = reg.sql(
+        "SELECT note, cosignature FROM head ORDER BY serial DESC LIMIT 1"
+    )
+    assert note == bytes(stored) + bytes(cosignature)
     checkpoint = open_checkpoint(note, key)
     assert (checkpoint.origin, checkpoint.size) == (ORIGIN, 4)
     assert note.decode().splitlines()[:2] == [ORIGIN, "4"]

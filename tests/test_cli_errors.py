@@ -274,7 +274,7 @@ def wait_for_the_write_lock(path: Path, timeout: float = 30.0) -> None:
 
 DAMAGE = {
     "newest checkpoint deleted": (
-        "DELETE FROM checkpoint WHERE size = (SELECT max(size) FROM checkpoint)",
+        "DELETE FROM head WHERE size = (SELECT max(size) FROM head)",
         "the newest checkpoint covers 3 events but the log holds 4 (the last numbered 3)",
     ),
     "newest events deleted": (
@@ -286,7 +286,7 @@ DAMAGE = {
         "the newest checkpoint covers 4 events but the log holds 3 (the last numbered 3)",
     ),
     "every checkpoint deleted": (
-        "DELETE FROM checkpoint",
+        "DELETE FROM head",
         "this registry has no signed checkpoint",
     ),
 }

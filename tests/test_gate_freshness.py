@@ -134,13 +134,13 @@ def test_broken_registry_database_turns_allow_into_review(sqlite_registry: GateR
         Wire(gate.target) as wire,
     ):
         assert verdict(wire.ask(connection(OK))) == "ALLOW"
-        sqlite_registry.sql("ALTER TABLE checkpoint RENAME TO checkpoint_gone")
+        sqlite_registry.sql("ALTER TABLE head RENAME TO head_gone")
         broken = time.monotonic()
         decision = wait_for(lambda: _stale_probe(wire), timeout=3.0)
         assert time.monotonic() - broken >= 0.5 - 0.15  # not before the bound (one poll early)
         assert verdict(decision) == "REVIEW" and codes(decision) == {"REGISTRY_STALE"}
         _all_stale(wire)
-        sqlite_registry.sql("ALTER TABLE checkpoint_gone RENAME TO checkpoint")
+        sqlite_registry.sql("ALTER TABLE head_gone RENAME TO head")
         wait_for(lambda: True if verdict(wire.ask(connection(OK))) == "ALLOW" else None, 3.0)
 
 
@@ -250,7 +250,7 @@ def test_registry_rolled_back_is_refused(sqlite_registry: GateRegistry) -> None:
         Wire(gate.target) as wire,
     ):
         assert codes(wire.ask(connection(OK))) == {"PERMIT_REVOKED"}
-        sqlite_registry.sql("DELETE FROM checkpoint WHERE size = :n", n=newer)
+        sqlite_registry.sql("DELETE FROM head WHERE size = :n", n=newer)
         assert sqlite_registry.version() == older
 
         def stale() -> pb.Decision | None:

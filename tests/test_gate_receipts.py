@@ -162,7 +162,7 @@ def test_receipt_verified_by_hand(
     origin, size, root = checkpoint_of(open_note(note, registry_key))
     assert origin == registry.signer.name
     assert size == revoked_receipt.registry_version
-    [(db_root,)] = registry.sql("SELECT root_hash FROM checkpoint WHERE size = :n", n=size)
+    [(db_root,)] = registry.sql("SELECT root_hash FROM head WHERE size = :n", n=size)
     assert root == bytes(db_root)
     assert tree_size <= size
 

@@ -542,7 +542,7 @@ def test_two_imports_at_once_as_processes(reg: Registry) -> None:
     sizes = [len(path.read_bytes().splitlines()) for path in files]
     total = sum(sizes)
     assert reg.sql("SELECT seq FROM event ORDER BY seq") == [(i,) for i in range(total)]
-    checkpoints = [r[0] for r in reg.sql("SELECT size FROM checkpoint ORDER BY size")]
+    checkpoints = [r[0] for r in reg.sql("SELECT size FROM head ORDER BY size")]
     assert checkpoints in ([0, sizes[0], total], [0, sizes[1], total])
     check_all_status_records(reg, total)
     result = reg.verify()
@@ -576,5 +576,5 @@ def test_the_same_file_imported_twice_at_once(reg: Registry) -> None:
     assert sorted(r.unchanged for r in reports) == [0, len(lines)]
     assert all(r.ok for r in reports)
     assert reg.event_count() == len(lines)
-    assert [r[0] for r in reg.sql("SELECT size FROM checkpoint ORDER BY size")] == [0, len(lines)]
+    assert [r[0] for r in reg.sql("SELECT size FROM head ORDER BY size")] == [0, len(lines)]
     assert reg.verify().exit_code == 0

@@ -59,9 +59,7 @@ def client_violations(source: str) -> list[str]:
 
 
 def test_the_table_classes_are_known() -> None:
-    assert {"CheckpointRow", "StatusRow", "EventRow", "DecisionRow", "NotificationRow"} <= (
-        TABLE_CLASSES
-    )
+    assert {"HeadRow", "StatusRow", "EventRow", "DecisionRow", "NotificationRow"} <= (TABLE_CLASSES)
 
 
 def test_the_rules_catch_what_they_forbid() -> None:

@@ -98,7 +98,7 @@ def test_init_creates_schema_key_and_signed_empty_checkpoint(blank_registry: Reg
     note = reg.checkpoint()
     checkpoint = open_checkpoint(note, verifier)
     assert (checkpoint.origin, checkpoint.size, checkpoint.root) == (ORIGIN, 0, EMPTY_ROOT)
-    assert reg.sql("SELECT size, root_hash FROM checkpoint") == [(0, EMPTY_ROOT)]
+    assert reg.sql("SELECT size, root_hash FROM head") == [(0, EMPTY_ROOT)]
     assert reg.event_count() == 0
     assert reg.sql("SELECT count(*) FROM status_record") == [(0,)]
     assert reg.verify().exit_code == 0
@@ -414,9 +414,9 @@ def test_every_checkpoint_signs_the_root_of_the_event_log(reg: Registry) -> None
 
     bodies = reg.event_bodies()  # straight from the event table, in log order
     assert len(bodies) == 20
-    rows = reg.sql("SELECT size, root_hash, note FROM checkpoint ORDER BY size")
+    rows = reg.sql("SELECT size, root_hash, note, cosignature FROM head ORDER BY serial")
     assert [r[0] for r in rows] == [0, 3, 13, 19, 20]
-    for size, root_hash, note in rows:
+    for size, root_hash, note, _ in rows:
         checkpoint = open_checkpoint(bytes(note), key)
         assert (checkpoint.origin, checkpoint.size) == (ORIGIN, size)
         assert checkpoint.root == bytes(root_hash)
@@ -424,7 +424,7 @@ def test_every_checkpoint_signs_the_root_of_the_event_log(reg: Registry) -> None
         assert checkpoint.root == rfc6962_root(bodies[:size])
 
     # `registry checkpoint` prints the newest one, exactly as stored.
-    assert reg.checkpoint() == bytes(rows[-1][2])
+    assert reg.checkpoint() == bytes(rows[-1][2]) + bytes(rows[-1][3])
     assert open_checkpoint(reg.checkpoint(), key).root == rfc6962_root(bodies)
 
 

@@ -17,7 +17,9 @@ never the message text)::
         ├── BadSignatureError       no valid signature by a trusted key
         ├── WrongOriginError        a checkpoint of another log
         ├── RollbackError           older than what is already trusted
-        ├── ForkError               two different roots for one tree size
+        ├── ForkError               two different roots for one tree size, or a tree
+        │                           that does not extend the one trusted
+        ├── MapMismatchError        a record (or an absence) the signed status map disagrees with
         ├── WrongStructureError     a status record filed under another structure
         ├── FromTheFutureError      signed data citing a log newer than its checkpoint
         ├── ExpiredError            past the time it may be relied on
@@ -41,6 +43,7 @@ __all__ = [
     "GateError",
     "InvalidCheckError",
     "MalformedError",
+    "MapMismatchError",
     "OverloadedError",
     "PermissionDeniedError",
     "PermitgateError",
@@ -155,7 +158,12 @@ class RollbackError(VerificationError):
 
 
 class ForkError(VerificationError):
-    """Two different roots for the same tree size: the log was rewritten."""
+    """Two different roots for the same tree size, or a newer tree that does not extend the one
+    trusted (its consistency proof fails): the log was rewritten."""
+
+
+class MapMismatchError(VerificationError):
+    """A status record, or a structure's absence, that the signed status map does not show."""
 
 
 class WrongStructureError(VerificationError):

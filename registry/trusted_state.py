@@ -1,0 +1,158 @@
+"""What a party has verified, kept where only it writes: the registry's and each gate's state.
+
+TUF's clients keep the metadata they verified in their own storage and accept from the network
+only what is at least as new and chains to it; the same rule protects permitgate from whoever can
+write the shared database. Each party (the registry, every gate) keeps in its own state
+directory:
+
+* ``head``: the newest head it verified (or signed), a cosigned note;
+* ``frontier``: the log's compact Merkle state at that head (the registry appends from it);
+* ``entries``: the status map at that head, structure id to record digest (and, for the
+  registry, when each record lapses), so a record read back from the database can be checked
+  one by one and a disagreement named.
+
+The store is one SQLite file opened with the standard library's ``sqlite3``: a local file with
+one writer needs no pool, no ORM and no migrations (``_SCHEMA`` is created when missing).
+Writes are whole (one transaction) and durable (``synchronous=FULL``) before they return.
+``lock()`` is an exclusive ``flock`` on a file beside it, which processes of one party sharing
+the directory (the registry service and a one-off import) take around each write.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+__all__ = ["StateLocked", "TrustedState"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS head (one INTEGER PRIMARY KEY CHECK (one = 1), note BLOB NOT NULL,
+                                 frontier BLOB);
+CREATE TABLE IF NOT EXISTS entry (structure_id TEXT PRIMARY KEY, digest BLOB NOT NULL,
+                                  next_update REAL) WITHOUT ROWID;
+"""
+
+Entry = tuple[str, bytes, datetime | None]
+
+
+class StateLocked(Exception):
+    """Another process holds the state directory's lock longer than we may wait."""
+
+
+class TrustedState:
+    """The verified state of one party, in ``directory/<name>.sqlite``."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.directory = directory
+        self.path = directory / f"{name}.sqlite"
+        self._lock_path = directory / f"{name}.lock"
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def __repr__(self) -> str:
+        return f"TrustedState({str(self.path)!r})"
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def lock(self, wait: float = 30.0) -> Iterator[None]:
+        """Hold the directory's exclusive lock; ``StateLocked`` after ``wait`` seconds."""
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise StateLocked(
+                            f"{self._lock_path} is held by another process for over {wait:g} s"
+                        ) from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def head(self) -> bytes | None:
+        row = self._db.execute("SELECT note FROM head").fetchone()
+        return None if row is None else bytes(row[0])
+
+    def frontier(self) -> bytes | None:
+        row = self._db.execute("SELECT frontier FROM head").fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    def entries(self) -> Iterator[Entry]:
+        for structure_id, digest, next_update in self._db.execute(
+            "SELECT structure_id, digest, next_update FROM entry"
+        ):
+            yield structure_id, bytes(digest), _time(next_update)
+
+    def entry(self, structure_id: str) -> Entry | None:
+        row = self._db.execute(
+            "SELECT structure_id, digest, next_update FROM entry WHERE structure_id = ?",
+            (structure_id,),
+        ).fetchone()
+        return None if row is None else (row[0], bytes(row[1]), _time(row[2]))
+
+    def due(self, before: datetime) -> list[str]:
+        """The structures whose record lapses before ``before`` (the registry's refresh list)."""
+        rows = self._db.execute(
+            "SELECT structure_id FROM entry WHERE next_update < ? ORDER BY structure_id",
+            (before.timestamp(),),
+        )
+        return [row[0] for row in rows]
+
+    def save(
+        self,
+        head: bytes,
+        *,
+        frontier: bytes | None = None,
+        changed: Iterable[Entry] = (),
+        removed: Iterable[str] = (),
+        replace: bool = False,
+    ) -> None:
+        """Adopt ``head`` and the entries that changed with it, in one durable transaction.
+
+        ``replace`` drops every entry first (a full load). ``frontier`` None keeps none.
+        """
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if replace:
+                db.execute("DELETE FROM entry")
+            db.executemany(
+                "INSERT OR REPLACE INTO entry VALUES (?, ?, ?)",
+                ((sid, digest, None if t is None else t.timestamp()) for sid, digest, t in changed),
+            )
+            db.executemany("DELETE FROM entry WHERE structure_id = ?", ((s,) for s in removed))
+            db.execute("INSERT OR REPLACE INTO head VALUES (1, ?, ?)", (head, frontier))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def save_head(self, head: bytes) -> None:
+        """A newer cosignature of the same head: only the note changes."""
+        self._db.execute("UPDATE head SET note = ?", (head,))
+
+    def keep_evidence(self, what: str, *notes: bytes) -> Path:
+        """Write signed notes that prove misbehaviour (a fork) to a file; returns its path."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        path = self.directory / f"evidence-{what}-{stamp}.txt"
+        path.write_bytes(b"\n".join(notes))
+        return path
+
+
+def _time(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
