@@ -48,6 +48,23 @@ db_option = click.option(
     metavar="URL",
     help="Database URL (env PERMITGATE_DB; default sqlite:///permitgate.db).",
 )
+state_option = click.option(
+    "--state",
+    "state_dir",
+    envvar="PERMITGATE_REGISTRY_STATE",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The registry's own verified state (env PERMITGATE_REGISTRY_STATE; default "
+    "registry-state beside the keys directory). Keep it with the private key, apart from "
+    "the database.",
+)
+
+
+def registry_state_dir(keys_dir: Path, state_dir: Path | None) -> Path:
+    """``--state``, else ``registry-state`` beside the keys directory."""
+    return keys_dir.parent / "registry-state" if state_dir is None else state_dir
+
+
 keys_option = click.option(
     "--keys",
     "keys_dir",
