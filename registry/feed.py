@@ -49,6 +49,7 @@ from registry.storage import Database, EventRow, HeadRow, StatusRow, error_line,
 __all__ = ["FeedError", "FeedView", "RegistryFeed", "SqlFeed"]
 
 _IDS_PER_QUERY = 5000
+_ROWS_PER_FETCH = 5000
 
 
 class FeedError(Exception):
@@ -114,15 +115,34 @@ class _SqlView:
     def status_records(
         self, *, above: int | None = None, next_update_after: datetime | None = None
     ) -> Iterator[tuple[str, bytes]]:
-        query = select(StatusRow.structure_id, StatusRow.envelope)
-        if above is not None:
-            changed = StatusRow.tree_size > above
-            if next_update_after is not None:
-                changed = or_(changed, StatusRow.next_update > next_update_after)
-            query = query.where(changed)
-        rows = self._session.execute(query, execution_options={"yield_per": 5000})
+        if above is None:
+            yield from self._every_record()
+            return
+        changed = StatusRow.tree_size > above
+        if next_update_after is not None:
+            changed = or_(changed, StatusRow.next_update > next_update_after)
+        rows = self._session.execute(
+            select(StatusRow.structure_id, StatusRow.envelope).where(changed),
+            execution_options={"yield_per": 5000},
+        )
         for structure_id, envelope in rows:
             yield structure_id, bytes(envelope)
+
+    def _every_record(self) -> Iterator[tuple[str, bytes]]:
+        """Every record, through the driver's own cursor (a server-side one on PostgreSQL):
+        a million rows come twice as fast as through SQLAlchemy's result rows."""
+        dbapi = self._session.connection().connection
+        if self._dialect == "postgresql":
+            cursor = dbapi.driver_connection.cursor(name="permitgate_feed_records")  # type: ignore[union-attr]
+        else:
+            cursor = dbapi.cursor()
+        try:
+            cursor.execute("SELECT structure_id, envelope FROM status_record")
+            while rows := cursor.fetchmany(_ROWS_PER_FETCH):
+                for structure_id, envelope in rows:
+                    yield structure_id, bytes(envelope)
+        finally:
+            cursor.close()
 
     def newest_next_update(self) -> datetime | None:
         return self._session.scalar(select(func.max(StatusRow.next_update)))
