@@ -15,6 +15,7 @@ it at a time: it holds the directory's lock (``gate.lock``) from ``create`` to `
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -119,6 +120,7 @@ class GateApp:
         self.address = address
         self.tls = tls
         self._held = ExitStack()  # the state directory's lock, and the state's file
+        self._first_load: asyncio.Task[bool] | None = None
 
     @classmethod
     async def create(
@@ -248,6 +250,8 @@ class GateApp:
         self.gate.decision_log.start()
         await self.server.start()
         self.follower.start()
+        # health says SERVING as soon as the first load is verified, not at its next turn
+        self._first_load = asyncio.get_running_loop().create_task(self.first_poll())
 
     async def first_poll(self) -> bool:
         """Wait until the first look at the registry has ended; True if it loaded data."""
@@ -278,6 +282,8 @@ class GateApp:
         )
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self._first_load is not None:
+            self._first_load.cancel()
         await self.health.stop()  # NOT_SERVING first, so balancers move on
         await self.server.stop(grace)
         await self.follower.close()

@@ -125,7 +125,9 @@ class RegistryVerifier:
                     f"{key.keyid_text} does not verify ({exc}): if the registry's key changed, "
                     f"move {state.path} aside and the gate adopts the registry's head afresh"
                 ) from exc
-        self.map: StatusMap | None = None  # the held head's map, once its records are loaded
+        self.map: StatusMap | None = None  # the held head's map, once built
+        self._pending: dict[str, bytes] | None = None  # entries the map is to be built from
+        self._loaded = False  # the held head's records have been read
         self.records: dict[str, CachedStatus] = {}  # the verified records (shared with the cache)
         self.doubtful: set[str] = set()  # in the held map, without a record that has its hash
         self._doubtful_frozen: frozenset[str] = frozenset()
@@ -136,7 +138,23 @@ class RegistryVerifier:
     @property
     def loaded(self) -> bool:
         """The held head's records have been read (since this gate started)."""
-        return self.map is not None
+        return self._loaded
+
+    def _held_map(self) -> StatusMap:
+        """The held head's map; after a restart it is built from the persisted entries when
+        first needed (the records were checked against those entries already)."""
+        if self.map is None:
+            held, entries = self.head, self._pending
+            assert held is not None and entries is not None
+            status_map = StatusMap(entries.items())
+            if not _gives(status_map, held):
+                raise GateStateError(
+                    f"{self.state.path}: its entries do not give the status map of the head it "
+                    f"holds ({_describe(held)}): the gate's own state is damaged; move it aside "
+                    "and the gate adopts the registry's head afresh"
+                )
+            self.map, self._pending = status_map, None
+        return self.map
 
     # --- one poll --------------------------------------------------------------------------
 
@@ -150,10 +168,12 @@ class RegistryVerifier:
             self._hold_cosignature(candidate)
         elif candidate is not None:
             update, read = self._adopt(view, candidate)
-        if update is None and self.head is not None and self.map is None:
+        if update is None and self.head is not None and not self._loaded:
             update = self._load_held(view, read)
         if update is None:
             update = Update(self.head if self.loaded else None)
+            if self._pending is not None:
+                self._held_map()  # now that the gate serves: ready for the next head
             if self.doubtful:
                 update.records = self._reread_doubtful(view)
             if self._audit_due():
@@ -299,12 +319,13 @@ class RegistryVerifier:
         """Adopt ``new`` (verified, newer, consistent) if the records give its map root: the
         update, or None and the records read (for ``_load_held``)."""
         held = self.head
-        if held is not None and self.map is not None:
+        if held is not None and self._loaded:
             changed = self._collect(
                 view.status_records(above=held.size, next_update_after=self.mark)
             )
             mark = view.newest_next_update()
-            if len(changed) <= max(1000, len(self.map) // 8) and self._try_changes(new, changed):
+            few = len(changed) <= max(1000, len(self.records) // 8)
+            if few and self._try_changes(new, changed):
                 self._check_closing()
                 self.state.save(
                     new.note, changed=[(sid, s.digest, None) for sid, s in changed.items()]
@@ -327,7 +348,7 @@ class RegistryVerifier:
             return None, (records, status_map)
         self._check_closing()
         self._persist_all(new, records)
-        self.map, self.records = status_map, records
+        self.map, self.records, self._pending, self._loaded = status_map, records, None, True
         self.doubtful = set()
         self._adopted(new, mark)
         return Update(new, records, replace=True, adopted=True), None
@@ -340,8 +361,7 @@ class RegistryVerifier:
     def _try_changes(self, new: RegistryHead, changed: Mapping[str, CachedStatus]) -> bool:
         """Apply ``changed`` to the held map; True if it then gives ``new``'s root, else the
         map is put back as it was."""
-        status_map = self.map
-        assert status_map is not None
+        status_map = self._held_map()
         undo: list[tuple[str, bytes | None]] = []
         for sid, status in changed.items():
             undo.append((sid, status_map.get(sid)))
@@ -357,9 +377,9 @@ class RegistryVerifier:
 
     def _differing(self, records: Mapping[str, CachedStatus]) -> str:
         """For a log line: the records that differ from the held map (when it is loaded)."""
-        status_map = self.map
-        if status_map is None:
+        if not self._loaded:
             return ""
+        status_map = self._held_map()
         differ = [sid for sid, s in records.items() if status_map.get(sid) != s.digest]
         if not differ:
             return " (they are the records of the head held)"
@@ -369,28 +389,28 @@ class RegistryVerifier:
         self, view: FeedView, read: tuple[dict[str, CachedStatus], StatusMap] | None
     ) -> Update:
         """The records of the held head, after a restart: those the database holds with the
-        right hash; the others are doubtful."""
+        hash the head's map gives (the entries persisted with it); the others are doubtful.
+
+        When every record has its entry's hash, the map is built at the next poll, not now:
+        the entries were verified against the head before they were persisted.
+        """
         held = self.head
         assert held is not None
-        if read is None:
-            records = self._collect(view.status_records())
-            read = records, StatusMap((sid, s.digest) for sid, s in records.items())
-        records, status_map = read
         mark = view.newest_next_update()
-        if _gives(status_map, held):
-            self.map, self.records, self.doubtful, self.mark = status_map, records, set(), mark
-            return Update(held, records, replace=True)
-        entries = {sid: digest for sid, digest, _ in self.state.entries()}
-        held_map = StatusMap(entries.items())
-        if not _gives(held_map, held):
-            raise GateStateError(
-                f"{self.state.path}: its entries do not give the status map of the head it "
-                f"holds ({_describe(held)}): the gate's own state is damaged; move it aside and "
-                "the gate adopts the registry's head afresh"
-            )
-        records = {sid: s for sid, s in records.items() if entries.get(sid) == s.digest}
-        doubtful = entries.keys() - records.keys()
-        self.map, self.records, self.doubtful, self.mark = held_map, records, doubtful, mark
+        doubtful: set[str] = set()
+        if read is not None and _gives(read[1], held):
+            records, self.map = read
+        else:
+            records = self._collect(view.status_records()) if read is None else read[0]
+            entries = {sid: digest for sid, digest, _ in self.state.entries()}
+            self.map, self._pending = None, entries
+            if len(records) != len(entries) or any(
+                entries.get(sid) != s.digest for sid, s in records.items()
+            ):
+                self._held_map()  # the entries checked against the head before relying on them
+                records = {sid: s for sid, s in records.items() if entries.get(sid) == s.digest}
+                doubtful = set(entries.keys() - records.keys())
+        self.records, self.doubtful, self.mark, self._loaded = records, doubtful, mark, True
         self._report_doubtful(doubtful, held)
         return Update(held, records, replace=True)
 
@@ -406,8 +426,7 @@ class RegistryVerifier:
 
     def _reread_doubtful(self, view: FeedView) -> dict[str, CachedStatus]:
         """Read again (some of) the doubtful structures; returns those now verified."""
-        status_map = self.map
-        assert status_map is not None
+        status_map = self._held_map()
         ids = [sid for sid, _ in zip(self.doubtful, range(_REREAD_DOUBTFUL), strict=False)]
         found = {
             sid: status
@@ -426,15 +445,14 @@ class RegistryVerifier:
     def _audit_due(self) -> bool:
         return (
             self.audit_interval is not None
-            and self.map is not None
+            and self._loaded
             and time.monotonic() - self._audited_at >= self.audit_interval
         )
 
     def _audit(self, view: FeedView) -> None:
         """Hash every record in the database again and name those that differ from the
         verified records held (the gate goes on answering from the verified ones)."""
-        status_map = self.map
-        assert status_map is not None
+        status_map = self._held_map()
         sha256 = hashlib.sha256
         closing = self.closing
         seen: set[str] = set()
@@ -459,23 +477,21 @@ class RegistryVerifier:
             )
 
     def _persist_all(self, new: RegistryHead, records: Mapping[str, CachedStatus]) -> None:
-        """Persist ``new`` with all its records: only what differs from the state held."""
+        """Persist ``new`` with all its records: only what differs from the state held (in the
+        order of the state's key, which SQLite writes twice as fast as any other)."""
         stored = self.state.head()
         if stored is not None and _body(stored) == _body(new.note):
             self.state.save_head(new.note)
             return
         if stored is None:
-            self.state.save(
-                new.note,
-                changed=((sid, s.digest, None) for sid, s in records.items()),
-                replace=True,
-            )
+            changed = sorted((sid, s.digest, None) for sid, s in records.items())
+            self.state.save(new.note, changed=changed, replace=True)
             return
         old = {sid: digest for sid, digest, _ in self.state.entries()}
-        changed = [
+        changed = sorted(
             (sid, s.digest, None) for sid, s in records.items() if old.pop(sid, None) != s.digest
-        ]
-        self.state.save(new.note, changed=changed, removed=list(old))
+        )
+        self.state.save(new.note, changed=changed, removed=sorted(old))
 
     def _collect(self, rows: Iterable[tuple[str, bytes]]) -> dict[str, CachedStatus]:
         """``(id, envelope)`` rows hashed into unverified ``CachedStatus`` (checked by the map).
