@@ -131,18 +131,23 @@ class _SqlView:
     def _every_record(self) -> Iterator[tuple[str, bytes]]:
         """Every record, through the driver's own cursor (a server-side one on PostgreSQL):
         a million rows come twice as fast as through SQLAlchemy's result rows."""
-        dbapi = self._session.connection().connection
-        if self._dialect == "postgresql":
-            cursor = dbapi.driver_connection.cursor(name="permitgate_feed_records")  # type: ignore[union-attr]
-        else:
-            cursor = dbapi.cursor()
+        connection = self._session.connection()
+        driver_error = connection.dialect.loaded_dbapi.Error
+        dbapi = connection.connection
         try:
-            cursor.execute("SELECT structure_id, envelope FROM status_record")
-            while rows := cursor.fetchmany(_ROWS_PER_FETCH):
-                for structure_id, envelope in rows:
-                    yield structure_id, bytes(envelope)
-        finally:
-            cursor.close()
+            if self._dialect == "postgresql":
+                cursor = dbapi.driver_connection.cursor(name="permitgate_feed_records")  # type: ignore[union-attr]
+            else:
+                cursor = dbapi.cursor()
+            try:
+                cursor.execute("SELECT structure_id, envelope FROM status_record")
+                while rows := cursor.fetchmany(_ROWS_PER_FETCH):
+                    for structure_id, envelope in rows:
+                        yield structure_id, bytes(envelope)
+            finally:
+                cursor.close()
+        except driver_error as exc:  # SQLAlchemy is not there to wrap the driver's errors
+            raise FeedError(f"cannot read the registry database: {error_line(exc)}") from exc
 
     def newest_next_update(self) -> datetime | None:
         return self._session.scalar(select(func.max(StatusRow.next_update)))

@@ -142,6 +142,8 @@ class RegistryFollower:
         except Abandoned:  # closing: said once by close
             return
         except (FeedError, VerificationError, GateStateError) as exc:  # staleness speaks too
+            if self._closing.is_set():  # the read was cancelled on the way out: said by close
+                return
             self._failed(f"{exc}", traceback=False)
         except Exception as exc:
             self._failed(f"{type(exc).__name__}: {exc}", traceback=True)
