@@ -17,6 +17,8 @@ __all__ = ["KINDS", "Incidents"]
 
 log = logging.getLogger("server.follower")
 
+_REMEMBERED = 100_000  # incidents remembered (not said twice) at most
+
 KINDS: Final = (
     "bad_head",  # a head that does not verify with the registry key (signature, cosignature)
     "rollback",  # a head (or a cosignature) older than the one held: refused
@@ -47,6 +49,8 @@ class Incidents:
         with self._lock:
             if (kind, key) in self._seen:
                 return False
+            if len(self._seen) >= _REMEMBERED:  # an attacker rotating forgeries: say them again
+                self._seen.clear()
             self._seen.add((kind, key))
             self.counts[kind] += 1
         log.error("registry: " + message, *args)

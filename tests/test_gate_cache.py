@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gate_helpers import GateRegistry, map_root_by_hand, signed_head, urban_ok
 from permitgate_client import ForkError
@@ -29,9 +30,13 @@ from permitgate_client._proofs import verify_consistency, verify_registry_head
 
 from registry.admin import refresh_records
 from registry.feed import FeedError, SqlFeed
+from registry.heads import sign_head
+from registry.merkle import CompactTree
 from registry.records import Permit, StatusRecord, Structure
 from registry.signing import Signer
 from registry.status import StatusSigner
+from registry.statusmap import StatusMap
+from registry.storage import HeadRow
 from registry.trust import verify_status_record
 from registry.trusted_state import TrustedState
 from registry.vocabulary import Area, PermitKind, PermitStatus
@@ -266,6 +271,82 @@ def test_a_state_whose_head_the_key_does_not_verify_is_refused(
     with pytest.raises(GateStateError, match="does not verify") as refused:
         RegistryVerifier(registry.signer.verifier, state, Incidents())
     assert "move" in str(refused.value) and str(state.path) in str(refused.value)
+
+
+def _replace_newest_head(registry: GateRegistry, head: HeadRow) -> None:
+    with registry.db.session() as session:
+        session.execute(sa.delete(HeadRow).where(HeadRow.serial == head.serial))
+        session.add(head)
+
+
+def _newest(registry: GateRegistry) -> HeadRow:
+    with registry.db.session() as session:
+        row = session.scalars(sa.select(HeadRow).order_by(HeadRow.serial.desc()).limit(1)).one()
+        session.expunge(row)
+        return row
+
+
+def test_two_heads_with_one_serial_are_a_fork(registry: GateRegistry, tmp_path: Path) -> None:
+    """The registry key signs another head with the serial of the one held: the gate keeps its
+    own, keeps both notes as evidence, and is stale at once."""
+    registry.load(urban_ok("S-1"))
+    verifier = _verifier(registry, tmp_path / "state")
+    _poll(verifier, registry)
+    held = verifier.head
+    assert held is not None
+    newest = _newest(registry)
+    other = sign_head(
+        registry.signer,
+        origin=registry.signer.name,
+        tree=CompactTree.from_state(newest.size, newest.tree_state),
+        status_map=StatusMap([("S-elsewhere", hashlib.sha256(b"x").digest())]),
+        serial=newest.serial,
+        now=datetime.now(UTC),
+    )
+    _replace_newest_head(registry, other)
+    update = _poll(verifier, registry)
+    assert not update.adopted and verifier.head == held
+    assert update.superseded is not None and "conflicts with the head held" in update.superseded
+    assert verifier.incidents.counts["fork"] == 1
+    [evidence] = (tmp_path / "state").glob("evidence-fork-*.txt")
+    assert held.note in evidence.read_bytes() and other.note in evidence.read_bytes()
+    _poll(verifier, registry)  # seen again: not counted again
+    assert verifier.incidents.counts["fork"] == 1
+
+
+def test_a_newer_head_whose_log_does_not_extend_the_held_one(
+    registry: GateRegistry, tmp_path: Path
+) -> None:
+    """A later head over a log that is not the held one grown (its events are not in the
+    database): the consistency proof fails; the head is not adopted, and the held one is
+    stale at once."""
+    registry.load(urban_ok("S-1"))
+    verifier = _verifier(registry, tmp_path / "state")
+    _poll(verifier, registry)
+    newest = _newest(registry)
+    tree = CompactTree.from_state(newest.size, newest.tree_state)
+    tree.append(hashlib.sha256(b"an event the database does not hold").digest())
+    registry.sql(
+        "INSERT INTO event (seq, structure_id, body) VALUES (:n, 'S-1', :b)",
+        n=newest.size,
+        b=b'{"not":"the event signed"}',
+    )
+    with registry.db.session() as session:
+        session.add(
+            sign_head(
+                registry.signer,
+                origin=registry.signer.name,
+                tree=tree,
+                status_map=StatusMap(_stored_digests(registry).items()),
+                serial=newest.serial + 1,
+                now=datetime.now(UTC),
+            )
+        )
+    update = _poll(verifier, registry)
+    assert not update.adopted and update.superseded is not None
+    assert "cannot be shown to extend" in update.superseded
+    assert verifier.incidents.counts["inconsistent"] == 1
+    assert list((tmp_path / "state").glob("evidence-inconsistent-*.txt"))
 
 
 # --- consistency proofs from the feed -------------------------------------------------------------
