@@ -39,28 +39,31 @@ class Incidents:
         self._seen: set[tuple[str, Hashable]] = set()
         self._lock = threading.Lock()
 
+    def known(self, kind: str, key: Hashable) -> bool:
+        """Incident ``key`` of ``kind`` was reported already."""
+        with self._lock:
+            return (kind, key) in self._seen
+
     def report(self, kind: str, key: Hashable, message: str, *args: object) -> bool:
         """Count and log (ERROR) incident ``key`` of ``kind`` unless reported before; True if new.
 
-        ``message`` and ``args`` are formatted as ``logging`` does.
+        ``message`` and ``args`` are formatted as ``logging`` does. The line is logged before
+        the count moves, so whoever sees the count finds the line.
         """
+        return self.count(kind, (key,), message, *args) > 0
+
+    def count(self, kind: str, keys: Iterable[Hashable], message: str, *args: object) -> int:
+        """Count the incidents of ``keys`` not counted before, logging ``message`` once for them
+        all (when any is new); returns how many were new."""
         if kind not in self.counts:
             raise ValueError(f"unknown incident kind {kind!r}")
         with self._lock:
-            if (kind, key) in self._seen:
-                return False
-            if len(self._seen) >= _REMEMBERED:  # an attacker rotating forgeries: say them again
-                self._seen.clear()
-            self._seen.add((kind, key))
-            self.counts[kind] += 1
-        log.error("registry: " + message, *args)
-        return True
-
-    def count(self, kind: str, keys: Iterable[Hashable]) -> int:
-        """Count the incidents of ``keys`` not counted before (logging is the caller's, once for
-        them all); returns how many were new."""
-        with self._lock:
             new = {(kind, key) for key in keys} - self._seen
+            if not new:
+                return 0
+            if len(self._seen) + len(new) > _REMEMBERED:  # forgeries rotated: say them again
+                self._seen.clear()
             self._seen |= new
+            log.error("registry: " + message, *args)
             self.counts[kind] += len(new)
         return len(new)

@@ -278,12 +278,11 @@ class RegistryVerifier:
             self.superseded_by = new
             self.superseded = why
         key = (kind, _body(new.note))
-        if evidence and self.incidents.report(kind, key, "%s; %s", why, "evidence kept"):
-            path = self.state.keep_evidence(kind, *evidence)
-            log.error("registry: the notes are in %s", path)
-        elif not evidence:
+        if not evidence:
             self.incidents.report(kind, key, "%s", why)
-        log.debug("registry: superseded: %s", why)
+        elif not self.incidents.known(kind, key):
+            path = self.state.keep_evidence(kind, *evidence)
+            self.incidents.report(kind, key, "%s; both notes are kept in %s", why, path)
 
     def _clear_superseded(self, adopted: RegistryHead) -> None:
         if self.superseded_by is None or adopted.order >= self.superseded_by.order:
@@ -425,10 +424,12 @@ class RegistryVerifier:
         return Update(held, records, replace=True)
 
     def _report_doubtful(self, doubtful: set[str], held: RegistryHead) -> None:
-        if doubtful and self.incidents.count("record_unverified", doubtful):
-            log.error(
-                "registry: %d structures have no record in the database with the hash the head "
-                "held (%s) signs: %s; they answer RECORD_UNVERIFIED",
+        if doubtful:
+            self.incidents.count(
+                "record_unverified",
+                doubtful,
+                "%d structures have no record in the database with the hash the head held (%s) "
+                "signs: %s; they answer RECORD_UNVERIFIED",
                 len(doubtful),
                 _describe(held),
                 _examples(doubtful),
@@ -477,10 +478,12 @@ class RegistryVerifier:
         gone = (self.records.keys() - seen) | (self.doubtful - seen)
         altered |= {(sid, b"") for sid in gone}
         self._audited_at = time.monotonic()
-        if altered and self.incidents.count("database_altered", altered):
-            log.error(
-                "registry: the database's records of %d structures are not those the head held "
-                "(%s) signs: %s; the gate answers from the records it verified",
+        if altered:
+            self.incidents.count(
+                "database_altered",
+                altered,
+                "the database's records of %d structures are not those the head held (%s) "
+                "signs: %s; the gate answers from the records it verified",
                 len(altered),
                 _describe(self.head) if self.head is not None else "none",
                 _examples(sid for sid, _ in altered),

@@ -490,6 +490,14 @@ def codes(decision: pb.Decision) -> set[str]:
     return {w[0] for w in reasons(decision)}
 
 
+def cosigned_at(gate: RunningGate) -> datetime:
+    """When the registry last cosigned the head the gate holds (the gate's freshness counts
+    from it: stale once ``max_staleness`` has passed since)."""
+    head = gate.app.cache.head
+    assert head is not None and head.cosigned_at is not None
+    return head.cosigned_at
+
+
 def wait_for(probe: Callable[[], T | None], timeout: float, interval: float = 0.02) -> T:
     """Call ``probe`` until it returns something other than None; fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout

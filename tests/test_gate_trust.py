@@ -45,6 +45,7 @@ from gate_helpers import (
     case,
     codes,
     connection,
+    cosigned_at,
     start_gate,
     verdict,
     wait_for,
@@ -585,10 +586,11 @@ def test_a_frozen_registry(scene: Scene, caplog: pytest.LogCaptureFixture) -> No
     caplog.set_level(logging.INFO, logger="server")
     with Watch(scene, [FLAGGED]):
         _freeze_heads(scene)
-        frozen = time.monotonic()
+        assert scene.gate is not None
+        held = cosigned_at(scene.gate)
         scene.registry.load([case("C-frozen", CLEAN, "reported")])
         _stale(scene)
-        assert time.monotonic() - frozen >= MAX_STALENESS - 1.3  # not before the bound
+        assert datetime.now(UTC) > held + timedelta(seconds=MAX_STALENESS)  # not before
         wait_for(lambda: scene.incidents().get("stale"), timeout=1)
         assert _said(caplog, "data stale", "more than 3 s ago")
         scene.restart()
