@@ -1,8 +1,9 @@
 """``permitgate serve``: run the gate.
 
 Before anything starts, the options are checked (``--listen`` by ``server.listen``), the database
-must hold a registry whose log and newest checkpoint agree, and the port must be free; each
-failure is one plain line and exit status 2 (``SERVE_EXIT_CODES``).
+must hold a registry whose log and newest checkpoint agree, the port must be free, and the state
+directory (``--state``) must not be another gate's, and what it holds must verify with the
+registry key; each failure is one plain line and exit status 2 (``SERVE_EXIT_CODES``).
 """
 
 from __future__ import annotations

@@ -20,9 +20,10 @@ id to record digest). At each poll (``RegistryVerifier.poll``, in a worker threa
   exists. Rollbacks and unverifiable heads are refused without that: the held head simply
   ages until its cosignature is too old.
 * **After a restart** the held head is the one persisted (never an older one from the feed),
-  and its records are read back by hash. Where the database's records do not give the held
-  map, the persisted entries say which do: those are served, and the others answer
-  RECORD_UNVERIFIED (``record_unverified``) until a record with the right hash appears.
+  and its records are read back and checked by hash against the persisted entries (verified
+  against the head when they were persisted; the map itself is rebuilt at the next poll). Those
+  that match are served; the others answer RECORD_UNVERIFIED (``record_unverified``) until a
+  record with the right hash appears (they are read again at every poll).
 * **While nothing changes**, every ``audit_interval`` seconds all records are read and hashed
   again: one that differs from the verified record the gate holds is logged and counted
   (``database_altered``); the gate keeps answering from the verified one.
