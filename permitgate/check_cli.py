@@ -11,7 +11,7 @@ import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from permitgate_client import (
     MalformedError,
     Verdict,
     VerificationError,
+    VerifierKey,
     verify_receipt,
 )
 from permitgate_client.formats import format_time, parse_time
@@ -310,9 +311,39 @@ Exit codes:
 RECEIPT_EXIT_CODES = """\b
 Exit codes:
   0  verified
-  1  the receipt does not verify (the reason is printed)
-  2  bad arguments, or a KeySet file that cannot be read
-  3  no --keyset, and the gate could not be reached for its keys"""
+  1  the receipt does not verify (the reason is printed); with --require-fresh,
+     also when its data is not shown to be at most --max-age old
+  2  bad arguments, or a KeySet or key file that cannot be read
+  3  no --keyset or --registry-key, and the gate could not be reached for its keys"""
+
+DEFAULT_RECEIPT_MAX_AGE = timedelta(seconds=300)
+"""A gate's default staleness bound (``permitgate serve --max-staleness``)."""
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(click.ParamType[timedelta, Any]):
+    """A span of time: seconds (``300``), or a number with a unit (``90s``, ``5m``, ``2h``,
+    ``1d``)."""
+
+    name = "DURATION"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        text = str(value).strip().lower()
+        unit = _UNITS.get(text[-1:])
+        number = text[:-1] if unit is not None else text
+        try:
+            amount = float(number)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration (e.g. 300, 90s, 5m, 2h, 1d)", param, ctx)
+        if not amount >= 0 or amount == float("inf"):
+            self.fail(f"{value!r}: a duration is a finite number, not negative", param, ctx)
+        return timedelta(seconds=amount * (unit or 1))
 
 
 @click.command(epilog=KEYS_EXIT_CODES)
@@ -340,22 +371,58 @@ def receipt() -> None:
     type=click.File("rb"),
     help="KeySet JSON from 'permitgate keys' (offline); else ask --target.",
 )
+@click.option(
+    "--registry-key",
+    "registry_key_file",
+    type=click.File("rb"),
+    help="The registry's public key file (registry.pub): verifies the receipt of any gate the "
+    "registry vouches for, with no KeySet.",
+)
+@click.option(
+    "--max-age",
+    type=Duration(),
+    default="300s",
+    show_default=True,
+    help="How old the registry data may have been at the decision to count as fresh.",
+)
+@click.option(
+    "--require-fresh",
+    is_flag=True,
+    help="Exit 1 unless the data is shown to be at most --max-age old at the decision.",
+)
 @gate_options
-def verify(file: Any, keyset: Any, gate: GateAddress) -> None:
-    """Verify a receipt offline against a KeySet, and print what it proves."""
+def verify(
+    file: Any,
+    keyset: Any,
+    registry_key_file: Any,
+    max_age: timedelta,
+    require_fresh: bool,
+    gate: GateAddress,
+) -> None:
+    """Verify a receipt offline against the registry key or a KeySet, and print what it proves:
+    the gate key that signed it, until when the registry vouches for that key, the registry
+    head the answer rests on and how old its data was at the decision."""
+    if keyset is not None and registry_key_file is not None:
+        raise click.UsageError("give --keyset or --registry-key, not both")
+    keys: KeySet | VerifierKey
     try:
-        if keyset is not None:
+        if registry_key_file is not None:
+            keys = _registry_key(registry_key_file.read())
+        elif keyset is not None:
             keys = KeySet.from_json(keyset.read())
         else:
             with gate.client() as client:
                 keys = client.keys()
             click.echo(
                 f"note: keys taken from the gate at {gate.target} itself; for a check that does "
-                "not rest on that gate, keep a KeySet ('permitgate keys') and pass --keyset",
+                "not rest on that gate, pass --registry-key registry.pub (or a KeySet kept "
+                "from 'permitgate keys' as --keyset)",
                 err=True,
             )
     except MalformedError as exc:
-        click.echo(f"permitgate: bad keyset: {exc}", err=True)
+        click.echo(
+            f"permitgate: bad {'key file' if registry_key_file else 'keyset'}: {exc}", err=True
+        )
         sys.exit(2)
     except GateError as exc:
         click.echo(f"permitgate: the gate at {gate.target} did not answer: {exc}", err=True)
@@ -365,13 +432,34 @@ def verify(file: Any, keyset: Any, gate: GateAddress) -> None:
     except VerificationError as exc:
         click.echo(f"NOT VERIFIED: {exc}", err=True)
         sys.exit(1)
-    gate_key, registry_key = keys.gate_key, keys.registry_key
+    registry_key = keys if isinstance(keys, VerifierKey) else keys.registry_key
     r = verified.receipt
     click.echo(
-        f"verified: signed by gate {gate_key.name}; registry checkpoint "
-        f"{verified.checkpoint.size} signed by {registry_key.name}"
+        f"verified: signed by gate key {verified.gate_key_id}; registry version "
+        f"{verified.checkpoint.size} signed by {registry_key.keyid_text}"
     )
+    if verified.statement is None:
+        click.echo("  gate key: not vouched for in the receipt (verified with the KeySet's key)")
+    else:
+        click.echo(
+            f"  gate key vouched for by the registry from "
+            f"{format_time(verified.statement.not_before)}, valid until "
+            f"{format_time(verified.statement.not_after)}"
+        )
     click.echo(f"  decision {r.decision_id} at {format_time(r.decided_at)}: {r.verdict}")
+    if r.valid_until is not None:
+        click.echo(f"  decision valid until {format_time(r.valid_until)}")
+    fresh = verified.data_fresh(max_age)
+    age = verified.data_age
+    if verified.cosigned_at is None or age is None:
+        click.echo("  data: NOT shown fresh: the registry head carries no cosigned time")
+    else:
+        click.echo(
+            f"  data: cosigned by the registry at {format_time(verified.cosigned_at)}, "
+            f"{age.total_seconds():g} s before the decision: "
+            + ("fresh" if fresh else "NOT fresh")
+            + f" (max age {max_age.total_seconds():g} s)"
+        )
     click.echo(f"  check: {orjson.dumps(r.check).decode()}")
     for reason in r.reasons:
         click.echo(
@@ -383,4 +471,18 @@ def verify(file: Any, keyset: Any, gate: GateAddress) -> None:
             f"(tree size {r.status_record_tree_size})"
         )
     else:
-        click.echo("  structure was not in the registry")
+        click.echo("  status record: none (not in the registry, or not verified by the gate)")
+    if require_fresh and not fresh:
+        click.echo(
+            f"NOT FRESH: the registry data is not shown to be at most "
+            f"{max_age.total_seconds():g} s old at the decision",
+            err=True,
+        )
+        sys.exit(1)
+
+
+def _registry_key(data: bytes) -> VerifierKey:
+    try:
+        return VerifierKey.from_text(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedError(f"not a verifier key ({exc})") from exc

@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 import click
 import orjson
+from permitgate_client import VerifierKey
 from tqdm import tqdm
 
 from registry.admin import (
@@ -39,6 +40,7 @@ from registry.records import format_time
 from registry.signing import DEFAULT_KEYS_DIR, load_verifier
 from registry.status_view import Signature, read_status_view
 from registry.storage import Database
+from registry.vouch import DEFAULT_DAYS, MAX_DAYS, list_gate_keys, retire_gate_key, vouch_gate_key
 
 db_option = click.option(
     "--db",
@@ -300,3 +302,73 @@ def refresh(db_url: str | None, keys_dir: Path, everything: bool) -> None:
     db = Database(db_url, create=False)
     count = refresh_records(db, load_registry_signer(db, keys_dir), everything=everything)
     click.echo(f"{count} status records re-signed")
+
+
+@registry.command(epilog=EXIT_CODES)
+@click.argument(
+    "gate_pub",
+    required=False,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+)
+@click.option(
+    "--days",
+    default=DEFAULT_DAYS,
+    show_default=True,
+    type=click.IntRange(1, MAX_DAYS),
+    help="How long the statement holds, from now.",
+)
+@click.option(
+    "--retire",
+    "retire",
+    metavar="KEYID",
+    help="End the validity of this gate key now (name+keyid, or its 8 hex digits).",
+)
+@click.option("--list", "listing", is_flag=True, help="List the gate keys vouched for.")
+@db_option
+@keys_option
+def vouch(
+    gate_pub: Path | None,
+    days: int,
+    retire: str | None,
+    listing: bool,
+    db_url: str | None,
+    keys_dir: Path,
+) -> None:
+    """Vouch for a gate's receipt key (its GATE_PUB file, e.g. keys/gate.pub) for --days.
+
+    The statement, signed with the registry key, is stored in the database; the gate reads it
+    (at start, then every minute) and puts it into every receipt, so that receipts verify with
+    the registry's public key alone. Run it again to renew; --retire KEYID ends a key's
+    validity now (receipts decided before still verify).
+    """
+    if sum((gate_pub is not None, retire is not None, listing)) != 1:
+        raise click.UsageError("give one of GATE_PUB, --retire KEYID or --list")
+    db = existing(db_url)
+    if listing:
+        for stored in list_gate_keys(db, load_verifier(keys_dir, ROLE)):
+            if stored.statement is None:
+                click.echo(f"{stored.key_id}  NOT VERIFIED: {stored.problem}")
+                continue
+            click.echo(
+                f"{stored.key_id}  from {format_time(stored.statement.not_before)} "
+                f"until {format_time(stored.statement.not_after)}"
+            )
+        return
+    signer = load_registry_signer(db, keys_dir)
+    if retire is not None:
+        retired = retire_gate_key(db, signer, retire)
+        click.echo(
+            f"gate key {retired.gate_key.keyid_text} retired: vouched for until "
+            f"{format_time(retired.not_after)} (receipts decided before then still verify)"
+        )
+        return
+    assert gate_pub is not None
+    try:
+        gate_key = VerifierKey.from_text(gate_pub.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise PlainError(f"{gate_pub}: not a verifier key file ({exc})") from exc
+    statement = vouch_gate_key(db, signer, gate_key, days=days)
+    click.echo(
+        f"gate key {gate_key.keyid_text} vouched for from {format_time(statement.not_before)} "
+        f"until {format_time(statement.not_after)}; the gate takes it up within a minute"
+    )

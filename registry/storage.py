@@ -520,3 +520,19 @@ def _sqlite_times(row: Sequence[Any], indexes: list[int]) -> list[Any]:
         if value is not None:
             out[i] = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
     return out
+
+
+class GateKeyRow(Base):
+    """The registry's statement vouching for one gate's receipt key (``registry.vouch``).
+
+    ``statement`` is the DSSE envelope as the registry signed it; ``not_after`` repeats its end,
+    to list keys without parsing. One row per key: vouching again, or retiring the key, replaces
+    it (receipts carry the statement they were signed under, so none is lost to verifiers).
+    Only the signed bytes are trusted: whoever reads a row verifies it with the registry key.
+    """
+
+    __tablename__ = "gate_key"
+
+    key_id: Mapped[str] = mapped_column(String(300), primary_key=True)  # name+hex(keyid)
+    statement: Mapped[bytes] = mapped_column(LargeBinary)
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -32,7 +32,7 @@ from server.follower import RegistryFollower
 from server.gate import Gate
 from server.guard import GuardedServer, MalformedRequests
 from server.health import GateHealth
-from server.receipts import DEFAULT_GATE_NAME, GATE_ROLE, ReceiptSigner
+from server.receipts import DEFAULT_GATE_NAME, GATE_ROLE, GateKeyVouch, ReceiptSigner
 from server.reflection import enable_reflection
 from server.service import SERVICE_NAME, PermitGateService
 
@@ -129,7 +129,9 @@ class GateApp:
         gate = Gate(
             notifications=SqlNotificationStore(db),
             cache=cache,
-            receipts=ReceiptSigner(gate_signer),
+            receipts=ReceiptSigner(
+                gate_signer, GateKeyVouch.from_registry(db, registry_key, gate_signer.verifier)
+            ),
             decision_log=decision_log,
         )
         follower = RegistryFollower(feed, cache, interval=poll_interval)
