@@ -68,7 +68,7 @@ class StoredGateKey:
 
 
 def _now(now: datetime | None) -> datetime:
-    return (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    return (now or datetime.now(UTC)).astimezone(UTC)
 
 
 def _sign(signer: Signer, statement: GateKeyStatement) -> bytes:
@@ -94,7 +94,7 @@ def vouch_gate_key(
         )
     if len(gate_key.keyid_text) > 300:
         raise VouchRefused(f"the gate key's name is too long ({len(gate_key.name)} characters)")
-    start = _now(now)
+    start = _now(now).replace(microsecond=0)
     statement = GateKeyStatement(gate_key, start, start + timedelta(days=days))
     envelope = _sign(signer, statement)
     with db.session() as session:
@@ -140,18 +140,19 @@ def retire_gate_key(
     db: Database, signer: Signer, key_id: str, *, now: datetime | None = None
 ) -> GateKeyStatement:
     """End the validity of the gate key ``key_id`` now: a new statement with the same start,
-    ending now, replaces the stored one. Returns the new statement."""
+    ending now (to the microsecond: a receipt decided a moment before still verifies), replaces
+    the stored one. Returns the new statement."""
     end = _now(now)
     with db.session() as session:
         row = _find(list(session.scalars(select(GateKeyRow))), key_id)
         current = _verified(row, signer.verifier)
+        # A statement ends after it starts, even one retired the second it was made.
+        end = max(end, current.not_before + timedelta(seconds=1))
         if current.not_after <= end:
             raise VouchRefused(
                 f"gate key {row.key_id} is no longer vouched for since "
                 f"{format_time(current.not_after)}; nothing to retire"
             )
-        # A statement ends after it starts, even one retired the second it was made.
-        end = max(end, current.not_before + timedelta(seconds=1))
         retired = GateKeyStatement(current.gate_key, current.not_before, end)
         row.statement = _sign(signer, retired)
         row.not_after = retired.not_after
