@@ -38,6 +38,7 @@ from registry.importer import MAX_REPORTED_ERRORS, import_lines
 from registry.notifications import iter_notifications
 from registry.records import format_time
 from registry.signing import DEFAULT_KEYS_DIR, load_verifier
+from registry.snapshot import write_snapshot
 from registry.status_view import Signature, read_status_view
 from registry.storage import Database
 from registry.vouch import DEFAULT_DAYS, MAX_DAYS, list_gate_keys, retire_gate_key, vouch_gate_key
@@ -371,4 +372,41 @@ def vouch(
     click.echo(
         f"gate key {gate_key.keyid_text} vouched for from {format_time(statement.not_before)} "
         f"until {format_time(statement.not_after)}; the gate takes it up within a minute"
+    )
+
+
+@registry.command(epilog=EXIT_CODES)
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--district",
+    default=None,
+    help="Only this district's structures (a check for another id then answers REVIEW).",
+)
+@db_option
+@keys_option
+@state_option
+def snapshot(
+    out: Path, district: str | None, db_url: str | None, keys_dir: Path, state_dir: Path | None
+) -> None:
+    """Write an offline snapshot to OUT: the newest cosigned head, then each structure's signed
+    status record with its proof in the head's status map (JSON Lines).
+
+    Everything is verified before a byte is written: the head with the registry's public key
+    (registry.pub in --keys), the records by rebuilding the status map and comparing its root
+    with the head's. A database that does not verify gets no snapshot. Check against it with
+    'permitgate check ... --snapshot OUT'.
+    """
+    report = write_snapshot(
+        existing(db_url),
+        load_verifier(keys_dir, ROLE),
+        out,
+        district=district,
+        state_dir=registry_state_dir(keys_dir, state_dir),
+    )
+    head = report.head
+    cosigned = "never" if head.cosigned_at is None else format_time(head.cosigned_at)
+    which = "every district" if district is None else f"district {district}"
+    click.echo(
+        f"wrote {out}: registry version {head.size} (head {head.map.serial}, cosigned "
+        f"{cosigned}); {report.records} of {report.total} structures ({which})"
     )
