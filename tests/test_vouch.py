@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from permitgate_client import BadSignatureError, VerifierKey
-from permitgate_client.formats import parse_time
+from permitgate_client.formats import GATE_KEY_PAYLOAD_TYPE, GateKeyStatement, parse_time
 from registry_support import PublicKey, Registry, pae, parse_verifier_key
 
+from registry.canonical import canonical_json
 from registry.signing import Signer, ensure_signer, load_signer
 from registry.storage import Database
 from registry.vouch import stored_statement, vouch_gate_key
@@ -222,10 +223,6 @@ class Reads:
 
 
 def _statement(registry: Signer, gate: VerifierKey, start: datetime, days: float = 30) -> bytes:
-    from permitgate_client.formats import GATE_KEY_PAYLOAD_TYPE, GateKeyStatement
-
-    from registry.canonical import canonical_json
-
     statement = GateKeyStatement(gate, start, start + timedelta(days=days))
     return registry.sign_envelope(canonical_json(statement.to_json()), GATE_KEY_PAYLOAD_TYPE)
 
