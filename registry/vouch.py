@@ -26,16 +26,18 @@ from permitgate_client.formats import (
     verify_gate_key_statement,
 )
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from registry.canonical import canonical_json
 from registry.errors import PlainError
 from registry.signing import Signer
-from registry.storage import Database, GateKeyRow
+from registry.storage import Database, GateKeyRow, error_line
 
 __all__ = [
     "DEFAULT_DAYS",
     "MAX_DAYS",
     "BadStoredStatement",
+    "StatementUnreadable",
     "StoredGateKey",
     "VouchRefused",
     "list_gate_keys",
@@ -56,6 +58,10 @@ class VouchRefused(PlainError):
 
 class BadStoredStatement(VerificationError):
     """A stored statement filed under another key than the one it vouches for."""
+
+
+class StatementUnreadable(Exception):
+    """The registry database could not be read for a statement; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,11 +170,15 @@ def stored_statement(
 ) -> bytes | None:
     """The stored statement vouching for ``gate_key``, verified with ``registry_key``; None when
     the registry holds none. ``VerificationError`` when the row does not verify or is another
-    key's (the database was written by someone without the registry key)."""
-    with db.session() as session:
-        envelope = session.scalar(
-            select(GateKeyRow.statement).where(GateKeyRow.key_id == gate_key.keyid_text)
-        )
+    key's (the database was written by someone without the registry key);
+    ``StatementUnreadable`` when the database cannot be read."""
+    try:
+        with db.session() as session:
+            envelope = session.scalar(
+                select(GateKeyRow.statement).where(GateKeyRow.key_id == gate_key.keyid_text)
+            )
+    except SQLAlchemyError as exc:
+        raise StatementUnreadable(error_line(exc)) from exc
     if envelope is None:
         return None
     statement = verify_gate_key_statement(envelope, registry_key)

@@ -28,12 +28,11 @@ from permitgate_client.formats import (
     format_time,
     verify_gate_key_statement,
 )
-from sqlalchemy.exc import SQLAlchemyError
 
 from registry.canonical import canonical_json
 from registry.signing import Signer
-from registry.storage import Database, error_line
-from registry.vouch import stored_statement
+from registry.storage import Database
+from registry.vouch import StatementUnreadable, stored_statement
 
 __all__ = [
     "DEFAULT_GATE_NAME",
@@ -139,11 +138,11 @@ class GateKeyVouch:
             statement = (
                 None if envelope is None else verify_gate_key_statement(envelope, self.registry_key)
             )
-        except SQLAlchemyError as exc:
+        except StatementUnreadable as exc:
             self._say(
                 logging.WARNING,
                 f"gate key {key}: cannot read the registry's statement vouching for it "
-                f"({error_line(exc)}); {self._keeping()}",
+                f"({exc}); {self._keeping()}",
             )
             return
         except VerificationError as exc:

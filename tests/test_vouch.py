@@ -22,7 +22,7 @@ from registry_support import PublicKey, Registry, pae, parse_verifier_key
 from registry.canonical import canonical_json
 from registry.signing import Signer, ensure_signer, load_signer
 from registry.storage import Database
-from registry.vouch import stored_statement, vouch_gate_key
+from registry.vouch import StatementUnreadable, stored_statement, vouch_gate_key
 from server.receipts import GateKeyVouch
 
 GATE_KEY_TYPE = "application/vnd.permitgate.gate-key+json"
@@ -245,6 +245,7 @@ def test_the_gate_adopts_only_a_statement_that_verifies(caplog: pytest.LogCaptur
         good,
         _statement(stranger, gate.verifier, now),  # forged: another key under the name
         None,  # row deleted
+        StatementUnreadable("database is locked"),  # the database cannot be read
         _statement(registry, registry.verifier, now),  # vouches for the registry key
         _statement(registry, stranger.verifier, now),  # another gate's statement
         renewed,
@@ -259,13 +260,16 @@ def test_the_gate_adopts_only_a_statement_that_verifies(caplog: pytest.LogCaptur
     assert vouch.current(now) == json.loads(good)
     assert vouch.current(now - timedelta(days=2)) is None  # before it holds
     assert vouch.current(now + timedelta(days=29)) is None  # after it ends
-    for _ in range(4):  # forged, missing, the registry's own key, another gate's: kept as held
+    for _ in range(5):  # forged, missing, unreadable, the registry's key, another gate's: kept
         vouch.load()
         assert vouch.current(now) == json.loads(good)
     assert "does not verify" in caplog.text and "vouches for r.example/registry+" in caplog.text
+    assert "cannot read the registry's statement vouching for it (database is locked)" in (
+        caplog.text
+    )
     vouch.load()
     assert vouch.current(now) == json.loads(renewed)
-    assert reads.count == 7
+    assert reads.count == 8
 
 
 def test_the_gate_reads_again_after_its_interval() -> None:
