@@ -37,7 +37,6 @@ from permitgate_client import MalformedError, VerificationError, VerifierKey
 from permitgate_client.formats import (
     MapProof,
     RegistryHead,
-    format_time,
     verify_fresh,
     verify_map_proof,
     verify_registry_head,
@@ -61,7 +60,6 @@ __all__ = [
     "SnapshotRefused",
     "SnapshotReport",
     "SnapshotUnusable",
-    "describe",
     "write_snapshot",
 ]
 
@@ -134,6 +132,8 @@ def write_snapshot(
     ``state_dir``, when it holds the registry's trusted state for the same head, names the rows
     that differ from what the registry signed if the map does not verify.
     """
+    if not out.parent.is_dir():
+        raise SnapshotRefused(f"cannot write {out}: the folder {out.parent} does not exist")
     tmp = out.with_name(f".{out.name}.partial")
     try:
         with db.snapshot() as session:  # one view: the head and the records it covers
@@ -304,8 +304,14 @@ class Snapshot:
     ) -> Snapshot:
         """Read and verify the header: the head's signature and status map line, and its
         cosigned time, at most ``max_age`` before ``now``."""
-        with path.open("rb") as f:
-            first = f.readline()
+        try:
+            with path.open("rb") as f:
+                first = f.readline()
+        except OSError as exc:
+            raise SnapshotUnusable(
+                f"snapshot {path}: cannot be read ({exc.strerror})",
+                MalformedError(f"cannot be read ({exc.strerror})"),
+            ) from exc
         try:
             header = _object(first)
             if header.get("format") != FORMAT:
@@ -331,6 +337,7 @@ class Snapshot:
 
     @property
     def cosigned_at(self) -> datetime:
+        """The head's cosigned time (``open`` showed there is one, and recent enough)."""
         assert self.head.cosigned_at is not None  # ``open`` showed it fresh
         return self.head.cosigned_at
 
@@ -438,13 +445,3 @@ def _record_line(raw: bytes, number: int) -> _Line:
     except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800") is no UTF-8
         raise MalformedError("envelope: not UTF-8 text") from exc
     return _Line(number, structure_id, envelope_bytes, proof_bytes)
-
-
-def describe(snapshot: Snapshot, now: datetime) -> str:
-    """One line on what a snapshot rests on, for people."""
-    age = (now - snapshot.cosigned_at).total_seconds()
-    return (
-        f"snapshot {snapshot.path}: registry version {snapshot.head.size}, "
-        f"{'district ' + snapshot.district if snapshot.district else 'all districts'}, "
-        f"cosigned {format_time(snapshot.cosigned_at)} ({age:.0f} s ago)"
-    )

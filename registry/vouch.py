@@ -25,7 +25,7 @@ from permitgate_client.formats import (
     format_time,
     verify_gate_key_statement,
 )
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from registry.canonical import canonical_json
@@ -77,6 +77,15 @@ def _now(now: datetime | None) -> datetime:
     return (now or datetime.now(UTC)).astimezone(UTC)
 
 
+def _require_table(db: Database) -> None:
+    """Refuse plainly on a registry whose schema predates gate keys."""
+    if not inspect(db.engine).has_table(GateKeyRow.__tablename__):
+        raise VouchRefused(
+            f"{db} has no gate_key table yet: run 'permitgate registry init' (it upgrades the "
+            "schema) and try again"
+        )
+
+
 def _sign(signer: Signer, statement: GateKeyStatement) -> bytes:
     return signer.sign_envelope(canonical_json(statement.to_json()), GATE_KEY_PAYLOAD_TYPE)
 
@@ -100,6 +109,7 @@ def vouch_gate_key(
         )
     if len(gate_key.keyid_text) > 300:
         raise VouchRefused(f"the gate key's name is too long ({len(gate_key.name)} characters)")
+    _require_table(db)
     start = _now(now).replace(microsecond=0)
     statement = GateKeyStatement(gate_key, start, start + timedelta(days=days))
     envelope = _sign(signer, statement)
@@ -149,6 +159,7 @@ def retire_gate_key(
     ending now (to the microsecond: a receipt decided a moment before still verifies), replaces
     the stored one. Returns the new statement."""
     end = _now(now)
+    _require_table(db)
     with db.session() as session:
         row = _find(list(session.scalars(select(GateKeyRow))), key_id)
         current = _verified(row, signer.verifier)
@@ -192,6 +203,7 @@ def stored_statement(
 
 def list_gate_keys(db: Database, registry_key: VerifierKey) -> list[StoredGateKey]:
     """Every stored statement, verified, by key id."""
+    _require_table(db)
     with db.session() as session:
         rows = list(session.scalars(select(GateKeyRow).order_by(GateKeyRow.key_id)))
     out: list[StoredGateKey] = []

@@ -646,3 +646,12 @@ def test_cosigned_in_the_future_is_refused(served: Served, tmp_path: Path) -> No
     )
     message = _refusal(served, path, structure_id(1), FromTheFutureError)
     assert "check the clocks" in message
+
+
+def test_snapshot_into_a_missing_folder(reg: Registry, tmp_path: Path) -> None:
+    result = reg.cli("snapshot", str(tmp_path / "nowhere" / "out.jsonl"), keys=True)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"permitgate: cannot write {tmp_path / 'nowhere' / 'out.jsonl'}: the folder "
+        f"{tmp_path / 'nowhere'} does not exist\n"
+    )

@@ -312,3 +312,11 @@ def test_stored_statement_reads_and_verifies(db_url: str, tmp_path: Path) -> Non
         db.dispose()
     finally:
         reg.close()
+
+
+def test_vouch_on_a_registry_from_before_gate_keys(reg: Registry, tmp_path: Path) -> None:
+    pub, _ = gate_pub(tmp_path / "gate")
+    reg.sql("DROP TABLE gate_key")
+    result = reg.cli("vouch", str(pub), keys=True)
+    assert result.exit_code == 2
+    assert "has no gate_key table yet: run 'permitgate registry init'" in result.stderr
