@@ -51,6 +51,7 @@ from registry_support import (
 )
 from sqlalchemy import select
 
+from permitgate.check_cli import Duration
 from permitgate.cli import main
 from permitgate.offline import answer_offline
 from registry.demo import SCENARIOS, demo_lines, structure_id
@@ -620,9 +621,7 @@ def test_old_records_under_a_newer_head_are_refused(served: Served, tmp_path: Pa
         victim = structure_id(4)
         copy.load([{**r, "declared_use": "office"} for r in demo_lines(5) if r.get("id") == victim])
         newer = tmp_path / "newer.jsonl"
-        result = cli(
-            "registry", "snapshot", str(newer), "--db", copy.url, "--keys", str(keys)
-        )
+        result = cli("registry", "snapshot", str(newer), "--db", copy.url, "--keys", str(keys))
         assert result.exit_code == 0, result.output
     finally:
         copy.close()
@@ -659,3 +658,16 @@ def test_snapshot_into_a_missing_folder(reg: Registry, tmp_path: Path) -> None:
         f"permitgate: cannot write {tmp_path / 'nowhere' / 'out.jsonl'}: the folder "
         f"{tmp_path / 'nowhere'} does not exist\n"
     )
+
+
+@pytest.mark.parametrize("value", ["2x", "-5m", "nan", "1e400d", ""])
+def test_max_age_must_be_a_duration(served: Served, value: str) -> None:
+    result = _check(served, served.full, "connection", structure_id(0), "--utility", "water",
+                    "--max-age", value)  # fmt: skip
+    assert result.exit_code == 2
+    assert "Invalid value for '--max-age'" in result.stderr
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("90", 90), ("90s", 90), ("5m", 300), ("2H", 7200)])
+def test_max_age_units(value: str, seconds: int) -> None:
+    assert Duration().convert(value, None, None) == timedelta(seconds=seconds)
