@@ -192,12 +192,15 @@ def offline_options(command: Callable[..., None]) -> Callable[..., None]:
         offline = None if snapshot is None else Offline(snapshot, keys_dir, max_age)
         command(*args, offline=offline, **kwargs)
 
-    for option in (
+    for option in (  # applied in turn, so listed by --help last to first
         click.option(
-            "--snapshot",
-            type=click.Path(dir_okay=False, exists=True, path_type=Path),
-            help="Answer offline from this snapshot ('permitgate registry snapshot'), by the "
-            "gate's rules, instead of asking a gate.",
+            "--keys",
+            "keys_dir",
+            envvar="PERMITGATE_KEYS",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=DEFAULT_KEYS_DIR,
+            show_default=True,
+            help="With --snapshot: the folder holding registry.pub (env PERMITGATE_KEYS).",
         ),
         click.option(
             "--max-age",
@@ -207,13 +210,10 @@ def offline_options(command: Callable[..., None]) -> Callable[..., None]:
             help="With --snapshot: the oldest its registry head may be (cosigned time).",
         ),
         click.option(
-            "--keys",
-            "keys_dir",
-            envvar="PERMITGATE_KEYS",
-            type=click.Path(file_okay=False, path_type=Path),
-            default=DEFAULT_KEYS_DIR,
-            show_default=True,
-            help="With --snapshot: the folder holding registry.pub (env PERMITGATE_KEYS).",
+            "--snapshot",
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            help="Answer offline from this snapshot ('permitgate registry snapshot'), by the "
+            "gate's rules, instead of asking a gate.",
         ),
     ):
         wrapper = option(wrapper)
