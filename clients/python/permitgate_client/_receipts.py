@@ -27,13 +27,7 @@ from permitgate_client._errors import (
 )
 from permitgate_client._gatekeys import GateKeyStatement, verify_gate_key_statement
 from permitgate_client._keyset import KeySet
-from permitgate_client._proofs import (
-    CLOCK_SKEW,
-    CosignerKey,
-    MapHead,
-    RegistryHead,
-    verify_cosignature,
-)
+from permitgate_client._proofs import CLOCK_SKEW, RegistryHead, verify_registry_head
 from permitgate_client._times import format_time, parse_time
 from permitgate_client._trust import (
     Checkpoint,
@@ -228,12 +222,7 @@ def _verify(envelope: bytes, keys: KeySet | VerifierKey) -> VerifiedReceipt:
     checkpoint = verify_checkpoint(note, registry_key, origin=registry_key.name)
     head = None
     if checkpoint.extensions:  # a registry head: its status map line, its cosignature
-        head = RegistryHead(
-            note,
-            checkpoint,
-            MapHead.of(checkpoint),
-            verify_cosignature(note, CosignerKey.of(registry_key)),
-        )
+        head = verify_registry_head(note, registry_key)
     # Step 7: the status record used is no newer than that head.
     tree_size = receipt.status_record_tree_size
     if tree_size is not None and tree_size > checkpoint.size:
