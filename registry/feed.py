@@ -1,35 +1,40 @@
-"""The registry as a gate reads it: the ``RegistryFeed`` interface and its SQL implementation.
+"""The registry as a gate reads it: the ``RegistryFeed`` protocol and its SQL implementation.
 
-A gate needs three reads, and they must agree with each other, so they happen inside one
-snapshot (``with feed.snapshot() as view``) that sees a single state of the registry:
+A gate needs a few reads that must agree with each other, so they happen inside one snapshot
+(``with feed.snapshot() as view``) that sees a single state of the registry:
 
-* ``view.checkpoint_note()``: the newest signed checkpoint note, or None before ``init``;
-* ``view.status_records(above=..., next_update_after=...)``: the status records showing a tree
-  size above what the gate holds, and those re-signed in place (``registry refresh``) with a
-  ``next_update`` later than the newest it holds, as ``(structure id, DSSE envelope)``;
-* ``view.last_events(since=..., before=...)``: for each structure the log changed in
-  ``[since, before)``, the index of its last event there, so that a withheld or swapped record
-  shows.
+* ``view.checkpoint_note()``: the newest registry head (a signed checkpoint with its status map
+  line) with its newest cosignature line, or None before ``init``;
+* ``view.status_records(above=..., next_update_after=...)``: ``(structure id, DSSE envelope)``
+  of the status records showing a tree size above ``above`` or a ``next_update`` later than
+  ``next_update_after`` (re-signed in place by a refresh): what changed since the gate's last
+  look. With neither given, every record (a full load);
+* ``view.newest_next_update()``: the latest ``next_update`` among the records, which the gate
+  passes as ``next_update_after`` at its next look;
+* ``view.status_records_of(ids)``: the records of those structures (the gate reads again the
+  few it could not verify);
+* ``view.consistency_proof(old_size, new_size)``: the RFC 9162 proof that the log at
+  ``new_size`` extends the log at ``old_size``.
 
-Checkpoints and status records come as bytes, exactly as signed: the gate verifies every byte
-against the registry's key (``server/cache.py``), so for them a feed proves nothing and is
-trusted for nothing. ``last_events`` is the exception: its (structure, index) pairs come from
-the log's unsigned columns and are believed as read, so a feed that lies there can hide a
-structure's latest change from the gate. Checking them against the checkpoint's Merkle root is
-the next step of the trust design.
+Nothing a feed returns is believed as read. Heads are verified against the registry key, a
+consistency proof against the two heads' roots, and records by their SHA-256 against the status
+map a verified head signs (``server/verifier.py``). Which rows a feed picks for
+``status_records`` is a hint: a feed that leaves a changed record out is found out when the map
+root does not match, and the gate then reads every record. So a feed can withhold data (the gate
+then turns stale) but cannot make the gate believe anything the registry did not sign.
 
 A feed that cannot be read raises ``FeedError`` whose message says why in one line;
 ``feed.interrupt()``, from any thread, makes the reads under way raise it at once (a gate
-stopping while a read waits on a lock). Records and events stream: a view is only valid inside
-its ``with`` block. ``SqlFeed`` reads the registry's own database; a Redis feed and a registry
-service are the next implementations of the same protocol.
+stopping while a read waits on a lock). Records stream: a view is only valid inside its
+``with`` block. ``SqlFeed`` reads the registry's own database; a Redis feed and the registry
+service are further implementations of the same protocol.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any, Protocol
@@ -38,9 +43,13 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from registry.storage import Database, EventRow, HeadRow, StatusRow, error_line
+from registry.merkle import CompactTree, consistency_proof, leaf_hash
+from registry.storage import Database, EventRow, HeadRow, StatusRow, error_line, id_in
 
 __all__ = ["FeedError", "FeedView", "RegistryFeed", "SqlFeed"]
+
+_IDS_PER_QUERY = 5000
+_ROWS_PER_FETCH = 5000
 
 
 class FeedError(Exception):
@@ -51,18 +60,27 @@ class FeedView(Protocol):
     """One consistent state of the registry, readable only inside its ``with`` block."""
 
     def checkpoint_note(self) -> bytes | None:
-        """The newest signed checkpoint note, or None when the registry has none."""
+        """The newest head with its newest cosignature line, or None when there is none."""
         ...
 
     def status_records(
-        self, *, above: int, next_update_after: datetime | None
+        self, *, above: int | None = None, next_update_after: datetime | None = None
     ) -> Iterator[tuple[str, bytes]]:
-        """``(structure id, envelope)`` of the records signed at a tree size above ``above``,
-        or (when given) re-signed with a ``next_update`` later than ``next_update_after``."""
+        """``(structure id, envelope)`` of the records signed at a tree size above ``above`` or
+        (when given) with a ``next_update`` later than ``next_update_after``; with ``above``
+        None, every record."""
         ...
 
-    def last_events(self, *, since: int, before: int) -> Iterator[tuple[str, int]]:
-        """``(structure id, index of its last event)`` for the log entries in [since, before)."""
+    def newest_next_update(self) -> datetime | None:
+        """The latest ``next_update`` of any record (None when there is none)."""
+        ...
+
+    def status_records_of(self, ids: Collection[str]) -> Iterator[tuple[str, bytes]]:
+        """``(structure id, envelope)`` of the records of ``ids`` that exist."""
+        ...
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """The RFC 9162 consistency proof from the log at ``old_size`` to ``new_size``."""
         ...
 
 
@@ -84,8 +102,9 @@ class RegistryFeed(Protocol):
 
 
 class _SqlView:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, dialect: str) -> None:
         self._session = session
+        self._dialect = dialect
 
     def checkpoint_note(self) -> bytes | None:
         head = self._session.scalars(
@@ -94,8 +113,11 @@ class _SqlView:
         return None if head is None else head.cosigned_note()
 
     def status_records(
-        self, *, above: int, next_update_after: datetime | None
+        self, *, above: int | None = None, next_update_after: datetime | None = None
     ) -> Iterator[tuple[str, bytes]]:
+        if above is None:
+            yield from self._every_record()
+            return
         changed = StatusRow.tree_size > above
         if next_update_after is not None:
             changed = or_(changed, StatusRow.next_update > next_update_after)
@@ -103,15 +125,95 @@ class _SqlView:
             select(StatusRow.structure_id, StatusRow.envelope).where(changed),
             execution_options={"yield_per": 5000},
         )
-        yield from rows
+        for structure_id, envelope in rows:
+            yield structure_id, bytes(envelope)
 
-    def last_events(self, *, since: int, before: int) -> Iterator[tuple[str, int]]:
+    def _every_record(self) -> Iterator[tuple[str, bytes]]:
+        """Every record, through the driver's own cursor (a server-side one on PostgreSQL):
+        a million rows come twice as fast as through SQLAlchemy's result rows."""
+        connection = self._session.connection()
+        driver_error = connection.dialect.loaded_dbapi.Error
+        dbapi = connection.connection
+        try:
+            if self._dialect == "postgresql":
+                cursor = dbapi.driver_connection.cursor(name="permitgate_feed_records")  # type: ignore[union-attr]
+            else:
+                cursor = dbapi.cursor()
+            try:
+                cursor.execute("SELECT structure_id, envelope FROM status_record")
+                while rows := cursor.fetchmany(_ROWS_PER_FETCH):
+                    for structure_id, envelope in rows:
+                        yield structure_id, bytes(envelope)
+            finally:
+                cursor.close()
+        except driver_error as exc:  # SQLAlchemy is not there to wrap the driver's errors
+            raise FeedError(f"cannot read the registry database: {error_line(exc)}") from exc
+
+    def newest_next_update(self) -> datetime | None:
+        return self._session.scalar(select(func.max(StatusRow.next_update)))
+
+    def status_records_of(self, ids: Collection[str]) -> Iterator[tuple[str, bytes]]:
+        wanted = sorted(set(ids))
+        for start in range(0, len(wanted), _IDS_PER_QUERY):
+            chunk = wanted[start : start + _IDS_PER_QUERY]
+            rows = self._session.execute(
+                select(StatusRow.structure_id, StatusRow.envelope).where(
+                    id_in(StatusRow.structure_id, chunk, self._dialect)
+                )
+            )
+            for structure_id, envelope in rows:
+                yield structure_id, bytes(envelope)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """From the frontier stored with a head of ``old_size`` (or, when none is stored or it
+        does not give that head's root, rebuilt from the events before it) and the events in
+        ``[old_size, new_size)``."""
+        if old_size < 0 or new_size < old_size:
+            raise FeedError(f"no consistency proof from tree size {old_size} to {new_size}")
+        if old_size == 0 or old_size == new_size:
+            return []
+        old = self._frontier(old_size)
+        return consistency_proof(old, self._leaves(old_size, new_size))
+
+    def _frontier(self, size: int) -> CompactTree:
+        row = self._session.execute(
+            select(HeadRow.tree_state, HeadRow.root_hash)
+            .where(HeadRow.size == size)
+            .order_by(HeadRow.serial.desc())
+            .limit(1)
+        ).first()
+        if row is not None:
+            try:
+                tree = CompactTree.from_state(size, bytes(row.tree_state))
+            except ValueError:
+                pass  # a damaged row: rebuild below
+            else:
+                if tree.root() == bytes(row.root_hash):
+                    return tree
+        tree = CompactTree()
+        for leaf in self._leaves(0, size):
+            tree.append(leaf)
+        return tree
+
+    def _leaves(self, start: int, end: int) -> list[bytes]:
+        """The leaf hashes of the events ``[start, end)``; ``FeedError`` when one is missing."""
         rows = self._session.execute(
-            select(EventRow.structure_id, func.max(EventRow.seq))
-            .where(EventRow.seq >= since, EventRow.seq < before)
-            .group_by(EventRow.structure_id)
+            select(EventRow.seq, EventRow.body)
+            .where(EventRow.seq >= start, EventRow.seq < end)
+            .order_by(EventRow.seq),
+            execution_options={"yield_per": 5000},
         )
-        yield from rows
+        leaves: list[bytes] = []
+        for seq, body in rows:
+            if seq != start + len(leaves):
+                break
+            leaves.append(leaf_hash(bytes(body)))
+        if len(leaves) != end - start:
+            raise FeedError(
+                f"the log lacks event {start + len(leaves)}: no consistency proof from tree "
+                f"size {start} to {end}"
+            )
+        return leaves
 
 
 class SqlFeed:
@@ -134,7 +236,7 @@ class SqlFeed:
                 with self._lock:
                     self._reading.add(driver)
                 try:
-                    yield _SqlView(session)
+                    yield _SqlView(session, self._db.dialect)
                 finally:
                     with self._lock:
                         self._reading.discard(driver)

@@ -1,4 +1,4 @@
-"""Assembling and running the gate: keys, cache, follower, decision log, gRPC server.
+"""Assembling and running the gate: keys, state, cache, follower, decision log, gRPC server.
 
 This is the one place that picks implementations: the registry feed the gate reads (``SqlFeed``)
 and the sinks it writes to (``SqlDecisionStore``, ``SqlNotificationStore``), all on the registry
@@ -7,24 +7,32 @@ tests); ``start`` serves at once and loads the registry in the background, healt
 until that first verified load (checks meanwhile get REVIEW at best); ``first_poll`` waits.
 ``stop`` turns health to NOT_SERVING first, lets calls in flight finish, and writes the rest of
 the decision log (keeping in the state directory what cannot be written).
+
+The state directory holds the gate's own verified state (``gate.sqlite``: the head it holds and
+that head's status map, see ``server.verifier``) beside the decision log's files. One gate uses
+it at a time: it holds the directory's lock (``gate.lock``) from ``create`` to ``stop``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
+from permitgate_client import VerifierKey
 from permitgate_client.v1 import gate_pb2 as pb
 
 from registry.admin import ROLE as REGISTRY_ROLE
 from registry.decisions import SqlDecisionStore
 from registry.feed import RegistryFeed, SqlFeed
 from registry.notifications import SqlNotificationStore
-from registry.signing import ensure_signer, load_verifier
+from registry.signing import Signer, ensure_signer, load_verifier
 from registry.storage import Database
+from registry.trusted_state import StateLocked, TrustedState
 from server.cache import RegistryCache
 from server.decision_log import DEFAULT_LIMIT as DEFAULT_DECISION_LOG_LIMIT
 from server.decision_log import DecisionLog
@@ -32,11 +40,20 @@ from server.follower import RegistryFollower
 from server.gate import Gate
 from server.guard import GuardedServer, MalformedRequests
 from server.health import GateHealth
+from server.incidents import Incidents
 from server.receipts import DEFAULT_GATE_NAME, GATE_ROLE, GateKeyVouch, ReceiptSigner
 from server.reflection import enable_reflection
 from server.service import SERVICE_NAME, PermitGateService
+from server.verifier import GateStateError, RegistryVerifier
 
-__all__ = ["DEFAULT_MAX_CONCURRENT_RPCS", "GateApp", "TlsFiles", "default_state_dir"]
+__all__ = [
+    "DEFAULT_AUDIT_INTERVAL",
+    "DEFAULT_MAX_CONCURRENT_RPCS",
+    "GateApp",
+    "GateStateError",
+    "TlsFiles",
+    "default_state_dir",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +64,14 @@ are all answered (p99 0.5 s), and 2,000 idle BatchCheck streams cost 22 MiB; wit
 calls in flight gRPC itself cancels some (a bare grpc.aio server as well)."""
 
 
+DEFAULT_AUDIT_INTERVAL = 3600.0
+"""Seconds between re-reads of every record to find those altered in the database (a full
+read: about 5 s of one core's time for a million structures)."""
+
+
 def default_state_dir(keys_dir: Path) -> Path:
-    """Where a gate keeps its files (decision-log records set aside): beside its keys."""
+    """Where a gate keeps its own files (its verified state, decision-log records set aside):
+    beside its keys."""
     return keys_dir.parent / "state"
 
 
@@ -74,6 +97,7 @@ class GateApp:
         db: Database,
         feed: RegistryFeed,
         gate: Gate,
+        verifier: RegistryVerifier,
         follower: RegistryFollower,
         server: grpc.aio.Server,
         health: GateHealth,
@@ -85,12 +109,18 @@ class GateApp:
         self.feed = feed
         self.gate = gate
         self.cache = gate.cache
+        self.verifier = verifier
+        self.state = verifier.state
+        self.registry_key = verifier.key
         self.follower = follower
+        self.incidents = follower.incidents
         self.server = server
         self.health = health
         self.port = port
         self.address = address
         self.tls = tls
+        self._held = ExitStack()  # the state directory's lock, and the state's file
+        self._first_load: asyncio.Task[bool] | None = None
 
     @classmethod
     async def create(
@@ -106,6 +136,7 @@ class GateApp:
         state_dir: Path | None = None,
         max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS,
         decision_log_limit: int = DEFAULT_DECISION_LOG_LIMIT,
+        audit_interval: float | None = DEFAULT_AUDIT_INTERVAL,
     ) -> GateApp:
         if max_concurrent_rpcs < 1:
             raise ValueError(f"max_concurrent_rpcs: {max_concurrent_rpcs} is not a positive number")
@@ -118,13 +149,46 @@ class GateApp:
                 REGISTRY_ROLE,
             )
         gate_signer, _ = ensure_signer(keys_dir, GATE_ROLE, gate_name)
+        state_dir = default_state_dir(keys_dir) if state_dir is None else state_dir
+        with ExitStack() as held:
+            verifier = _open_state(state_dir, registry_key, held, audit_interval)
+            app = await cls._assemble(
+                db_url=db_url,
+                registry_key=registry_key,
+                gate_signer=gate_signer,
+                verifier=verifier,
+                listen=listen,
+                max_staleness=max_staleness,
+                poll_interval=poll_interval,
+                tls=tls,
+                state_dir=state_dir,
+                max_concurrent_rpcs=max_concurrent_rpcs,
+                decision_log_limit=decision_log_limit,
+            )
+            app._held = held.pop_all()  # from now on the app releases them, at stop
+        return app
+
+    @classmethod
+    async def _assemble(
+        cls,
+        *,
+        db_url: str | None,
+        registry_key: VerifierKey,
+        gate_signer: Signer,
+        verifier: RegistryVerifier,
+        listen: str,
+        max_staleness: float,
+        poll_interval: float,
+        tls: TlsFiles | None,
+        state_dir: Path,
+        max_concurrent_rpcs: int,
+        decision_log_limit: int,
+    ) -> GateApp:
         db = Database(db_url, create=False)  # a gate reads a registry; it never makes one
         feed = SqlFeed(db)
-        cache = RegistryCache(registry_key, origin=registry_key.name, max_staleness=max_staleness)
+        cache = RegistryCache(max_staleness=max_staleness, incidents=verifier.incidents)
         decision_log = DecisionLog(
-            SqlDecisionStore(db),
-            state_dir=default_state_dir(keys_dir) if state_dir is None else state_dir,
-            limit=decision_log_limit,
+            SqlDecisionStore(db), state_dir=state_dir, limit=decision_log_limit
         )
         gate = Gate(
             notifications=SqlNotificationStore(db),
@@ -134,7 +198,7 @@ class GateApp:
             ),
             decision_log=decision_log,
         )
-        follower = RegistryFollower(feed, cache, interval=poll_interval)
+        follower = RegistryFollower(feed, cache, verifier, interval=poll_interval)
 
         def keys() -> pb.KeySet:
             return pb.KeySet(
@@ -173,6 +237,7 @@ class GateApp:
             db=db,
             feed=feed,
             gate=gate,
+            verifier=verifier,
             follower=follower,
             server=server,
             health=gate_health,
@@ -187,6 +252,8 @@ class GateApp:
         self.gate.decision_log.start()
         await self.server.start()
         self.follower.start()
+        # health says SERVING as soon as the first load is verified, not at its next turn
+        self._first_load = asyncio.get_running_loop().create_task(self.first_poll())
 
     async def first_poll(self) -> bool:
         """Wait until the first look at the registry has ended; True if it loaded data."""
@@ -195,23 +262,50 @@ class GateApp:
         return self.cache.checkpoint is not None
 
     def describe(self) -> str:
-        """The one line the gate logs at start: where it listens and on what data."""
-        checkpoint = self.cache.checkpoint
+        """The one line the gate logs at start: where it listens, on what data, by which key."""
+        head = self.cache.head
         version = (
             "registry loading"
-            if checkpoint is None
-            else (f"registry version {checkpoint.size}, {len(self.cache)} structures")
+            if head is None
+            else f"registry version {head.size} (head serial {head.map.serial}), "
+            f"{len(self.cache)} structures"
+        )
+        held = self.verifier.head
+        state = (
+            "no head verified before"
+            if held is None
+            else f"holds head serial {held.map.serial}, version {held.size}"
         )
         return (
             f"permitgate gate listening on {self.address} ({'TLS' if self.tls else 'plaintext'}); "
-            f"data: {self.feed!r} origin {self.cache.origin}, {version}; "
+            f"data: {self.feed!r}, registry key {self.registry_key.keyid_text}, {version}; "
+            f"state {self.state.directory} ({state}); "
             f"max staleness {self.cache.max_staleness:g}s"
         )
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self._first_load is not None:
+            self._first_load.cancel()
         await self.health.stop()  # NOT_SERVING first, so balancers move on
         await self.server.stop(grace)
         await self.follower.close()
         await self.gate.decision_log.close()
         self.feed.close()
         self.db.dispose()
+        self._held.close()
+
+
+def _open_state(
+    directory: Path, registry_key: VerifierKey, held: ExitStack, audit_interval: float | None
+) -> RegistryVerifier:
+    """The gate's verified state in ``directory``, locked for this gate (``held`` releases it)."""
+    state = TrustedState(directory, "gate")
+    held.callback(state.close)
+    try:
+        held.enter_context(state.lock(wait=0.0))
+    except StateLocked as exc:
+        raise GateStateError(
+            f"another gate uses the state directory {directory} ({exc}): give each gate its own "
+            "--state"
+        ) from exc
+    return RegistryVerifier(registry_key, state, Incidents(), audit_interval=audit_interval)

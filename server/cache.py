@@ -1,177 +1,200 @@
-"""The gate's trusted view of the registry: verified bytes in, typed records out.
+"""The registry data a gate answers from: the head it holds and each structure's current record.
 
-Everything the gate answers from passes through ``RegistryCache``. It accepts only what the
-registry key signed, and only when it fits what was already seen:
+Nothing reaches this cache unverified: ``server.verifier`` checks every head against the
+registry key and the head held before it, and every record by its SHA-256 against the status
+map the head signs; the follower installs a head and its records together, on the event loop,
+so a request never sees a record newer than the head it would cite.
 
-* a checkpoint must verify, have the registry's origin, and never shrink the tree (no rollback);
-* a status record must verify, belong to the structure it is filed under, show a tree size no
-  larger than the checkpoint held, and never replace a newer record of the same structure
-  (larger tree size, or the same tree size re-signed later by ``registry refresh``).
+A request costs a dictionary look-up. A record is kept as the envelope bytes it came in and
+parsed the first time a check asks for it (so a million structures load in seconds and most
+are never parsed); one that cannot be parsed as the status record of the structure it is filed
+under answers RECORD_UNVERIFIED from then on. So does a structure the held head's map holds
+but whose record in the database is not the one the map signs (*doubtful*): never an older
+record as if current, never NOT_IN_REGISTRY.
 
-Each refusal is a typed ``VerificationError`` (``RollbackError``, ``ForkError``,
-``WrongOriginError``, ``BadSignatureError``, ``WrongStructureError``, ``FromTheFutureError``,
-``MalformedError``): raised for a checkpoint, carried in a ``Rejected`` for a status record.
-
-A structure whose newest record fails verification, or whose record does not show its latest
-change in the log, is *doubtful*: it answers REVIEW, never from an older record as if current.
-Records are verified once, when loaded, so a request costs a dictionary look-up. Freshness is
-tracked apart from content: ``confirm_fresh`` is called after each successful poll of the
-registry, and ``is_stale`` says when that was longer ago than the staleness bound.
+Freshness is the age of the held head's cosignature, on the wall clock: the data is fresh while
+``now - cosigned_at <= max_staleness``. It is stale before any head is held, when the held head
+carries no valid cosignature, and at once when a newer (or conflicting) genuine head was seen
+that could not be adopted (*superseded*): the head held is then known not to be the newest.
 """
 
 from __future__ import annotations
 
-import hashlib
-import time
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
+import logging
+from collections.abc import Mapping, Set
+from datetime import UTC, datetime, timedelta
 
-from permitgate_client import ForkError, RollbackError, VerificationError, VerifierKey
-from permitgate_client.formats import Checkpoint, verify_checkpoint
+import orjson
+from permitgate_client import (
+    FromTheFutureError,
+    MalformedError,
+    VerificationError,
+    WrongStructureError,
+)
+from permitgate_client._proofs import RegistryHead
+from permitgate_client.formats import Checkpoint, parse_envelope
 
 from registry.records import StatusRecord
-from registry.trust import verify_status_record
+from registry.trust import STATUS_PAYLOAD_TYPE
+from server.incidents import Incidents
 
-__all__ = ["CachedStatus", "RegistryCache", "Rejected"]
+__all__ = ["CachedStatus", "RegistryCache", "read_status_record"]
+
+log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
 class CachedStatus:
-    """A verified status record and the SHA-256 of the envelope it came in (for receipts)."""
+    """One structure's current status record: its SHA-256 (the value the map signs), and the
+    envelope until it is first read, then the parsed record."""
 
-    record: StatusRecord
-    digest: bytes
+    __slots__ = ("digest", "envelope", "record")
+
+    def __init__(self, envelope: bytes, digest: bytes, record: StatusRecord | None = None) -> None:
+        self.envelope = envelope
+        self.digest = digest
+        self.record = record
+
+    def __repr__(self) -> str:
+        return f"CachedStatus(digest={self.digest.hex()[:16]}…, parsed={self.record is not None})"
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A status record refused: the id it was filed under, and the typed failure."""
+def read_status_record(envelope: bytes, structure_id: str, size: int) -> StatusRecord:
+    """The record in a status envelope already verified by its hash, checked against where it
+    is filed: ``MalformedError``, ``WrongStructureError`` or ``FromTheFutureError`` otherwise.
 
-    structure_id: str
-    error: VerificationError
-
-    @property
-    def why(self) -> str:
-        return str(self.error)
+    No signature is checked: the head's signature over the map covers the envelope's hash.
+    """
+    env = parse_envelope(envelope)
+    if env.payload_type != STATUS_PAYLOAD_TYPE:
+        raise MalformedError(f"envelope: payload type {env.payload_type!r}, not a status record")
+    try:
+        record = StatusRecord.from_json(orjson.loads(env.payload))
+    except (orjson.JSONDecodeError, ValueError) as exc:
+        raise MalformedError(f"status record: {exc}") from exc
+    if record.structure.id != structure_id:
+        raise WrongStructureError(
+            f"status record: describes {record.structure.id!r} but is filed under {structure_id!r}"
+        )
+    if record.tree_size > size:
+        raise FromTheFutureError(
+            f"status record of {structure_id}: tree size {record.tree_size} is beyond the "
+            f"head's {size}"
+        )
+    return record
 
 
 class RegistryCache:
-    def __init__(self, registry_key: VerifierKey, *, origin: str, max_staleness: float) -> None:
-        self.registry_key = registry_key
-        self.origin = origin
+    def __init__(self, *, max_staleness: float, incidents: Incidents | None = None) -> None:
         self.max_staleness = max_staleness
-        self.checkpoint: Checkpoint | None = None
-        self.checkpoint_note: bytes = b""
-        self._records: dict[str, CachedStatus] = {}
-        self.newest_next_update: datetime | None = None  # to find records re-signed in place
-        self._doubtful: set[str] = set()  # structures whose current record is missing or bad
-        self._fresh_at: float | None = None  # time.monotonic() of the last confirmed poll
+        self.incidents = Incidents() if incidents is None else incidents
+        self.head: RegistryHead | None = None  # None until a head and its records are loaded
+        self.superseded: str | None = None  # why the held head is known not to be the newest
+        self._records: Mapping[str, CachedStatus] = {}
+        self._doubtful: Set[str] = frozenset()  # held in the map, no verifiable record
+        self._unreadable: set[str] = set()  # verified by hash, but not a readable record
+        self._fresh_until: datetime | None = None
+        self._cosigned: datetime | None = None  # the held head's cosigned time, as signed
+        self._counted_from: datetime | None = None  # and as counted (never ahead of our clock)
 
     def __len__(self) -> int:
         return len(self._records)
 
+    # --- what a request reads ------------------------------------------------------------
+
     @property
     def size(self) -> int:
-        """The registry version (tree size) held; 0 before any checkpoint."""
-        return 0 if self.checkpoint is None else self.checkpoint.size
+        """The registry version (log size) held; 0 before any head."""
+        return 0 if self.head is None else self.head.size
+
+    @property
+    def checkpoint(self) -> Checkpoint | None:
+        return None if self.head is None else self.head.checkpoint
+
+    @property
+    def checkpoint_note(self) -> bytes:
+        """The held head with its newest cosignature (what receipts and GetKeys carry)."""
+        return b"" if self.head is None else self.head.note
 
     def get(self, structure_id: str) -> CachedStatus | None:
-        return self._records.get(structure_id)
-
-    def verify_checkpoint(self, note: bytes) -> Checkpoint:
-        """Check a checkpoint note against the key, the origin and what is held (no rollback)."""
-        checkpoint = verify_checkpoint(note, self.registry_key, origin=self.origin)
-        if checkpoint.size < self.size:
-            raise RollbackError(
-                f"checkpoint: tree size {checkpoint.size} is older than {self.size}, held already"
+        """The structure's verified record, parsed; None when none is held (or it cannot be
+        read: then the structure is doubtful from now on)."""
+        held = self._records.get(structure_id)
+        if held is None or held.record is not None:
+            return held
+        try:
+            held.record = read_status_record(held.envelope, structure_id, self.size)
+        except VerificationError as exc:
+            self._unreadable.add(structure_id)
+            self._doubtful = self._doubtful | {structure_id}
+            self.incidents.report(
+                "record_unverified",
+                (structure_id, held.digest),
+                "the status record of %s matches the signed map but cannot be read (%s): it "
+                "answers RECORD_UNVERIFIED",
+                structure_id,
+                exc,
             )
-        held = self.checkpoint
-        if (
-            held is not None
-            and held.size == checkpoint.size
-            and held.root_hash != checkpoint.root_hash
-        ):
-            raise ForkError(f"checkpoint: two different roots for tree size {held.size}")
-        return checkpoint
-
-    def verify_records(
-        self, rows: Iterable[tuple[str, bytes]], checkpoint: Checkpoint
-    ) -> tuple[list[CachedStatus], list[Rejected]]:
-        """Verify ``(structure_id, envelope)`` rows against ``checkpoint``; nothing is stored.
-
-        A record is refused (``Rejected`` carrying the typed error) when it does not verify, is
-        filed under another structure's id (``WrongStructureError``), shows a tree size beyond
-        ``checkpoint`` (``FromTheFutureError``), or is older than the record held for that
-        structure (``RollbackError``).
-        """
-        accepted: list[CachedStatus] = []
-        rejected: list[Rejected] = []
-        for structure_id, envelope in rows:
-            held = self._records.get(structure_id)
-            try:
-                record = verify_status_record(
-                    envelope,
-                    self.registry_key,
-                    structure_id=structure_id,
-                    checkpoint_size=checkpoint.size,
-                    held=None if held is None else held.record,
-                )
-            except VerificationError as exc:
-                # The same type and message, without a traceback keeping the verifier's frames
-                # (and their envelope bytes) alive while many rejections wait to be reported.
-                rejected.append(Rejected(structure_id, type(exc)(str(exc))))
-                continue
-            accepted.append(CachedStatus(record, hashlib.sha256(envelope).digest()))
-        return accepted, rejected
-
-    def install(self, checkpoint: Checkpoint, note: bytes, records: Iterable[CachedStatus]) -> int:
-        """Adopt a verified checkpoint and records (from ``verify_*``); returns records taken.
-
-        Re-checks the no-rollback rules, since another update may have landed in between.
-        """
-        if checkpoint.size < self.size:
-            return 0
-        taken = 0
-        for status in records:
-            record = status.record
-            held = self._records.get(record.structure.id)
-            if held is None or (held.record.tree_size, held.record.this_update) <= (
-                record.tree_size,
-                record.this_update,
-            ):
-                self._records[record.structure.id] = status
-                self._doubtful.discard(record.structure.id)
-                taken += 1
-            if self.newest_next_update is None or record.next_update > self.newest_next_update:
-                self.newest_next_update = record.next_update
-        self.checkpoint, self.checkpoint_note = checkpoint, note
-        return taken
-
-    def doubt(self, rejected: Iterable[str], last_events: Iterable[tuple[str, int]]) -> int:
-        """Mark structures whose newest genuine record is not current; returns how many are.
-
-        ``rejected`` failed verification; ``last_events`` says where each structure last
-        changed in the log, and a record that does not show that change (withheld, or swapped
-        for an older genuine one) is not current. Such structures answer REVIEW until a record
-        that covers their last change arrives.
-        """
-        self._doubtful.update(rejected)
-        for structure_id, last in last_events:
-            held = self._records.get(structure_id)
-            if held is None or held.record.tree_size <= last:
-                self._doubtful.add(structure_id)
-        return len(self._doubtful)
+            return None
+        held.envelope = b""  # parsed: the bytes are no longer needed
+        return held
 
     def is_doubtful(self, structure_id: str) -> bool:
+        """The held map has the structure, but its current record cannot be verified."""
         return structure_id in self._doubtful
 
-    def confirm_fresh(self, at: float | None = None) -> None:
-        """The registry was just seen to hold nothing newer than what is cached."""
-        self._fresh_at = time.monotonic() if at is None else at
+    def is_stale(self, now: datetime | None = None) -> bool:
+        """True unless the held head was cosigned within ``max_staleness`` of ``now``."""
+        until = self._fresh_until
+        return until is None or (datetime.now(UTC) if now is None else now) > until
 
-    def is_stale(self, now: float | None = None) -> bool:
-        """True when the data cannot be shown fresher than the staleness bound."""
-        if self.checkpoint is None or self._fresh_at is None:
-            return True
-        return (time.monotonic() if now is None else now) - self._fresh_at > self.max_staleness
+    def stale_because(self, now: datetime | None = None) -> str | None:
+        """Why the data is stale now, in words; None while it is fresh."""
+        if not self.is_stale(now):
+            return None
+        head = self.head
+        if head is None:
+            return "no verified registry data yet"
+        if self.superseded is not None:
+            return self.superseded
+        if head.cosigned_at is None:
+            return "the registry head held carries no valid cosignature"
+        return (
+            f"the registry head held was last cosigned at {head.cosigned_at:%Y-%m-%dT%H:%M:%SZ}, "
+            f"more than {self.max_staleness:g} s ago"
+        )
+
+    # --- what the follower installs ------------------------------------------------------
+
+    def install(
+        self,
+        head: RegistryHead | None,
+        records: Mapping[str, CachedStatus],
+        *,
+        replace: bool,
+        doubtful: Set[str],
+        superseded: str | None,
+        now: datetime | None = None,
+    ) -> None:
+        """Hold ``head`` with ``records`` (all of them with ``replace``, else the ones that
+        changed), ``doubtful`` the structures whose record cannot be verified."""
+        if replace:
+            self._records = records
+            self._unreadable = set()
+        elif records:
+            assert isinstance(self._records, dict)
+            self._records.update(records)
+            self._unreadable -= records.keys()
+        self._doubtful = frozenset(doubtful | self._unreadable) if self._unreadable else doubtful
+        self.head = head
+        self.superseded = superseded
+        cosigned_at = None if head is None else head.cosigned_at
+        if cosigned_at != self._cosigned:
+            self._cosigned = cosigned_at
+            if cosigned_at is not None:
+                # A cosignature dated ahead of this gate's clock counts from when it was seen.
+                cosigned_at = min(cosigned_at, datetime.now(UTC) if now is None else now)
+            self._counted_from = cosigned_at
+        if self._counted_from is None or superseded is not None:
+            self._fresh_until = None
+        else:
+            self._fresh_until = self._counted_from + timedelta(seconds=self.max_staleness)

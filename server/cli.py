@@ -19,7 +19,7 @@ from registry.admin import require_registry
 from registry.cli import db_option, keys_option
 from registry.errors import PlainError
 from registry.storage import Database
-from server.app import DEFAULT_MAX_CONCURRENT_RPCS, GateApp, TlsFiles
+from server.app import DEFAULT_AUDIT_INTERVAL, DEFAULT_MAX_CONCURRENT_RPCS, GateApp, TlsFiles
 from server.listen import ListenError, bind_failure, check_free, parse_listen
 from server.receipts import DEFAULT_GATE_NAME
 
@@ -58,7 +58,8 @@ async def _serve(**options: object) -> None:
     default=300.0,
     show_default=True,
     type=click.FloatRange(min=1),
-    help="Seconds after which unconfirmed registry data answers REVIEW.",
+    help="Seconds after the registry last cosigned the head the gate holds beyond which "
+    "checks answer REVIEW (REGISTRY_STALE).",
 )
 @click.option(
     "--poll-interval",
@@ -68,18 +69,32 @@ async def _serve(**options: object) -> None:
     help="Seconds between looks at the registry for changes.",
 )
 @click.option(
+    "--audit-interval",
+    default=DEFAULT_AUDIT_INTERVAL,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds between re-reads of every status record, which log and count the records "
+    "altered in the database since verified (the gate answers from the verified ones); "
+    "0: never.",
+)
+@click.option(
     "--gate-name",
     default=DEFAULT_GATE_NAME,
     show_default=True,
     help="Name of the gate's receipt-signing key (created in --keys when absent).",
 )
 @click.option(
+    "--state",
     "--state-dir",
+    "state_dir",
+    envvar="PERMITGATE_GATE_STATE",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Directory for the gate's own files: decision-log records the database refused "
-    "(refused.jsonl) or that were unwritten at shutdown (unwritten.jsonl, written first at the "
-    "next start). Default: 'state' beside the --keys directory.",
+    help="Directory of the gate's own files (env PERMITGATE_GATE_STATE; one gate each): its "
+    "verified state (gate.sqlite: the registry head it holds and that head's status map, so a "
+    "restarted gate never goes back to an older head), and decision-log records the database "
+    "refused (refused.jsonl) or that were unwritten at shutdown (unwritten.jsonl, written first "
+    "at the next start). Default: 'state' beside the --keys directory.",
 )
 @click.option(
     "--max-concurrent-rpcs",
@@ -102,6 +117,7 @@ def serve(
     listen: str,
     max_staleness: float,
     poll_interval: float,
+    audit_interval: float,
     gate_name: str,
     state_dir: Path | None,
     max_concurrent_rpcs: int,
@@ -134,6 +150,7 @@ def serve(
                 listen=listen,
                 max_staleness=max_staleness,
                 poll_interval=poll_interval,
+                audit_interval=audit_interval or None,
                 tls=tls,
                 gate_name=gate_name,
                 state_dir=state_dir,

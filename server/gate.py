@@ -4,9 +4,10 @@
 (``CheckRequest.decide``: every kind of check is one unit in ``server.checks``, so the gate names
 none of them), records a notification for the working group when the verdict is NOTIFY, signs a
 receipt when asked (one Ed25519 signature), and appends the answer to the decision log. It never
-fails open: data older than the staleness bound, or a status record past its ``next_update``,
-makes the rules add ``REGISTRY_STALE`` (REVIEW at best), and a structure whose newest record
-could not be verified answers REVIEW with ``RECORD_UNVERIFIED``.
+fails open: a head whose cosignature is older than the staleness bound (or one known to be
+superseded), or a status record past its ``next_update``, makes the rules add ``REGISTRY_STALE``
+(REVIEW at best), and a structure whose current record cannot be verified answers REVIEW with
+``RECORD_UNVERIFIED``.
 """
 
 from __future__ import annotations
@@ -114,14 +115,19 @@ class Gate:
         object, the same staleness, and ``now`` before the next moment the answer could change
         (a permit coming into force or expiring, the record's ``next_update``).
         """
-        if self.cache.is_doubtful(request.structure_id):
-            # Not decided on any record: the one held is not known to be current.
+        cache = self.cache
+        if cache.is_doubtful(request.structure_id):
+            # Not decided on any record: none held is known to be current.
             return decide_unverified(request.article), None
-        status = self.cache.get(request.structure_id)
-        if status is None:  # not held: no memo, the rules answer at once
-            return request.decide(None, now, self.cache.is_stale()), None
+        status = cache.get(request.structure_id)  # parses the record on first use
+        if status is None:
+            if cache.is_doubtful(request.structure_id):  # its record could not be read now
+                return decide_unverified(request.article), None
+            # Not held: no memo, the rules answer at once.
+            return request.decide(None, now, cache.is_stale(now)), None
         record = status.record
-        stale = self.cache.is_stale() or record.next_update <= now
+        assert record is not None  # get() parsed it
+        stale = cache.is_stale(now) or record.next_update <= now
         key = request.memo_key
         if key is not None:
             hit = self._memo.get(key)
@@ -149,6 +155,7 @@ class Gate:
         note = self.cache.checkpoint_note
         decision, status = self.decide(request, now)
         version = 0 if checkpoint is None else checkpoint.size
+        record = None if status is None else status.record
         notification_id = None
         if decision.verdict is Verdict.NOTIFY:
             notification_id = await self._notify(request, decision, now)
@@ -166,7 +173,7 @@ class Gate:
                     notification_id=notification_id,
                     checkpoint_note=note,
                     status_record_sha256=None if status is None else status.digest.hex(),
-                    status_record_tree_size=None if status is None else status.record.tree_size,
+                    status_record_tree_size=None if record is None else record.tree_size,
                 )
             )
         answer = Answer(decision, decision_id, now, version, notification_id, receipt)

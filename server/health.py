@@ -1,12 +1,13 @@
 """The gate's health (grpc.health.v1): SERVING only while its data may be relied on.
 
-A load balancer should send checks to a gate that holds verified registry data confirmed within
+A load balancer should send checks to a gate that holds verified registry data cosigned within
 its staleness bound. So every service name this gate reports is NOT_SERVING before the first
-verified load, NOT_SERVING again whenever the data goes stale (the registry unreachable for
-longer than ``max_staleness``), NOT_SERVING while the decision log is full (every call then
-answers UNAVAILABLE), SERVING when fresh and able to log, and NOT_SERVING for good from the start
-of a graceful stop. Checks that still reach a NOT_SERVING gate are answered as always: REVIEW at
-best, or UNAVAILABLE while the decision log is full.
+verified load, NOT_SERVING again whenever the data goes stale (the held head's cosignature older
+than ``max_staleness``: the registry unreachable, frozen or rolled back; or the held head
+superseded by one the gate cannot verify), NOT_SERVING while the decision log is full (every
+call then answers UNAVAILABLE), SERVING when fresh and able to log, and NOT_SERVING for good from
+the start of a graceful stop. Checks that still reach a NOT_SERVING gate are answered as always:
+REVIEW at best, or UNAVAILABLE while the decision log is full.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ class GateHealth:
 
     def _not_serving_because(self) -> str | None:
         """Why calls cannot be answered as they should now; None when they can."""
-        if self._cache.is_stale():  # not loaded yet, or not confirmed lately
-            return f"registry data not confirmed within {self._cache.max_staleness:g} s"
+        stale = self._cache.stale_because()
+        if stale is not None:
+            return stale
         if self._decision_log.full:
             return (
                 f"the decision log is full ({self._decision_log.waiting} answers wait to be "

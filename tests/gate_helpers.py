@@ -21,6 +21,7 @@ import ipaddress
 import json
 import queue
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
@@ -39,15 +40,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from permitgate_client._proofs import RegistryHead, verify_registry_head
 from permitgate_client.v1 import gate_pb2 as pb
 from permitgate_client.v1 import gate_pb2_grpc
 from registry_support import structure as structure  # re-exported for the gate tests
+from sqlalchemy import select
 
 from registry.admin import init_registry
+from registry.heads import cosign_head, sign_head
 from registry.importer import ImportReport, import_lines
+from registry.merkle import CompactTree, leaf_hash
 from registry.records import format_time
 from registry.signing import Signer
-from registry.storage import Database
+from registry.statusmap import StatusMap
+from registry.storage import Database, HeadRow
 from server.app import GateApp, TlsFiles
 
 T = TypeVar("T")
@@ -125,8 +131,14 @@ def start_gate(
     **options: Any,
 ) -> RunningGate:
     """A gate on ``db_url``; by default, returned once its first look at the registry has
-    ended (loaded or failed), so that tests see the data the registry already holds."""
+    ended (loaded or failed), so that tests see the data the registry already holds.
+
+    Each gate gets a state directory of its own (a new one beside ``keys_dir``) unless
+    ``state_dir`` is given: a test that restarts "the same" gate passes the same one.
+    """
     loop = gate_loop()
+    if options.get("state_dir") is None:
+        options["state_dir"] = Path(tempfile.mkdtemp(prefix="gate-state-", dir=keys_dir.parent))
 
     async def create() -> GateApp:
         app = await GateApp.create(
@@ -189,6 +201,15 @@ class GateRegistry:
         note, cosignature = rows[0]
         return bytes(note) + bytes(cosignature or b"")
 
+    def cosign(self, now: datetime | None = None) -> datetime:
+        """Cosign the newest head again, dated ``now`` (default: now), as the registry
+        service's heartbeat does; returns the time it carries (whole seconds)."""
+        with self.db.session() as session:
+            row = session.scalars(select(HeadRow).order_by(HeadRow.serial.desc()).limit(1)).one()
+            cosign_head(self.signer, row, now or datetime.now(UTC))
+            assert row.cosigned_at is not None
+            return row.cosigned_at
+
     def status_envelope(self, structure_id: str) -> bytes:
         rows = self.sql(
             "SELECT envelope FROM status_record WHERE structure_id = :sid", sid=structure_id
@@ -198,6 +219,73 @@ class GateRegistry:
 
     def close(self) -> None:
         self.db.dispose()
+
+
+class Heartbeat:
+    """Cosigns the registry's newest head every ``interval`` seconds in a thread of its own, as
+    the registry service does; a beat that fails (a table made to vanish) is skipped.
+
+    ``with Heartbeat(registry):`` runs it for the block; ``pause()`` stops cosigning without
+    stopping the thread (a registry that went quiet), ``resume()`` starts again.
+    """
+
+    def __init__(self, registry: GateRegistry, interval: float = 0.2) -> None:
+        self.registry = registry
+        self.interval = interval
+        self.beats = 0
+        self._stop = threading.Event()
+        self._paused = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self.registry.cosign()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def pause(self) -> None:
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
+        self.registry.cosign()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self._paused.is_set():
+                continue
+            try:
+                self.registry.cosign()
+            except sa.exc.SQLAlchemyError:
+                continue
+            self.beats += 1
+
+
+def signed_head(
+    signer: Signer,
+    entries: Mapping[str, bytes],
+    *,
+    size: int,
+    serial: int = 1,
+    cosigned_at: datetime | None = None,
+) -> RegistryHead:
+    """A verified registry head over a log of ``size`` made-up events and the status map of
+    ``entries`` (structure id to record digest), signed and cosigned at ``cosigned_at``."""
+    tree = CompactTree()
+    for index in range(size):
+        tree.append(leaf_hash(b"event %d" % index))
+    row = sign_head(
+        signer,
+        origin=signer.name,
+        tree=tree,
+        status_map=StatusMap(entries.items()),
+        serial=serial,
+        now=cosigned_at or datetime.now(UTC),
+    )
+    return verify_registry_head(row.cosigned_note(), signer.verifier)
 
 
 # --- records (JSON Lines objects) ------------------------------------------------------------
@@ -473,6 +561,27 @@ def open_dsse(envelope: bytes, key: RawKey, payload_type: str) -> dict[str, Any]
     canonical = json.dumps(decoded, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert canonical.encode() == payload, "payload is not canonical JSON"
     return decoded
+
+
+def map_root_by_hand(entries: Mapping[str, bytes]) -> bytes:
+    """The status map's root over ``entries`` (structure id to record SHA-256), from its
+    definition: keys ``SHA-256(id)``, leaves ``SHA-256(0x00||key||value)``, nodes
+    ``SHA-256(0x01||left||right)``, an empty subtree 32 zero bytes, a one-entry subtree its
+    leaf, bits taken from the most significant down."""
+    keyed = sorted((hashlib.sha256(sid.encode()).digest(), value) for sid, value in entries.items())
+
+    def node(part: list[tuple[bytes, bytes]], depth: int) -> bytes:
+        if not part:
+            return bytes(32)
+        if len(part) == 1:
+            key, value = part[0]
+            return hashlib.sha256(b"\x00" + key + value).digest()
+        bit = [(key[depth // 8] >> (7 - depth % 8)) & 1 for key, _ in part]
+        left = [e for e, b in zip(part, bit, strict=True) if b == 0]
+        right = [e for e, b in zip(part, bit, strict=True) if b == 1]
+        return hashlib.sha256(b"\x01" + node(left, depth + 1) + node(right, depth + 1)).digest()
+
+    return node(keyed, 0)
 
 
 def reseal_payload(envelope: bytes, change: Callable[[bytes], bytes]) -> bytes:

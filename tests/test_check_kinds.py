@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from permitgate_client.formats import Checkpoint
+from gate_helpers import signed_head
 from permitgate_client.v1 import gate_pb2 as pb
 
 from registry.decisions import SqlDecisionStore
@@ -41,7 +40,7 @@ from registry.vocabulary import (
     RegistrationKind,
     Utility,
 )
-from server.cache import RegistryCache
+from server.cache import CachedStatus, RegistryCache
 from server.checks import (
     CHECK_KINDS,
     CheckRequest,
@@ -112,7 +111,7 @@ def signer() -> Signer:
 @pytest.fixture
 def gate(signer: Signer, tmp_path: Path) -> Iterator[Gate]:
     db = Database(f"sqlite:///{tmp_path / 'unused.db'}")  # decide() never touches it
-    cache = RegistryCache(signer.verifier, origin=ORIGIN, max_staleness=300)
+    cache = RegistryCache(max_staleness=300)
     gate_signer = Signer("permitgate.example/gate", Ed25519PrivateKey.generate())
     yield Gate(
         notifications=SqlNotificationStore(db),
@@ -161,15 +160,28 @@ def _record(sid: str, tree_size: int, status: PermitStatus = PermitStatus.VALID)
     )
 
 
-def _load(gate: Gate, signer: Signer, size: int, records: list[StatusRecord]) -> None:
-    """Verify and install checkpoint ``size`` holding ``records``, as the follower does."""
+def _load(
+    gate: Gate,
+    signer: Signer,
+    size: int,
+    records: list[StatusRecord],
+    cosigned_at: datetime = NOW,
+) -> None:
+    """Install a head of log ``size`` cosigned at ``cosigned_at`` holding ``records``, whose
+    status map they give, as the follower does."""
+    statuses = {}
+    for record in records:
+        envelope = StatusSigner(signer, now=NOW).envelope(record)
+        statuses[record.structure.id] = CachedStatus(envelope, hashlib.sha256(envelope).digest())
+    entries = {sid: status.digest for sid, status in statuses.items()}
+    head = signed_head(signer, entries, size=size, cosigned_at=cosigned_at)
+    gate.cache.install(head, statuses, replace=False, doubtful=frozenset(), superseded=None)
+
+
+def _hold_as_is(gate: Gate, *, doubtful: frozenset[str] = frozenset()) -> None:
+    """Keep the head and records held; ``doubtful`` the structures with no verifiable record."""
     cache = gate.cache
-    note = signer.sign_note(Checkpoint(ORIGIN, size, hashlib.sha256(b"%d" % size).digest()).body())
-    checkpoint = cache.verify_checkpoint(note)
-    rows = [(r.structure.id, StatusSigner(signer, now=NOW).envelope(r)) for r in records]
-    accepted, rejected = cache.verify_records(rows, checkpoint)
-    assert not rejected
-    cache.install(checkpoint, note, accepted)
+    cache.install(cache.head, {}, replace=False, doubtful=doubtful, superseded=None)
 
 
 def _checks(sid: str) -> dict[str, CheckRequest]:
@@ -217,13 +229,13 @@ def test_what_the_gate_holds_and_how_fresh(
     check: str,
 ) -> None:
     if data != "never loaded":
-        _load(gate, signer, 10, [_record(HELD, 3)])
-        gate.cache.confirm_fresh(time.monotonic() - (1000 if data == "stale" else 0))
+        cosigned_at = NOW - timedelta(seconds=1000 if data == "stale" else 0)
+        _load(gate, signer, 10, [_record(HELD, 3)], cosigned_at)
     sid = {"held": HELD, "unknown": UNKNOWN, "held, unverified": HELD, "forged": FORGED}[structure]
     if structure == "held, unverified":
-        gate.cache.doubt([], [(HELD, 5)])  # the log shows a change after the record's size 3
+        _hold_as_is(gate, doubtful=frozenset({HELD}))  # the record held is not the map's
     elif structure == "forged":
-        gate.cache.doubt([FORGED], [])  # its only record failed verification
+        _hold_as_is(gate, doubtful=frozenset({FORGED}))  # no record with the map's hash
     request = _checks(sid)[check]
     decision, status = gate.decide(request, NOW)
     assert decision.verdict is verdicts[check == "notifying office"]
@@ -242,13 +254,18 @@ def test_the_memo_follows_staleness_doubt_and_new_records(gate: Gate, signer: Si
         return decision.verdict, [r.code for r in decision.reasons]
 
     _load(gate, signer, 10, [_record(HELD, 3)])
-    gate.cache.confirm_fresh()
+    fresh = gate.cache.head
+    assert fresh is not None
     assert codes() == (ALLOW, []) and codes() == (ALLOW, [])  # the second from the memo
-    gate.cache.confirm_fresh(time.monotonic() - 1000)
+    held = gate.cache.get(HELD)
+    assert held is not None
+    entries = {HELD: held.digest}
+    old = signed_head(signer, entries, size=10, cosigned_at=NOW - timedelta(seconds=1000))
+    gate.cache.install(old, {}, replace=False, doubtful=frozenset(), superseded=None)
     assert codes() == (REVIEW, [STALE])
-    gate.cache.confirm_fresh()
+    gate.cache.install(fresh, {}, replace=False, doubtful=frozenset(), superseded=None)
     assert codes() == (ALLOW, [])
-    gate.cache.doubt([], [(HELD, 5)])
+    _hold_as_is(gate, doubtful=frozenset({HELD}))
     assert codes() == (REVIEW, [UNVERIFIED])
     _load(gate, signer, 12, [_record(HELD, 6, PermitStatus.REVOKED)])  # covers the change
     assert not gate.cache.is_doubtful(HELD)

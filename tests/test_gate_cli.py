@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -121,7 +122,9 @@ def test_serve_process_logs_where_it_listens_and_stops_on_sigterm(tmp_path: Path
     registry = GateRegistry(f"sqlite:///{tmp_path / 'registry.db'}", tmp_path / "keys")
     try:
         version = registry.load(demo_lines(len(SCENARIOS)))
+        state = tmp_path / "gate-state"
         args = ["serve", "--db", registry.url, "--keys", str(registry.keys_dir)]
+        args += ["--state", str(state)]
         process = subprocess.Popen(
             [PERMITGATE, *args, "--listen", "127.0.0.1:0", "--max-staleness", "5"],
             stderr=subprocess.PIPE,
@@ -135,11 +138,17 @@ def test_serve_process_logs_where_it_listens_and_stops_on_sigterm(tmp_path: Path
             match = re.search(r"listening on (127\.0\.0\.1:\d+) \(plaintext\)", line)
             assert match, line
             assert "max staleness 5s" in line
+            assert f"registry key {registry.signer.verifier.keyid_text}," in line
+            assert f"state {state} (no head verified before)" in line
             while "registry: loaded" not in (line := lines.get(timeout=20)):
                 pass
-            assert f"loaded version {version}, {len(SCENARIOS)} structures" in line
+            assert f"loaded version {version} (head serial 2), {len(SCENARIOS)} structures" in line
             with Client(match.group(1)) as client:
                 assert client.check_connection(OK, utility="water").verdict == "ALLOW"
+            # a second gate on the same state directory does not start
+            second = _cli("serve", *args[1:], "--listen", "127.0.0.1:0")
+            assert second.exit_code == 2
+            assert f"another gate uses the state directory {state}" in second.stderr
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=20) == 0
         finally:
@@ -148,5 +157,10 @@ def test_serve_process_logs_where_it_listens_and_stops_on_sigterm(tmp_path: Path
                 process.wait()
         served = registry.sql("SELECT count(*) FROM decision_log")
         assert served == [(1,)]  # the log was written on the way out
+        # the head it verified is in its state; --state-dir names the same directory
+        held = sqlite3.connect(state / "gate.sqlite").execute("SELECT note FROM head").fetchone()
+        assert bytes(held[0]) == registry.checkpoint_note()
+        restarted = _cli("serve", *args[1:5], "--state-dir", str(state), "--listen", "x")
+        assert restarted.exit_code == 2 and "--listen" in restarted.stderr  # options checked
     finally:
         registry.close()

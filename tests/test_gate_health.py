@@ -3,8 +3,8 @@
 * It answers while its first load is still running (here: held up by a table lock), never
   ALLOW, always with REGISTRY_STALE, and health (both "" and the service) is NOT_SERVING until
   that load is verified, SERVING after.
-* When the registry becomes unreachable, health turns NOT_SERVING once the data is older than
-  ``max_staleness``, and SERVING again when the registry is back.
+* When the registry becomes unreachable, health turns NOT_SERVING once the held head's
+  cosignature is older than ``max_staleness``, and SERVING again when the registry is back.
 * A gate that cannot load at all (a mistyped database name) stays NOT_SERVING and says why in
   its log, once, not at every poll.
 * ``max_concurrent_rpcs``: calls beyond it get RESOURCE_EXHAUSTED (``OverloadedError``).
@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -26,6 +27,7 @@ from conftest import PG_URL
 from gate_helpers import (
     SERVICE,
     GateRegistry,
+    Heartbeat,
     Wire,
     batch_check,
     codes,
@@ -107,33 +109,43 @@ def pg_connections_back(pg_url: str) -> Iterator[str]:
 def test_health_follows_freshness_when_the_registry_is_unreachable(
     pg_connections_back: str, tmp_path: Path
 ) -> None:
+    """The registry cosigns its head every 0.2 s. Cut off from the database, the gate keeps the
+    head it holds and turns NOT_SERVING once that head's cosignature is older than
+    max_staleness (not before); with the database back, SERVING again."""
     url = pg_connections_back
     name = _database_name(url)
     registry = GateRegistry(url, tmp_path / "keys")
     registry.load(urban_ok("S-1"))
-    registry.close()
-    gate = start_gate(url, tmp_path / "keys", poll_interval=0.1, max_staleness=1.0)
+    max_staleness = 2.0
+    gate = start_gate(url, tmp_path / "keys", poll_interval=0.1, max_staleness=max_staleness)
     try:
-        becomes(gate.target, SERVING, timeout=5)
-        with psycopg.connect(PG_URL, autocommit=True) as admin:
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-        cut = time.monotonic()
-        becomes(gate.target, NOT_SERVING, timeout=10)
-        assert time.monotonic() - cut >= 1.0 - 0.2  # not before the staleness bound
-        assert gate.app.follower.failure is not None
-        with Wire(gate.target) as wire:
-            stale = wire.ask(connection("S-1"))
-            assert verdict(stale) == "REVIEW" and codes(stale) == {"REGISTRY_STALE"}
+        with Heartbeat(registry):
+            becomes(gate.target, SERVING, timeout=5)
             with psycopg.connect(PG_URL, autocommit=True) as admin:
-                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-            becomes(gate.target, SERVING, timeout=10)
-            assert verdict(wire.ask(connection("S-1"))) == "ALLOW"
+                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
+            cut = time.monotonic()
+            becomes(gate.target, NOT_SERVING, timeout=10)
+            head = gate.app.cache.head
+            assert head is not None and head.cosigned_at is not None
+            # not before the staleness bound: the held cosignature is that old, and it was at
+            # most a poll and a beat (and the second it is rounded to) old at the cut
+            assert (datetime.now(UTC) - head.cosigned_at).total_seconds() > max_staleness
+            assert time.monotonic() - cut >= max_staleness - 1.0 - 0.3
+            assert gate.app.follower.failure is not None
+            with Wire(gate.target) as wire:
+                stale = wire.ask(connection("S-1"))
+                assert verdict(stale) == "REVIEW" and codes(stale) == {"REGISTRY_STALE"}
+                with psycopg.connect(PG_URL, autocommit=True) as admin:
+                    admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+                becomes(gate.target, SERVING, timeout=10)
+                assert verdict(wire.ask(connection("S-1"))) == "ALLOW"
     finally:
         gate.stop()
+        registry.close()
 
 
 def test_gate_that_cannot_load_stays_not_serving_and_says_why_once(
