@@ -14,11 +14,16 @@ so gates turn to REVIEW once their data ages, until the database agrees again.
 (``--refresh-every``, default an hour): re-sign the records due; the new head is followed at once.
 
 A job that fails is logged once per distinct reason (a traceback only for failures nobody
-anticipated) and run again after a backoff: ``interval`` doubled with each failure in a row, up to
-``max_backoff``. Work that waits on the database runs in a daemon thread, so that a stop never
-waits for it: a transaction left unfinished when the process exits is rolled back, nothing half
-written. Every signature goes through ``open_registry_writer``, the one place that says which
-writer the service signs with.
+anticipated) and run again after a backoff that doubles with each failure in a row: the
+heartbeat from its interval up to eight of them (at most a minute), the refresh from the
+heartbeat's interval (at least a second) up to ten minutes. When the writer refuses the
+database (``RegistryRefused``), the service stops answering as for a mismatch it found itself,
+until a cosignature succeeds again.
+
+Work that waits on the database runs in a daemon thread, so that a stop never waits for it: a
+transaction left unfinished when the process exits is rolled back, nothing half written. Every
+signature goes through ``open_registry_writer``, the one place that says which writer the
+service signs with.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from typing import Protocol, TypeVar
 from permitgate_client import VerifierKey
 from sqlalchemy.exc import SQLAlchemyError
 
-from registry.admin import newest_head, open_writer, refresh_records
+from registry.admin import RegistryRefused, newest_head, open_writer, refresh_records
 from registry.errors import plain_error
 from registry.heads import cosign_head
 from registry.service_state import RegistryMismatch, ServedState
@@ -61,7 +66,8 @@ T = TypeVar("T")
 
 
 class RegistryWriter(Protocol):
-    """What the service signs through, each call in the registry's writer lock."""
+    """What the service signs through, each call in the registry's writer lock; a database
+    that disagrees with the registry is refused with a ``RegistryRefused`` naming what."""
 
     def cosign(self, signed_note: bytes, now: datetime) -> bytes | None:
         """When the database's newest head is ``signed_note``, replace its cosignature with one
@@ -142,7 +148,8 @@ def _reason(exc: Exception) -> tuple[str, bool]:
 
 class Job:
     """``work`` every ``interval`` seconds (at once when started with ``at_once``, and whenever
-    ``run_soon`` asks), with backoff after failures, logged once per distinct reason."""
+    ``run_soon`` asks); after a failure, again in ``retry`` seconds (default ``interval``),
+    doubling with each failure in a row up to ``max_backoff``; each distinct reason logged once."""
 
     def __init__(
         self,
@@ -151,13 +158,15 @@ class Job:
         work: Callable[[], Awaitable[object]],
         *,
         at_once: bool = True,
+        retry: float | None = None,
         max_backoff: float = 60.0,
     ) -> None:
         self.name = name
         self._interval = interval
+        self._retry = interval if retry is None else retry
         self._work = work
         self._at_once = at_once
-        self._max_backoff = max(interval, max_backoff)
+        self._max_backoff = max(self._retry, max_backoff)
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -181,7 +190,7 @@ class Job:
                 await self._work()
             except Exception as exc:
                 self.failures += 1
-                delay = min(self._interval * 2 ** (self.failures - 1), self._max_backoff)
+                delay = min(self._retry * 2 ** (self.failures - 1), self._max_backoff)
                 self._report(exc, delay)
             else:
                 if self.failures:
@@ -263,8 +272,16 @@ class Heartbeat:
         self.state: ServedState | None = None
         self.refusal: str | None = f"loading the registry from {db} (not verified yet)"
         self.cosigned = 0  # cosignatures made
+        self._writer_refusal: str | None = None  # why the writer refused, until it signs again
         self.beat = Job("heartbeat", interval, self._beat, max_backoff=min(60.0, 8 * interval))
-        self.refresh = Job("refresh", refresh_every, self._refresh, at_once=False)
+        self.refresh = Job(
+            "refresh",
+            refresh_every,
+            self._refresh,
+            at_once=False,
+            retry=max(interval, 1.0),
+            max_backoff=min(600.0, refresh_every),
+        )
 
     def start(self) -> None:
         self.beat.start()
@@ -287,7 +304,7 @@ class Heartbeat:
 
     async def _beat(self) -> None:
         try:
-            await self._follow()
+            state = await self._follow()
         except RegistryMismatch as exc:
             await self._set(f"the database disagrees with the signed registry: {exc}")
             raise
@@ -295,21 +312,33 @@ class Heartbeat:
             if self.state is None:  # nothing verified to answer from
                 await self._set(f"cannot load the registry: {_reason(exc)[0]}")
             raise
+        if self._writer_refusal is None:  # else only a cosignature shows the writer agrees now
+            await self._set(None)
+        now = self._clock()
+        note = await self._signing(
+            run_blocking(lambda: self._writer.cosign(state.signed_note, now), "cosign")
+        )
+        if note is None:  # a newer head came meanwhile: follow it now, cosign it then
+            self.beat.run_soon()
+            return
+        state.cosigned(note)
+        self.cosigned += 1
+        self._writer_refusal = None
         await self._set(None)
-        await self._cosign()
 
-    async def _follow(self) -> None:
+    async def _follow(self) -> ServedState:
         """Load the registry, or adopt the database's newer head; raise if they disagree."""
         held = self.state
         if held is None:
             started = time.monotonic()
-            self.state = await run_blocking(lambda: ServedState.load(self._db, self._key), "load")
-            self._loaded(self.state, time.monotonic() - started)
+            loaded = await run_blocking(lambda: ServedState.load(self._db, self._key), "load")
+            self.state = loaded
+            self._loaded(loaded, time.monotonic() - started)
             self.refresh.run_soon()  # records due are re-signed at start
-            return
+            return loaded
         step = await run_blocking(lambda: held.read_advance(self._db), "follow")
         if step is None:
-            return
+            return held
         if not isinstance(step, ServedState):
             try:
                 held.apply(step)
@@ -320,6 +349,7 @@ class Heartbeat:
                 step = held
         self.state = step
         self._loaded(step, None)
+        return step
 
     def _loaded(self, state: ServedState, seconds: float | None) -> None:
         took = "" if seconds is None else f" in {seconds:.3g} s"
@@ -331,19 +361,21 @@ class Heartbeat:
             took,
         )
 
-    async def _cosign(self) -> None:
-        state = self.serving()
-        now = self._clock()
-        note = await run_blocking(lambda: self._writer.cosign(state.signed_note, now), "cosign")
-        if note is None:  # a newer head came meanwhile: follow it now, cosign it then
-            self.beat.run_soon()
-            return
-        state.cosigned(note)
-        self.cosigned += 1
+    async def _signing(self, work: Awaitable[T]) -> T:
+        """``work`` through the writer. Its refusal (the database disagrees with the registry)
+        stops the service answering, as a mismatch found here does, until it cosigns again."""
+        try:
+            return await work
+        except RegistryRefused as exc:
+            self._writer_refusal = f"the registry's writer refuses the database: {exc}"
+            await self._set(self._writer_refusal)
+            raise
 
     async def _refresh(self) -> None:
         self.serving()  # records are re-signed only while the database agrees with the registry
-        count = await run_blocking(lambda: self._writer.refresh(self._clock()), "refresh")
+        count = await self._signing(
+            run_blocking(lambda: self._writer.refresh(self._clock()), "refresh")
+        )
         if count:
             log.info("refresh: %d status records re-signed", count)
             self.beat.run_soon()

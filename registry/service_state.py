@@ -261,7 +261,7 @@ class ServedState:
     def _is_newer(self, stored: StoredHead | None) -> bool:
         """True when ``stored`` is newer than the held head, False when it is the held head;
         ``RegistryMismatch`` when it is older, missing, or the held serial with another body."""
-        held = f"the held head of serial {self.serial}, signed at {self._cosigned_text()}"
+        held = f"the held head of serial {self.serial} (last cosigned {self._cosigned_text()})"
         if stored is None:
             raise RegistryMismatch(f"the database holds no head; {held}")
         if stored.serial < self.serial:
