@@ -202,35 +202,37 @@ class RegistryApp:
         refresh_every: float = DEFAULT_REFRESH_EVERY,
     ) -> RegistryApp:
         if heartbeat <= 0 or refresh_every <= 0:
-            raise ValueError(f"heartbeat {heartbeat:g} s, refresh every {refresh_every:g} s: > 0")
+            raise ValueError(
+                f"heartbeat ({heartbeat:g} s) and refresh_every ({refresh_every:g} s) must be "
+                "positive"
+            )
         db = Database(db_url, create=False)  # the service serves a registry; it never makes one
         try:
             signer = load_registry_signer(db, keys_dir)
+            health_servicer = health.aio.HealthServicer()
+            registry_health = RegistryHealth(health_servicer)
+            beat = Heartbeat(
+                db,
+                signer.verifier,
+                open_registry_writer(db, signer, state_dir),
+                interval=heartbeat,
+                refresh_every=refresh_every,
+                on_change=registry_health.update,
+            )
+            server = grpc.aio.server(
+                options=[("grpc.so_reuseport", 0)], maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS
+            )
+            guarded = GuardedServer(server, MalformedRequests())
+            RegistryService(beat).add_to_server(guarded)
+            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, guarded)
+            enable_reflection((SERVICE_NAME, health.SERVICE_NAME), guarded)
+            guarded.check()
+            port = server.add_insecure_port(listen)
+            if port == 0:
+                raise OSError(f"cannot listen on {listen}")
         except BaseException:
             db.dispose()
             raise
-        health_servicer = health.aio.HealthServicer()
-        registry_health = RegistryHealth(health_servicer)
-        beat = Heartbeat(
-            db,
-            signer.verifier,
-            open_registry_writer(db, signer, state_dir),
-            interval=heartbeat,
-            refresh_every=refresh_every,
-            on_change=registry_health.update,
-        )
-        server = grpc.aio.server(
-            options=[("grpc.so_reuseport", 0)], maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS
-        )
-        guarded = GuardedServer(server, MalformedRequests())
-        RegistryService(beat).add_to_server(guarded)
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, guarded)
-        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), guarded)
-        guarded.check()
-        port = server.add_insecure_port(listen)
-        if port == 0:
-            db.dispose()
-            raise OSError(f"cannot listen on {listen}")
         return cls(
             db=db,
             heartbeat=beat,
