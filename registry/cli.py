@@ -8,6 +8,7 @@ kind are raised, not caught here: ``permitgate.cli`` prints them as one line (``
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import sys
@@ -17,6 +18,7 @@ from typing import BinaryIO
 
 import click
 import orjson
+import uvloop
 from permitgate_client import VerifierKey
 from tqdm import tqdm
 
@@ -37,11 +39,18 @@ from registry.errors import PlainError
 from registry.importer import MAX_REPORTED_ERRORS, import_lines
 from registry.notifications import iter_notifications
 from registry.records import format_time
+from registry.service import (
+    DEFAULT_HEARTBEAT,
+    DEFAULT_LISTEN,
+    DEFAULT_REFRESH_EVERY,
+    serve_until_signalled,
+)
 from registry.signing import DEFAULT_KEYS_DIR, load_verifier
 from registry.snapshot import write_snapshot
 from registry.status_view import Signature, read_status_view
 from registry.storage import Database
 from registry.vouch import DEFAULT_DAYS, MAX_DAYS, list_gate_keys, retire_gate_key, vouch_gate_key
+from server.listen import ListenError, bind_failure, check_free, parse_listen
 
 db_option = click.option(
     "--db",
@@ -410,3 +419,69 @@ def snapshot(
         f"wrote {out}: registry version {head.size} (head {head.map.serial}, cosigned "
         f"{cosigned}); {report.records} of {report.total} structures ({which})"
     )
+
+
+SERVICE_EXIT_CODES = """\b
+Exit codes:
+  0  stopped by SIGINT or SIGTERM, calls in flight finished
+  2  bad options, keys, database or address (one line says why); the service did not start"""
+
+
+@registry.command(epilog=SERVICE_EXIT_CODES)
+@db_option
+@keys_option
+@state_option
+@click.option(
+    "--listen",
+    default=DEFAULT_LISTEN,
+    show_default=True,
+    help="HOST:PORT to listen on ([IPv6]:PORT; 0.0.0.0:PORT: every interface; port 0: any).",
+)
+@click.option(
+    "--heartbeat",
+    default=DEFAULT_HEARTBEAT,
+    show_default=True,
+    type=click.FloatRange(min=0.05),
+    help="Seconds between cosignatures of the newest head (and looks for a newer one).",
+)
+@click.option(
+    "--refresh-every",
+    default=DEFAULT_REFRESH_EVERY,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds between re-signings of the status records due (also done at start).",
+)
+def serve(
+    db_url: str | None,
+    keys_dir: Path,
+    state_dir: Path | None,
+    listen: str,
+    heartbeat: float,
+    refresh_every: float,
+) -> None:
+    """Run the registry service: keep the newest head cosigned, and serve heads, status records
+    with their map proofs, and consistency proofs over gRPC (permitgate.v1.Registry)."""
+    address = parse_listen(listen)
+    db = Database(db_url, create=False)  # the service never creates a registry
+    try:
+        load_registry_signer(db, keys_dir)  # initialised, and this is its key
+    finally:
+        db.dispose()
+    check_free(address)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        uvloop.run(
+            serve_until_signalled(
+                db_url=db_url,
+                keys_dir=keys_dir,
+                state_dir=registry_state_dir(keys_dir, state_dir),
+                listen=str(address),
+                heartbeat=heartbeat,
+                refresh_every=refresh_every,
+            )
+        )
+    except RuntimeError as exc:  # gRPC's bind failed after check_free passed (a race)
+        if not str(exc).startswith("Failed to bind"):
+            raise
+        why = bind_failure(address) or "gRPC could not bind it"
+        raise ListenError(f"cannot listen on {address}: {why}") from exc
