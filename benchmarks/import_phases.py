@@ -50,6 +50,7 @@ from sqlalchemy.orm.session import SessionTransaction
 
 import registry.importer as importer
 import registry.status as status
+import registry.writer as writer
 from benchmarks.proctree import MIB, ProcessTreeSampler, cpu_seconds, machine_busy_seconds
 from benchmarks.support import (
     IMPORT_LINES,
@@ -58,7 +59,7 @@ from benchmarks.support import (
     private_pg_database,
     write_demo_lines,
 )
-from registry.admin import init_registry
+from registry.admin import default_state_dir, init_registry
 from registry.storage import Database
 
 __all__ = ["Phases", "main", "profile_import"]
@@ -137,15 +138,19 @@ def _eager(generator_method: Callable[..., Iterator[Any]]) -> Callable[..., Iter
 # (class, method, step); a method the registry no longer has is skipped, and said so.
 _TIMED: tuple[tuple[type, str, str], ...] = (
     (importer._Applier, "_parse", "parse"),
-    (importer._Applier, "_fetch", "fetch existing"),
+    (importer._Applier, "_index", "look ids up in the tables"),
+    (importer._Applier, "_holdings", "read back signed states"),
     (importer._Applier, "apply", "check + events + Merkle"),
     (importer._Applier, "_write", "write rows + events"),
-    (status.SigningPipeline, "submit", "read back for signing"),
+    (importer._Holding, "parts", "states to sign"),
+    (status.SigningPipeline, "submit", "hand to signing"),
     (status.SigningPipeline, "finish", "wait for workers"),
     (status.SigningPipeline, "_sign", "hand to workers"),
     (status.SigningPipeline, "_write", "write status records"),
     (status.StatusSigner, "rows", "sign inline"),
     (Future, "result", "wait for workers"),
+    (writer.Writer, "sign_head", "status map + head"),
+    (writer.Writer, "_save", "save the state"),
     (SessionTransaction, "commit", "commit"),
 )
 
@@ -194,7 +199,12 @@ def profile_import(
         own_cpu_before = cpu_seconds(os.getpid()) or 0.0
         started = time.perf_counter()
         try:
-            report = importer.import_lines(db, phases.iterate("read file", lines), signer)
+            report = importer.import_lines(
+                db,
+                phases.iterate("read file", lines),
+                signer,
+                state_dir=default_state_dir(keys),
+            )
         finally:
             wall = time.perf_counter() - started
             busy = machine_busy_seconds() - busy

@@ -1,14 +1,19 @@
 """JSON Lines import: all or nothing, streaming, every error reported with its line and field.
 
-The whole import is one transaction holding the registry's write lock. Lines are read in chunks;
-each chunk is parsed, the rows it refers to are fetched in one query per table, and the lines are
-checked in order against that state (so a line may refer to a structure created a few lines up).
-Valid changes are written as they go so that later chunks see them; any error anywhere rolls the
-whole transaction back at the end, after every line has been checked. Memory holds one chunk.
+The whole import is one write of the registry (``registry.writer``): one transaction holding its
+write locks. Lines are read in chunks; each chunk is parsed and checked in order against each
+structure's current state, which is its previous *signed* record (read back and checked against
+the digest the registry keeps, or held in memory while this import's own new record of it is
+still being signed), so a line may refer to a structure created a few lines up, and nothing
+written to the ``structure``/``permit``/``violation_case`` tables behind the registry's back is
+believed. Those tables serve only as an index from a permit or case id to the structure that
+holds it, and what they say is confirmed against that structure's signed record. Valid changes
+are written as they go; any error anywhere rolls the whole transaction back at the end, after
+every line has been checked. Memory holds one chunk, plus the states still being signed.
 
-A successful import appends one event per change to the log, re-signs the status record of every
-structure it touched (chunk by chunk, overlapping with the reading; see ``registry.status``), and
-signs a checkpoint for the new tree size.
+A successful import appends one event per change to the log, signs the status record of every
+structure it touched (chunk by chunk, overlapping with the reading; see ``registry.status``) from
+that state, and signs a head for the new log size and status map.
 
 The input is UTF-8 (a byte-order mark at the start, as spreadsheet programs write, is skipped). An
 id may appear once per record type in one file: a second line with it is an error naming the
@@ -18,7 +23,6 @@ see ``_SeenIds``), and duplicates reported once every line has been read.
 
 from __future__ import annotations
 
-import os
 import sys
 from array import array
 from bisect import bisect_right
@@ -26,48 +30,49 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any
+from pathlib import Path
 
 import orjson
 from permitgate_client.formats import Checkpoint
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from registry.admin import NotInitialised, WrongKey, open_writer, stored_status_map
-from registry.heads import sign_head
-from registry.log import encode_event
-from registry.merkle import CompactTree, leaf_hash
+from registry.admin import REPAIR_ADVICE, NotInitialised, RegistryDamaged, WrongKey
+from registry.canonical import canonical_json
+from registry.log import event_bytes
+from registry.merkle import leaf_hash
 from registry.records import (
     Case,
     InvalidRecord,
     Permit,
     Record,
+    StatusRecord,
     Structure,
     format_time,
     parse_record,
 )
 from registry.signing import Signer
-from registry.status import SigningPipeline, StatusSigner
+from registry.status import (
+    DEFAULT_WORKERS,
+    SigningPipeline,
+    StateParts,
+    StatusRowValues,
+    StatusSigner,
+)
 from registry.storage import (
-    CASE_COLUMNS,
-    PERMIT_COLUMNS,
-    STRUCTURE_COLUMNS,
     Base,
     CaseRow,
     Database,
     EventRow,
     PermitRow,
-    StatusRow,
     StructureRow,
     bulk_insert,
-    case_of,
     id_in,
-    permit_of,
-    structure_of,
     table_of,
     values_of,
 )
 from registry.vocabulary import STAGE_MOVES, may_move
+from registry.writer import Writer, open_writer
 
 __all__ = [
     "MAX_REPORTED_ERRORS",
@@ -80,9 +85,10 @@ __all__ = [
 
 MAX_REPORTED_ERRORS = 100
 _CHUNK = 5000
-_SIGNING_WORKERS = max(1, min(4, os.cpu_count() or 1))
+_SIGNING_WORKERS = DEFAULT_WORKERS
 _ROW: dict[type, type[Base]] = {Structure: StructureRow, Permit: PermitRow, Case: CaseRow}
 _WRITE_ORDER = (Structure, Permit, Case)  # parents before children
+_INDEX: dict[type, type[PermitRow] | type[CaseRow]] = {Permit: PermitRow, Case: CaseRow}
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,24 +144,29 @@ def import_lines(
     lines: Iterable[bytes],
     signer: Signer,
     *,
+    state_dir: Path,
     now: datetime | None = None,
     on_chunk: Callable[[int], object] | None = None,
 ) -> ImportReport:
     """Import JSON Lines (raw bytes per line); nothing is written unless every line is valid.
 
-    ``on_chunk`` is called with the number of bytes consumed after each chunk (for progress).
+    ``state_dir`` holds the registry's own state (``registry.writer``). ``on_chunk`` is called
+    with the number of bytes consumed after each chunk (for progress).
     """
     now = (now or datetime.now(UTC)).astimezone(UTC)
     report = ImportReport()
     try:
-        with open_writer(db, signer) as (session, origin, head):
-            tree = CompactTree.from_state(head.size, head.tree_state)
-            status_signer = StatusSigner(signer, now=now)
-            with SigningPipeline(session, status_signer, workers=_SIGNING_WORKERS) as pipeline:
-                applier = _Applier(session, tree, format_time(now), report, pipeline)
+        with open_writer(db, signer, state_dir) as writer:
+            applier = _Applier(writer, format_time(now), report)
+            with SigningPipeline(
+                writer.session,
+                StatusSigner(signer, now=now),
+                written=applier.written,
+                workers=_SIGNING_WORKERS,
+            ) as pipeline:
                 numbered = enumerate(_utf8_lines(lines, report), start=1)
                 while chunk := list(islice(numbered, _CHUNK)):
-                    applier.apply(chunk)
+                    applier.apply(chunk, pipeline)
                     if on_chunk is not None:
                         on_chunk(sum(len(raw) for _, raw in chunk))
                 applier.ids.report_duplicates(report)
@@ -163,24 +174,9 @@ def import_lines(
                     raise _Rollback
                 pipeline.finish()
             if report.changes:
-                report.signed = (
-                    session.scalar(
-                        select(func.count())
-                        .select_from(StatusRow)
-                        .where(StatusRow.tree_size > head.size)
-                    )
-                    or 0
-                )
-                row = sign_head(
-                    signer,
-                    origin=origin,
-                    tree=tree,
-                    status_map=stored_status_map(session),
-                    serial=head.serial + 1,
-                    now=now,
-                )
+                report.signed = writer.signed_records
+                row = writer.sign_head(now)
                 report.checkpoint = Checkpoint.from_body(row.note[: row.note.index(b"\n\n") + 1])
-                session.add(row)
     except _Rollback:
         pass
     return report
@@ -276,49 +272,110 @@ class _SeenIds:
 _KIND_SALT = {Structure: 0, Permit: 0x5DEECE66D, Case: 0x27BB2EE687B0B0FD}
 
 
-class _Applier:
-    """Checks and applies chunks of lines inside the import's transaction."""
+Key = tuple[type, str]  # (record type, id)
 
-    def __init__(
-        self,
-        session: Session,
-        tree: CompactTree,
-        at: str,
-        report: ImportReport,
-        pipeline: SigningPipeline,
-    ) -> None:
-        self.session = session
-        self.pipeline = pipeline
-        self.connection = session.connection()
+
+class _Holding:
+    """One structure's records as this import sees them: its signed state, plus the changes
+    made so far, each record with its canonical JSON (what the event and the signature use)."""
+
+    __slots__ = ("records",)
+
+    def __init__(self) -> None:
+        self.records: dict[Key, tuple[Record, bytes]] = {}
+
+    @classmethod
+    def of(cls, record: StatusRecord) -> _Holding:
+        holding = cls()
+        records: list[Record] = [record.structure, *record.permits, *record.cases]
+        for r in records:
+            holding.records[(type(r), r.id)] = (r, canonical_json(r.to_json()))
+        return holding
+
+    def get(self, key: Key) -> Record | None:
+        found = self.records.get(key)
+        return None if found is None else found[0]
+
+    def parts(self) -> StateParts:
+        structure = b""
+        permits: list[tuple[str, bytes]] = []
+        cases: list[tuple[str, bytes]] = []
+        for (kind, rid), (_, raw) in self.records.items():
+            if kind is Structure:
+                structure = raw
+            elif kind is Permit:
+                permits.append((rid, raw))
+            else:
+                cases.append((rid, raw))
+        permits.sort()
+        cases.sort()
+        return structure, tuple(raw for _, raw in permits), tuple(raw for _, raw in cases)
+
+
+class _Applier:
+    """Checks and applies chunks of lines inside the import's write."""
+
+    def __init__(self, writer: Writer, at: str, report: ImportReport) -> None:
+        self.writer = writer
+        self.session: Session = writer.session
+        self.connection = self.session.connection()
         self.dialect = self.connection.dialect.name
-        self.tree = tree
-        self.at = at
+        self.tree = writer.tree
+        self.at_json = orjson.dumps(at)
         self.report = report
         self.ids = _SeenIds()
+        self.chunks = 0
+        # States handed to the signing pipeline whose records are not written yet, with the
+        # chunk that last changed them: a later chunk takes them from here.
+        self.pending: dict[str, tuple[_Holding, int]] = {}
 
-    def apply(self, chunk: list[tuple[int, bytes]]) -> None:
+    def written(self, rows: list[StatusRowValues], tag: object) -> None:
+        """The pipeline wrote these records: the writer learns their digests, and the states
+        of the latest chunk to change them are read back from now on."""
+        self.writer.signed(rows)
+        for row in rows:
+            held = self.pending.get(row[0])
+            if held is not None and held[1] == tag:
+                del self.pending[row[0]]
+
+    def apply(self, chunk: list[tuple[int, bytes]], pipeline: SigningPipeline) -> None:
         report = self.report
+        self.chunks += 1
         parsed = list(self._parse(chunk))
-        current, in_db = self._fetch(parsed)
-        changed: dict[tuple[type, str], Record] = {}
+        owners, in_tables = self._index(parsed)
+        holdings = self._holdings({r.structure_id for _, r in parsed} | set(owners.values()))
+        changed: dict[Key, Record] = {}
+        touched: dict[str, _Holding] = {}
         events: list[tuple[int, str, bytes]] = []
         for line, record in parsed:
             key = (type(record), record.id)
-            old = current.get(key)
-            if not self._check(line, record, old, current):
+            sid = record.structure_id
+            holding = holdings.get(sid)
+            ok, old = self._check(line, record, key, holding, owners, holdings)
+            if not ok:
                 continue
             if old == record:
                 report.unchanged += 1
                 continue
-            current[key] = changed[key] = record
-            body = encode_event(self.tree.size, self.at, record.to_json())
-            events.append((self.tree.size, record.structure_id, body))
+            if holding is None:  # a new structure
+                holding = holdings[sid] = _Holding()
+            raw = canonical_json(record.to_json())
+            holding.records[key] = (record, raw)
+            touched[sid] = holding
+            changed[key] = record
+            body = event_bytes(self.tree.size, self.at_json, raw)
+            events.append((self.tree.size, sid, body))
             self.tree.append(leaf_hash(body))
             report.changes += 1
-        self._write(changed, in_db, events)
+        self._write(changed, in_tables, events)
         report.end_chunk()
-        if changed and report.ok:  # once an error is found nothing will be kept: skip signing
-            self.pipeline.submit({r.structure_id for r in changed.values()}, self.tree.size)
+        if touched:
+            # Signed even once an error is found (nothing will be kept): the states must
+            # leave memory through the pipeline for memory to stay bounded.
+            for sid, holding in touched.items():
+                self.pending[sid] = (holding, self.chunks)
+            states = [(sid, holding.parts()) for sid, holding in touched.items()]
+            pipeline.submit(states, self.tree.size, self.chunks)
 
     def _parse(self, chunk: list[tuple[int, bytes]]) -> Iterator[tuple[int, Record]]:
         report = self.report
@@ -341,75 +398,98 @@ class _Applier:
             self.ids.add(line, record)
             yield line, record
 
-    def _fetch(
-        self, parsed: list[tuple[int, Record]]
-    ) -> tuple[dict[tuple[type, str], Record], set[tuple[type, str]]]:
-        """The stored rows this chunk refers to, keyed by (record type, id)."""
-        structure_ids = {r.structure_id for _, r in parsed}
-        permit_ids = {r.id for _, r in parsed if isinstance(r, Permit)}
-        case_ids = {r.id for _, r in parsed if isinstance(r, Case)}
-        current: dict[tuple[type, str], Record] = {}
-        queries: list[tuple[type, Any, Any, set[str]]] = [
-            (Structure, select(*STRUCTURE_COLUMNS), StructureRow.id, structure_ids),
-            (Permit, select(*PERMIT_COLUMNS), PermitRow.id, permit_ids),
-            (Case, select(*CASE_COLUMNS), CaseRow.id, case_ids),
-        ]
-        converters: dict[type, Callable[[Any], Record]] = {
-            Structure: structure_of,
-            Permit: permit_of,
-            Case: case_of,
-        }
-        for kind, query, id_column, ids in queries:
+    def _index(self, parsed: list[tuple[int, Record]]) -> tuple[dict[Key, str], set[Key]]:
+        """What the tables say of the chunk's records: the structure each permit and case id
+        is filed under (an index only, to be confirmed), and which rows exist (to insert or
+        update them)."""
+        owners: dict[Key, str] = {}
+        in_tables: set[Key] = set()
+        structure_ids = {r.id for _, r in parsed if isinstance(r, Structure)}
+        if structure_ids:
+            where = id_in(StructureRow.id, structure_ids, self.dialect)
+            for sid in self.session.scalars(select(StructureRow.id).where(where)):
+                in_tables.add((Structure, sid))
+        for kind, row in _INDEX.items():
+            ids = {r.id for _, r in parsed if isinstance(r, kind)}
             if ids:
-                where = id_in(id_column, ids, self.dialect)
-                for row in self.session.execute(query.where(where)):
-                    current[(kind, row[0])] = converters[kind](row)
-        return current, set(current)
+                query = select(row.id, row.structure_id).where(id_in(row.id, ids, self.dialect))
+                for rid, sid in self.session.execute(query):
+                    owners[(kind, rid)] = sid
+                    in_tables.add((kind, rid))
+        return owners, in_tables
+
+    def _holdings(self, structure_ids: set[str]) -> dict[str, _Holding]:
+        """The current state of each structure the registry knows: the pending one, else its
+        signed record read back and verified."""
+        holdings: dict[str, _Holding] = {}
+        wanted = []
+        for sid in structure_ids:
+            held = self.pending.get(sid)
+            if held is not None:
+                holdings[sid] = held[0]
+            elif self.writer.knows(sid):
+                wanted.append(sid)
+        for sid, record in self.writer.verified_records(wanted).items():
+            holdings[sid] = _Holding.of(record)
+        return holdings
 
     def _check(
         self,
         line: int,
         record: Record,
-        old: Record | None,
-        current: dict[tuple[type, str], Record],
-    ) -> bool:
+        key: Key,
+        holding: _Holding | None,
+        owners: dict[Key, str],
+        holdings: dict[str, _Holding],
+    ) -> tuple[bool, Record | None]:
+        """Whether the line may be applied, and the record it replaces (None: a new one)."""
         report = self.report
         if isinstance(record, Structure):
-            return True
+            return True, None if holding is None else holding.get(key)
         what = "permit" if isinstance(record, Permit) else "case"
-        if (Structure, record.structure) not in current:
+        if holding is None:
             report.error(line, "structure", f"unknown structure {record.structure!r}")
-            return False
-        if old is not None and old.structure_id != record.structure:
+            return False, None
+        old = holding.get(key)
+        filed = owners.get(key)
+        if old is None and filed is not None:  # the tables file it: confirm where
+            elsewhere = holdings.get(filed)
+            if elsewhere is None or elsewhere.get(key) is None:
+                raise RegistryDamaged(
+                    f"{what} row of {record.id}: names structure {filed!r}, whose signed record "
+                    f"does not hold it: {REPAIR_ADVICE}"
+                )
             report.error(
                 line,
                 "structure",
-                f"{what} {record.id} belongs to {old.structure_id!r}; it cannot move to "
-                f"{record.structure!r}",
+                f"{what} {record.id} belongs to {filed!r}; it cannot move to {record.structure!r}",
             )
-            return False
-        moving = isinstance(record, Case) and isinstance(old, Case)
-        if moving and not may_move(old.stage, record.stage):  # type: ignore[union-attr]
-            stage, new = old.stage.value, record.stage.value  # type: ignore[union-attr]
-            allowed = ", ".join(sorted(s.value for s in STAGE_MOVES[old.stage])) or "none"  # type: ignore[union-attr]
+            return False, None
+        if (
+            isinstance(record, Case)
+            and isinstance(old, Case)
+            and not may_move(old.stage, record.stage)
+        ):
+            stage, new = old.stage.value, record.stage.value
+            allowed = ", ".join(sorted(s.value for s in STAGE_MOVES[old.stage])) or "none"
             report.error(
                 line,
                 "stage",
                 f"case {record.id} cannot move from {stage} to {new} "
                 f"(allowed from {stage}: {allowed})",
             )
-            return False
-        return True
+            return False, None
+        return True, old
 
     def _write(
         self,
-        changed: dict[tuple[type, str], Record],
-        in_db: set[tuple[type, str]],
+        changed: dict[Key, Record],
+        in_tables: set[Key],
         events: list[tuple[int, str, bytes]],
     ) -> None:
         for kind in _WRITE_ORDER:
-            new = [values_of(r) for k, r in changed.items() if k[0] is kind and k not in in_db]
-            old = [values_of(r) for k, r in changed.items() if k[0] is kind and k in in_db]
+            new = [values_of(r) for k, r in changed.items() if k[0] is kind and k not in in_tables]
+            old = [values_of(r) for k, r in changed.items() if k[0] is kind and k in in_tables]
             table = table_of(_ROW[kind])
             bulk_insert(self.session, table, [tuple(values.values()) for values in new])
             if old:

@@ -425,6 +425,7 @@ def run_import(reg: Registry, lines: list[bytes]) -> tuple[ImportReport, list[in
             db,
             counted(lines, seen),
             load_signer(reg.keys, "registry"),
+            state_dir=reg.state_dir,
             on_chunk=lambda _bytes: read_at_chunk.append(seen[0]),
         )
     finally:
@@ -560,7 +561,8 @@ def test_the_same_file_imported_twice_at_once(reg: Registry) -> None:
         db = Database(reg.url)
         try:
             barrier.wait()
-            reports.append(import_lines(db, iter(lines), load_signer(reg.keys, "registry")))
+            signer = load_signer(reg.keys, "registry")
+            reports.append(import_lines(db, iter(lines), signer, state_dir=reg.state_dir))
         except BaseException as exc:  # reported below, in the test's thread
             failures.append(exc)
         finally:
