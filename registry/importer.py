@@ -26,23 +26,25 @@ from __future__ import annotations
 import sys
 from array import array
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import orjson
 from permitgate_client.formats import Checkpoint
-from sqlalchemy import bindparam, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from registry.admin import REPAIR_ADVICE, NotInitialised, RegistryDamaged, WrongKey
-from registry.canonical import canonical_json
 from registry.log import event_bytes
 from registry.merkle import leaf_hash
 from registry.records import (
-    Case,
     InvalidRecord,
     Permit,
     Record,
@@ -58,6 +60,8 @@ from registry.status import (
     StateParts,
     StatusRowValues,
     StatusSigner,
+    WorkerPool,
+    sqlite_time,
 )
 from registry.storage import (
     Base,
@@ -66,12 +70,13 @@ from registry.storage import (
     EventRow,
     PermitRow,
     StructureRow,
+    UTCDateTime,
     bulk_insert,
     id_in,
     table_of,
     values_of,
 )
-from registry.vocabulary import STAGE_MOVES, may_move
+from registry.vocabulary import STAGE_MOVES, CaseStage, may_move
 from registry.writer import Writer, open_writer
 
 __all__ = [
@@ -85,10 +90,8 @@ __all__ = [
 
 MAX_REPORTED_ERRORS = 100
 _CHUNK = 5000
-_SIGNING_WORKERS = DEFAULT_WORKERS
-_ROW: dict[type, type[Base]] = {Structure: StructureRow, Permit: PermitRow, Case: CaseRow}
-_WRITE_ORDER = (Structure, Permit, Case)  # parents before children
-_INDEX: dict[type, type[PermitRow] | type[CaseRow]] = {Permit: PermitRow, Case: CaseRow}
+_WORKERS = DEFAULT_WORKERS
+_SQLITE_CACHE = -262_144  # KiB: an import's B-tree pages stay in memory (up to 256 MiB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,18 +158,21 @@ def import_lines(
     """
     now = (now or datetime.now(UTC)).astimezone(UTC)
     report = ImportReport()
+    status_signer = StatusSigner(signer, now=now)
     try:
-        with open_writer(db, signer, state_dir) as writer:
+        with (
+            open_writer(db, signer, state_dir) as writer,
+            WorkerPool(status_signer, _WORKERS) as pool,
+            ExitStack() as stack,
+        ):
             applier = _Applier(writer, format_time(now), report)
+            stack.enter_context(_sqlite_cache(writer.session))
             with SigningPipeline(
-                writer.session,
-                StatusSigner(signer, now=now),
-                written=applier.written,
-                workers=_SIGNING_WORKERS,
+                writer.session, status_signer, written=applier.written, pool=pool
             ) as pipeline:
                 numbered = enumerate(_utf8_lines(lines, report), start=1)
-                while chunk := list(islice(numbered, _CHUNK)):
-                    applier.apply(chunk, pipeline)
+                for chunk, parsed in _parsed_chunks(numbered, pool, writer.session):
+                    applier.apply(chunk, parsed, pipeline)
                     if on_chunk is not None:
                         on_chunk(sum(len(raw) for _, raw in chunk))
                 applier.ids.report_duplicates(report)
@@ -180,6 +186,52 @@ def import_lines(
     except _Rollback:
         pass
     return report
+
+
+@contextmanager
+def _sqlite_cache(session: Session) -> Iterator[None]:
+    """On SQLite, a page cache large enough for an import's B-trees, for its length only."""
+    if session.get_bind().dialect.name != "sqlite":
+        yield
+        return
+    driver = session.connection().connection.driver_connection
+    assert driver is not None, "a live session has a driver connection"
+    (before,) = driver.execute("PRAGMA cache_size").fetchone()
+    driver.execute(f"PRAGMA cache_size = {_SQLITE_CACHE}")
+    try:
+        yield
+    finally:
+        driver.execute(f"PRAGMA cache_size = {int(before)}")
+
+
+Chunk = list[tuple[int, bytes]]
+
+
+def _parsed_chunks(
+    numbered: Iterator[tuple[int, bytes]], pool: WorkerPool, session: Session
+) -> Iterator[tuple[Chunk, Parsed]]:
+    """The chunks of the input, in order, each with its lines parsed: the first here, the
+    others (a large import) in the pool's workers, a few chunks ahead of the one applied."""
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    first = list(islice(numbered, _CHUNK))
+    if not first:
+        return
+    if pool.workers <= 1:
+        chunk = first
+        while chunk:
+            yield chunk, parse_lines(chunk, sqlite)
+            chunk = list(islice(numbered, _CHUNK))
+        return
+    ahead: deque[tuple[Chunk, Future[Parsed]]] = deque()
+    yield first, parse_lines(first, sqlite)
+    while chunk := list(islice(numbered, _CHUNK)):
+        ahead.append((chunk, pool.submit(parse_lines, chunk, sqlite)))
+        if len(ahead) > pool.workers:
+            done, future = ahead.popleft()
+            yield done, future.result()
+    while ahead:
+        done, future = ahead.popleft()
+        yield done, future.result()
 
 
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -218,6 +270,58 @@ def _json_error(raw: bytes) -> str:
     return "not valid JSON"
 
 
+STRUCTURE, PERMIT, CASE = 0, 1, 2
+"""Record kinds, as parsed lines carry them."""
+_KIND_NAME = ("structure", "permit", "case")
+
+Line = tuple[int, int, str, str, str | None, bytes, tuple[Any, ...]]
+"""A valid line: its number, kind, id, structure id, case stage (None for the others), the
+record's canonical JSON, and its table row (times as the database takes them)."""
+Rejected = tuple[int, list[tuple[str, str]]]
+"""An invalid line: its number and (field, why) for each error."""
+Parsed = tuple[list[Line], list[Rejected], int]
+"""A chunk's valid lines, invalid lines, and how many were blank."""
+
+
+def parse_lines(chunk: Chunk, sqlite: bool) -> Parsed:
+    """Parse and validate a chunk of lines (in a worker process for a large import): each
+    becomes a ``Line``, or the errors ``parse_record`` found. Nothing here needs the database.
+
+    The canonical JSON is orjson's sorted output, which is RFC 8785 for a record's JSON (only
+    strings, ASCII keys: see ``registry.canonical``); times are SQLite's text when ``sqlite``.
+    """
+    valid: list[Line] = []
+    rejected: list[Rejected] = []
+    blank = 0
+    for line, raw in chunk:
+        if not raw.strip():
+            blank += 1
+            continue
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            rejected.append((line, [("(line)", _json_error(raw))]))
+            continue
+        try:
+            record = parse_record(obj)
+        except InvalidRecord as exc:
+            rejected.append((line, [(e.field, e.why) for e in exc.errors]))
+            continue
+        canonical = orjson.dumps(record.to_json(), option=orjson.OPT_SORT_KEYS)
+        row = tuple(values_of(record).values())
+        if isinstance(record, Structure):
+            valid.append((line, STRUCTURE, record.id, record.id, None, canonical, row))
+            continue
+        if sqlite:
+            row = tuple(sqlite_time(v) if isinstance(v, datetime) else v for v in row)
+        if isinstance(record, Permit):
+            valid.append((line, PERMIT, record.id, record.structure, None, canonical, row))
+        else:
+            stage = record.stage.value
+            valid.append((line, CASE, record.id, record.structure, stage, canonical, row))
+    return valid, rejected, blank
+
+
 class _SeenIds:
     """Every (record type, id) of the file and where it was, for finding duplicates at the end.
 
@@ -239,20 +343,22 @@ class _SeenIds:
         self._bitmap = bytearray(self._BITS >> 3)
         self._again: set[int] = set()  # first hashes seen more than once
 
-    def add(self, line: int, record: Record) -> None:
+    def add(self, line: int, kind: int, rid: str) -> bool:
+        """Remember the id; True when its first hash was seen before (it may be a repeat)."""
         n = len(self._first)
         if line - 1 - n != self._skips[-1][1]:
             self._skips.append((n, line - 1 - n))
-        salt = _KIND_SALT[type(record)]
-        first = hash(record.id) ^ salt
+        salt = _KIND_SALT[kind]
+        first = hash(rid) ^ salt
         self._first.append(first)
-        self._second.append((hash(record.id + "\x00") ^ salt) & 0xFFFF)
+        self._second.append((hash(rid + "\x00") ^ salt) & 0xFFFF)
         bit = first & (self._BITS - 1)
         byte, mask = bit >> 3, 1 << (bit & 7)
         if self._bitmap[byte] & mask:
             self._again.add(first)
-        else:
-            self._bitmap[byte] |= mask
+            return True
+        self._bitmap[byte] |= mask
+        return False
 
     def _line(self, n: int) -> int:
         return n + 1 + self._skips[bisect_right(self._skips, (n, sys.maxsize)) - 1][1]
@@ -269,41 +375,41 @@ class _SeenIds:
         report.end_file()
 
 
-_KIND_SALT = {Structure: 0, Permit: 0x5DEECE66D, Case: 0x27BB2EE687B0B0FD}
+_KIND_SALT = (0, 0x5DEECE66D, 0x27BB2EE687B0B0FD)  # by kind
 
 
-Key = tuple[type, str]  # (record type, id)
+Key = tuple[int, str]  # (kind, id)
 
 
 class _Holding:
     """One structure's records as this import sees them: its signed state, plus the changes
-    made so far, each record with its canonical JSON (what the event and the signature use)."""
+    made so far. Each record is kept as its canonical JSON (what events and signatures are made
+    of, and what tells a change from a repeat) with its stage when it is a case."""
 
     __slots__ = ("records",)
 
     def __init__(self) -> None:
-        self.records: dict[Key, tuple[Record, bytes]] = {}
+        self.records: dict[Key, tuple[bytes, str | None]] = {}
 
     @classmethod
     def of(cls, record: StatusRecord) -> _Holding:
         holding = cls()
-        records: list[Record] = [record.structure, *record.permits, *record.cases]
-        for r in records:
-            holding.records[(type(r), r.id)] = (r, canonical_json(r.to_json()))
+        records = holding.records
+        records[(STRUCTURE, record.structure.id)] = (_canonical(record.structure), None)
+        for p in record.permits:
+            records[(PERMIT, p.id)] = (_canonical(p), None)
+        for c in record.cases:
+            records[(CASE, c.id)] = (_canonical(c), c.stage.value)
         return holding
-
-    def get(self, key: Key) -> Record | None:
-        found = self.records.get(key)
-        return None if found is None else found[0]
 
     def parts(self) -> StateParts:
         structure = b""
         permits: list[tuple[str, bytes]] = []
         cases: list[tuple[str, bytes]] = []
-        for (kind, rid), (_, raw) in self.records.items():
-            if kind is Structure:
+        for (kind, rid), (raw, _) in self.records.items():
+            if kind == STRUCTURE:
                 structure = raw
-            elif kind is Permit:
+            elif kind == PERMIT:
                 permits.append((rid, raw))
             else:
                 cases.append((rid, raw))
@@ -312,8 +418,12 @@ class _Holding:
         return structure, tuple(raw for _, raw in permits), tuple(raw for _, raw in cases)
 
 
+def _canonical(record: Record) -> bytes:
+    return orjson.dumps(record.to_json(), option=orjson.OPT_SORT_KEYS)
+
+
 class _Applier:
-    """Checks and applies chunks of lines inside the import's write."""
+    """Checks and applies chunks of parsed lines inside the import's write."""
 
     def __init__(self, writer: Writer, at: str, report: ImportReport) -> None:
         self.writer = writer
@@ -324,6 +434,7 @@ class _Applier:
         self.at_json = orjson.dumps(at)
         self.report = report
         self.ids = _SeenIds()
+        self.empty_at_start = writer.head.map.count == 0 and _tables_empty(self.session)
         self.chunks = 0
         # States handed to the signing pipeline whose records are not written yet, with the
         # chunk that last changed them: a later chunk takes them from here.
@@ -338,35 +449,42 @@ class _Applier:
             if held is not None and held[1] == tag:
                 del self.pending[row[0]]
 
-    def apply(self, chunk: list[tuple[int, bytes]], pipeline: SigningPipeline) -> None:
+    def apply(self, chunk: Chunk, parsed: Parsed, pipeline: SigningPipeline) -> None:
         report = self.report
         self.chunks += 1
-        parsed = list(self._parse(chunk))
-        owners, in_tables = self._index(parsed)
-        holdings = self._holdings({r.structure_id for _, r in parsed} | set(owners.values()))
-        changed: dict[Key, Record] = {}
+        valid, rejected, blank = parsed
+        report.lines += len(chunk) - blank
+        for line, errors in rejected:
+            for field_name, why in errors:
+                report.error(line, field_name, why)
+        add = self.ids.add
+        again = [(kind, rid) for line, kind, rid, *_ in valid if add(line, kind, rid)]
+        owners, in_tables = self._index(valid, again)
+        holdings = self._holdings({sid for _, _, _, sid, *_ in valid} | set(owners.values()))
+        changed: dict[Key, tuple[Any, ...]] = {}
         touched: dict[str, _Holding] = {}
         events: list[tuple[int, str, bytes]] = []
-        for line, record in parsed:
-            key = (type(record), record.id)
-            sid = record.structure_id
-            holding = holdings.get(sid)
-            ok, old = self._check(line, record, key, holding, owners, holdings)
-            if not ok:
+        tree, at_json, held = self.tree, self.at_json, holdings.get
+        for line, kind, rid, sid, stage, raw, row in valid:
+            key = (kind, rid)
+            holding = held(sid)
+            old = None if holding is None else holding.records.get(key)
+            if kind != STRUCTURE and not self._may_apply(
+                line, key, sid, stage, holding, old, owners.get(key), holdings
+            ):
                 continue
-            if old == record:
+            if old is not None and old[0] == raw:
                 report.unchanged += 1
                 continue
             if holding is None:  # a new structure
                 holding = holdings[sid] = _Holding()
-            raw = canonical_json(record.to_json())
-            holding.records[key] = (record, raw)
+            holding.records[key] = (raw, stage)
             touched[sid] = holding
-            changed[key] = record
-            body = event_bytes(self.tree.size, self.at_json, raw)
-            events.append((self.tree.size, sid, body))
-            self.tree.append(leaf_hash(body))
-            report.changes += 1
+            changed[key] = row
+            body = event_bytes(tree.size, at_json, raw)
+            events.append((tree.size, sid, body))
+            tree.append(leaf_hash(body))
+        report.changes += len(events)
         self._write(changed, in_tables, events)
         report.end_chunk()
         if touched:
@@ -375,42 +493,23 @@ class _Applier:
             for sid, holding in touched.items():
                 self.pending[sid] = (holding, self.chunks)
             states = [(sid, holding.parts()) for sid, holding in touched.items()]
-            pipeline.submit(states, self.tree.size, self.chunks)
+            pipeline.submit(states, tree.size, self.chunks)
 
-    def _parse(self, chunk: list[tuple[int, bytes]]) -> Iterator[tuple[int, Record]]:
-        report = self.report
-        for line, raw in chunk:
-            report.lines += 1
-            if not raw.strip():
-                report.lines -= 1
-                continue
-            try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                report.error(line, "(line)", _json_error(raw))
-                continue
-            try:
-                record = parse_record(obj)
-            except InvalidRecord as exc:
-                for err in exc.errors:
-                    report.error(line, err.field, err.why)
-                continue
-            self.ids.add(line, record)
-            yield line, record
-
-    def _index(self, parsed: list[tuple[int, Record]]) -> tuple[dict[Key, str], set[Key]]:
+    def _index(self, valid: list[Line], again: list[Key]) -> tuple[dict[Key, str], set[Key]]:
         """What the tables say of the chunk's records: the structure each permit and case id
         is filed under (an index only, to be confirmed), and which rows exist (to insert or
-        update them)."""
+        update them). Into an empty registry only ids this import may have written already
+        (``again``) can be there."""
         owners: dict[Key, str] = {}
         in_tables: set[Key] = set()
-        structure_ids = {r.id for _, r in parsed if isinstance(r, Structure)}
+        keys = again if self.empty_at_start else [(kind, rid) for _, kind, rid, *_ in valid]
+        structure_ids = {rid for kind, rid in keys if kind == STRUCTURE}
         if structure_ids:
             where = id_in(StructureRow.id, structure_ids, self.dialect)
             for sid in self.session.scalars(select(StructureRow.id).where(where)):
-                in_tables.add((Structure, sid))
-        for kind, row in _INDEX.items():
-            ids = {r.id for _, r in parsed if isinstance(r, kind)}
+                in_tables.add((STRUCTURE, sid))
+        for kind, row in ((PERMIT, PermitRow), (CASE, CaseRow)):
+            ids = {rid for k, rid in keys if k == kind}
             if ids:
                 query = select(row.id, row.structure_id).where(id_in(row.id, ids, self.dialect))
                 for rid, sid in self.session.execute(query):
@@ -433,68 +532,101 @@ class _Applier:
             holdings[sid] = _Holding.of(record)
         return holdings
 
-    def _check(
+    def _may_apply(
         self,
         line: int,
-        record: Record,
         key: Key,
+        sid: str,
+        stage: str | None,
         holding: _Holding | None,
-        owners: dict[Key, str],
+        old: tuple[bytes, str | None] | None,
+        filed: str | None,
         holdings: dict[str, _Holding],
-    ) -> tuple[bool, Record | None]:
-        """Whether the line may be applied, and the record it replaces (None: a new one)."""
-        report = self.report
-        if isinstance(record, Structure):
-            return True, None if holding is None else holding.get(key)
-        what = "permit" if isinstance(record, Permit) else "case"
+    ) -> bool:
+        """Whether a permit or case line may be applied to ``holding`` (its structure's state,
+        None when the registry has no such structure), where it is ``old`` (None: a new one)
+        and the tables file it under ``filed``."""
+        kind, rid = key
         if holding is None:
-            report.error(line, "structure", f"unknown structure {record.structure!r}")
-            return False, None
-        old = holding.get(key)
-        filed = owners.get(key)
-        if old is None and filed is not None:  # the tables file it: confirm where
+            self.report.error(line, "structure", f"unknown structure {sid!r}")
+            return False
+        if old is None:
+            if filed is None:
+                return True
+            # The tables file it under a structure: that structure's signed record must hold
+            # it, else the row was added or changed behind the registry's back.
             elsewhere = holdings.get(filed)
-            if elsewhere is None or elsewhere.get(key) is None:
+            what = _KIND_NAME[kind]
+            if elsewhere is None or key not in elsewhere.records:
                 raise RegistryDamaged(
-                    f"{what} row of {record.id}: names structure {filed!r}, whose signed record "
+                    f"{what} row of {rid}: names structure {filed!r}, whose signed record "
                     f"does not hold it: {REPAIR_ADVICE}"
                 )
-            report.error(
-                line,
-                "structure",
-                f"{what} {record.id} belongs to {filed!r}; it cannot move to {record.structure!r}",
+            self.report.error(
+                line, "structure", f"{what} {rid} belongs to {filed!r}; it cannot move to {sid!r}"
             )
-            return False, None
-        if (
-            isinstance(record, Case)
-            and isinstance(old, Case)
-            and not may_move(old.stage, record.stage)
-        ):
-            stage, new = old.stage.value, record.stage.value
-            allowed = ", ".join(sorted(s.value for s in STAGE_MOVES[old.stage])) or "none"
-            report.error(
-                line,
-                "stage",
-                f"case {record.id} cannot move from {stage} to {new} "
-                f"(allowed from {stage}: {allowed})",
-            )
-            return False, None
-        return True, old
+            return False
+        if kind == CASE and old[1] != stage:
+            was, now = CaseStage(str(old[1])), CaseStage(str(stage))
+            if not may_move(was, now):
+                allowed = ", ".join(sorted(s.value for s in STAGE_MOVES[was])) or "none"
+                self.report.error(
+                    line,
+                    "stage",
+                    f"case {rid} cannot move from {was.value} to {now.value} "
+                    f"(allowed from {was.value}: {allowed})",
+                )
+                return False
+        return True
 
     def _write(
         self,
-        changed: dict[Key, Record],
+        changed: dict[Key, tuple[Any, ...]],
         in_tables: set[Key],
         events: list[tuple[int, str, bytes]],
     ) -> None:
-        for kind in _WRITE_ORDER:
-            new = [values_of(r) for k, r in changed.items() if k[0] is kind and k not in in_tables]
-            old = [values_of(r) for k, r in changed.items() if k[0] is kind and k in in_tables]
-            table = table_of(_ROW[kind])
-            bulk_insert(self.session, table, [tuple(values.values()) for values in new])
+        for kind, model in enumerate(_ROWS):
+            table = table_of(model)
+            new = [row for k, row in changed.items() if k[0] == kind and k not in in_tables]
+            old = [row for k, row in changed.items() if k[0] == kind and k in in_tables]
+            _insert(self.session, table, new)
             if old:
                 self.connection.execute(
                     table.update().where(table.c.id == bindparam("old_id")),
-                    [{**values, "old_id": values["id"]} for values in old],
+                    [self._update_values(table, row) for row in old],
                 )
-        bulk_insert(self.session, table_of(EventRow), events)
+        _insert(self.session, table_of(EventRow), events)
+
+    def _update_values(self, table: Table, row: tuple[Any, ...]) -> dict[str, Any]:
+        """A row's values by column name, times as datetimes (as SQLAlchemy binds them)."""
+        values = dict(zip(table.c.keys(), row, strict=True))
+        for column in table.c:
+            value = values[column.key]
+            if isinstance(value, str) and isinstance(column.type, UTCDateTime):
+                values[column.key] = datetime.fromisoformat(value).replace(tzinfo=UTC)
+        values["old_id"] = values["id"]
+        return values
+
+
+_ROWS: tuple[type[Base], ...] = (StructureRow, PermitRow, CaseRow)  # by kind; parents first
+
+
+def _tables_empty(session: Session) -> bool:
+    """Whether the structure, permit and violation_case tables hold no row at all."""
+    ids = (StructureRow.id, PermitRow.id, CaseRow.id)
+    return all(session.scalar(select(column).limit(1)) is None for column in ids)
+
+
+def _insert(session: Session, table: Table, rows: list[tuple[Any, ...]]) -> None:
+    """Insert rows in the table's column order; on SQLite their times are already text."""
+    if not rows:
+        return
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        bulk_insert(session, table, rows)
+        return
+    driver = connection.connection.driver_connection
+    assert driver is not None, "a live session has a driver connection"
+    names = ", ".join(f'"{c.name}"' for c in table.columns)
+    marks = ", ".join("?" * len(table.columns))
+    driver.executemany(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', rows)

@@ -11,14 +11,15 @@ and a worker process receives a few byte strings per structure; the payload is a
 them in exactly the RFC 8785 form ``StatusRecord.to_json`` would give.
 
 ``SigningPipeline`` is how writers sign many records: after each chunk the importer hands over the
-states it changed; the pipeline signs them, in worker processes when there is much to sign, while
-the importer goes on reading. Results are written in submission order, so when a structure
-changes in two chunks the later record wins. The workers die with the process that started them
-(each watches its parent), so killing an import leaves no signing process behind.
+states it changed; the pipeline signs them, in the processes of a ``WorkerPool`` when there is
+much to sign, while the importer goes on reading. Results are written in submission order, so
+when a structure changes in two chunks the later record wins. The workers die with the process
+that started them (each watches its parent), so killing an import leaves no worker behind.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import multiprocessing
 import os
@@ -27,10 +28,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any, TypeVar
 
 import orjson
+from permitgate_client.formats import pae
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
@@ -47,8 +50,12 @@ __all__ = [
     "StateParts",
     "StatusRowValues",
     "StatusSigner",
+    "WorkerPool",
+    "sqlite_time",
     "state_parts",
 ]
+
+_T = TypeVar("_T")
 
 RECORD_VALIDITY = timedelta(days=7)
 """How long a signed status record may be relied on before the registry must re-sign it."""
@@ -93,6 +100,15 @@ class StatusSigner:
             raise ValueError("a status record's validity must be positive")
         self._next_json = orjson.dumps(format_time(self.next_update))
         self._this_json = orjson.dumps(format_time(self.this_update))
+        self._envelope_middle = b"".join(
+            (
+                b'","payloadType":',
+                orjson.dumps(STATUS_PAYLOAD_TYPE),
+                b',"signatures":[{"keyid":',
+                orjson.dumps(signer.verifier.keyid_text),
+                b',"sig":"',
+            )
+        )
 
     def envelope(self, record: StatusRecord) -> bytes:
         return self._signer.sign_envelope(canonical_json(record.to_json()), STATUS_PAYLOAD_TYPE)
@@ -124,9 +140,22 @@ class StatusSigner:
         )
 
     def row(self, structure_id: str, parts: StateParts, tree_size: int) -> StatusRowValues:
-        """The ``status_record`` row for ``parts``: the envelope and its SHA-256 digest."""
+        """The ``status_record`` row for ``parts``: the envelope and its SHA-256 digest.
+
+        The envelope is the one ``Signer.sign_envelope`` makes (canonical JSON of payload,
+        payloadType and one signature), written out here around the signature: thousands are
+        made per second, and only the two base64 strings differ between them."""
         payload = self.payload(parts, tree_size)
-        envelope = self._signer.sign_envelope(payload, STATUS_PAYLOAD_TYPE)
+        signature = self._signer.sign(pae(STATUS_PAYLOAD_TYPE, payload))
+        envelope = b"".join(
+            (
+                b'{"payload":"',
+                base64.b64encode(payload),
+                self._envelope_middle,
+                base64.b64encode(signature),
+                b'"}]}',
+            )
+        )
         digest = hashlib.sha256(envelope).digest()
         return structure_id, tree_size, self.next_update, digest, envelope
 
@@ -151,12 +180,42 @@ Written = Callable[[list[StatusRowValues], object], None]
 """Told of every batch of rows once written, with the tag it was submitted with."""
 
 
+class WorkerPool:
+    """The worker processes of one write, started when first needed: they sign status records
+    (and the importer has them parse lines). Spawned, never forked (a fork would copy the
+    database connections), and each exits as soon as the process that started it is gone."""
+
+    def __init__(self, signer: StatusSigner, workers: int = DEFAULT_WORKERS) -> None:
+        self.workers = workers
+        self._portable = signer.portable()
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def submit(self, fn: Callable[..., _T], /, *args: Any) -> Future[_T]:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(self._portable, os.getpid()),
+            )
+        return self._pool.submit(fn, *args)
+
+
 class SigningPipeline:
     """Signs the status records of states handed to it, and writes them.
 
     The first ``inline_limit`` structures are signed in this process; past that (a large
-    import) a pool of ``workers`` processes signs while this process goes on. Use as a context
-    manager; ``finish`` waits until everything submitted is written.
+    write) the ``pool``'s workers sign while this process goes on (without a pool, or with a
+    pool of one worker, everything is signed here). Use as a context manager; ``finish`` waits
+    until everything submitted is written.
     """
 
     def __init__(
@@ -165,29 +224,28 @@ class SigningPipeline:
         signer: StatusSigner,
         *,
         written: Written | None = None,
-        workers: int = 1,
+        pool: WorkerPool | None = None,
         inline_limit: int = 5_000,
     ) -> None:
         self._session = session
         self._signer = signer
         self._written = written
-        self._workers = workers
+        self._pool = pool if pool is not None and pool.workers > 1 else None
         self._inline_left = inline_limit
-        self._pool: ProcessPoolExecutor | None = None
         self._pending: deque[tuple[Future[list[StatusRowValues]], object]] = deque()
 
     def __enter__(self) -> SigningPipeline:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        for future, _ in self._pending:
+            future.cancel()
+        self._pending.clear()
 
     @property
     def depth(self) -> int:
         """How many batches may wait for a worker before ``submit`` waits for the oldest."""
-        return 2 * self._workers
+        return 0 if self._pool is None else 2 * self._pool.workers
 
     def submit(
         self, states: Sequence[tuple[str, StateParts]], tree_size: int, tag: object = None
@@ -207,28 +265,39 @@ class SigningPipeline:
         return future.result(), tag
 
     def _sign(self, batch: Sequence[tuple[str, StateParts]], tree_size: int, tag: object) -> None:
-        if self._workers <= 1 or self._inline_left > 0:
+        if self._pool is None or self._inline_left > 0:
             self._inline_left -= len(batch)
             self._write(self._signer.rows(batch, tree_size), tag)
             return
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self._workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-                initargs=(self._signer.portable(), os.getpid()),
-            )
         self._pending.append((self._pool.submit(_sign_in_worker, list(batch), tree_size), tag))
         while len(self._pending) > self.depth:
             self._write(*self._take())
 
     def _write(self, rows: list[StatusRowValues], tag: object) -> None:
-        ids = [row[0] for row in rows]
-        dialect = self._session.get_bind().dialect.name
-        self._session.execute(delete(StatusRow).where(id_in(StatusRow.structure_id, ids, dialect)))
-        bulk_insert(self._session, table_of(StatusRow), rows)
+        """Replace the records of these structures (on SQLite in one statement)."""
+        connection = self._session.connection()
+        if connection.dialect.name == "sqlite":
+            driver = connection.connection.driver_connection
+            assert driver is not None, "a live session has a driver connection"
+            driver.executemany(
+                "INSERT OR REPLACE INTO status_record (structure_id, tree_size, next_update, "
+                "digest, envelope) VALUES (?, ?, ?, ?, ?)",
+                [(sid, size, sqlite_time(at), d, e) for sid, size, at, d, e in rows],
+            )
+        else:
+            ids = [row[0] for row in rows]
+            where = id_in(StatusRow.structure_id, ids, connection.dialect.name)
+            self._session.execute(delete(StatusRow).where(where))
+            bulk_insert(self._session, table_of(StatusRow), rows)
         if self._written is not None:
             self._written(rows, tag)
+
+
+@lru_cache(maxsize=65536)
+def sqlite_time(value: datetime) -> str:
+    """A time as SQLAlchemy stores it in SQLite (naive UTC text, ``registry.storage``), so that
+    what a bulk write stores reads back as the same time."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 _worker_signer: StatusSigner | None = None

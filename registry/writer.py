@@ -60,11 +60,11 @@ from registry.merkle import CompactTree, leaf_hash
 from registry.records import StatusRecord, format_time
 from registry.signing import Signer
 from registry.status import (
-    DEFAULT_WORKERS,
     RECORD_VALIDITY,
     SigningPipeline,
     StatusRowValues,
     StatusSigner,
+    WorkerPool,
     state_parts,
 )
 from registry.statusmap import StatusMap
@@ -512,12 +512,15 @@ def refresh_records(
         if not ids:
             return 0
         status_signer = StatusSigner(signer, now=now)
-        with SigningPipeline(
-            writer.session,
-            status_signer,
-            written=lambda rows, _tag: writer.signed(rows),
-            workers=DEFAULT_WORKERS,
-        ) as pipeline:
+        with (
+            WorkerPool(status_signer) as pool,
+            SigningPipeline(
+                writer.session,
+                status_signer,
+                written=lambda rows, _tag: writer.signed(rows),
+                pool=pool,
+            ) as pipeline,
+        ):
             for start in range(0, len(ids), _READ_BATCH):
                 batch = ids[start : start + _READ_BATCH]
                 records = writer.verified_records(batch)

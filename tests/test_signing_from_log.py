@@ -4,11 +4,13 @@ the signed rows themselves are in ``test_registry_trust.py``.)"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 
 from registry_support import (
     ORIGIN,
+    STATUS_TYPE,
     Registry,
     another_registry,
     canonical,
@@ -96,7 +98,8 @@ def test_records_signed_from_parts_are_the_typed_records_canonical_json() -> Non
     now = datetime(2026, 1, 1, 12, 30, 15, 123456, tzinfo=UTC)
     records = [parse_record(r) for r in demo_lines(60, now=now)]
     records.append(parse_record(structure("S-UNI", address='东河沿 12号 "quoted" \\ back')))
-    signer = StatusSigner(Signer.from_private_bytes(ORIGIN, bytes(32)), now=now)
+    key = Signer.from_private_bytes(ORIGIN, bytes(32))
+    signer = StatusSigner(key, now=now)
     by_structure: dict[str, list[Record]] = {}
     for r in records:
         by_structure.setdefault(r.structure_id, []).append(r)
@@ -106,6 +109,10 @@ def test_records_signed_from_parts_are_the_typed_records_canonical_json() -> Non
         expected = canonical(record.to_json())
         assert signer.payload(state_parts(*state), 17) == expected
         assert canonical_json(record.to_json()) == expected
+        # ... and the envelope around it is the one sign_envelope makes.
+        _, _, _, digest, envelope = signer.row(sid, state_parts(*state), 17)
+        assert envelope == key.sign_envelope(expected, STATUS_TYPE)
+        assert digest == hashlib.sha256(envelope).digest()
     at = format_time(now)
     for seq, r in enumerate(records):
         raw = canonical_json(r.to_json())
