@@ -54,7 +54,7 @@ from registry.admin import (
 )
 from registry.audit import audit_session
 from registry.errors import RegistryBusy
-from registry.heads import sign_head
+from registry.heads import cosign_head, sign_head
 from registry.log import decode_event
 from registry.merkle import CompactTree, leaf_hash
 from registry.records import StatusRecord, format_time
@@ -108,6 +108,7 @@ class Writer:
         self._trusted = entries
         self._new: dict[str, tuple[bytes, datetime]] = {}
         self._signed_head: HeadRow | None = None
+        self._cosigned: HeadRow | None = None
 
     @property
     def serial(self) -> int:
@@ -174,8 +175,8 @@ class Writer:
     def sign_head(self, now: datetime) -> HeadRow:
         """Sign the next head: the log as appended to ``tree``, and the map of the registry's
         records with those signed in this write (serial: the last one's plus 1)."""
-        if self._signed_head is not None:
-            raise RuntimeError("a write signs one head")
+        if self._signed_head is not None or self._cosigned is not None:
+            raise RuntimeError("a write signs or cosigns one head")
         entries = dict(self._trusted)
         for sid, (digest, _) in self._new.items():
             entries[sid] = digest
@@ -191,12 +192,27 @@ class Writer:
         self._signed_head = row
         return row
 
+    def cosign_head(self, now: datetime) -> HeadRow:
+        """Cosign the registry's last head again, dated ``now`` (the heartbeat that keeps
+        gates' data provably fresh): its row's cosignature is replaced, and the state's copy of
+        the head after the commit. The head is the one ``open_writer`` found both in the state
+        and in the database."""
+        if self._signed_head is not None or self._cosigned is not None:
+            raise RuntimeError("a write signs or cosigns one head")
+        row = self.session.get(HeadRow, self.serial)
+        assert row is not None, "open_writer found this head in the database"
+        cosign_head(self.signer, row, now)
+        self._cosigned = row
+        return row
+
     def _check_complete(self) -> None:
         if self._signed_head is None and (self.tree.size != self.head.size or self._new):
             raise RuntimeError("records or events were written without signing a head")
 
     def _save(self) -> None:
-        """After the commit: the state adopts the head this write signed."""
+        """After the commit: the state adopts the head this write signed (or cosigned)."""
+        if self._cosigned is not None:
+            self._state.save_head(self._cosigned.cosigned_note())
         if self._signed_head is None:
             return
         self._state.save(

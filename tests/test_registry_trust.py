@@ -19,7 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +32,22 @@ from registry_support import (
     Registry,
     another_registry,
     jsonl,
+    open_checkpoint,
     open_envelope,
     parse_verifier_key,
     permit,
     structure,
 )
 
+from registry.admin import RegistryRolledBack
 from registry.demo import demo_lines
 from registry.heads import sign_head
 from registry.merkle import CompactTree, leaf_hash
 from registry.signing import load_signer
 from registry.statusmap import StatusMap
 from registry.storage import Database
+from registry.trusted_state import TrustedState
+from registry.writer import open_writer
 
 CASE_ID = "C-2025-0042"  # S1's case, at stop_order
 PERMIT_ID = "P-2024-0001"  # S1's permit
@@ -548,3 +552,57 @@ def test_signing_workers_die_with_a_killed_import(flagged: Registry) -> None:
     assert newest_serial(reg) == 2
     reg.load([structure("S-NEW")])
     assert reg.verify().exit_code == 0
+
+
+def test_a_heartbeat_cosigns_the_head_the_state_and_the_database_agree_on(
+    flagged: Registry,
+) -> None:
+    reg = flagged
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    db = Database(reg.url)
+    try:
+        with open_writer(db, load_signer(reg.keys, "registry"), reg.state_dir) as writer:
+            writer.cosign_head(later)
+        key = parse_verifier_key(reg.public_key_text)
+        note = reg.checkpoint()
+        assert open_checkpoint(note, key).cosigned_at == int(later.timestamp())
+        assert newest_serial(reg) == 2
+        state = TrustedState(reg.state_dir, "registry")
+        try:
+            assert state.head() == note
+        finally:
+            state.close()
+        # Not over a database that was rolled back.
+        reg.sql("DELETE FROM head WHERE serial = 2")
+        with (
+            pytest.raises(RegistryRolledBack),
+            open_writer(db, load_signer(reg.keys, "registry"), reg.state_dir) as writer,
+        ):
+            writer.cosign_head(later)
+    finally:
+        db.dispose()
+
+
+def test_an_empty_state_adopts_only_a_database_that_passes_the_full_check(
+    flagged: Registry,
+) -> None:
+    reg = flagged
+    close_the_case_in_its_event(reg)
+    shutil.rmtree(reg.state_dir)  # the state lost (or never made: a registry of before)
+    said = import_refused(reg, [structure("S-NEW")])
+    assert said.startswith(
+        f"the registry's state in {reg.state_dir} is empty, and the database fails the full "
+        "check it must pass to be adopted: head serial 2 (log size 5): the events do not hash "
+        "to its signed root: one of events 0 to 4 was changed; "
+    )
+    assert said.endswith(
+        ": run 'permitgate registry verify' to see every difference, and restore the database "
+        "from a backup"
+    )
+    # The tables are never signed from: a difference there does not stop the adoption.
+    body = reg.event_bodies()[2].replace(b'"stage":"closed"', b'"stage":"stop_order"')
+    reg.sql("UPDATE event SET body = :body WHERE seq = 2", body=body)
+    reg.sql("UPDATE violation_case SET stage = 'closed' WHERE id = :c", c=CASE_ID)
+    result = reg.load([structure("S-NEW")])
+    assert result.stderr.startswith("permitgate: warning: the registry's state in ")
+    assert case_stage(reg) == "stop_order"
