@@ -469,10 +469,13 @@ class _Applier:
             key = (kind, rid)
             holding = held(sid)
             old = None if holding is None else holding.records.get(key)
-            if kind != STRUCTURE and not self._may_apply(
-                line, key, sid, stage, holding, old, owners.get(key), holdings
+            filed = owners.get(key)
+            if (
+                kind != STRUCTURE
+                and (holding is None or filed is not None or (old is not None and old[1] != stage))
+                and not self._may_apply(line, key, sid, stage, holding, old, filed, holdings)
             ):
-                continue
+                continue  # (the common lines, new or unchanged, need no closer look)
             if old is not None and old[0] == raw:
                 report.unchanged += 1
                 continue

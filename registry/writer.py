@@ -97,7 +97,7 @@ class Writer:
         state: TrustedState,
         head: RegistryHead,
         tree: CompactTree,
-        entries: dict[str, bytes],
+        entries: dict[str, bytes] | None,
     ) -> None:
         self.session = session
         self.signer = signer
@@ -105,10 +105,17 @@ class Writer:
         self.head = head
         self.tree = tree
         self._state = state
-        self._trusted = entries
+        self._entries = entries  # read from the state when first needed
         self._new: dict[str, tuple[bytes, datetime]] = {}
         self._signed_head: HeadRow | None = None
         self._cosigned: HeadRow | None = None
+
+    @property
+    def _trusted(self) -> dict[str, bytes]:
+        """Each structure's record digest, as the state holds it."""
+        if self._entries is None:
+            self._entries = {sid: digest for sid, digest, _ in self._state.entries()}
+        return self._entries
 
     @property
     def serial(self) -> int:
@@ -265,7 +272,7 @@ def _open(session: Session, signer: Signer, origin: str, state: TrustedState) ->
     if state.head() is None:
         _adopt_after_full_check(session, key, origin, state)
     head, tree = _trusted_head(key, state)
-    entries = {sid: digest for sid, digest, _ in state.entries()}
+    entries: dict[str, bytes] | None = None
     row = newest_head(session)
     rollback = (
         f"restore the newest backup; or move {state.directory} aside to re-adopt the "
@@ -289,7 +296,8 @@ def _open(session: Session, signer: Signer, origin: str, state: TrustedState) ->
                 f"in {state.directory} holds another head of that serial): {REPAIR_ADVICE}"
             )
     else:
-        head, tree, entries = _catch_up(session, state, head, tree, entries, row, stored)
+        trusted = {sid: digest for sid, digest, _ in state.entries()}
+        head, tree, entries = _catch_up(session, state, head, tree, trusted, row, stored)
     if row.tree_state != tree.state:
         raise RegistryDamaged(
             f"head row serial {row.serial}: its tree_state is not the log's frontier the "
