@@ -26,11 +26,11 @@ from registry.admin import (
     DEFAULT_ORIGIN,
     ROLE,
     NotInitialised,
+    default_state_dir,
     export_lines,
     init_registry,
     latest_checkpoint_note,
     load_registry_signer,
-    refresh_records,
     status_envelope,
 )
 from registry.audit import audit_registry
@@ -50,6 +50,7 @@ from registry.snapshot import write_snapshot
 from registry.status_view import Signature, read_status_view
 from registry.storage import Database
 from registry.vouch import DEFAULT_DAYS, MAX_DAYS, list_gate_keys, retire_gate_key, vouch_gate_key
+from registry.writer import refresh_records
 from server.listen import ListenError, bind_failure, check_free, parse_listen
 
 db_option = click.option(
@@ -74,7 +75,7 @@ state_option = click.option(
 
 def registry_state_dir(keys_dir: Path, state_dir: Path | None) -> Path:
     """``--state``, else ``registry-state`` beside the keys directory."""
-    return keys_dir.parent / "registry-state" if state_dir is None else state_dir
+    return default_state_dir(keys_dir) if state_dir is None else state_dir
 
 
 keys_option = click.option(
@@ -110,29 +111,41 @@ def existing(db_url: str | None) -> Database:
     return db
 
 
+class _EchoWarnings(logging.Handler):
+    """The registry's warnings (a state rebuilt from the database) as lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"permitgate: warning: {record.getMessage()}", err=True)
+
+
 @click.group(epilog=EXIT_CODES)
-def registry() -> None:
+@click.pass_context
+def registry(ctx: click.Context) -> None:
     """The signed registry of structures, permits and violation cases.
 
     The database is --db, else PERMITGATE_DB, else sqlite:///permitgate.db (SQLite files
     or postgresql://USER@HOST/NAME; a PostgreSQL database must be created first, e.g. with
     createdb NAME). Only 'init' creates one; 'import' and 'refresh' change it.
     """
+    handler, logger = _EchoWarnings(logging.WARNING), logging.getLogger("registry")
+    logger.addHandler(handler)
+    ctx.call_on_close(lambda: logger.removeHandler(handler))
 
 
 @registry.command(epilog=EXIT_CODES)
 @db_option
 @keys_option
+@state_option
 @click.option(
     "--origin",
     default=None,
     help=f"Checkpoint origin, also the signing key's name (default {DEFAULT_ORIGIN}); fixed "
     "once the registry exists.",
 )
-def init(db_url: str | None, keys_dir: Path, origin: str | None) -> None:
-    """Create or upgrade the registry and its signing key."""
+def init(db_url: str | None, keys_dir: Path, state_dir: Path | None, origin: str | None) -> None:
+    """Create or upgrade the registry, its signing key and its own state."""
     db = Database(db_url)
-    result = init_registry(db, keys_dir, origin)
+    result = init_registry(db, keys_dir, origin, state_dir=registry_state_dir(keys_dir, state_dir))
     if result.created_key:
         click.echo(f"created signing key {keys_dir / (ROLE + '.key')} (mode 0600)")
     state = "created" if result.created_registry else "upgraded"
@@ -152,7 +165,8 @@ def _lines(stream: BinaryIO) -> Iterator[bytes]:
 @click.argument("file", type=click.File("rb"))
 @db_option
 @keys_option
-def import_(file: BinaryIO, db_url: str | None, keys_dir: Path) -> None:
+@state_option
+def import_(file: BinaryIO, db_url: str | None, keys_dir: Path, state_dir: Path | None) -> None:
     """Import JSON Lines from FILE ('-' for standard input): all or nothing.
 
     UTF-8 text, one record a line (a byte-order mark is allowed); every error is reported as
@@ -175,7 +189,13 @@ def import_(file: BinaryIO, db_url: str | None, keys_dir: Path) -> None:
         file=sys.stderr,
         leave=False,
     ) as bar:
-        report = import_lines(db, _lines(file), signer, on_chunk=bar.update)
+        report = import_lines(
+            db,
+            _lines(file),
+            signer,
+            state_dir=registry_state_dir(keys_dir, state_dir),
+            on_chunk=bar.update,
+        )
     if not report.ok:
         for error in report.errors:
             click.echo(str(error), err=True)
@@ -252,15 +272,20 @@ def status(structure_id: str, db_url: str | None, keys_dir: Path, as_json: bool)
 @registry.command(epilog=EXIT_CODES)
 @db_option
 @keys_option
-def verify(db_url: str | None, keys_dir: Path) -> None:
-    """Check the log, the tables and every signed record against the registry's key."""
+@state_option
+def verify(db_url: str | None, keys_dir: Path, state_dir: Path | None) -> None:
+    """Check the heads, the log, the status map, every signed record and the tables against
+    the registry's key, and against the registry's state when it is there (a database older
+    than the state is named as rolled back)."""
     if not (keys_dir / f"{ROLE}.pub").exists():
         raise PlainError(
             f"{keys_dir / (ROLE + '.pub')} does not exist: 'verify' checks the registry against "
             "its public key; pass --keys the folder that holds it"
         )
     key = load_verifier(keys_dir, ROLE)
-    report = audit_registry(Database(db_url, create=False), key)
+    report = audit_registry(
+        Database(db_url, create=False), key, state_dir=registry_state_dir(keys_dir, state_dir)
+    )
     for problem in report.problems:
         click.echo(problem, err=True)
     if not report.ok:
@@ -306,11 +331,17 @@ def notifications(db_url: str | None, as_json: bool) -> None:
 @registry.command(epilog=EXIT_CODES)
 @db_option
 @keys_option
+@state_option
 @click.option("--all", "everything", is_flag=True, help="Re-sign every record, not only those due.")
-def refresh(db_url: str | None, keys_dir: Path, everything: bool) -> None:
+def refresh(db_url: str | None, keys_dir: Path, state_dir: Path | None, everything: bool) -> None:
     """Re-sign status records that expire within half their validity (run daily)."""
     db = Database(db_url, create=False)
-    count = refresh_records(db, load_registry_signer(db, keys_dir), everything=everything)
+    count = refresh_records(
+        db,
+        load_registry_signer(db, keys_dir),
+        state_dir=registry_state_dir(keys_dir, state_dir),
+        everything=everything,
+    )
     click.echo(f"{count} status records re-signed")
 
 

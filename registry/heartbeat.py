@@ -41,12 +41,12 @@ from typing import Protocol, TypeVar
 from permitgate_client import VerifierKey
 from sqlalchemy.exc import SQLAlchemyError
 
-from registry.admin import RegistryRefused, newest_head, open_writer, refresh_records
+from registry.admin import RegistryRefused
 from registry.errors import plain_error
-from registry.heads import cosign_head
 from registry.service_state import RegistryMismatch, ServedState
 from registry.signing import Signer
-from registry.storage import Database, error_line
+from registry.storage import Database, HeadRow, error_line
+from registry.writer import open_writer, refresh_records
 
 __all__ = [
     "Heartbeat",
@@ -79,30 +79,31 @@ class RegistryWriter(Protocol):
         ...
 
 
-class _AdminWriter:
-    """The registry's writer of ``registry.admin``: its lock, its checks, its refresh."""
+class _StateWriter:
+    """The registry's one writer (``registry.writer``): its locks, its verified state, its
+    refusal of a database that disagrees with what the registry signed."""
 
-    def __init__(self, db: Database, signer: Signer) -> None:
+    def __init__(self, db: Database, signer: Signer, state_dir: Path) -> None:
         self._db = db
         self._signer = signer
+        self._state_dir = state_dir
 
     def cosign(self, signed_note: bytes, now: datetime) -> bytes | None:
-        with open_writer(self._db, self._signer) as (session, _, _):
-            row = newest_head(session)
+        with open_writer(self._db, self._signer, self._state_dir) as writer:
+            row = writer.session.get(HeadRow, writer.serial)
             if row is None or row.note != signed_note:
                 return None
-            cosign_head(self._signer, row, now)
-            note = row.cosigned_note()
-        return note  # committed
+            note = writer.cosign_head(now).cosigned_note()
+        return note  # committed, and the state holds it
 
     def refresh(self, now: datetime) -> int:
-        return refresh_records(self._db, self._signer, now=now)
+        return refresh_records(self._db, self._signer, state_dir=self._state_dir, now=now)
 
 
 def open_registry_writer(db: Database, signer: Signer, state_dir: Path) -> RegistryWriter:
     """The writer the service's jobs sign through (``state_dir``: the registry's own verified
     state, ``--state``)."""
-    return _AdminWriter(db, signer)
+    return _StateWriter(db, signer, state_dir)
 
 
 # --- Blocking work, and jobs that run every few seconds -------------------------------------------
