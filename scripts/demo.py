@@ -28,7 +28,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from registry.demo import SCENARIOS, structure_id
+from registry.signing import ensure_signer
 from server.listen import ListenError, check_free, parse_listen
+from server.receipts import DEFAULT_GATE_NAME, GATE_ROLE
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demo"
@@ -110,6 +112,10 @@ def try_these() -> list[tuple[str, str]]:
             "  ... and verify the receipt offline, with no gate",
             f"receipt verify {receipt} --keyset {keyset}",
         ),
+        (
+            "  ... or with the registry's public key alone (it vouches for the gate's key)",
+            f"receipt verify {receipt} --registry-key demo/gate-keys/registry.pub",
+        ),
         ("DENY STRUCTURE_FLAGGED (stop order)", f"check connection {flagged} --utility water"),
         ("REVIEW CASE_PENDING (reported lead)", f"check connection {pending} --utility water"),
         (
@@ -181,6 +187,10 @@ def build() -> None:
     GATE_KEYS.mkdir(mode=0o700)
     shutil.copyfile(REGISTRY_KEYS / "registry.pub", GATE_KEYS / "registry.pub")
     print(f"$ cp {_shown(REGISTRY_KEYS / 'registry.pub')} {_shown(GATE_KEYS)}/", flush=True)
+    # The gate's own key, made now (a gate makes it at its first start otherwise), so that the
+    # registry can vouch for it: receipts then verify with registry.pub alone.
+    ensure_signer(GATE_KEYS, GATE_ROLE, DEFAULT_GATE_NAME)
+    run("registry", "vouch", _shown(GATE_KEYS / f"{GATE_ROLE}.pub"))
 
 
 def _shown(path: Path) -> str:
@@ -226,7 +236,7 @@ def serve() -> int:
             LISTEN,
             "--keys",
             _shown(GATE_KEYS),
-            "--state-dir",
+            "--state",
             _shown(DEMO / "gate-state"),
         ],
     }
