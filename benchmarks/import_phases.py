@@ -14,18 +14,23 @@ lines (the file reader's, one pair of clock reads a line, is the largest).
 Steps, in the order an import meets them:
 
 * read file: reading lines from the file (the iterator the importer consumes);
-* parse: ``orjson.loads`` and record validation (``_Applier._parse``);
-* fetch existing: one SELECT per table per chunk for the rows the chunk refers to;
+* parse: ``orjson.loads``, record validation, canonical JSON (``importer.parse_lines``), in this
+  process for the first chunk, in the worker processes after it (waiting for them is below);
+* look ids up in the tables: one SELECT per table per chunk (which rows exist, and the structure
+  each permit and case id is filed under);
+* read back signed states: the status records of known structures a chunk touches, checked
+  against the registry's state and parsed;
 * check + events + Merkle: the per-line loop (checks, event encoding, leaf hashes, tree);
 * write rows + events: INSERT/COPY of structures, permits, cases and events;
-* read back for signing: the ordered SELECTs that gather, for each structure a chunk touched,
-  what its status record is built from (its rows, or its events);
+* states to sign: each touched structure's records, as the parts handed to the signer;
+* hand to signing / hand to workers: the pipeline's submit, and pickling batches to the pool;
 * sign inline: status records signed in this process (the first few thousand structures);
-* hand to workers: starting the pool and pickling batches to it;
 * wait for workers: blocked on a signing worker's result;
 * write status records: DELETE + INSERT/COPY of the signed records;
+* status map + head: the map of every record's digest, and the head signed over it;
+* save the state: the registry's own state, after the commit;
 * commit: the transaction's COMMIT;
-* other: everything not above (setup, checkpoint signing, Python glue).
+* other: everything not above (setup, Python glue).
 
 CPU time of the signing workers and of the PostgreSQL backend is sampled from ``/proc``.
 """
@@ -50,6 +55,7 @@ from sqlalchemy.orm.session import SessionTransaction
 
 import registry.importer as importer
 import registry.status as status
+import registry.writer as writer
 from benchmarks.proctree import MIB, ProcessTreeSampler, cpu_seconds, machine_busy_seconds
 from benchmarks.support import (
     IMPORT_LINES,
@@ -58,7 +64,7 @@ from benchmarks.support import (
     private_pg_database,
     write_demo_lines,
 )
-from registry.admin import init_registry
+from registry.admin import default_state_dir, init_registry
 from registry.storage import Database
 
 __all__ = ["Phases", "main", "profile_import"]
@@ -124,28 +130,22 @@ def _patch(stack: ExitStack, owner: type, attribute: str, replacement: Any) -> N
         stack.callback(setattr, owner, attribute, original)
 
 
-def _eager(generator_method: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
-    """A generator method made to do its work when called (so that a timer around it sees it)."""
-
-    @functools.wraps(generator_method)
-    def eager(*args: Any, **kwargs: Any) -> Iterator[Any]:
-        return iter(list(generator_method(*args, **kwargs)))
-
-    return eager
-
-
-# (class, method, step); a method the registry no longer has is skipped, and said so.
-_TIMED: tuple[tuple[type, str, str], ...] = (
-    (importer._Applier, "_parse", "parse"),
-    (importer._Applier, "_fetch", "fetch existing"),
+# (class or module, function, step); one the registry no longer has is skipped, and said so.
+_TIMED: tuple[tuple[Any, str, str], ...] = (
+    (importer, "parse_lines", "parse (here; in workers past the first chunk)"),
+    (importer._Applier, "_index", "look ids up in the tables"),
+    (importer._Applier, "_holdings", "read back signed states"),
     (importer._Applier, "apply", "check + events + Merkle"),
     (importer._Applier, "_write", "write rows + events"),
-    (status.SigningPipeline, "submit", "read back for signing"),
+    (importer._Holding, "parts", "states to sign"),
+    (status.SigningPipeline, "submit", "hand to signing"),
     (status.SigningPipeline, "finish", "wait for workers"),
     (status.SigningPipeline, "_sign", "hand to workers"),
     (status.SigningPipeline, "_write", "write status records"),
     (status.StatusSigner, "rows", "sign inline"),
     (Future, "result", "wait for workers"),
+    (writer.Writer, "sign_head", "status map + head"),
+    (writer.Writer, "_save", "save the state"),
     (SessionTransaction, "commit", "commit"),
 )
 
@@ -158,23 +158,25 @@ def _instrument(stack: ExitStack, phases: Phases) -> list[str]:
         if method is None:
             missing.append(f"{owner.__name__}.{attribute}")
             continue
-        if attribute == "_parse":
-            method = _eager(method)
         _patch(stack, owner, attribute, phases.wrap(step, method))
     return missing
 
 
 ORDER = (
     "read file",
-    "parse",
-    "fetch existing",
+    "parse (here; in workers past the first chunk)",
+    "look ids up in the tables",
+    "read back signed states",
     "check + events + Merkle",
     "write rows + events",
-    "read back for signing",
+    "states to sign",
+    "hand to signing",
     "sign inline",
     "hand to workers",
     "wait for workers",
     "write status records",
+    "status map + head",
+    "save the state",
     "commit",
 )
 
@@ -194,7 +196,12 @@ def profile_import(
         own_cpu_before = cpu_seconds(os.getpid()) or 0.0
         started = time.perf_counter()
         try:
-            report = importer.import_lines(db, phases.iterate("read file", lines), signer)
+            report = importer.import_lines(
+                db,
+                phases.iterate("read file", lines),
+                signer,
+                state_dir=default_state_dir(keys),
+            )
         finally:
             wall = time.perf_counter() - started
             busy = machine_busy_seconds() - busy

@@ -11,7 +11,7 @@ import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from permitgate_client import (
     OFFICES,
     REGISTRATION_KINDS,
     UTILITIES,
+    Check,
     Client,
     Decision,
     GateError,
@@ -31,10 +32,15 @@ from permitgate_client import (
     MalformedError,
     Verdict,
     VerificationError,
+    VerifierKey,
     verify_receipt,
 )
 from permitgate_client.formats import format_time, parse_time
 
+from permitgate.offline import answer_offline
+from registry.signing import DEFAULT_KEYS_DIR, load_verifier
+from registry.snapshot import Found, Snapshot
+from server.checks import InvalidCheck
 from server.listen import parse_target
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -56,6 +62,8 @@ Exit codes:
   10  with --exit-code: NOTIFY (go ahead; the working group was told)
   20  with --exit-code: REVIEW (a person must decide)
   30  with --exit-code: DENY
+  1   with --snapshot: the snapshot does not verify, or is older than --max-age
+      (it names the line at fault)
   2   bad arguments, or a check the gate calls invalid (it names the field)
   3   the gate could not be reached or did not answer"""
 
@@ -139,6 +147,86 @@ def _time(value: str | None) -> datetime | None:
         raise click.BadParameter(str(exc), param_hint="--until") from exc
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(click.ParamType[timedelta, Any]):
+    """A span of time: seconds (``300``), or a number with a unit (``90s``, ``5m``, ``2h``,
+    ``1d``)."""
+
+    name = "DURATION"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        text = str(value).strip().lower()
+        unit = _UNITS.get(text[-1:])
+        number = text[:-1] if unit is not None else text
+        try:
+            amount = float(number)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration (e.g. 300, 90s, 5m, 2h, 1d)", param, ctx)
+        if not amount >= 0 or amount == float("inf"):
+            self.fail(f"{value!r}: a duration is a finite number, not negative", param, ctx)
+        return timedelta(seconds=amount * (unit or 1))
+
+
+@dataclass(frozen=True)
+class Offline:
+    """``--snapshot``: answer from this file, verified with the registry key in ``keys_dir``."""
+
+    snapshot: Path
+    keys_dir: Path
+    max_age: timedelta
+
+
+def offline_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--snapshot, --max-age and --keys, handed to the command as ``offline: Offline | None``."""
+
+    @functools.wraps(command)
+    def wrapper(
+        *args: Any, snapshot: Path | None, max_age: timedelta, keys_dir: Path, **kwargs: Any
+    ) -> None:
+        offline = None if snapshot is None else Offline(snapshot, keys_dir, max_age)
+        command(*args, offline=offline, **kwargs)
+
+    for option in (  # applied in turn, so listed by --help last to first
+        click.option(
+            "--keys",
+            "keys_dir",
+            envvar="PERMITGATE_KEYS",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=DEFAULT_KEYS_DIR,
+            show_default=True,
+            help="With --snapshot: the folder holding registry.pub (env PERMITGATE_KEYS).",
+        ),
+        click.option(
+            "--max-age",
+            type=Duration(),
+            default="1d",
+            show_default=True,
+            help="With --snapshot: the oldest its registry head may be (cosigned time).",
+        ),
+        click.option(
+            "--snapshot",
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            help="Answer offline from this snapshot ('permitgate registry snapshot'), by the "
+            "gate's rules, instead of asking a gate.",
+        ),
+    ):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+_CHECKS: dict[str, Callable[..., Check]] = {
+    "check_connection": Check.connection,
+    "check_registration": Check.registration,
+    "verify_premises": Check.premises,
+}
+
+
 def _ask(
     gate: GateAddress,
     method: str,
@@ -146,8 +234,14 @@ def _ask(
     receipt_file: Path | None,
     as_json: bool,
     verdict_exit: bool,
+    offline: Offline | None,
     **kwargs: Any,
 ) -> None:
+    if offline is not None:
+        if receipt_file is not None:
+            raise click.UsageError("--receipt needs a gate: a snapshot signs no receipts")
+        _ask_offline(offline, method, structure_id, as_json, verdict_exit, **kwargs)
+        return
     try:
         with gate.client() as client:
             decision: Decision = getattr(client, method)(
@@ -160,6 +254,63 @@ def _ask(
         click.echo(f"permitgate: the gate at {gate.target} did not answer: {exc}", err=True)
         sys.exit(UNREACHABLE)
     _show(decision, structure_id, receipt_file, as_json)
+    if verdict_exit:
+        sys.exit(VERDICT_EXIT_CODES[decision.verdict])
+
+
+def _ask_offline(
+    offline: Offline,
+    method: str,
+    structure_id: str,
+    as_json: bool,
+    verdict_exit: bool,
+    **kwargs: Any,
+) -> None:
+    """Answer from the snapshot; its refusals (``SnapshotUnusable``, exit 1) and key errors
+    reach the command's one boundary (``permitgate.cli``) as one line."""
+    try:
+        check = _CHECKS[method](structure_id, **kwargs)
+    except InvalidCheckError as exc:
+        click.echo(f"permitgate: invalid check: {exc}", err=True)
+        sys.exit(INVALID_CHECK)
+    registry_key = load_verifier(offline.keys_dir, "registry")
+    now = datetime.now(UTC)
+    snapshot = Snapshot.open(offline.snapshot, registry_key, now=now, max_age=offline.max_age)
+    try:
+        answer = answer_offline(snapshot, check, now)
+    except InvalidCheck as exc:
+        click.echo(f"permitgate: invalid check: {exc}", err=True)
+        sys.exit(INVALID_CHECK)
+    decision = Decision.from_proto(answer.message())
+    if as_json:
+        shown = decision.to_json()
+        shown["snapshot"] = {
+            "file": str(offline.snapshot),
+            "registry_version": snapshot.head.size,
+            "head_serial": snapshot.head.map.serial,
+            "cosigned_at": format_time(snapshot.cosigned_at),
+            "district": snapshot.district,
+            "record_sha256": answer.found.digest.hex() if isinstance(answer.found, Found) else None,
+        }
+        click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
+    else:
+        age = (now - snapshot.cosigned_at).total_seconds()
+        click.echo(
+            f"{decision.verdict.value}  {structure_id}  (offline: registry version "
+            f"{snapshot.head.size} from {offline.snapshot}, cosigned "
+            f"{format_time(snapshot.cosigned_at)}, {age:.0f} s ago)"
+        )
+        for r in decision.reasons:
+            about = r.permit_kind or r.case_id
+            click.echo(
+                f"  - {r.code} [Art. {r.article}]{' ' + about if about else ''}: {r.message}"
+            )
+        if decision.valid_until is not None:
+            click.echo(f"  valid until {format_time(decision.valid_until)}")
+        if decision.verdict is Verdict.NOTIFY:
+            click.echo(
+                "  offline: the working group is NOT notified (only a gate records the notice)"
+            )
     if verdict_exit:
         sys.exit(VERDICT_EXIT_CODES[decision.verdict])
 
@@ -187,7 +338,8 @@ def _show(decision: Decision, structure_id: str, receipt_file: Path | None, as_j
 
 @click.group(epilog=CHECK_EXIT_CODES)
 def check() -> None:
-    """Ask the gate about a structure (for a file of checks: 'permitgate check-file')."""
+    """Ask the gate about a structure (for a file of checks: 'permitgate check-file'), or
+    answer offline from a verified snapshot (--snapshot)."""
 
 
 @check.command(epilog=CHECK_EXIT_CODES)
@@ -203,6 +355,7 @@ def check() -> None:
 @application_option
 @receipt_option
 @gate_options
+@offline_options
 @json_option
 @exit_code_option
 def connection(
@@ -213,6 +366,7 @@ def connection(
     application_id: str,
     receipt_file: Path | None,
     gate: GateAddress,
+    offline: Offline | None,
     as_json: bool,
     verdict_exit: bool,
 ) -> None:
@@ -224,6 +378,7 @@ def connection(
         receipt_file,
         as_json,
         verdict_exit,
+        offline,
         utility=utility,
         kind=kind,
         requested_until=_time(until),
@@ -241,6 +396,7 @@ def connection(
 @application_option
 @receipt_option
 @gate_options
+@offline_options
 @json_option
 @exit_code_option
 def registration(
@@ -249,6 +405,7 @@ def registration(
     application_id: str,
     receipt_file: Path | None,
     gate: GateAddress,
+    offline: Offline | None,
     as_json: bool,
     verdict_exit: bool,
 ) -> None:
@@ -260,6 +417,7 @@ def registration(
         receipt_file,
         as_json,
         verdict_exit,
+        offline,
         kind=kind,
         application_id=application_id,
     )
@@ -276,6 +434,7 @@ def registration(
 @application_option
 @receipt_option
 @gate_options
+@offline_options
 @json_option
 @exit_code_option
 def premises(
@@ -285,6 +444,7 @@ def premises(
     application_id: str,
     receipt_file: Path | None,
     gate: GateAddress,
+    offline: Offline | None,
     as_json: bool,
     verdict_exit: bool,
 ) -> None:
@@ -296,6 +456,7 @@ def premises(
         receipt_file,
         as_json,
         verdict_exit,
+        offline,
         office=office,
         declared_use=declared_use,
         application_id=application_id,
@@ -310,9 +471,13 @@ Exit codes:
 RECEIPT_EXIT_CODES = """\b
 Exit codes:
   0  verified
-  1  the receipt does not verify (the reason is printed)
-  2  bad arguments, or a KeySet file that cannot be read
-  3  no --keyset, and the gate could not be reached for its keys"""
+  1  the receipt does not verify (the reason is printed); with --require-fresh,
+     also when its data is not shown to be at most --max-age old
+  2  bad arguments, or a KeySet or key file that cannot be read
+  3  no --keyset or --registry-key, and the gate could not be reached for its keys"""
+
+DEFAULT_RECEIPT_MAX_AGE = timedelta(seconds=300)
+"""A gate's default staleness bound (``permitgate serve --max-staleness``)."""
 
 
 @click.command(epilog=KEYS_EXIT_CODES)
@@ -340,22 +505,58 @@ def receipt() -> None:
     type=click.File("rb"),
     help="KeySet JSON from 'permitgate keys' (offline); else ask --target.",
 )
+@click.option(
+    "--registry-key",
+    "registry_key_file",
+    type=click.File("rb"),
+    help="The registry's public key file (registry.pub): verifies the receipt of any gate the "
+    "registry vouches for, with no KeySet.",
+)
+@click.option(
+    "--max-age",
+    type=Duration(),
+    default="300s",
+    show_default=True,
+    help="How old the registry data may have been at the decision to count as fresh.",
+)
+@click.option(
+    "--require-fresh",
+    is_flag=True,
+    help="Exit 1 unless the data is shown to be at most --max-age old at the decision.",
+)
 @gate_options
-def verify(file: Any, keyset: Any, gate: GateAddress) -> None:
-    """Verify a receipt offline against a KeySet, and print what it proves."""
+def verify(
+    file: Any,
+    keyset: Any,
+    registry_key_file: Any,
+    max_age: timedelta,
+    require_fresh: bool,
+    gate: GateAddress,
+) -> None:
+    """Verify a receipt offline against the registry key or a KeySet, and print what it proves:
+    the gate key that signed it, until when the registry vouches for that key, the registry
+    head the answer rests on and how old its data was at the decision."""
+    if keyset is not None and registry_key_file is not None:
+        raise click.UsageError("give --keyset or --registry-key, not both")
+    keys: KeySet | VerifierKey
     try:
-        if keyset is not None:
+        if registry_key_file is not None:
+            keys = _registry_key(registry_key_file.read())
+        elif keyset is not None:
             keys = KeySet.from_json(keyset.read())
         else:
             with gate.client() as client:
                 keys = client.keys()
             click.echo(
                 f"note: keys taken from the gate at {gate.target} itself; for a check that does "
-                "not rest on that gate, keep a KeySet ('permitgate keys') and pass --keyset",
+                "not rest on that gate, pass --registry-key registry.pub (or a KeySet kept "
+                "from 'permitgate keys' as --keyset)",
                 err=True,
             )
     except MalformedError as exc:
-        click.echo(f"permitgate: bad keyset: {exc}", err=True)
+        click.echo(
+            f"permitgate: bad {'key file' if registry_key_file else 'keyset'}: {exc}", err=True
+        )
         sys.exit(2)
     except GateError as exc:
         click.echo(f"permitgate: the gate at {gate.target} did not answer: {exc}", err=True)
@@ -365,13 +566,34 @@ def verify(file: Any, keyset: Any, gate: GateAddress) -> None:
     except VerificationError as exc:
         click.echo(f"NOT VERIFIED: {exc}", err=True)
         sys.exit(1)
-    gate_key, registry_key = keys.gate_key, keys.registry_key
+    registry_key = keys if isinstance(keys, VerifierKey) else keys.registry_key
     r = verified.receipt
     click.echo(
-        f"verified: signed by gate {gate_key.name}; registry checkpoint "
-        f"{verified.checkpoint.size} signed by {registry_key.name}"
+        f"verified: signed by gate key {verified.gate_key_id}; registry version "
+        f"{verified.checkpoint.size} signed by {registry_key.keyid_text}"
     )
+    if verified.statement is None:
+        click.echo("  gate key: not vouched for in the receipt (verified with the KeySet's key)")
+    else:
+        click.echo(
+            f"  gate key vouched for by the registry from "
+            f"{format_time(verified.statement.not_before)}, valid until "
+            f"{format_time(verified.statement.not_after)}"
+        )
     click.echo(f"  decision {r.decision_id} at {format_time(r.decided_at)}: {r.verdict}")
+    if r.valid_until is not None:
+        click.echo(f"  decision valid until {format_time(r.valid_until)}")
+    fresh = verified.data_fresh(max_age)
+    age = verified.data_age
+    if verified.cosigned_at is None or age is None:
+        click.echo("  data: NOT shown fresh: the registry head carries no cosigned time")
+    else:
+        click.echo(
+            f"  data: cosigned by the registry at {format_time(verified.cosigned_at)}, "
+            f"{age.total_seconds():g} s before the decision: "
+            + ("fresh" if fresh else "NOT fresh")
+            + f" (max age {max_age.total_seconds():g} s)"
+        )
     click.echo(f"  check: {orjson.dumps(r.check).decode()}")
     for reason in r.reasons:
         click.echo(
@@ -383,4 +605,18 @@ def verify(file: Any, keyset: Any, gate: GateAddress) -> None:
             f"(tree size {r.status_record_tree_size})"
         )
     else:
-        click.echo("  structure was not in the registry")
+        click.echo("  status record: none (not in the registry, or not verified by the gate)")
+    if require_fresh and not fresh:
+        click.echo(
+            f"NOT FRESH: the registry data is not shown to be at most "
+            f"{max_age.total_seconds():g} s old at the decision",
+            err=True,
+        )
+        sys.exit(1)
+
+
+def _registry_key(data: bytes) -> VerifierKey:
+    try:
+        return VerifierKey.from_text(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedError(f"not a verifier key ({exc})") from exc

@@ -1,23 +1,23 @@
-"""Registry lifecycle and reads: init, the latest checkpoint, one status record, export.
+"""Registry lifecycle and reads: init, the latest head, one status record, export.
 
 ``init_registry`` is idempotent: it upgrades the schema, creates the signing key when absent,
-and on a new database records the origin and signs the empty checkpoint (size 0), so that every
-registry, even an empty one, has a signed head to verify against. The origin and the key are
-fixed then: a later ``init`` that names another origin, or cannot find that key, says so.
+and on a new database records the origin, signs the empty head (serial 1, log size 0) and makes
+the registry's own state (``registry.trusted_state``) hold it, so that every registry, even an
+empty one, has a signed head to verify against and a state to check the database with. The
+origin and the key are fixed then: a later ``init`` that names another origin, or cannot find
+that key, says so. Writing goes through ``registry.writer``; this module only reads, besides init.
 
-Every writer comes through ``open_writer``, which refuses a registry whose newest checkpoint and
-log disagree (rows deleted or added behind the registry's back): appending to such a log, or
-signing records from it, would sign what the log cannot prove.
+The errors every registry command may raise are here too, one class per thing a person can act
+on: ``NotInitialised``, ``WrongKey``, ``RegistryDamaged`` (rows changed behind the registry's
+back) and ``RegistryRolledBack`` (the database is older than what the registry signed).
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -29,7 +29,6 @@ from registry.errors import PlainError
 from registry.heads import sign_head
 from registry.merkle import CompactTree
 from registry.signing import KeyFileError, Signer, ensure_signer, load_signer
-from registry.status import RECORD_VALIDITY, SigningPipeline, StatusSigner
 from registry.statusmap import StatusMap
 from registry.storage import (
     CASE_COLUMNS,
@@ -47,29 +46,39 @@ from registry.storage import (
     permit_of,
     structure_of,
 )
+from registry.trusted_state import TrustedState
 
 __all__ = [
     "DEFAULT_ORIGIN",
+    "NOT_INITIALISED",
+    "REPAIR_ADVICE",
+    "STATE_NAME",
     "InitResult",
     "NotInitialised",
     "RegistryDamaged",
     "RegistryRefused",
+    "RegistryRolledBack",
     "WrongKey",
+    "default_state_dir",
     "export_lines",
     "init_registry",
     "latest_checkpoint_note",
     "load_registry_signer",
     "newest_head",
-    "open_writer",
-    "refresh_records",
     "require_registry",
     "status_envelope",
-    "stored_status_map",
 ]
 
 DEFAULT_ORIGIN = "permitgate.example/registry"
 _ORIGIN = re.compile(r"[^\s+]{1,255}")
 ROLE = "registry"
+STATE_NAME = "registry"
+"""The registry's ``TrustedState`` name: ``<state dir>/registry.sqlite``."""
+
+
+def default_state_dir(keys_dir: Path) -> Path:
+    """Where the registry keeps its own verified state by default: beside its keys."""
+    return keys_dir.parent / "registry-state"
 
 
 @dataclass(frozen=True)
@@ -80,17 +89,23 @@ class InitResult:
     origin: str
 
 
-def init_registry(db: Database, keys_dir: Path, origin: str | None = None) -> InitResult:
+def init_registry(
+    db: Database, keys_dir: Path, origin: str | None = None, *, state_dir: Path | None = None
+) -> InitResult:
     """Create or upgrade the registry in ``db`` and its signing key in ``keys_dir``.
 
     ``origin`` (default ``DEFAULT_ORIGIN``) names a new registry; for an existing one it may
-    only repeat the origin the registry has.
+    only repeat the origin the registry has. A new registry's state goes to ``state_dir``
+    (default ``default_state_dir(keys_dir)``), which must not hold another registry's state.
     """
     if origin is not None and not _ORIGIN.fullmatch(origin):
         raise RegistryRefused(
             f"--origin {origin!r}: an origin names the signing key too, so it has no spaces "
             f"and no '+' (e.g. {DEFAULT_ORIGIN})"
         )
+    state_dir = default_state_dir(keys_dir) if state_dir is None else state_dir
+    if not db.is_initialised():
+        _refuse_a_used_state(state_dir)
     db.upgrade()
     with db.session() as session:
         stored = session.scalar(select(MetaRow.value).where(MetaRow.key == "origin"))
@@ -105,30 +120,65 @@ def init_registry(db: Database, keys_dir: Path, origin: str | None = None) -> In
         return InitResult(signer, False, False, stored)
     origin = DEFAULT_ORIGIN if origin is None else origin
     signer, created_key = ensure_signer(keys_dir, ROLE, origin)
-    with db.session() as session:
-        if signer.name != origin:
-            raise RegistryRefused(f"the key in {keys_dir} is named {signer.name!r}, not {origin!r}")
-        session.add_all(
-            [
-                MetaRow(key="origin", value=origin),
-                MetaRow(key="public_key", value=signer.verifier.text),
-                sign_head(
+    if signer.name != origin:
+        raise RegistryRefused(f"the key in {keys_dir} is named {signer.name!r}, not {origin!r}")
+    state = TrustedState(state_dir, STATE_NAME)
+    try:
+        with state.lock():
+            if state.head() is not None:  # made meanwhile by another init
+                _refuse_a_used_state(state_dir)
+            with db.session() as session:
+                head = sign_head(
                     signer,
                     origin=origin,
                     tree=CompactTree(),
                     status_map=StatusMap(),
                     serial=1,
                     now=datetime.now(UTC),
-                ),
-            ]
-        )
+                )
+                session.add_all(
+                    [
+                        MetaRow(key="origin", value=origin),
+                        MetaRow(key="public_key", value=signer.verifier.text),
+                        head,
+                    ]
+                )
+            state.save(head.cosigned_note(), frontier=b"", replace=True)  # after the commit
+    finally:
+        state.close()
     return InitResult(signer, created_key, True, origin)
+
+
+def _refuse_a_used_state(state_dir: Path) -> None:
+    """Refuse to start a new registry over the state of another (or of this one, wiped)."""
+    if not (state_dir / f"{STATE_NAME}.sqlite").exists():
+        return
+    state = TrustedState(state_dir, STATE_NAME)
+    try:
+        note = state.head()
+    finally:
+        state.close()
+    if note is None:
+        return
+    raise RegistryRefused(
+        f"{state_dir} holds the state of a registry ({_head_words(note)}), but this database "
+        "holds none: if the database was lost or wiped, restore it from the newest backup; to "
+        f"start a new registry here, move {state_dir} aside (or pass another --state)"
+    )
+
+
+def _head_words(note: bytes) -> str:
+    """``head serial S, log size N`` of a stored note, read without verifying (for messages)."""
+    lines = note.decode(errors="replace").split("\n")
+    size = lines[1] if len(lines) > 1 else "?"
+    serial = lines[3].split(" ")[1] if len(lines) > 3 and lines[3].startswith("map ") else "?"
+    return f"head serial {serial}, log size {size}"
 
 
 def load_registry_signer(db: Database, keys_dir: Path) -> Signer:
     """The registry's signing key from ``keys_dir``, or an error saying which key is wanted."""
     if not db.is_initialised():
-        raise NotInitialised(_NOT_INITIALISED)
+        raise NotInitialised(NOT_INITIALISED)
     with db.session() as session:
         stored_key = session.scalar(select(MetaRow.value).where(MetaRow.key == "public_key"))
     return _existing_key(keys_dir, stored_key)
@@ -177,14 +227,6 @@ def newest_head(session: Session) -> HeadRow | None:
     return session.scalars(select(HeadRow).order_by(HeadRow.serial.desc()).limit(1)).first()
 
 
-def stored_status_map(session: Session) -> StatusMap:
-    """The status map of the records as stored: each structure's envelope, hashed."""
-    rows = session.execute(
-        select(StatusRow.structure_id, StatusRow.envelope), execution_options={"yield_per": 5000}
-    )
-    return StatusMap((sid, hashlib.sha256(envelope).digest()) for sid, envelope in rows)
-
-
 def status_envelope(db: Database, structure_id: str) -> bytes | None:
     """The signed status record of one structure, as stored."""
     with db.session() as session:
@@ -223,93 +265,37 @@ class WrongKey(RegistryRefused):
 
 
 class RegistryDamaged(RegistryRefused):
-    """The newest checkpoint and the log disagree: rows were removed or added behind its back."""
+    """The database differs from what the registry signed: rows were changed, removed or added
+    behind its back. The message names the row."""
 
 
-_NOT_INITIALISED = "no registry here: run 'permitgate registry init' first"
+class RegistryRolledBack(RegistryRefused):
+    """The database is older than the newest head the registry signed (a head deleted, an older
+    backup restored): writing to it would sign a second history."""
+
+
+NOT_INITIALISED = "no registry here: run 'permitgate registry init' first"
+REPAIR_ADVICE = (
+    "rows were deleted or added outside permitgate; run 'permitgate registry verify' "
+    "and restore the database from a backup"
+)
 
 
 def require_registry(db: Database) -> None:
-    """Raise unless ``db`` holds a registry whose newest checkpoint covers exactly its log."""
+    """Raise unless ``db`` holds a registry whose newest head covers exactly its log.
+
+    A check for readers (the gate) that have no state of their own to compare with; writers
+    compare the database with the registry's state (``registry.writer``).
+    """
     if not db.is_initialised():
-        raise NotInitialised(_NOT_INITIALISED)
+        raise NotInitialised(NOT_INITIALISED)
     with db.snapshot() as session:
-        _check_head(session, newest_head(session))
-
-
-def _check_head(session: Session, head: HeadRow | None) -> HeadRow:
-    """The newest checkpoint, once the log holds exactly the events it covers."""
-    advice = (
-        "rows were deleted or added outside permitgate; run 'permitgate registry verify' "
-        "and restore the database from a backup"
-    )
-    if head is None:
-        raise RegistryDamaged(f"this registry has no signed checkpoint: {advice}")
-    count, last = session.execute(select(func.count(), func.max(EventRow.seq))).one()
-    if count != head.size or (count and last != head.size - 1):
-        raise RegistryDamaged(
-            f"the newest checkpoint covers {head.size} events but the log holds {count}"
-            f"{'' if last is None else f' (the last numbered {last})'}: {advice}"
-        )
-    return head
-
-
-@contextmanager
-def open_writer(db: Database, signer: Signer) -> Iterator[tuple[Session, str, HeadRow]]:
-    """The registry's write lock, its origin and latest checkpoint, once ``signer`` is its key.
-
-    Every writer (import, refresh) comes through here, so none can sign with another key.
-    """
-    if not db.is_initialised():
-        raise NotInitialised(_NOT_INITIALISED)
-    with db.writer() as session:
-        origin = session.scalar(select(MetaRow.value).where(MetaRow.key == "origin"))
-        public_key = session.scalar(select(MetaRow.value).where(MetaRow.key == "public_key"))
-        if origin is None:
-            raise NotInitialised(_NOT_INITIALISED)
-        if public_key != signer.verifier.text:
-            raise WrongKey(
-                f"this registry is signed by {public_key}, not by {signer.verifier.text}"
+        head = newest_head(session)
+        if head is None:
+            raise RegistryDamaged(f"this registry has no signed checkpoint: {REPAIR_ADVICE}")
+        count, last = session.execute(select(func.count(), func.max(EventRow.seq))).one()
+        if count != head.size or (count and last != head.size - 1):
+            raise RegistryDamaged(
+                f"the newest checkpoint covers {head.size} events but the log holds {count}"
+                f"{'' if last is None else f' (the last numbered {last})'}: {REPAIR_ADVICE}"
             )
-        yield session, origin, _check_head(session, newest_head(session))
-
-
-def refresh_records(
-    db: Database,
-    signer: Signer,
-    *,
-    now: datetime | None = None,
-    within: timedelta = RECORD_VALIDITY / 2,
-    everything: bool = False,
-) -> int:
-    """Re-sign the status records that expire within ``within`` (all with ``everything``).
-
-    A record is good until its ``next_update``; gates answer REVIEW after that. Run this
-    periodically (daily, say) so that structures nobody changes keep current records. The state
-    is unchanged, so each new record shows the current tree size; gates notice the later
-    ``next_update`` and take it. Returns how many records were re-signed.
-    """
-    now = (now or datetime.now(UTC)).astimezone(UTC)
-    with open_writer(db, signer) as (session, origin, head):
-        if head.size == 0:
-            return 0
-        due = select(StatusRow.structure_id).order_by(StatusRow.structure_id)
-        if not everything:
-            due = due.where(StatusRow.next_update < now + within)
-        ids = list(session.scalars(due))
-        with SigningPipeline(session, StatusSigner(signer, now=now), workers=1) as pipeline:
-            for start in range(0, len(ids), 5000):
-                pipeline.submit(ids[start : start + 5000], head.size)
-            pipeline.finish()
-        if ids:
-            session.add(
-                sign_head(
-                    signer,
-                    origin=origin,
-                    tree=CompactTree.from_state(head.size, head.tree_state),
-                    status_map=stored_status_map(session),
-                    serial=head.serial + 1,
-                    now=now,
-                )
-            )
-    return len(ids)

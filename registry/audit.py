@@ -1,15 +1,26 @@
-"""``permitgate registry verify``: prove the database says what the signed log says.
+"""``permitgate registry verify``: prove the database says what the registry signed.
 
 Trust starts from the registry's public key on disk, never from the database. The audit:
 
-1. verifies every stored checkpoint note with that key, and that its columns match the note;
-2. streams the events in log order, checks they are numbered 0..n-1 and well formed, rebuilds
-   the Merkle tree from them, and compares its root at each checkpoint size with the checkpoint;
-3. streams the events again grouped by structure, replays them into each structure's current
-   state, and compares that with the ``structure``/``permit``/``violation_case`` rows and with
-   the structure's signed status record (signature, digest, content, and the log size it shows).
+1. verifies every stored head (its note and its cosignature) with that key, that its columns
+   say what its note says, and that the serials run 1, 2, ... over logs that never shrink;
+2. streams the events in log order, checks they are numbered 0..n-1, rebuilds the Merkle tree
+   from them and compares its root at each head's size with the head (so each head's log is
+   consistent with the one before: both are prefixes of the same events), and each head's
+   ``tree_state`` column with the tree's frontier there;
+3. reads every status record: its signature, that it describes the structure it is filed
+   under, its ``digest``, ``tree_size`` and ``next_update`` columns; rebuilds the status map
+   from the records (SHA-256 of each envelope) and compares its root with the newest head's;
+4. replays the events of each structure and compares the result with its signed record and
+   (``tables``) with the ``structure``/``permit``/``violation_case`` rows, naming the event
+   each record comes from;
+5. with the registry's state directory (``compare_with_state``): a database older than the
+   state is named as rolled back; the head the state holds must be stored as signed; and, when
+   it is the newest, every record's digest must be the one the state holds.
 
-Every difference is reported, naming the row and the field; memory holds one structure at a time.
+Every difference is reported, naming the row and the field; memory holds one structure at a time
+besides the map (about 200 bytes a structure). A writer that finds its state empty runs steps
+1-4 (``audit_session`` without the tables) and adopts the database only when they pass.
 """
 
 from __future__ import annotations
@@ -18,16 +29,19 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
+from pathlib import Path
 from typing import Any
 
 from permitgate_client import VerificationError, VerifierKey
-from permitgate_client.formats import verify_checkpoint
+from permitgate_client._proofs import RegistryHead, verify_registry_head
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from registry.admin import STATE_NAME
 from registry.log import State, decode_event, fold
 from registry.merkle import CompactTree, leaf_hash
-from registry.records import Record
+from registry.records import Record, format_time
+from registry.statusmap import StatusMap
 from registry.storage import (
     CASE_COLUMNS,
     PERMIT_COLUMNS,
@@ -45,11 +59,13 @@ from registry.storage import (
     structure_of,
 )
 from registry.trust import verify_status_record
+from registry.trusted_state import Entry, TrustedState
 
-__all__ = ["AuditReport", "audit_registry"]
+__all__ = ["AuditReport", "audit_registry", "audit_session", "compare_with_state"]
 
 _OPTS = {"yield_per": 5000}
 RawState = tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]]]
+Sources = dict[tuple[type, str], int]  # (record type, id) -> the event that last set it
 
 
 @dataclass
@@ -57,98 +73,191 @@ class AuditReport:
     tree_size: int = 0
     structures: int = 0
     problems: list[str] = field(default_factory=list)
+    newest: HeadRow | None = None
+    """The newest head row, when it verifies."""
+    frontier: CompactTree | None = None
+    """The log's frontier at the newest head, from the events (when they reach it)."""
+    entries: list[Entry] = field(default_factory=list)
+    """Every record that verifies: (structure id, SHA-256 of its envelope, its next_update)."""
+    digests: dict[str, bytes] = field(default_factory=dict, repr=False)
+    """Every stored record's SHA-256, by structure id."""
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def audit_registry(db: Database, key: VerifierKey) -> AuditReport:
+@dataclass(frozen=True)
+class _Head:
+    row: HeadRow
+    head: RegistryHead
+
+
+def audit_registry(db: Database, key: VerifierKey, *, state_dir: Path | None = None) -> AuditReport:
+    """The full audit; with ``state_dir`` (the registry's state) also compared with it."""
     report = AuditReport()
     if not db.is_initialised():
         report.problems.append("registry: not initialised")
         return report
-    with db.session() as session:
+    with db.snapshot() as session:
         origin = session.scalar(select(MetaRow.value).where(MetaRow.key == "origin"))
         if origin is None:
             report.problems.append("registry: not initialised")
             return report
-        roots = _check_checkpoints(session, key, origin, report)
-        if not roots:
-            return report
-        _check_log(session, roots, report)
-        _check_states(session, key, report)
+        audit_session(session, key, origin, tables=True, report=report)
+        if state_dir is not None:
+            compare_with_state(session, key, state_dir, report)
     return report
 
 
-def _check_checkpoints(
-    session: Session, key: VerifierKey, origin: str, report: AuditReport
-) -> dict[int, bytes]:
-    """Step 1: each checkpoint's signature; returns the signed root hash by tree size."""
-    roots: dict[int, bytes] = {}
+def audit_session(
+    session: Session,
+    key: VerifierKey,
+    origin: str,
+    *,
+    tables: bool,
+    report: AuditReport | None = None,
+) -> AuditReport:
+    """Steps 1-4 in ``session`` (the tables only with ``tables``)."""
+    report = AuditReport() if report is None else report
+    if origin != key.name:
+        report.problems.append(
+            f"registry_meta row origin: {origin!r}, but the key is named {key.name!r}"
+        )
+    heads = _check_heads(session, key, report)
+    if not heads:
+        return report
+    report.frontier = _check_log(session, heads, report)
+    _check_states(session, key, heads[-1], report, tables=tables)
+    return report
+
+
+def _check_heads(session: Session, key: VerifierKey, report: AuditReport) -> list[_Head]:
+    """Step 1: each head's signatures and columns; returns the heads that verify, by serial."""
+    heads: list[_Head] = []
+    expected = 1
     for row in session.scalars(select(HeadRow).order_by(HeadRow.serial)):
+        where = f"head serial {row.serial}"
+        if row.serial > expected:
+            gap = f"{expected}" if row.serial == expected + 1 else f"{expected} to {row.serial - 1}"
+            report.problems.append(f"head serial {gap}: missing (serials run 1, 2, ...)")
+        expected = row.serial + 1
         try:
-            checkpoint = verify_checkpoint(row.note, key, origin=origin)
+            head = verify_registry_head(row.cosigned_note(), key)
         except VerificationError as exc:
-            report.problems.append(f"checkpoint {row.size}: {exc}")
+            report.problems.append(f"{where}: {exc}")
             continue
-        if checkpoint.size != row.size or checkpoint.root_hash != row.root_hash:
-            report.problems.append(f"checkpoint {row.size}: columns differ from the signed note")
-        roots[checkpoint.size] = checkpoint.root_hash
-    if not roots:
-        report.problems.append("checkpoint: none with a valid signature")
-    return roots
+        columns = {
+            "serial": (row.serial, head.map.serial),
+            "size": (row.size, head.size),
+            "root_hash": (bytes(row.root_hash), head.checkpoint.root_hash),
+            "map_root": (bytes(row.map_root), head.map.root),
+        }
+        differ = [name for name, (stored, signed) in columns.items() if stored != signed]
+        if differ:
+            report.problems.append(f"{where}: {', '.join(differ)} column differs from its note")
+            continue
+        if heads and head.size < heads[-1].head.size:
+            report.problems.append(
+                f"{where}: its log (size {head.size}) is shorter than that of head serial "
+                f"{heads[-1].row.serial} (size {heads[-1].head.size})"
+            )
+            continue
+        heads.append(_Head(row, head))
+    if not heads:
+        report.problems.append("head: none with a valid signature")
+    else:
+        report.newest = heads[-1].row
+    return heads
 
 
-def _check_log(session: Session, roots: dict[int, bytes], report: AuditReport) -> None:
-    """Step 2: the log's numbering and Merkle roots against the signed checkpoints."""
+def _check_log(session: Session, heads: list[_Head], report: AuditReport) -> CompactTree | None:
+    """Step 2: the log's numbering and Merkle roots against every head; returns the frontier at
+    the newest head when the events reach it."""
+    at_size: dict[int, list[_Head]] = {}
+    for h in heads:
+        at_size.setdefault(h.head.size, []).append(h)
+    newest = heads[-1].head.size
     tree = CompactTree()
+    frontier: CompactTree | None = None
+    good = 0  # the largest size whose heads all match the events
+    matching = True
+
+    def compare() -> None:
+        nonlocal good, matching, frontier
+        for h in at_size.get(tree.size, ()):
+            where = f"head serial {h.row.serial} (log size {tree.size})"
+            if matching and tree.root() != h.head.checkpoint.root_hash:
+                matching = False
+                changed = f"event {good}" if tree.size - good == 1 else f"events {good} to "
+                changed += "" if tree.size - good == 1 else f"{tree.size - 1}"
+                report.problems.append(
+                    f"{where}: the events do not hash to its signed root: one of {changed} "
+                    "was changed"
+                )
+            elif matching and bytes(h.row.tree_state) != tree.state:
+                report.problems.append(f"{where}: its tree_state column is not the events'")
+        if matching and tree.size in at_size:
+            good = tree.size
+        if tree.size == newest:
+            frontier = CompactTree.from_state(tree.size, tree.state)
+
+    compare()
     query = select(EventRow.seq, EventRow.body).order_by(EventRow.seq)
     for seq, body in session.execute(query, execution_options=_OPTS):
         if seq != tree.size:
-            report.problems.append(f"event log: event {tree.size} is missing (next is {seq})")
-            return
-        tree.append(leaf_hash(body))
-        root = roots.get(tree.size)
-        if root is not None and root != tree.root():
-            report.problems.append(
-                f"event log: the first {tree.size} events do not hash to checkpoint {tree.size}"
-            )
-            return
+            what = f"the next is event {seq}" if seq > tree.size else f"then comes event {seq}"
+            report.problems.append(f"event {tree.size}: missing ({what})")
+            report.tree_size = tree.size
+            return None
+        tree.append(leaf_hash(bytes(body)))
+        compare()
     report.tree_size = tree.size
-    head = max(roots)
-    if tree.size != head:
-        report.problems.append(f"event log: {tree.size} events, but the checkpoint signs {head}")
-    elif roots.get(0) is not None and tree.size == 0 and roots[0] != tree.root():
-        report.problems.append("event log: empty, but checkpoint 0 has another root")
+    if tree.size < newest:
+        report.problems.append(
+            f"event log: {tree.size} events, but head serial {heads[-1].row.serial} signs "
+            f"{newest}: event {tree.size} on missing"
+        )
+        return None
+    if tree.size > newest:
+        report.problems.append(
+            f"event log: {tree.size} events, but head serial {heads[-1].row.serial} signs "
+            f"{newest}: event {newest} on added"
+        )
+        return None
+    return frontier if matching else None
 
 
-def _replayed(session: Session, report: AuditReport) -> Iterator[tuple[str, State, int]]:
-    """Each structure's state as its events say, with the index of its last event."""
+def _replayed(session: Session, report: AuditReport) -> Iterator[tuple[str, State, int, Sources]]:
+    """Each structure's state as its events say, the index of its last event, and the event
+    each of its records comes from."""
     query = select(EventRow.structure_id, EventRow.seq, EventRow.body).order_by(
         EventRow.structure_id, EventRow.seq
     )
     rows = session.execute(query, execution_options=_OPTS)
     for sid, group in groupby(rows, key=lambda r: r[0]):
         records: dict[tuple[type, str], Record] = {}
+        sources: Sources = {}
         last = -1
         for _, seq, body in group:
             try:
-                event = decode_event(body)
+                event = decode_event(bytes(body))
             except ValueError as exc:
                 report.problems.append(f"event {seq}: {exc}")
                 continue
             if event.seq != seq or event.record.structure_id != sid:
                 report.problems.append(f"event {seq}: its columns differ from its signed bytes")
                 continue
-            records[(type(event.record), event.record.id)] = event.record
+            key = (type(event.record), event.record.id)
+            records[key] = event.record
+            sources[key] = seq
             last = seq
         try:
             state = fold(sid, records.values())
         except ValueError as exc:
             report.problems.append(str(exc))
             continue
-        yield sid, state, last
+        yield sid, state, last, sources
 
 
 def _table_rows(session: Session) -> Iterator[RawState]:
@@ -159,15 +268,18 @@ def _table_rows(session: Session) -> Iterator[RawState]:
     structures = select(*STRUCTURE_COLUMNS).order_by(StructureRow.id)
     permits = select(*PERMIT_COLUMNS).order_by(PermitRow.structure_id, PermitRow.id)
     cases = select(*CASE_COLUMNS).order_by(CaseRow.structure_id, CaseRow.id)
-    opts = {"yield_per": 5000}
-    permit_groups = _grouped(session.execute(permits, execution_options=opts))
-    case_groups = _grouped(session.execute(cases, execution_options=opts))
+    permit_groups = _grouped(session.execute(permits, execution_options=_OPTS))
+    case_groups = _grouped(session.execute(cases, execution_options=_OPTS))
     next_permits = next(permit_groups, None)
     next_cases = next(case_groups, None)
-    for row in session.execute(structures, execution_options=opts):
+    for row in session.execute(structures, execution_options=_OPTS):
         sid = row[0]
         own_permits: list[tuple[Any, ...]] = []
         own_cases: list[tuple[Any, ...]] = []
+        while next_permits is not None and next_permits[0] < sid:  # rows of no structure
+            next_permits = next(permit_groups, None)
+        while next_cases is not None and next_cases[0] < sid:
+            next_cases = next(case_groups, None)
         if next_permits is not None and next_permits[0] == sid:
             own_permits = next_permits[1]
             next_permits = next(permit_groups, None)
@@ -197,53 +309,98 @@ def _table_states(session: Session, report: AuditReport) -> Iterator[State]:
         try:
             yield _state_of(raw)
         except (ValueError, TypeError) as exc:
-            report.problems.append(f"structure {raw[0][0]}: a table row is malformed: {exc}")
+            report.problems.append(f"structure row {raw[0][0]}: malformed: {exc}")
 
 
-def _check_states(session: Session, key: VerifierKey, report: AuditReport) -> None:
-    """Step 3: tables and signed status records against the replayed log, structure by structure."""
-    tables = _keyed(_table_states(session, report), lambda s: s[0].id)
+def _check_states(
+    session: Session, key: VerifierKey, newest: _Head, report: AuditReport, *, tables: bool
+) -> None:
+    """Steps 3 and 4: the signed records against the newest head's map and the replayed log,
+    and (``tables``) the tables against the log, structure by structure."""
+    table_states: Iterator[tuple[str, Any]] = iter(())
+    if tables:
+        table_states = _keyed(_table_states(session, report), lambda s: s[0].id)
     statuses = _keyed(
         session.execute(
             select(
-                StatusRow.structure_id, StatusRow.tree_size, StatusRow.digest, StatusRow.envelope
+                StatusRow.structure_id,
+                StatusRow.tree_size,
+                StatusRow.next_update,
+                StatusRow.digest,
+                StatusRow.envelope,
             ).order_by(StatusRow.structure_id),
             execution_options=_OPTS,
         ),
         lambda r: r[0],
     )
     replayed = _keyed(_replayed(session, report), lambda r: r[0])
-    for sid, (from_log, from_tables, status) in _merge(replayed, tables, statuses):
+    for sid, (from_log, from_tables, status) in _merge(replayed, table_states, statuses):
         report.structures += 1
+        signed = None if status is None else _check_record(sid, status, key, report)
         if from_log is None:
-            report.problems.append(f"structure {sid}: in the tables but not in the event log")
+            if from_tables is not None:
+                report.problems.append(f"structure {sid}: in the tables but not in the event log")
+            if status is not None:
+                report.problems.append(
+                    f"status_record row of {sid}: a record of a structure the event log lacks"
+                )
             continue
-        _, state, last = from_log
-        if from_tables is None:
-            report.problems.append(f"structure {sid}: in the event log but not in the tables")
-        else:
-            report.problems.extend(_diff_state(state, from_tables, "the tables"))
+        _, state, last, sources = from_log
+        if tables:
+            if from_tables is None:
+                report.problems.append(f"structure {sid}: in the event log but not in the tables")
+            else:
+                report.problems.extend(_diff_state(state, sources, from_tables, "the tables"))
         if status is None:
             report.problems.append(f"structure {sid}: no signed status record")
             continue
-        _, tree_size, digest, envelope = status
-        envelope = envelope.encode() if isinstance(envelope, str) else bytes(envelope)
-        if hashlib.sha256(envelope).digest() != digest:
-            report.problems.append(f"status record {sid}: digest column does not match")
-        try:
-            record = verify_status_record(envelope, key)
-        except VerificationError as exc:
-            report.problems.append(f"status record {sid}: {exc}")
+        if signed is None:
             continue
-        if record.tree_size != tree_size:
-            report.problems.append(f"status record {sid}: tree_size column does not match")
-        if not last < record.tree_size <= report.tree_size:
+        if not last < signed.tree_size <= report.tree_size:
             report.problems.append(
-                f"status record {sid}: shows tree size {record.tree_size}, but the structure "
-                f"last changed at event {last} of {report.tree_size}"
+                f"status_record row of {sid}: shows tree size {signed.tree_size}, but the "
+                f"structure last changed at event {last} of {report.tree_size}"
             )
-        signed = (record.structure, record.permits, record.cases)
-        report.problems.extend(_diff_state(state, signed, "the signed status record"))
+        content = (signed.structure, signed.permits, signed.cases)
+        report.problems.extend(_diff_state(state, sources, content, "the signed status record"))
+    _check_map(newest, report)
+
+
+def _check_record(sid: str, status: tuple[Any, ...], key: VerifierKey, report: AuditReport) -> Any:
+    """One stored record: its signature and its columns; the record, when it verifies."""
+    _, tree_size, next_update, digest, stored = status
+    envelope = stored.encode() if isinstance(stored, str) else bytes(stored)
+    sha = hashlib.sha256(envelope).digest()
+    report.digests[sid] = sha
+    where = f"status_record row of {sid}"
+    if sha != bytes(digest):
+        report.problems.append(f"{where}: digest column does not match")
+    try:
+        record = verify_status_record(envelope, key, structure_id=sid)
+    except VerificationError as exc:
+        report.problems.append(f"{where}: {exc}")
+        return None
+    if record.tree_size != tree_size:
+        report.problems.append(f"{where}: tree_size column does not match")
+    if record.next_update != next_update:
+        report.problems.append(
+            f"{where}: next_update column says {format_time(next_update)}, the signed record "
+            f"{format_time(record.next_update)}"
+        )
+    report.entries.append((sid, sha, record.next_update))
+    return record
+
+
+def _check_map(newest: _Head, report: AuditReport) -> None:
+    """The status map of the stored records against the newest head's map root."""
+    status_map = StatusMap(report.digests.items())
+    signed = newest.head.map
+    if (status_map.root(), len(status_map)) != (signed.root, signed.count):
+        report.problems.append(
+            f"status map: the {len(status_map)} stored status records do not give the map root "
+            f"of head serial {newest.row.serial} ({signed.count} records): a status_record row "
+            "was changed, added or removed"
+        )
 
 
 def _by_key(state: State) -> dict[tuple[type, str], Record]:
@@ -251,25 +408,26 @@ def _by_key(state: State) -> dict[tuple[type, str], Record]:
     return {(type(r), r.id): r for r in records}
 
 
-def _diff_state(log: State, other: State, where: str) -> list[str]:
-    """Name every record and field where ``other`` differs from the replayed log."""
+def _diff_state(log: State, sources: Sources, other: State, where: str) -> list[str]:
+    """Name every record and field where ``other`` differs from the replayed log, with the
+    event the log's version comes from."""
     problems: list[str] = []
     mine, theirs = _by_key(log), _by_key(other)
     for key in sorted(mine.keys() | theirs.keys(), key=lambda k: (k[0].__name__, k[1])):
         label = f"{key[0].__name__.lower()} {key[1]}"
         a, b = mine.get(key), theirs.get(key)
+        event = f" (event {sources[key]})" if key in sources else ""
         if a is None:
             problems.append(f"{label}: in {where} but not in the event log")
         elif b is None:
-            problems.append(f"{label}: in the event log but not in {where}")
+            problems.append(f"{label}: in the event log{event} but not in {where}")
         elif a != b:
             ja, jb = a.to_json(), b.to_json()
             for name in sorted(ja.keys() | jb.keys()):
                 if ja.get(name) != jb.get(name):
                     problems.append(
                         f"{label}: {name}: {where} {'say' if where.endswith('s') else 'says'} "
-                        f"{jb.get(name)!r}, "
-                        f"the event log says {ja.get(name)!r}"
+                        f"{jb.get(name)!r}, the event log says {ja.get(name)!r}{event}"
                     )
     return problems
 
@@ -292,3 +450,68 @@ def _merge(*streams: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, list[Any]
             else:
                 out.append(None)
         yield key, out
+
+
+def compare_with_state(
+    session: Session, key: VerifierKey, state_dir: Path, report: AuditReport
+) -> None:
+    """Step 5: the database against the registry's own state in ``state_dir`` (when there)."""
+    if not (state_dir / f"{STATE_NAME}.sqlite").exists():
+        return
+    state = TrustedState(state_dir, STATE_NAME)
+    try:
+        note = state.head()
+        if note is None:
+            return
+        try:
+            trusted = verify_registry_head(note, key)
+        except VerificationError as exc:
+            report.problems.append(f"state {state.path}: its head does not verify ({exc})")
+            return
+        serial, size = trusted.map.serial, trusted.size
+        cosigned = (
+            "" if trusted.cosigned_at is None else f", cosigned {format_time(trusted.cosigned_at)}"
+        )
+        ours = f"head serial {serial} (log size {size}){cosigned}, which the registry signed"
+        newest = session.scalars(select(HeadRow).order_by(HeadRow.serial.desc()).limit(1)).first()
+        if newest is None or newest.serial < serial:
+            theirs = (
+                "holds no head"
+                if newest is None
+                else f"newest head is serial {newest.serial} (log size {newest.size})"
+            )
+            report.problems.append(
+                f"rolled back: the database's {theirs}, but its state {state.path} holds {ours}"
+            )
+            return
+        row = session.get(HeadRow, serial)
+        if row is None:
+            report.problems.append(f"head serial {serial}: missing, but its state holds {ours}")
+            return
+        if not note.startswith(bytes(row.note)):
+            report.problems.append(
+                f"head serial {serial}: not the head the registry signed (its state {state.path} "
+                "holds another)"
+            )
+            return
+        if newest.serial != serial:
+            return  # the database is ahead of this state: another writer signed since
+        if bytes(row.tree_state) != (state.frontier() or b""):
+            report.problems.append(
+                f"head serial {serial}: its tree_state column is not the frontier the registry "
+                "signed"
+            )
+        trusted_entries = {sid: digest for sid, digest, _ in state.entries()}
+        for sid in sorted(trusted_entries.keys() | report.digests.keys()):
+            signed, stored = trusted_entries.get(sid), report.digests.get(sid)
+            if signed == stored:
+                continue
+            where = f"status_record row of {sid}"
+            if stored is None:
+                report.problems.append(f"{where}: missing (the registry signed a record of it)")
+            elif signed is None:
+                report.problems.append(f"{where}: the registry signed no record of it")
+            else:
+                report.problems.append(f"{where}: not the record the registry signed")
+    finally:
+        state.close()

@@ -8,6 +8,7 @@ kind are raised, not caught here: ``permitgate.cli`` prints them as one line (``
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import sys
@@ -17,17 +18,19 @@ from typing import BinaryIO
 
 import click
 import orjson
+import uvloop
+from permitgate_client import VerifierKey
 from tqdm import tqdm
 
 from registry.admin import (
     DEFAULT_ORIGIN,
     ROLE,
     NotInitialised,
+    default_state_dir,
     export_lines,
     init_registry,
     latest_checkpoint_note,
     load_registry_signer,
-    refresh_records,
     status_envelope,
 )
 from registry.audit import audit_registry
@@ -36,9 +39,19 @@ from registry.errors import PlainError
 from registry.importer import MAX_REPORTED_ERRORS, import_lines
 from registry.notifications import iter_notifications
 from registry.records import format_time
+from registry.service import (
+    DEFAULT_HEARTBEAT,
+    DEFAULT_LISTEN,
+    DEFAULT_REFRESH_EVERY,
+    serve_until_signalled,
+)
 from registry.signing import DEFAULT_KEYS_DIR, load_verifier
+from registry.snapshot import write_snapshot
 from registry.status_view import Signature, read_status_view
 from registry.storage import Database
+from registry.vouch import DEFAULT_DAYS, MAX_DAYS, list_gate_keys, retire_gate_key, vouch_gate_key
+from registry.writer import refresh_records
+from server.listen import ListenError, bind_failure, check_free, parse_listen
 
 db_option = click.option(
     "--db",
@@ -62,7 +75,7 @@ state_option = click.option(
 
 def registry_state_dir(keys_dir: Path, state_dir: Path | None) -> Path:
     """``--state``, else ``registry-state`` beside the keys directory."""
-    return keys_dir.parent / "registry-state" if state_dir is None else state_dir
+    return default_state_dir(keys_dir) if state_dir is None else state_dir
 
 
 keys_option = click.option(
@@ -98,29 +111,41 @@ def existing(db_url: str | None) -> Database:
     return db
 
 
+class _EchoWarnings(logging.Handler):
+    """The registry's warnings (a state rebuilt from the database) as lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"permitgate: warning: {record.getMessage()}", err=True)
+
+
 @click.group(epilog=EXIT_CODES)
-def registry() -> None:
+@click.pass_context
+def registry(ctx: click.Context) -> None:
     """The signed registry of structures, permits and violation cases.
 
     The database is --db, else PERMITGATE_DB, else sqlite:///permitgate.db (SQLite files
     or postgresql://USER@HOST/NAME; a PostgreSQL database must be created first, e.g. with
     createdb NAME). Only 'init' creates one; 'import' and 'refresh' change it.
     """
+    handler, logger = _EchoWarnings(logging.WARNING), logging.getLogger("registry")
+    logger.addHandler(handler)
+    ctx.call_on_close(lambda: logger.removeHandler(handler))
 
 
 @registry.command(epilog=EXIT_CODES)
 @db_option
 @keys_option
+@state_option
 @click.option(
     "--origin",
     default=None,
     help=f"Checkpoint origin, also the signing key's name (default {DEFAULT_ORIGIN}); fixed "
     "once the registry exists.",
 )
-def init(db_url: str | None, keys_dir: Path, origin: str | None) -> None:
-    """Create or upgrade the registry and its signing key."""
+def init(db_url: str | None, keys_dir: Path, state_dir: Path | None, origin: str | None) -> None:
+    """Create or upgrade the registry, its signing key and its own state."""
     db = Database(db_url)
-    result = init_registry(db, keys_dir, origin)
+    result = init_registry(db, keys_dir, origin, state_dir=registry_state_dir(keys_dir, state_dir))
     if result.created_key:
         click.echo(f"created signing key {keys_dir / (ROLE + '.key')} (mode 0600)")
     state = "created" if result.created_registry else "upgraded"
@@ -140,7 +165,8 @@ def _lines(stream: BinaryIO) -> Iterator[bytes]:
 @click.argument("file", type=click.File("rb"))
 @db_option
 @keys_option
-def import_(file: BinaryIO, db_url: str | None, keys_dir: Path) -> None:
+@state_option
+def import_(file: BinaryIO, db_url: str | None, keys_dir: Path, state_dir: Path | None) -> None:
     """Import JSON Lines from FILE ('-' for standard input): all or nothing.
 
     UTF-8 text, one record a line (a byte-order mark is allowed); every error is reported as
@@ -163,7 +189,13 @@ def import_(file: BinaryIO, db_url: str | None, keys_dir: Path) -> None:
         file=sys.stderr,
         leave=False,
     ) as bar:
-        report = import_lines(db, _lines(file), signer, on_chunk=bar.update)
+        report = import_lines(
+            db,
+            _lines(file),
+            signer,
+            state_dir=registry_state_dir(keys_dir, state_dir),
+            on_chunk=bar.update,
+        )
     if not report.ok:
         for error in report.errors:
             click.echo(str(error), err=True)
@@ -240,15 +272,20 @@ def status(structure_id: str, db_url: str | None, keys_dir: Path, as_json: bool)
 @registry.command(epilog=EXIT_CODES)
 @db_option
 @keys_option
-def verify(db_url: str | None, keys_dir: Path) -> None:
-    """Check the log, the tables and every signed record against the registry's key."""
+@state_option
+def verify(db_url: str | None, keys_dir: Path, state_dir: Path | None) -> None:
+    """Check the heads, the log, the status map, every signed record and the tables against
+    the registry's key, and against the registry's state when it is there (a database older
+    than the state is named as rolled back)."""
     if not (keys_dir / f"{ROLE}.pub").exists():
         raise PlainError(
             f"{keys_dir / (ROLE + '.pub')} does not exist: 'verify' checks the registry against "
             "its public key; pass --keys the folder that holds it"
         )
     key = load_verifier(keys_dir, ROLE)
-    report = audit_registry(Database(db_url, create=False), key)
+    report = audit_registry(
+        Database(db_url, create=False), key, state_dir=registry_state_dir(keys_dir, state_dir)
+    )
     for problem in report.problems:
         click.echo(problem, err=True)
     if not report.ok:
@@ -294,9 +331,188 @@ def notifications(db_url: str | None, as_json: bool) -> None:
 @registry.command(epilog=EXIT_CODES)
 @db_option
 @keys_option
+@state_option
 @click.option("--all", "everything", is_flag=True, help="Re-sign every record, not only those due.")
-def refresh(db_url: str | None, keys_dir: Path, everything: bool) -> None:
+def refresh(db_url: str | None, keys_dir: Path, state_dir: Path | None, everything: bool) -> None:
     """Re-sign status records that expire within half their validity (run daily)."""
     db = Database(db_url, create=False)
-    count = refresh_records(db, load_registry_signer(db, keys_dir), everything=everything)
+    count = refresh_records(
+        db,
+        load_registry_signer(db, keys_dir),
+        state_dir=registry_state_dir(keys_dir, state_dir),
+        everything=everything,
+    )
     click.echo(f"{count} status records re-signed")
+
+
+@registry.command(epilog=EXIT_CODES)
+@click.argument(
+    "gate_pub",
+    required=False,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+)
+@click.option(
+    "--days",
+    default=DEFAULT_DAYS,
+    show_default=True,
+    type=click.IntRange(1, MAX_DAYS),
+    help="How long the statement holds, from now.",
+)
+@click.option(
+    "--retire",
+    "retire",
+    metavar="KEYID",
+    help="End the validity of this gate key now (name+keyid, or its 8 hex digits).",
+)
+@click.option("--list", "listing", is_flag=True, help="List the gate keys vouched for.")
+@db_option
+@keys_option
+def vouch(
+    gate_pub: Path | None,
+    days: int,
+    retire: str | None,
+    listing: bool,
+    db_url: str | None,
+    keys_dir: Path,
+) -> None:
+    """Vouch for a gate's receipt key (its GATE_PUB file, e.g. keys/gate.pub) for --days.
+
+    The statement, signed with the registry key, is stored in the database; the gate reads it
+    (at start, then every minute) and puts it into every receipt, so that receipts verify with
+    the registry's public key alone. Run it again to renew; --retire KEYID ends a key's
+    validity now (receipts decided before still verify).
+    """
+    if sum((gate_pub is not None, retire is not None, listing)) != 1:
+        raise click.UsageError("give one of GATE_PUB, --retire KEYID or --list")
+    db = existing(db_url)
+    if listing:
+        for stored in list_gate_keys(db, load_verifier(keys_dir, ROLE)):
+            if stored.statement is None:
+                click.echo(f"{stored.key_id}  NOT VERIFIED: {stored.problem}")
+                continue
+            click.echo(
+                f"{stored.key_id}  from {format_time(stored.statement.not_before)} "
+                f"until {format_time(stored.statement.not_after)}"
+            )
+        return
+    signer = load_registry_signer(db, keys_dir)
+    if retire is not None:
+        retired = retire_gate_key(db, signer, retire)
+        click.echo(
+            f"gate key {retired.gate_key.keyid_text} retired: vouched for until "
+            f"{format_time(retired.not_after)} (receipts decided before then still verify)"
+        )
+        return
+    assert gate_pub is not None
+    try:
+        gate_key = VerifierKey.from_text(gate_pub.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise PlainError(f"{gate_pub}: not a verifier key file ({exc})") from exc
+    statement = vouch_gate_key(db, signer, gate_key, days=days)
+    click.echo(
+        f"gate key {gate_key.keyid_text} vouched for from {format_time(statement.not_before)} "
+        f"until {format_time(statement.not_after)}; the gate takes it up within a minute"
+    )
+
+
+@registry.command(epilog=EXIT_CODES)
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--district",
+    default=None,
+    help="Only this district's structures (a check for another id then answers REVIEW).",
+)
+@db_option
+@keys_option
+@state_option
+def snapshot(
+    out: Path, district: str | None, db_url: str | None, keys_dir: Path, state_dir: Path | None
+) -> None:
+    """Write an offline snapshot to OUT: the newest cosigned head, then each structure's signed
+    status record with its proof in the head's status map (JSON Lines).
+
+    Everything is verified before a byte is written: the head with the registry's public key
+    (registry.pub in --keys), the records by rebuilding the status map and comparing its root
+    with the head's. A database that does not verify gets no snapshot. Check against it with
+    'permitgate check ... --snapshot OUT'.
+    """
+    report = write_snapshot(
+        existing(db_url),
+        load_verifier(keys_dir, ROLE),
+        out,
+        district=district,
+        state_dir=registry_state_dir(keys_dir, state_dir),
+    )
+    head = report.head
+    cosigned = "never" if head.cosigned_at is None else format_time(head.cosigned_at)
+    which = "every district" if district is None else f"district {district}"
+    click.echo(
+        f"wrote {out}: registry version {head.size} (head {head.map.serial}, cosigned "
+        f"{cosigned}); {report.records} of {report.total} structures ({which})"
+    )
+
+
+SERVICE_EXIT_CODES = """\b
+Exit codes:
+  0  stopped by SIGINT or SIGTERM, calls in flight finished
+  2  bad options, keys, database or address (one line says why); the service did not start"""
+
+
+@registry.command(epilog=SERVICE_EXIT_CODES)
+@db_option
+@keys_option
+@state_option
+@click.option(
+    "--listen",
+    default=DEFAULT_LISTEN,
+    show_default=True,
+    help="HOST:PORT to listen on ([IPv6]:PORT; 0.0.0.0:PORT: every interface; port 0: any).",
+)
+@click.option(
+    "--heartbeat",
+    default=DEFAULT_HEARTBEAT,
+    show_default=True,
+    type=click.FloatRange(min=0.05),
+    help="Seconds between cosignatures of the newest head (and looks for a newer one).",
+)
+@click.option(
+    "--refresh-every",
+    default=DEFAULT_REFRESH_EVERY,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds between re-signings of the status records due (also done at start).",
+)
+def serve(
+    db_url: str | None,
+    keys_dir: Path,
+    state_dir: Path | None,
+    listen: str,
+    heartbeat: float,
+    refresh_every: float,
+) -> None:
+    """Run the registry service: keep the newest head cosigned, and serve heads, status records
+    with their map proofs, and consistency proofs over gRPC (permitgate.v1.Registry)."""
+    address = parse_listen(listen)
+    db = Database(db_url, create=False)  # the service never creates a registry
+    try:
+        load_registry_signer(db, keys_dir)  # initialised, and this is its key
+    finally:
+        db.dispose()
+    check_free(address)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        uvloop.run(
+            serve_until_signalled(
+                db_url=db_url,
+                keys_dir=keys_dir,
+                state_dir=registry_state_dir(keys_dir, state_dir),
+                listen=str(address),
+                heartbeat=heartbeat,
+                refresh_every=refresh_every,
+            )
+        )
+    except RuntimeError as exc:  # gRPC's bind failed after check_free passed (a race)
+        if not str(exc).startswith("Failed to bind"):
+            raise
+        why = bind_failure(address) or "gRPC could not bind it"
+        raise ListenError(f"cannot listen on {address}: {why}") from exc

@@ -1,10 +1,11 @@
-"""The registry log's events: what one change looks like as hashed bytes, and how to replay it.
+"""The registry log's events: what one change looks like as hashed bytes, and how to fold them.
 
 An event is the RFC 8785 canonical JSON of ``{"seq": n, "at": time, "record": {...}}``, where
 ``record`` is the full new state of the structure, permit or case in its export form. Putting
 the index and time inside the hashed bytes makes every leaf unique and dates every change.
-Replaying the events of a structure in order gives its current state; ``registry verify`` does
-exactly that and compares the result with the tables and the signed records.
+Folding the events of a structure in order gives its state; ``registry verify`` does exactly that
+and compares the result with the tables and the signed records. Nothing is signed from the
+events: a writer signs from the previous signed record (``registry.writer``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import orjson
 from registry.canonical import canonical_json
 from registry.records import Case, Permit, Record, Structure, format_time, parse_record, parse_time
 
-__all__ = ["Event", "State", "decode_event", "encode_event", "fold", "replay"]
+__all__ = ["Event", "State", "decode_event", "encode_event", "event_bytes", "fold"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,13 @@ class Event:
 def encode_event(seq: int, at: str, record_json: dict[str, Any]) -> bytes:
     """The exact bytes hashed into the log (``at`` formatted, ``record_json`` normalised)."""
     return canonical_json({"seq": seq, "at": at, "record": record_json})
+
+
+def event_bytes(seq: int, at_json: bytes, record_bytes: bytes) -> bytes:
+    """``encode_event`` from parts already in canonical form: ``at_json`` the JSON string of the
+    formatted time, ``record_bytes`` the canonical JSON of the record (keys in RFC 8785 order:
+    at, record, seq)."""
+    return b'{"at":' + at_json + b',"record":' + record_bytes + b',"seq":' + b"%d}" % seq
 
 
 def decode_event(body: bytes) -> Event:
@@ -74,16 +82,3 @@ def fold(structure_id: str, records: Iterable[Record]) -> State:
 
 def _by_id(record: Record) -> str:
     return record.id
-
-
-def replay(structure_id: str, bodies: Iterable[bytes]) -> State:
-    """A structure's state from its events' bytes, in log order (later events win).
-
-    This, not the ``structure``/``permit``/``violation_case`` tables, is what status records
-    are signed from: a row edited behind the registry's back never gets a signature.
-    """
-    latest: dict[tuple[type, str], Record] = {}
-    for body in bodies:
-        record = parse_record(orjson.loads(body)["record"])
-        latest[(type(record), record.id)] = record
-    return fold(structure_id, latest.values())

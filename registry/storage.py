@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import (
     ARRAY,
     BigInteger,
@@ -36,6 +37,7 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     event,
+    func,
     inspect,
     select,
     text,
@@ -471,12 +473,14 @@ def error_line(exc: BaseException) -> str:
 def id_in(column: Any, ids: Collection[str], dialect: str) -> ColumnElement[bool]:
     """``column IN ids`` that stays cheap for thousands of ids.
 
-    On PostgreSQL the ids travel as one array parameter (``= ANY(...)``): a statement with
-    thousands of placeholders costs more to build and parse than to run.
+    The ids travel as one parameter, an array on PostgreSQL (``= ANY(...)``), a JSON array read
+    by ``json_each`` on SQLite: a statement with thousands of placeholders costs more to build
+    and parse than to run.
     """
     if dialect == "postgresql":
         return column == any_(bindparam(None, list(ids), type_=ARRAY(String)))  # type: ignore[no-any-return]
-    return column.in_(ids)  # type: ignore[no-any-return]
+    values = func.json_each(bindparam(None, orjson.dumps(list(ids)).decode(), type_=String))
+    return column.in_(select(values.table_valued("value").c.value))  # type: ignore[no-any-return]
 
 
 def table_of(model: type[Base]) -> Table:
@@ -520,3 +524,19 @@ def _sqlite_times(row: Sequence[Any], indexes: list[int]) -> list[Any]:
         if value is not None:
             out[i] = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
     return out
+
+
+class GateKeyRow(Base):
+    """The registry's statement vouching for one gate's receipt key (``registry.vouch``).
+
+    ``statement`` is the DSSE envelope as the registry signed it; ``not_after`` repeats its end,
+    to list keys without parsing. One row per key: vouching again, or retiring the key, replaces
+    it (receipts carry the statement they were signed under, so none is lost to verifiers).
+    Only the signed bytes are trusted: whoever reads a row verifies it with the registry key.
+    """
+
+    __tablename__ = "gate_key"
+
+    key_id: Mapped[str] = mapped_column(String(300), primary_key=True)  # name+hex(keyid)
+    statement: Mapped[bytes] = mapped_column(LargeBinary)
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime)

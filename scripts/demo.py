@@ -1,11 +1,18 @@
-"""`make demo`: build a demo registry on the embedded default (SQLite), verify it, and serve it.
+"""`make demo`: build a demo registry on the embedded default (SQLite), verify it, and serve it:
+the registry service and the gate, as two processes with two key directories.
 
-Everything lives in ./demo (database, keys, data file) and is rebuilt on each run. Before
-serving, it prints `permitgate check ...` lines to try from another terminal, one for each rule
-of DOMAIN.md. Stop the gate with Ctrl-C.
+Everything lives in ./demo and is rebuilt on each run: the database, the registry's keys
+(demo/registry-keys: its private key, with the registry service alone) and state, the gate's
+keys (demo/gate-keys: a copy of registry.pub and the gate's own key, made at its first start)
+and state, the data file. The registry service cosigns the newest head every few seconds, so the
+gate's data stays provably fresh; stop it and the gate answers REVIEW once its data ages. Before
+serving, the demo prints `permitgate check ...` lines to try from another terminal, one for each
+rule of DOMAIN.md. Ctrl-C stops both.
 
-The address (PERMITGATE_DEMO_LISTEN, default 127.0.0.1:50051) is checked before anything is
-built; a step that fails has printed its one line already, and the demo exits with its status.
+The addresses (PERMITGATE_DEMO_LISTEN for the gate, default 127.0.0.1:50051, and
+PERMITGATE_DEMO_REGISTRY_LISTEN for the registry service, default 127.0.0.1:50060) are checked
+before anything is built; a step that fails has printed its one line already, and the demo
+exits with its status.
 """
 
 from __future__ import annotations
@@ -13,19 +20,27 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from registry.demo import SCENARIOS, structure_id
+from registry.signing import ensure_signer
 from server.listen import ListenError, check_free, parse_listen
+from server.receipts import DEFAULT_GATE_NAME, GATE_ROLE
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demo"
 PERMITGATE = str(Path(sys.executable).with_name("permitgate"))
 STRUCTURES = 3000
 LISTEN = os.environ.get("PERMITGATE_DEMO_LISTEN", "127.0.0.1:50051")
+REGISTRY_LISTEN = os.environ.get("PERMITGATE_DEMO_REGISTRY_LISTEN", "127.0.0.1:50060")
+REGISTRY_KEYS = DEMO / "registry-keys"
+GATE_KEYS = DEMO / "gate-keys"
+HEARTBEAT = 5
 
 
 def run(*args: str, stdout: Path | None = None) -> None:
@@ -41,7 +56,7 @@ def run(*args: str, stdout: Path | None = None) -> None:
 ENV = {
     **os.environ,
     "PERMITGATE_DB": f"sqlite:///{DEMO / 'permitgate.db'}",
-    "PERMITGATE_KEYS": str(DEMO / "keys"),
+    "PERMITGATE_KEYS": str(REGISTRY_KEYS),
 }
 
 
@@ -97,6 +112,10 @@ def try_these() -> list[tuple[str, str]]:
             "  ... and verify the receipt offline, with no gate",
             f"receipt verify {receipt} --keyset {keyset}",
         ),
+        (
+            "  ... or with the registry's public key alone (it vouches for the gate's key)",
+            f"receipt verify {receipt} --registry-key demo/gate-keys/registry.pub",
+        ),
         ("DENY STRUCTURE_FLAGGED (stop order)", f"check connection {flagged} --utility water"),
         ("REVIEW CASE_PENDING (reported lead)", f"check connection {pending} --utility water"),
         (
@@ -130,15 +149,23 @@ def try_these() -> list[tuple[str, str]]:
 
 
 def main() -> int:
-    try:
-        check_free(parse_listen(LISTEN))
-    except ListenError as exc:
-        print(
-            f"permitgate: {exc} (the demo listens on PERMITGATE_DEMO_LISTEN, e.g. "
-            "PERMITGATE_DEMO_LISTEN=127.0.0.1:50052 make demo)",
-            file=sys.stderr,
-        )
-        return 2
+    for variable, address, example in (
+        ("PERMITGATE_DEMO_LISTEN", LISTEN, "127.0.0.1:50052"),
+        ("PERMITGATE_DEMO_REGISTRY_LISTEN", REGISTRY_LISTEN, "127.0.0.1:50061"),
+    ):
+        try:
+            check_free(parse_listen(address))
+        except ListenError as exc:
+            listens = (
+                "the demo listens"
+                if variable == "PERMITGATE_DEMO_LISTEN"
+                else ("the demo's registry service listens")
+            )
+            print(
+                f"permitgate: {exc} ({listens} on {variable}, e.g. {variable}={example} make demo)",
+                file=sys.stderr,
+            )
+            return 2
     try:
         build()
     except subprocess.CalledProcessError as exc:  # the command has said why, in one line
@@ -157,28 +184,96 @@ def build() -> None:
     run("registry", "import", str(data.relative_to(ROOT)))
     run("registry", "verify")
     run("registry", "checkpoint")
+    GATE_KEYS.mkdir(mode=0o700)
+    shutil.copyfile(REGISTRY_KEYS / "registry.pub", GATE_KEYS / "registry.pub")
+    print(f"$ cp {_shown(REGISTRY_KEYS / 'registry.pub')} {_shown(GATE_KEYS)}/", flush=True)
+    # The gate's own key, made now (a gate makes it at its first start otherwise), so that the
+    # registry can vouch for it: receipts then verify with registry.pub alone.
+    ensure_signer(GATE_KEYS, GATE_ROLE, DEFAULT_GATE_NAME)
+    run("registry", "vouch", _shown(GATE_KEYS / f"{GATE_ROLE}.pub"))
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT))
 
 
 def serve() -> int:
-    """Print what to try, then serve until Ctrl-C; the gate's exit status."""
+    """Print what to try, then run the registry service and the gate until Ctrl-C (or until one
+    of them stops); 0, or the status of the one that stopped by itself."""
     env_line = (
         f"export PERMITGATE_DB={ENV['PERMITGATE_DB']} PERMITGATE_KEYS={ENV['PERMITGATE_KEYS']}"
     )
     target = "" if LISTEN == "127.0.0.1:50051" else f" --target {LISTEN}"
-    print("\nThe gate starts below. From another terminal in this folder, try:\n")
+    print("\nThe registry service and the gate start below. From another terminal in this folder,")
+    print("try:\n")
     print(f"  {env_line}")
     for what, command in try_these():
         if command.startswith(("check", "keys")):  # these talk to the gate
             command, redirect, out = command.partition(" > ")
             command += target + redirect + out
         print(f"  # {what}\n  .venv/bin/permitgate {command}")
-    print("\nStop the gate with Ctrl-C.\n", flush=True)
+    print(
+        f"  # the newest head, cosigned by the registry service every {HEARTBEAT} s "
+        "(the last line's time)\n  .venv/bin/permitgate registry checkpoint"
+    )
+    print("\nStop both with Ctrl-C.\n", flush=True)
+    commands = {
+        "registry service": [
+            "registry",
+            "serve",
+            "--listen",
+            REGISTRY_LISTEN,
+            "--keys",
+            _shown(REGISTRY_KEYS),
+            "--state",
+            _shown(DEMO / "registry-state"),
+            "--heartbeat",
+            str(HEARTBEAT),
+        ],
+        "gate": [
+            "serve",
+            "--listen",
+            LISTEN,
+            "--keys",
+            _shown(GATE_KEYS),
+            "--state",
+            _shown(DEMO / "gate-state"),
+        ],
+    }
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
     try:
-        run("serve", "--listen", LISTEN)
-    except KeyboardInterrupt:
+        for name, args in commands.items():
+            print("$ " + " ".join(shlex.quote(a) for a in ("permitgate", *args)), flush=True)
+            processes[name] = subprocess.Popen([PERMITGATE, *args], cwd=ROOT, env=ENV)
+        while not stopping and all(p.poll() is None for p in processes.values()):
+            time.sleep(0.2)
+    except KeyboardInterrupt:  # the terminal sent SIGINT to both of them as well
         pass
-    except subprocess.CalledProcessError as exc:
-        return exc.returncode
+    return _stop_all(processes, stopping)
+
+
+def _stop_all(processes: dict[str, subprocess.Popen[bytes]], asked: bool) -> int:
+    """Stop every process still running; the status of one that ended by itself, else 0."""
+    ended = {name: p.returncode for name, p in processes.items() if p.poll() is not None}
+    for process in processes.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes.values():
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    failed = [code for code in ended.values() if code not in (0, -signal.SIGINT)]
+    if failed and not asked:
+        return failed[0]
     return 0
 
 

@@ -41,7 +41,7 @@ from server.gate import Gate
 from server.guard import GuardedServer, MalformedRequests
 from server.health import GateHealth
 from server.incidents import Incidents
-from server.receipts import DEFAULT_GATE_NAME, GATE_ROLE, ReceiptSigner
+from server.receipts import DEFAULT_GATE_NAME, GATE_ROLE, GateKeyVouch, ReceiptSigner
 from server.reflection import enable_reflection
 from server.service import SERVICE_NAME, PermitGateService
 from server.verifier import GateStateError, RegistryVerifier
@@ -193,7 +193,9 @@ class GateApp:
         gate = Gate(
             notifications=SqlNotificationStore(db),
             cache=cache,
-            receipts=ReceiptSigner(gate_signer),
+            receipts=ReceiptSigner(
+                gate_signer, GateKeyVouch.from_registry(db, registry_key, gate_signer.verifier)
+            ),
             decision_log=decision_log,
         )
         follower = RegistryFollower(feed, cache, verifier, interval=poll_interval)

@@ -46,7 +46,7 @@ from permitgate_client.v1 import gate_pb2_grpc
 from registry_support import structure as structure  # re-exported for the gate tests
 from sqlalchemy import select
 
-from registry.admin import init_registry
+from registry.admin import default_state_dir, init_registry
 from registry.heads import cosign_head, sign_head
 from registry.importer import ImportReport, import_lines
 from registry.merkle import CompactTree, leaf_hash
@@ -182,7 +182,11 @@ class GateRegistry:
     def load(self, records: Iterable[Mapping[str, Any]], now: datetime | None = None) -> int:
         """Import records that must all be valid; returns the new registry version."""
         report: ImportReport = import_lines(
-            self.db, (orjson.dumps(dict(r)) for r in records), self.signer, now=now
+            self.db,
+            (orjson.dumps(dict(r)) for r in records),
+            self.signer,
+            state_dir=default_state_dir(self.keys_dir),
+            now=now,
         )
         assert report.ok, [str(e) for e in report.errors]
         return self.version()

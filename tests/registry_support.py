@@ -119,6 +119,16 @@ def invoke(args: Sequence[str], *, input: bytes | str | None = None, **env: str 
     return result
 
 
+def another_registry(scratch: Path, name: str = "other") -> Path:
+    """Make another registry in ``scratch`` (SQLite file ``NAME.db``, keys ``NAME-keys``, state
+    ``NAME-state``), with a key of the same name as the test registry's; returns its keys."""
+    keys, state = scratch / f"{name}-keys", scratch / f"{name}-state"
+    db = f"sqlite:///{scratch / f'{name}.db'}"
+    made = invoke(["registry", "init", "--db", db, "--keys", str(keys), "--state", str(state)])
+    assert made.exit_code == 0, made.output
+    return keys
+
+
 def sa_url(url: str) -> str:
     """The SQLAlchemy URL of a test database (PostgreSQL through psycopg 3)."""
     return url.replace("postgresql://", "postgresql+psycopg://", 1)
@@ -148,20 +158,31 @@ class Snapshot:
 
 
 class Registry:
-    """One test registry: a database URL, a keys directory, and a scratch directory."""
+    """One test registry: a database URL, a keys directory, and a scratch directory; its state
+    directory is ``state`` when given, else the default beside the keys."""
 
-    def __init__(self, url: str, keys: Path, scratch: Path) -> None:
+    def __init__(self, url: str, keys: Path, scratch: Path, state: Path | None = None) -> None:
         self.url = url
         self.keys = keys
         self.scratch = scratch
+        self.state = state
         self._engine: sa.Engine | None = None
         self._files = 0
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the registry keeps its own state (``--state``, else beside the keys)."""
+        return self.keys.parent / "registry-state" if self.state is None else self.state
 
     # --- the command line -------------------------------------------------------------------
 
     def cli(self, *args: str, input: bytes | str | None = None, keys: bool = False) -> Result:
+        """``permitgate registry ARGS --db URL [--keys DIR]``; the state directory goes in
+        through PERMITGATE_REGISTRY_STATE (unset unless ``state`` was given), so that commands
+        without ``--state`` take it too."""
         extra = ["--db", self.url] + (["--keys", str(self.keys)] if keys else [])
-        return invoke(["registry", *args, *extra], input=input)
+        state = None if self.state is None else str(self.state)
+        return invoke(["registry", *args, *extra], input=input, PERMITGATE_REGISTRY_STATE=state)
 
     def init(self) -> Result:
         result = self.cli("init", keys=True)

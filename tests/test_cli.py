@@ -14,6 +14,7 @@ from registry_support import (
     ORIGIN,
     S1,
     Registry,
+    another_registry,
     export_records,
     invoke,
     jsonl,
@@ -150,11 +151,7 @@ def test_commands_before_init_say_so(blank_registry: Registry) -> None:
 def test_import_with_a_key_that_is_not_the_registrys(reg: Registry, tmp_path: Path) -> None:
     reg.load(EXAMPLE_LINES)
     before = reg.snapshot()
-    other = tmp_path / "other-keys"
-    setup = invoke(
-        ["registry", "init", "--db", f"sqlite:///{tmp_path / 'o.db'}", "--keys", str(other)]
-    )
-    assert setup.exit_code == 0, setup.output
+    other = another_registry(tmp_path)
     result = invoke(
         ["registry", "import", "-", "--db", reg.url, "--keys", str(other)],
         input=jsonl([structure("S-2")]),

@@ -27,11 +27,15 @@ from registry_support import EXAMPLE_LINES, S1, Registry, invoke, jsonl, structu
 from sqlalchemy.engine import make_url
 
 from permitgate.check_cli import check
-from registry import storage
+from registry import storage, writer
 from server.listen import ListenAddress, bind_failure
 
 ROOT = Path(__file__).resolve().parent.parent
 PERMITGATE = str(Path(sys.executable).with_name("permitgate"))
+REPAIR = (
+    "rows were deleted or added outside permitgate; run 'permitgate registry verify' and "
+    "restore the database from a backup"
+)
 
 # Every command that opens the database, with what else it needs ({keys}, {file}: filled in).
 COMMANDS = {
@@ -229,7 +233,16 @@ def test_a_second_import_while_another_holds_the_sqlite_write_lock(
         first.stdin.flush()
         wait_for_the_write_lock(Path(reg.url.removeprefix("sqlite:///")))
         monkeypatch.setattr(storage, "SQLITE_WRITER_WAIT", 0.3)
+        monkeypatch.setattr(writer, "STATE_LOCK_WAIT", 0.3)
+        # The same registry (its state directory is locked first) ...
         second = reg.import_text(jsonl([structure("S-SECOND")]))
+        assert one_line(second) == (
+            f"the registry's state {reg.state_dir} is locked by another writer: another import "
+            "or refresh is running; try again when it has finished"
+        )
+        # ... and another writer of it, with a state directory of its own.
+        elsewhere = Registry(reg.url, reg.keys, reg.scratch, reg.scratch / "other-state")
+        second = elsewhere.import_text(jsonl([structure("S-SECOND")]))
         path = reg.url.removeprefix("sqlite:///")
         assert one_line(second) == (
             f"the SQLite file {path} is locked by another writer: another import or refresh is "
@@ -269,25 +282,45 @@ def wait_for_the_write_lock(path: Path, timeout: float = 30.0) -> None:
         timer.cancel()
 
 
-# --- a registry with rows deleted behind its back -------------------------------------------------
+# --- a registry with rows deleted or added behind its back ----------------------------------------
 
 
 DAMAGE = {
-    "newest checkpoint deleted": (
-        "DELETE FROM head WHERE size = (SELECT max(size) FROM head)",
-        "the newest checkpoint covers 3 events but the log holds 4 (the last numbered 3)",
+    # what was done: (the statement, what import and refresh say, what serve says)
+    "newest head deleted": (
+        "DELETE FROM head WHERE serial = (SELECT max(serial) FROM head)",
+        "the database was rolled back: its newest head is serial 2 (log size 3), but this "
+        "registry signed head serial 3 (log size 4), cosigned ",
+        "the newest checkpoint covers 3 events but the log holds 4 (the last numbered 3): "
+        + REPAIR,
     ),
     "newest events deleted": (
         "DELETE FROM event WHERE seq >= 2",
-        "the newest checkpoint covers 4 events but the log holds 2 (the last numbered 1)",
+        "the newest checkpoint covers 4 events but the log holds 2 (the last numbered 1); "
+        "missing: event 2, event 3: " + REPAIR,
+        "the newest checkpoint covers 4 events but the log holds 2 (the last numbered 1): "
+        + REPAIR,
     ),
     "an event in the middle deleted": (
         "DELETE FROM event WHERE seq = 1",
-        "the newest checkpoint covers 4 events but the log holds 3 (the last numbered 3)",
+        "the newest checkpoint covers 4 events but the log holds 3 (the last numbered 3); "
+        "missing: event 1: " + REPAIR,
+        "the newest checkpoint covers 4 events but the log holds 3 (the last numbered 3): "
+        + REPAIR,
     ),
-    "every checkpoint deleted": (
+    "an event added": (
+        "INSERT INTO event (seq, structure_id, body) "
+        "SELECT 4, structure_id, body FROM event WHERE seq = 3",
+        "the newest checkpoint covers 4 events but the log holds 5 (the last numbered 4); "
+        "added: event 4: " + REPAIR,
+        "the newest checkpoint covers 4 events but the log holds 5 (the last numbered 4): "
+        + REPAIR,
+    ),
+    "every head deleted": (
         "DELETE FROM head",
-        "this registry has no signed checkpoint",
+        "the database holds no head at all, but this registry signed head serial 3 (log size "
+        "4), cosigned ",
+        "this registry has no signed checkpoint: " + REPAIR,
     ),
 }
 
@@ -296,21 +329,22 @@ DAMAGE = {
 def test_a_registry_whose_newest_rows_are_missing(reg: Registry, damage: str) -> None:
     reg.load(EXAMPLE_LINES)
     reg.load([structure("S-2")])
-    statement, why = DAMAGE[damage]
+    statement, why, served_why = DAMAGE[damage]
     reg.sql(statement)
     before = reg.snapshot()
-    advice = (
-        "rows were deleted or added outside permitgate; run 'permitgate registry verify' and "
-        "restore the database from a backup"
-    )
     for args in (
         ["import", "-"],
         ["refresh", "--all"],
     ):
         result = reg.cli(*args, input=jsonl([structure("S-3")]), keys=True)
-        assert one_line(result) == f"{why}: {advice}", args
+        assert one_line(result).startswith(why), args
+        if "rolled back" in why or "no head" in why:
+            assert one_line(result).endswith(
+                f": restore the newest backup; or move {reg.state_dir} aside to re-adopt the "
+                "database after a full check"
+            )
     served = run(["serve", "--db", reg.url, "--keys", str(reg.keys), "--listen", "127.0.0.1:0"])
-    assert one_line(served) == f"{why}: {advice}"
+    assert one_line(served) == served_why
     assert reg.snapshot() == before  # nothing was written
     verified = reg.verify()  # verify names the differences (exit 1), never a traceback
     assert verified.exit_code == 1 and verified.stderr.strip(), verified.output

@@ -28,7 +28,7 @@ from gate_helpers import GateRegistry, map_root_by_hand, signed_head, urban_ok
 from permitgate_client import ForkError
 from permitgate_client._proofs import verify_consistency, verify_registry_head
 
-from registry.admin import refresh_records
+from registry.admin import default_state_dir
 from registry.feed import FeedError, SqlFeed
 from registry.heads import sign_head
 from registry.merkle import CompactTree
@@ -40,6 +40,7 @@ from registry.storage import HeadRow
 from registry.trust import verify_status_record
 from registry.trusted_state import TrustedState
 from registry.vocabulary import Area, PermitKind, PermitStatus
+from registry.writer import refresh_records
 from server.cache import CachedStatus, RegistryCache
 from server.incidents import Incidents
 from server.verifier import GateStateError, RegistryVerifier, Update
@@ -218,7 +219,13 @@ def test_later_imports_and_refreshes_are_read_incrementally(
     assert update.head is not None and update.head.size == registry.version()
     assert _persisted(verifier) == _stored_digests(registry)
     # a refresh re-signs every record at the same log size: found by its later next_update
-    refresh_records(registry.db, registry.signer, now=NOW + timedelta(hours=1), everything=True)
+    refresh_records(
+        registry.db,
+        registry.signer,
+        state_dir=default_state_dir(registry.keys_dir),
+        now=NOW + timedelta(hours=1),
+        everything=True,
+    )
     update = _poll(verifier, registry)
     assert update.adopted and not update.replace and set(update.records) == {"S-1", "S-2"}
     assert update.head is not None and update.head.map.serial == 4

@@ -425,6 +425,7 @@ def run_import(reg: Registry, lines: list[bytes]) -> tuple[ImportReport, list[in
             db,
             counted(lines, seen),
             load_signer(reg.keys, "registry"),
+            state_dir=reg.state_dir,
             on_chunk=lambda _bytes: read_at_chunk.append(seen[0]),
         )
     finally:
@@ -457,17 +458,18 @@ class CountingPool(ProcessPoolExecutor):
         return super().submit(fn, *args, **kwargs)
 
 
-@pytest.mark.parametrize("signing", ["inline", "workers"])
+@pytest.mark.parametrize("workers", [1, 2])
 def test_an_import_larger_than_one_chunk(
-    reg: Registry, signing: str, monkeypatch: pytest.MonkeyPatch
+    reg: Registry, workers: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if signing == "workers":
-        # Past its first 5,000 structures an import signs status records in worker processes
-        # while it goes on reading. Start that at once (and with two workers even on a one-core
-        # machine), so that this import's records are all signed out of process.
+    # Chunks of 1,000 lines. With one worker everything happens in this process; with two,
+    # lines are parsed in worker processes a few chunks ahead, and status records are signed
+    # there from the start (not after the first 5,000 structures).
+    monkeypatch.setattr(importer, "_CHUNK", 1_000)
+    monkeypatch.setattr(importer, "_WORKERS", workers)
+    if workers > 1:
         pipeline = functools.partial(status.SigningPipeline, inline_limit=0)
         monkeypatch.setattr(importer, "SigningPipeline", pipeline)
-        monkeypatch.setattr(importer, "_SIGNING_WORKERS", 2)
         monkeypatch.setattr(status, "ProcessPoolExecutor", CountingPool)
         CountingPool.submitted = 0
 
@@ -475,7 +477,7 @@ def test_an_import_larger_than_one_chunk(
     # One filler line first, so that a structure's lines straddle the chunk boundary.
     records = [structure("S-FILLER"), *demo_lines(2760, now=now)]
     first = records[1]["id"]
-    # Structure 0 is created in the first chunk; a revoked permit is added in the third.
+    # Structure 0 is created in the first chunk; a revoked permit is added in the last.
     first_permit = next(r for r in records if r.get("structure") == first)
     late_permit = first_permit | {"id": f"{first_permit['id']}-late", "status": "revoked"}
     records.append(late_permit)
@@ -485,20 +487,24 @@ def test_an_import_larger_than_one_chunk(
     report, read_at_chunk = run_import(reg, lines)
     assert report.ok, report.errors
     assert report.changes == len(lines)
-    # Streaming: the importer had read one chunk (5,000 lines) more each time, not everything.
-    assert read_at_chunk == [5_000, 10_000, len(lines)]
-    if signing == "workers":
-        assert CountingPool.submitted >= 3  # at least one batch per chunk
+    # Streaming: after each chunk, the importer had read at most the chunks its workers parse
+    # ahead (none with one worker), never the whole file before the end.
+    assert len(read_at_chunk) == 13
+    for done, read in enumerate(read_at_chunk, start=1):
+        assert min(1_000 * done, len(lines)) <= read <= min(1_000 * (done + workers), len(lines))
+    if workers > 1:
+        assert read_at_chunk[5] < len(lines)
+        assert CountingPool.submitted >= 13  # lines to parse, and states to sign, in workers
 
     payloads = check_all_status_records(reg, len(lines))
     assert len(payloads) == 2761
-    # Structure 0: signed in chunk 1, re-signed in chunk 3 with the revoked permit.
+    # Structure 0: signed in chunk 1, re-signed in the last with the revoked permit.
     assert payloads[first]["tree_size"] == len(lines)
     assert late_permit in payloads[first]["permits"]
     # The structure whose lines straddle lines 5,000 and 5,001 is signed after both chunks.
     straddling = records[4_999].get("structure", records[4_999]["id"])
     assert records[5_000].get("structure") == straddling, "pick a case that spans the chunks"
-    assert payloads[straddling]["tree_size"] == 10_000
+    assert payloads[straddling]["tree_size"] == 6_000
     assert len(payloads[straddling]["permits"]) == 2
     assert reg.event_count() == len(lines)
     assert reg.verify().exit_code == 0
@@ -560,7 +566,8 @@ def test_the_same_file_imported_twice_at_once(reg: Registry) -> None:
         db = Database(reg.url)
         try:
             barrier.wait()
-            reports.append(import_lines(db, iter(lines), load_signer(reg.keys, "registry")))
+            signer = load_signer(reg.keys, "registry")
+            reports.append(import_lines(db, iter(lines), signer, state_dir=reg.state_dir))
         except BaseException as exc:  # reported below, in the test's thread
             failures.append(exc)
         finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import stat
 from datetime import UTC, datetime, timedelta
 from itertools import product
@@ -29,6 +30,7 @@ from registry_support import (
     S1,
     TABLES,
     Registry,
+    another_registry,
     case,
     export_records,
     invoke,
@@ -123,11 +125,7 @@ def test_second_init_changes_nothing(reg: Registry) -> None:
 def test_init_refuses_keys_that_are_not_the_registrys(reg: Registry, tmp_path: Path) -> None:
     reg.load(EXAMPLE_LINES)
     before = reg.snapshot()
-    other = tmp_path / "other-keys"  # a key of the same name, made for another registry
-    setup = invoke(
-        ["registry", "init", "--db", f"sqlite:///{tmp_path / 'o.db'}", "--keys", str(other)]
-    )
-    assert setup.exit_code == 0, setup.output
+    other = another_registry(tmp_path)  # a key of the same name, made for another registry
     other_key = (other / "registry.pub").read_text().strip()
     result = reg.cli("init", "--keys", str(other))
     assert result.exit_code == 2
@@ -155,6 +153,8 @@ def test_init_refuses_an_origin_other_than_the_keys_name(
             str(reg.keys),
             "--origin",
             "other.example/log",
+            "--state",
+            str(tmp_path / "second-state"),
         ]
     )
     assert result.exit_code == 2
@@ -469,6 +469,7 @@ def test_export_normalises_times_and_round_trips(reg: Registry) -> None:
     # Into an empty registry: the same export, byte for byte, and a registry that verifies.
     reg.close()
     reset_database(reg.url)
+    shutil.rmtree(reg.state_dir)  # a new registry: its old state moved aside
     reg.init()
     assert reg.export() == b""
     reg.import_text(export)
@@ -480,9 +481,10 @@ def test_export_normalises_times_and_round_trips(reg: Registry) -> None:
 def test_export_round_trips_between_backends(
     tmp_path: Path, keys_dir: Path, pg_database: str
 ) -> None:
-    sqlite = Registry(f"sqlite:///{tmp_path / 'a.db'}", keys_dir, tmp_path)
+    # Two registries with one key, each with its own state.
+    sqlite = Registry(f"sqlite:///{tmp_path / 'a.db'}", keys_dir, tmp_path, tmp_path / "a-state")
     reset_database(pg_database)
-    postgres = Registry(pg_database, keys_dir, tmp_path)
+    postgres = Registry(pg_database, keys_dir, tmp_path, tmp_path / "pg-state")
     try:
         sqlite.init()
         postgres.init()
@@ -491,6 +493,7 @@ def test_export_round_trips_between_backends(
         postgres.import_text(export)
         assert postgres.export() == export
         reset_database(sqlite.url)
+        shutil.rmtree(sqlite.state_dir)
         sqlite.init()
         sqlite.import_text(postgres.export())
         assert sqlite.export() == export

@@ -15,6 +15,7 @@ from registry_support import (
     ORIGIN,
     S1,
     Registry,
+    another_registry,
     invoke,
     key_name,
     open_envelope,
@@ -122,11 +123,7 @@ def test_status_without_the_key_is_shown_as_not_checked(reg: Registry, tmp_path:
 
 def test_status_with_another_registrys_key_fails(reg: Registry, tmp_path: Path) -> None:
     reg.load(EXAMPLE_LINES)
-    other = tmp_path / "other-keys"
-    made = invoke(
-        ["registry", "init", "--db", f"sqlite:///{tmp_path / 'o.db'}", "--keys", str(other)]
-    )
-    assert made.exit_code == 0, made.output
+    other = another_registry(tmp_path)
     result = invoke(["registry", "status", S1, "--db", reg.url, "--keys", str(other)])
     assert result.exit_code == 1
     shown = result.stdout.splitlines()
@@ -190,6 +187,7 @@ def test_status_of_an_expired_record_says_so(reg: Registry) -> None:
             db,
             [line.encode() for line in EXAMPLE_LINES],
             load_signer(reg.keys, "registry"),
+            state_dir=reg.state_dir,
             now=signed_at,
         )
         assert report.ok

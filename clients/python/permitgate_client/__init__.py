@@ -9,7 +9,7 @@
         keyset = client.keys()
         for answer in client.check_many(Check.connection(sid, utility="water") for sid in ids):
             ...  # a Decision, or a Refused, per check, in order
-    verify_receipt(d.receipt, keyset)
+    verify_receipt(d.receipt, keyset)       # or with the registry key alone (registry.pub)
 
 Errors: ``GateError`` and its subclasses when the gate does not answer, ``VerificationError`` and
 its subclasses when signed data does not verify, both under ``PermitgateError``.

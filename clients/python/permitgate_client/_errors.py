@@ -21,8 +21,11 @@ never the message text)::
         │                           that does not extend the one trusted
         ├── MapMismatchError        a record (or an absence) the signed status map disagrees with
         ├── WrongStructureError     a status record filed under another structure
-        ├── FromTheFutureError      signed data citing a log newer than its checkpoint
-        ├── ExpiredError            past the time it may be relied on
+        ├── FromTheFutureError      signed data citing a log newer than its checkpoint, or
+        │                           dated after the moment it is checked at
+        ├── ExpiredError            past the time it may be relied on (a record past its
+        │                           next_update, a head cosigned too long ago or never, a
+        │                           receipt decided outside its gate key's statement)
         └── ReceiptError            a receipt that does not prove what it says; ``__cause__``
                                     holds the typed failure underneath
 
@@ -171,11 +174,14 @@ class WrongStructureError(VerificationError):
 
 
 class FromTheFutureError(VerificationError):
-    """Data that cites a log position beyond the checkpoint it comes with."""
+    """Data that cites a log position beyond the checkpoint it comes with, or a head cosigned
+    later than the moment it is checked at (beyond the clocks' tolerance)."""
 
 
 class ExpiredError(VerificationError):
-    """Past the time until which it may be relied on."""
+    """Past the time until which it may be relied on, or not shown to be current: a status
+    record past its ``next_update``, a head whose cosignature is older than allowed (or
+    missing), a receipt decided outside the validity of its gate key's statement."""
 
 
 class ReceiptError(VerificationError):

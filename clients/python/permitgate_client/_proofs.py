@@ -35,20 +35,24 @@ import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from permitgate_client._errors import (
     BadSignatureError,
+    ExpiredError,
     ForkError,
+    FromTheFutureError,
     MalformedError,
     MapMismatchError,
 )
+from permitgate_client._times import format_time
 from permitgate_client._trust import Checkpoint, VerifierKey, verify_checkpoint
 
 __all__ = [
+    "CLOCK_SKEW",
     "MAP_EMPTY",
     "CosignerKey",
     "MapHead",
@@ -61,6 +65,7 @@ __all__ = [
     "node_hash",
     "verify_consistency",
     "verify_cosignature",
+    "verify_fresh",
     "verify_map_proof",
     "verify_registry_head",
 ]
@@ -271,10 +276,12 @@ class CosignerKey:
 
     @classmethod
     def of(cls, key: VerifierKey) -> CosignerKey:
+        """The registry key ``key`` as a cosigner."""
         return cls(key.name, key.public_key)
 
     @property
     def id(self) -> bytes:
+        """The C2SP key id of the cosigner key: 4 bytes of SHA-256 over name, 0x04 and key."""
         material = self.name.encode() + b"\n" + bytes([_COSIGNATURE_V1]) + self.public_key
         return hashlib.sha256(material).digest()[:4]
 
@@ -329,6 +336,7 @@ class MapHead:
     root: bytes
 
     def line(self) -> str:
+        """The checkpoint extension line that carries this map: ``map <serial> <count> <root>``."""
         return f"map {self.serial} {self.count} {base64.b64encode(self.root).decode()}"
 
     @classmethod
@@ -360,6 +368,7 @@ class RegistryHead:
 
     @property
     def size(self) -> int:
+        """The log's size at this head: the registry version."""
         return self.checkpoint.size
 
     @property
@@ -379,3 +388,41 @@ def verify_registry_head(note: bytes, key: VerifierKey) -> RegistryHead:
     head = MapHead.of(checkpoint)
     cosigned_at = verify_cosignature(note, CosignerKey.of(key))
     return RegistryHead(note, checkpoint, head, cosigned_at)
+
+
+# Freshness: the age of a head's cosigned time.
+
+CLOCK_SKEW = timedelta(seconds=60)
+"""How far a cosigned time may lie after the verifier's clock: two machines' clocks differ a
+little, and a cosigned time is whole seconds, rounded down."""
+
+
+def verify_fresh(head: RegistryHead, *, now: datetime, max_age: timedelta) -> timedelta:
+    """The age of ``head``'s data at ``now`` (``now`` minus its cosigned time), once it is shown
+    fresh: ``ExpiredError`` when the head carries no cosignature or one older than ``max_age``,
+    ``FromTheFutureError`` when it is cosigned more than ``CLOCK_SKEW`` after ``now`` (the
+    verifier's clock, or the registry's, is wrong: the age cannot be told)."""
+    if now.utcoffset() is None:
+        raise ValueError("now: give a timezone-aware datetime")
+    if head.cosigned_at is None:
+        raise ExpiredError(
+            f"registry head {head.map.serial} (version {head.size}) carries no cosignature: "
+            "its age cannot be shown"
+        )
+    age = now - head.cosigned_at
+    if age < -CLOCK_SKEW:
+        raise FromTheFutureError(
+            f"registry head {head.map.serial} is cosigned at {format_time(head.cosigned_at)}, "
+            f"{_seconds(-age)} after now ({format_time(now)}): check the clocks"
+        )
+    if age > max_age:
+        raise ExpiredError(
+            f"registry head {head.map.serial} (version {head.size}) was last cosigned at "
+            f"{format_time(head.cosigned_at)}, {_seconds(age)} before {format_time(now)}: "
+            f"older than {_seconds(max_age)}"
+        )
+    return age
+
+
+def _seconds(span: timedelta) -> str:
+    return f"{span.total_seconds():g} s"
