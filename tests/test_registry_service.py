@@ -60,6 +60,10 @@ HEARTBEAT = 0.2
 PERMITGATE = str(Path(sys.executable).with_name("permitgate"))
 STRUCTURES = 12
 ABSENT = "110228-9999-9999"
+REFUSALS = (
+    "registry service: the database disagrees with the signed registry: ",
+    "registry service: the registry's writer refuses the database: ",
+)
 
 
 # --- a running service ---------------------------------------------------------------------------
@@ -505,11 +509,10 @@ def test_a_head_taken_from_the_database_stops_the_service_until_it_is_back(
         ]:
             code, details = refused(service, method, request)
             assert code == grpc.StatusCode.UNAVAILABLE, details
-            assert details.startswith(
-                "registry service: the database disagrees with the signed registry: "
-            ), details
+            # Found by the service's own check, or refused by the writer first: both name it.
+            assert details.startswith(REFUSALS), details
             assert expected in details, details
-            assert f"the held head of serial {taken[-1]['serial']}" in details, details
+            assert f"head serial {taken[-1]['serial']}" in details, details
         if how == "rolled back":  # the older head left is not cosigned by the service
             left = cosigned_at(registry)
         beats = service.app.heartbeat.beat.runs
@@ -524,7 +527,8 @@ def test_a_head_taken_from_the_database_stops_the_service_until_it_is_back(
         reasons = [r.getMessage().split(" (trying again in")[0] for r in failures]
         # Each reason once while it lasts (a failure that repeats is not logged again).
         assert all(a != b for a, b in itertools.pairwise(reasons)), reasons
-        assert len([r for r in reasons if expected in r]) == 1, reasons
+        # Once in the service's words and at most once in the writer's, not at every beat.
+        assert 1 <= len([r for r in reasons if expected in r]) <= 2, reasons
         assert service.app.heartbeat.beat.failures >= 3
         # Put back, the database agrees again: serving, and cosigning, as before.
         for row in taken:
@@ -543,7 +547,8 @@ def test_a_rewritten_head_row_stops_the_service(registry: GateRegistry, tmp_path
         service.wait_health(health_pb2.HealthCheckResponse.NOT_SERVING, timeout=5)
         code, details = refused(service, "GetHead", pb.GetHeadRequest())
         assert code == grpc.StatusCode.UNAVAILABLE
-        assert "head row of serial 2 differs from the held head of serial 2" in details, details
+        assert details.startswith(REFUSALS), details
+        assert "serial 2" in details, details
 
 
 def test_records_that_do_not_give_the_signed_map_root_are_not_served(
@@ -761,7 +766,7 @@ def test_serve_refuses_what_it_cannot_serve(tmp_path: Path) -> None:
     assert "no registry at" in missing.stderr
     registry = GateRegistry(f"sqlite:///{tmp_path / 'registry.db'}", tmp_path / "keys")
     registry.close()
-    other_keys = tmp_path / "other"
+    other_keys = tmp_path / "other" / "keys"  # another registry: its state beside its own keys
     GateRegistry(f"sqlite:///{tmp_path / 'other.db'}", other_keys).close()
     wrong = invoke(["registry", "serve", "--db", registry.url, "--keys", str(other_keys)])
     assert wrong.exit_code == 2
