@@ -1,15 +1,17 @@
 """JSON Lines import: all or nothing, streaming, every error reported with its line and field.
 
 The whole import is one write of the registry (``registry.writer``): one transaction holding its
-write locks. Lines are read in chunks; each chunk is parsed and checked in order against each
-structure's current state, which is its previous *signed* record (read back and checked against
-the digest the registry keeps, or held in memory while this import's own new record of it is
-still being signed), so a line may refer to a structure created a few lines up, and nothing
-written to the ``structure``/``permit``/``violation_case`` tables behind the registry's back is
-believed. Those tables serve only as an index from a permit or case id to the structure that
-holds it, and what they say is confirmed against that structure's signed record. Valid changes
-are written as they go; any error anywhere rolls the whole transaction back at the end, after
-every line has been checked. Memory holds one chunk, plus the states still being signed.
+write locks. Lines are read in chunks. Past the first, chunks are parsed and validated by the
+worker processes that also sign (``parse_lines``), a few chunks ahead; this process checks each
+chunk's lines in order against each structure's current state, which is its previous *signed*
+record (read back and checked against the digest the registry keeps, or held in memory while
+this import's own new record of it is still being signed), so a line may refer to a structure
+created a few lines up, and nothing written to the ``structure``/``permit``/``violation_case``
+tables behind the registry's back is believed. Those tables serve only as an index from a permit
+or case id to the structure that holds it, and what they say is confirmed against that
+structure's signed record. Valid changes are written as they go; any error anywhere rolls the
+whole transaction back at the end, after every line has been checked. Memory holds a few chunks,
+plus the states still being signed.
 
 A successful import appends one event per change to the log, signs the status record of every
 structure it touched (chunk by chunk, overlapping with the reading; see ``registry.status``) from
