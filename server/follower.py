@@ -109,10 +109,13 @@ class RegistryFollower:
             update = await _in_daemon_thread(self._read, name="registry-follower")
         finally:
             self._reading = False
+        # The cache takes the verifier's records whole, not this poll's changes: a poll whose
+        # outcome was lost after the verifier adopted a head (the snapshot's end failing, say)
+        # is made good by the next one, never leaving one head's records under another head.
         self._cache.install(
             update.head,
-            update.records,
-            replace=update.replace,
+            self._verifier.records,
+            replace=True,
             doubtful=update.doubtful,
             superseded=update.superseded,
         )

@@ -129,7 +129,9 @@ class RegistryVerifier:
         self.map: StatusMap | None = None  # the held head's map, once built
         self._pending: dict[str, bytes] | None = None  # entries the map is to be built from
         self._loaded = False  # the held head's records have been read
-        self.records: dict[str, CachedStatus] = {}  # the verified records (shared with the cache)
+        # The verified records. Never changed in place: each change makes a new dict, which the
+        # cache takes whole, so the cache never holds records of one head under another.
+        self.records: dict[str, CachedStatus] = {}
         self.doubtful: set[str] = set()  # in the held map, without a record that has its hash
         self._doubtful_frozen: frozenset[str] = frozenset()
         self.mark: datetime | None = None  # next_update_after for the next incremental read
@@ -332,6 +334,7 @@ class RegistryVerifier:
                 )
                 self._adopted(new, mark)
                 self.doubtful.difference_update(changed)
+                self.records = {**self.records, **changed}  # a new dict: the cache swaps whole
                 return Update(new, changed, adopted=True), None
         started = time.monotonic()
         records = self._collect(view.status_records())
@@ -446,6 +449,7 @@ class RegistryVerifier:
             if status_map.get(sid) == status.digest
         }
         if found:
+            self.records = {**self.records, **found}  # a new dict: the cache swaps whole
             self.doubtful.difference_update(found)
             log.info(
                 "registry: %d structures have their verified record again: %s",

@@ -20,6 +20,7 @@ ALLOW, across a restart too.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import sqlite3
@@ -54,6 +55,7 @@ from permitgate_client._proofs import CosignerKey, RegistryHead
 from permitgate_client.v1 import gate_pb2 as pb
 
 from registry.demo import SCENARIOS, demo_lines, structure_id
+from registry.feed import FeedError
 from registry.heads import sign_head
 from registry.merkle import CompactTree
 from registry.signing import Signer
@@ -628,3 +630,35 @@ def test_a_head_cosigned_long_ago(scene: Scene) -> None:
         held = scene.restart()
         assert held.map.serial == newest.serial + 1
         _stale(scene, timeout=1)
+
+
+def test_a_poll_lost_after_the_head_was_adopted_leaves_no_old_record_under_it(
+    sqlite_scene: Scene,
+) -> None:
+    """The snapshot's end fails (a connection dropped at commit) after the verifier adopted a
+    newer head: the next poll must hand the cache that head's records, not the head alone."""
+    app = sqlite_scene.app
+    feed = app.follower._feed
+    real = feed.snapshot
+    armed = {"on": False, "fired": 0}
+
+    @contextlib.contextmanager
+    def snapshot() -> Iterator[object]:
+        with real() as view:
+            yield view
+        if armed["on"]:
+            armed["fired"] += 1
+            raise FeedError("cannot read the registry database: connection lost at commit")
+
+    feed.snapshot = snapshot
+    verifier = app.verifier
+    assert verifier.head is not None
+    before = verifier.head.map.serial
+    armed["on"] = True
+    version = sqlite_scene.flag_target()
+    wait_for(lambda: True if verifier.head and verifier.head.map.serial > before else None, 10)
+    armed["on"] = False
+    wait_for(lambda: True if app.cache.size == version else None, 10)
+    assert armed["fired"] >= 1
+    assert sqlite_scene.answer(TARGET)[0] != "ALLOW"
+    assert sqlite_scene.answer(CLEAN)[0] == "ALLOW"
