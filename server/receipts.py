@@ -166,6 +166,15 @@ class GateKeyVouch:
                 f"{statement.gate_key.keyid_text}; {self._keeping()}",
             )
             return
+        held = self.statement
+        if held is not None and not _supersedes(statement, held):
+            self._say(
+                logging.ERROR,
+                f"gate key {key}: the stored statement (valid {format_time(statement.not_before)}"
+                f" to {format_time(statement.not_after)}) is older than the one held, or undoes "
+                f"a retirement; {self._keeping()}",
+            )
+            return
         self._held = (statement, json.loads(envelope))
         now = datetime.now(UTC)
         if statement.not_after <= now:
@@ -207,3 +216,12 @@ class ReceiptSigner:
         if self.vouch is not None and receipt.gate_key_statement is None:
             payload["gate_key_statement"] = self.vouch.current(receipt.decided_at)
         return self._signer.sign_envelope(canonical_json(payload), RECEIPT_PAYLOAD_TYPE)
+
+
+def _supersedes(new: GateKeyStatement, held: GateKeyStatement) -> bool:
+    """Whether ``new`` may replace ``held``: a renewal (a later start), a retirement (the same
+    start, an earlier end), or the same statement. An older statement put back in the database
+    (one that a retirement shortened, say) never replaces a newer one held."""
+    if new.not_before != held.not_before:
+        return new.not_before > held.not_before
+    return new.not_after <= held.not_after

@@ -272,6 +272,32 @@ def test_the_gate_adopts_only_a_statement_that_verifies(caplog: pytest.LogCaptur
     assert reads.count == 8
 
 
+def test_the_gate_never_goes_back_to_an_older_statement(caplog: pytest.LogCaptureFixture) -> None:
+    """Someone who writes the database puts back the statement a retirement shortened, or an
+    older one: the gate keeps the newer it holds; a retirement and a renewal are taken."""
+    registry, gate = _signer("r.example/registry"), _signer("g.example/gate")
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = now - timedelta(days=1)
+    first = _statement(registry, gate.verifier, start)
+    retired = _statement(registry, gate.verifier, start, days=1.5)  # same start, ends sooner
+    renewed = _statement(registry, gate.verifier, now)
+    reads = Reads(first, retired, first, renewed, retired)
+    vouch = GateKeyVouch(
+        reads, registry_key=registry.verifier, gate_key=gate.verifier, interval=3600
+    )
+    assert vouch.loaded.wait(10)
+    assert vouch.current(now) == json.loads(first)
+    vouch.load()
+    assert vouch.current(now) == json.loads(retired)  # the retirement is taken
+    vouch.load()
+    assert vouch.current(now) == json.loads(retired)  # the longer one put back: refused
+    assert "undoes a retirement" in caplog.text
+    vouch.load()
+    assert vouch.current(now) == json.loads(renewed)  # a renewal is taken
+    vouch.load()
+    assert vouch.current(now) == json.loads(renewed)  # an older one put back: refused
+
+
 def test_the_gate_reads_again_after_its_interval() -> None:
     registry, gate = _signer("r.example/registry"), _signer("g.example/gate")
     now = datetime.now(UTC)
