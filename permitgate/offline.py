@@ -20,8 +20,9 @@ from permitgate_client import Check
 from permitgate_client.v1 import gate_pb2 as pb
 
 from registry.snapshot import Absent, Found, NotInSnapshot, Snapshot
-from server.checks import CHECK_KINDS, PERMIT_KINDS, REASON_CODES, VERDICTS
+from server.checks import CHECK_KINDS
 from server.rules import Decision, Reason, ReasonCode, Verdict
+from server.service import wire_decision
 
 __all__ = ["OfflineAnswer", "answer_offline"]
 
@@ -37,18 +38,8 @@ class OfflineAnswer:
 
     def message(self) -> pb.Decision:
         """The decision as the gate would send it (no decision id, notification or receipt)."""
-        out = pb.Decision(verdict=VERDICTS[self.decision.verdict])
-        for reason in self.decision.reasons:
-            r = out.reasons.add()
-            r.code = REASON_CODES[reason.code]
-            r.article = reason.article
-            r.message = reason.message
-            if reason.permit_kind is not None:
-                r.permit_kind = PERMIT_KINDS[reason.permit_kind]
-            if reason.case_id is not None:
-                r.case_id = reason.case_id
-        if self.decision.valid_until is not None:
-            out.valid_until.CopyFrom(_stamp(self.decision.valid_until))
+        out = pb.Decision()
+        out.MergeFrom(wire_decision(self.decision))
         out.decided_at.CopyFrom(_stamp(self.decided_at))
         out.registry_version = self.registry_version
         return out

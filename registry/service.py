@@ -19,9 +19,7 @@ finish, and stops the jobs (a cosignature under way may finish; nothing is left 
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
@@ -35,6 +33,7 @@ from registry.service_state import ServedState
 from registry.storage import Database
 from registry.vocabulary import id_error
 from server.guard import GuardedServer, MalformedRequests
+from server.listen import serve_until_signalled as serve_app_until_signalled
 from server.reflection import enable_reflection
 
 __all__ = [
@@ -269,13 +268,4 @@ class RegistryApp:
 
 async def serve_until_signalled(**options: Any) -> None:
     """Create and start the service, log its start line, stop cleanly on SIGINT or SIGTERM."""
-    app = await RegistryApp.create(**options)
-    await app.start()
-    log.info(app.describe())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("stopping: finishing calls in flight")
-    await app.stop()
+    await serve_app_until_signalled(await RegistryApp.create(**options), log)

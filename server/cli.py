@@ -8,9 +8,7 @@ registry key; each failure is one plain line and exit status 2 (``SERVE_EXIT_COD
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from pathlib import Path
 
 import click
@@ -21,7 +19,13 @@ from registry.cli import db_option, keys_option
 from registry.errors import PlainError
 from registry.storage import Database
 from server.app import DEFAULT_AUDIT_INTERVAL, DEFAULT_MAX_CONCURRENT_RPCS, GateApp, TlsFiles
-from server.listen import ListenError, bind_failure, check_free, parse_listen
+from server.listen import (
+    ListenError,
+    bind_failure,
+    check_free,
+    parse_listen,
+    serve_until_signalled,
+)
 from server.receipts import DEFAULT_GATE_NAME
 
 log = logging.getLogger("permitgate")
@@ -34,15 +38,7 @@ Exit codes:
 
 async def _serve(**options: object) -> None:
     app = await GateApp.create(**options)  # type: ignore[arg-type]
-    await app.start()
-    log.info(app.describe())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("stopping: finishing calls in flight")
-    await app.stop()
+    await serve_until_signalled(app, log)
 
 
 @click.command(epilog=SERVE_EXIT_CODES)

@@ -9,21 +9,27 @@ gate will bind it, so that a port in use is one plain line rather than a failed 
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
+import logging
 import re
+import signal
 import socket
 from dataclasses import dataclass
+from typing import Protocol
 
 from registry.errors import PlainError
 
 __all__ = [
     "ListenAddress",
     "ListenError",
+    "Servable",
     "bind_failure",
     "check_free",
     "parse_listen",
     "parse_target",
+    "serve_until_signalled",
 ]
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -150,3 +156,27 @@ def _bind_error(address: ListenAddress, exc: OSError) -> str:
     if exc.errno == errno.EACCES:
         return f"port {address.port} needs privileges; use a port above 1023"
     return exc.strerror or str(exc)
+
+
+class Servable(Protocol):
+    """A server that starts, says in one line where it listens, and stops (the gate, the
+    registry service)."""
+
+    async def start(self) -> None: ...
+
+    def describe(self) -> str: ...
+
+    async def stop(self) -> None: ...
+
+
+async def serve_until_signalled(app: Servable, log: logging.Logger) -> None:
+    """Start ``app``, log its start line, and stop it cleanly on SIGINT or SIGTERM."""
+    await app.start()
+    log.info(app.describe())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: finishing calls in flight")
+    await app.stop()

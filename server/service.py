@@ -41,6 +41,7 @@ __all__ = [
     "SERVICE_NAME",
     "PermitGateService",
     "decision_message",
+    "wire_decision",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,9 @@ def _set_time(stamp: Timestamp, at: datetime) -> None:
 _templates: dict[Decision, pb.Decision] = {}
 
 
-def _template(decision: Decision) -> pb.Decision:
-    """The wire form of a decision's verdict, reasons and valid_until, built once per decision.
+def wire_decision(decision: Decision) -> pb.Decision:
+    """The wire form of a decision's verdict, reasons and valid_until, built once per decision
+    (the gate's answers and the offline ones from a snapshot alike; never change it: merge it).
 
     Keyed by value (decisions are frozen and hashable), so equal decisions share one template.
     """
@@ -95,7 +97,7 @@ def _template(decision: Decision) -> pb.Decision:
 
 def decision_message(answer: Answer, out: pb.Decision) -> pb.Decision:
     """Fill ``out`` (empty, or holding only a correlation id) from an answer."""
-    out.MergeFrom(_template(answer.decision))
+    out.MergeFrom(wire_decision(answer.decision))
     if answer.notification_id is not None:
         out.notification_id = answer.notification_id
     out.registry_version = answer.registry_version
