@@ -63,6 +63,7 @@ from registry.status import (
     StatusRowValues,
     StatusSigner,
     WorkerPool,
+    insert_rows,
     sqlite_time,
 )
 from registry.storage import (
@@ -73,7 +74,6 @@ from registry.storage import (
     PermitRow,
     StructureRow,
     UTCDateTime,
-    bulk_insert,
     id_in,
     table_of,
     values_of,
@@ -594,13 +594,13 @@ class _Applier:
             table = table_of(model)
             new = [row for k, row in changed.items() if k[0] == kind and k not in in_tables]
             old = [row for k, row in changed.items() if k[0] == kind and k in in_tables]
-            _insert(self.session, table, new)
+            insert_rows(self.session, table, new)
             if old:
                 self.connection.execute(
                     table.update().where(table.c.id == bindparam("old_id")),
                     [self._update_values(table, row) for row in old],
                 )
-        _insert(self.session, table_of(EventRow), events)
+        insert_rows(self.session, table_of(EventRow), events)
 
     def _update_values(self, table: Table, row: tuple[Any, ...]) -> dict[str, Any]:
         """A row's values by column name, times as datetimes (as SQLAlchemy binds them)."""
@@ -620,18 +620,3 @@ def _tables_empty(session: Session) -> bool:
     """Whether the structure, permit and violation_case tables hold no row at all."""
     ids = (StructureRow.id, PermitRow.id, CaseRow.id)
     return all(session.scalar(select(column).limit(1)) is None for column in ids)
-
-
-def _insert(session: Session, table: Table, rows: list[tuple[Any, ...]]) -> None:
-    """Insert rows in the table's column order; on SQLite their times are already text."""
-    if not rows:
-        return
-    connection = session.connection()
-    if connection.dialect.name != "sqlite":
-        bulk_insert(session, table, rows)
-        return
-    driver = connection.connection.driver_connection
-    assert driver is not None, "a live session has a driver connection"
-    names = ", ".join(f'"{c.name}"' for c in table.columns)
-    marks = ", ".join("?" * len(table.columns))
-    driver.executemany(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', rows)

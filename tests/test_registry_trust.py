@@ -606,3 +606,28 @@ def test_an_empty_state_adopts_only_a_database_that_passes_the_full_check(
     result = reg.load([structure("S-NEW")])
     assert result.stderr.startswith("permitgate: warning: the registry's state in ")
     assert case_stage(reg) == "stop_order"
+
+
+def test_init_makes_the_registrys_state_and_never_starts_over_one(reg: Registry) -> None:
+    state = TrustedState(reg.state_dir, "registry")
+    try:
+        assert state.head() == reg.checkpoint()  # the head as signed and cosigned
+        head = open_checkpoint(reg.checkpoint(), parse_verifier_key(reg.public_key_text))
+        assert (head.map_serial, head.size, head.map_count) == (1, 0, 0)
+        assert state.frontier() == b"" and list(state.entries()) == []
+    finally:
+        state.close()
+    reg.load(EXAMPLE_LINES)
+    # The database wiped (every table dropped): init would make a new, empty registry under
+    # the same key, a rollback to nothing; the state says what it held instead.
+    for table in ("status_record", "event", "head", "permit", "violation_case", "structure"):
+        reg.sql(f"DELETE FROM {table}")
+    reg.sql("DELETE FROM registry_meta")
+    result = reg.cli("init", keys=True)
+    assert refused(result) == (
+        f"{reg.state_dir} holds the state of a registry (head serial 2, log size 3), but this "
+        "database holds none: if the database was lost or wiped, restore it from the newest "
+        f"backup; to start a new registry here, move {reg.state_dir} aside (or pass another "
+        "--state)"
+    )
+    assert reg.sql("SELECT count(*) FROM head") == [(0,)]
