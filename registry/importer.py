@@ -225,14 +225,16 @@ def _parsed_chunks(
             chunk = list(islice(numbered, _CHUNK))
         return
     ahead: deque[tuple[Chunk, Future[Parsed]]] = deque()
+
+    def read_ahead() -> None:
+        while len(ahead) < pool.workers and (chunk := list(islice(numbered, _CHUNK))):
+            ahead.append((chunk, pool.submit(parse_lines, chunk, sqlite)))
+
+    read_ahead()  # the workers start (and parse the next chunks) while the first is applied
     yield first, parse_lines(first, sqlite)
-    while chunk := list(islice(numbered, _CHUNK)):
-        ahead.append((chunk, pool.submit(parse_lines, chunk, sqlite)))
-        if len(ahead) > pool.workers:
-            done, future = ahead.popleft()
-            yield done, future.result()
     while ahead:
         done, future = ahead.popleft()
+        read_ahead()
         yield done, future.result()
 
 
@@ -466,12 +468,13 @@ class _Applier:
         changed: dict[Key, tuple[Any, ...]] = {}
         touched: dict[str, _Holding] = {}
         events: list[tuple[int, str, bytes]] = []
-        tree, at_json, held = self.tree, self.at_json, holdings.get
+        tree, at_json, held, filed_under = self.tree, self.at_json, holdings.get, owners.get
+        append_leaf, add_event, start = tree.append, events.append, tree.size
         for line, kind, rid, sid, stage, raw, row in valid:
             key = (kind, rid)
             holding = held(sid)
             old = None if holding is None else holding.records.get(key)
-            filed = owners.get(key)
+            filed = filed_under(key)
             if (
                 kind != STRUCTURE
                 and (holding is None or filed is not None or (old is not None and old[1] != stage))
@@ -486,9 +489,10 @@ class _Applier:
             holding.records[key] = (raw, stage)
             touched[sid] = holding
             changed[key] = row
-            body = event_bytes(tree.size, at_json, raw)
-            events.append((tree.size, sid, body))
-            tree.append(leaf_hash(body))
+            seq = start + len(events)
+            body = event_bytes(seq, at_json, raw)
+            add_event((seq, sid, body))
+            append_leaf(leaf_hash(body))
         report.changes += len(events)
         self._write(changed, in_tables, events)
         report.end_chunk()
