@@ -199,7 +199,7 @@ class ServedState:
             if head.size < self.size:
                 raise RegistryMismatch(
                     f"the head of serial {stored.serial} covers {head.size} events, fewer than "
-                    f"the {self.size} of the held head of serial {self.serial}"
+                    f"the {self.size} of the held head serial {self.serial}"
                 )
             tree = self._frontier(self.size)
             leaves = bytearray()
@@ -261,7 +261,7 @@ class ServedState:
     def _is_newer(self, stored: StoredHead | None) -> bool:
         """True when ``stored`` is newer than the held head, False when it is the held head;
         ``RegistryMismatch`` when it is older, missing, or the held serial with another body."""
-        held = f"the held head of serial {self.serial} (last cosigned {self._cosigned_text()})"
+        held = f"the held head serial {self.serial} (last cosigned {self._cosigned_text()})"
         if stored is None:
             raise RegistryMismatch(f"the database holds no head; {held}")
         if stored.serial < self.serial:
