@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -122,6 +122,10 @@ class DecisionLog:
 
     def append(self, entry: LogEntry) -> None:
         self._buffer.append(entry)
+
+    def extend(self, entries: Iterable[LogEntry]) -> None:
+        """Append a batch's entries at once."""
+        self._buffer.extend(entries)
 
     def start(self) -> None:
         """Take up the records an earlier run left unwritten (written first), then run."""
