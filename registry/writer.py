@@ -238,19 +238,24 @@ def open_writer(db: Database, signer: Signer, state_dir: Path) -> Iterator[Write
         raise NotInitialised(NOT_INITIALISED)
     state = TrustedState(state_dir, STATE_NAME)
     try:
-        with _locked(state), db.writer() as session:
-            origin = session.scalar(select(MetaRow.value).where(MetaRow.key == "origin"))
-            public_key = session.scalar(select(MetaRow.value).where(MetaRow.key == "public_key"))
-            if origin is None:
-                raise NotInitialised(NOT_INITIALISED)
-            if public_key != signer.verifier.text:
-                raise WrongKey(
-                    f"this registry is signed by {public_key}, not by {signer.verifier.text}"
+        with _locked(state):
+            with db.writer() as session:
+                origin = session.scalar(select(MetaRow.value).where(MetaRow.key == "origin"))
+                public_key = session.scalar(
+                    select(MetaRow.value).where(MetaRow.key == "public_key")
                 )
-            writer = _open(session, signer, origin, state)
-            yield writer
-            writer._check_complete()
-        writer._save()  # the transaction committed as the block above ended
+                if origin is None:
+                    raise NotInitialised(NOT_INITIALISED)
+                if public_key != signer.verifier.text:
+                    raise WrongKey(
+                        f"this registry is signed by {public_key}, not by {signer.verifier.text}"
+                    )
+                writer = _open(session, signer, origin, state)
+                yield writer
+                writer._check_complete()
+            # The transaction committed as the block above ended. The state is saved before the
+            # lock is let go, so the next writer never reads a state older than the database.
+            writer._save()
     finally:
         state.close()
 
