@@ -25,7 +25,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from gate_helpers import GateRegistry, Wire, connection, premises, stderr_lines, verdict
+from gate_helpers import (
+    GateRegistry,
+    Wire,
+    connection,
+    premises,
+    stderr_lines,
+    verdict,
+    wait_for,
+)
 from permitgate_client.v1 import gate_pb2 as pb
 
 from permitgate.cli import main
@@ -340,3 +348,26 @@ def test_the_supervisor_stops_all_when_a_worker_cannot_start_at_first(tmp_path: 
         return 2 if number == 3 else _serve_until_terminated(link)
 
     assert _run_in_child(Supervisor(3, work)) == 2
+
+
+def test_workers_stop_when_the_supervisor_is_killed(registry: GateRegistry, tmp_path: Path) -> None:
+    port = _free_port()
+    with serve(_args(registry, tmp_path / "state", port)) as gate:
+        pids = [int(gate.wait_for(rf"worker {n} started \(pid (\d+)\)").group(1)) for n in (1, 2)]
+        gate.wait_for(r"worker \d: health: SERVING", times=2)
+        _prefixes(f"127.0.0.1:{port}", 10)
+        gate.process.kill()
+        gate.process.wait()
+        gate.wait_for(r"worker 1: the supervisor is gone: stopping")
+        gate.wait_for(r"worker 2: the supervisor is gone: stopping")
+        wait_for(lambda: True if not any(_alive(pid) for pid in pids) else None, timeout=20)
+    assert registry.sql("SELECT count(*) FROM decision_log") == [(10,)]  # written on the way out
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` runs (orphaned, it is no child of this process; a zombie has ended)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status
