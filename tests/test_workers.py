@@ -160,7 +160,7 @@ def test_two_workers_answer_on_one_port_and_stop_together(
         gate.wait_for(r"worker \d: health: SERVING", times=2)
         # The supervisor created no gRPC object: its one thread is Python's; each worker's
         # gRPC core runs threads of its own.
-        assert _threads(gate.process.pid) == ["permitgate"]
+        assert len(_threads(gate.process.pid)) == 1, _threads(gate.process.pid)
         for pid in pids:
             assert len(_threads(pid)) > 1
         # Connections are spread among the workers: both gates answer.
