@@ -7,7 +7,10 @@ registry key; each failure is one plain line and exit status 2 (``SERVE_EXIT_COD
 
 With ``--workers N`` above 1, those checks run once, in the supervisor (``server.workers``),
 which also creates the gate's key if absent (N workers would race to), then forks the workers;
-no gRPC object exists before the fork. Each worker builds its own gate on the same port.
+no gRPC object exists before the fork. Each worker builds its own gate on the same port. Port
+0 is refused above one worker: each would bind a free port of its own, and a port picked by the
+supervisor instead would be free for any program again between its pick and the workers' binds
+(and whenever every worker is being restarted) unless the supervisor kept a socket on it.
 """
 
 from __future__ import annotations

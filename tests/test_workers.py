@@ -111,6 +111,17 @@ def registry(tmp_path: Path) -> Iterator[GateRegistry]:
         registry.close()
 
 
+@pytest.fixture
+def any_registry(db_url: str, keys_dir: Path) -> Iterator[GateRegistry]:
+    """The demo registry on SQLite and on PostgreSQL."""
+    registry = GateRegistry(db_url, keys_dir)
+    registry.load(demo_lines(len(SCENARIOS)))
+    try:
+        yield registry
+    finally:
+        registry.close()
+
+
 def _args(registry: GateRegistry, state: Path, port: int, workers: int = 2) -> list[str]:
     return [
         "--db",
@@ -150,8 +161,9 @@ def _threads(pid: int) -> list[str]:
 
 
 def test_two_workers_answer_on_one_port_and_stop_together(
-    registry: GateRegistry, tmp_path: Path
+    any_registry: GateRegistry, tmp_path: Path
 ) -> None:
+    registry = any_registry
     state, port = tmp_path / "state", _free_port()
     target = f"127.0.0.1:{port}"
     with serve(_args(registry, state, port)) as gate:
