@@ -137,7 +137,16 @@ class GateApp:
         max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS,
         decision_log_limit: int = DEFAULT_DECISION_LOG_LIMIT,
         audit_interval: float | None = DEFAULT_AUDIT_INTERVAL,
+        reuse_port: bool = False,
     ) -> GateApp:
+        """Build the gate and bind its port.
+
+        ``reuse_port`` lets other processes of the same user listen on the same port
+        (``SO_REUSEPORT``), the kernel spreading connections among them: that is how the workers
+        of ``serve --workers`` share one. A single gate binds without it, so that a second gate
+        started on its port by mistake fails loudly rather than silently taking half of its
+        connections, each answering from its own state.
+        """
         if max_concurrent_rpcs < 1:
             raise ValueError(f"max_concurrent_rpcs: {max_concurrent_rpcs} is not a positive number")
         registry_key = load_verifier(keys_dir, REGISTRY_ROLE)
@@ -164,6 +173,7 @@ class GateApp:
                 state_dir=state_dir,
                 max_concurrent_rpcs=max_concurrent_rpcs,
                 decision_log_limit=decision_log_limit,
+                reuse_port=reuse_port,
             )
             app._held = held.pop_all()  # from now on the app releases them, at stop
         return app
@@ -183,6 +193,7 @@ class GateApp:
         state_dir: Path,
         max_concurrent_rpcs: int,
         decision_log_limit: int,
+        reuse_port: bool,
     ) -> GateApp:
         db = Database(db_url, create=False)  # a gate reads a registry; it never makes one
         feed = SqlFeed(db)
@@ -209,7 +220,10 @@ class GateApp:
             )
 
         server = grpc.aio.server(
-            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)],
+            options=[
+                ("grpc.so_reuseport", int(reuse_port)),
+                ("grpc.max_receive_message_length", 16 << 20),
+            ],
             maximum_concurrent_rpcs=max_concurrent_rpcs,
         )
         # Every service registers through the guard: no request bytes reach it unparsed.

@@ -1,0 +1,385 @@
+"""``permitgate serve --workers N``: N gate processes on one port, and their supervisor.
+
+The command runs as a real process over a demo registry on loopback: both workers answer (each
+gate has its own decision-id prefix, and connections are spread among them), the supervisor
+holds no gRPC (one thread: gRPC's core starts threads of its own), a notice is one notice
+whichever worker records it, SIGTERM stops every worker and every decision is written, and a
+SIGKILLed worker is started again while the other answers. The supervisor's restart policy is
+tested apart, on workers that are plain functions, with short pauses.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from gate_helpers import (
+    GateRegistry,
+    Wire,
+    connection,
+    premises,
+    stderr_lines,
+    verdict,
+    wait_for,
+)
+from permitgate_client.v1 import gate_pb2 as pb
+
+from permitgate.cli import main
+from registry.demo import SCENARIOS, demo_lines, structure_id
+from server.workers import Supervisor, SupervisorLink
+
+PERMITGATE = str(Path(sys.executable).with_name("permitgate"))
+OK = structure_id(0)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Served:
+    """A running ``permitgate serve --workers``, and the lines it has written so far."""
+
+    def __init__(self, process: subprocess.Popen[str], lines: queue.Queue[str]) -> None:
+        self.process = process
+        self._lines = lines
+        self.seen: list[str] = []
+
+    def wait_for(self, pattern: str, times: int = 1, timeout: float = 30.0) -> re.Match[str]:
+        """The ``times``-th line since the start matching ``pattern``, once written."""
+        deadline = time.monotonic() + timeout
+        while True:
+            matches = [m for line in self.seen if (m := re.search(pattern, line))]
+            if len(matches) >= times:
+                return matches[times - 1]
+            try:
+                self.seen.append(self._lines.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                raise AssertionError(
+                    f"not {times} lines matching {pattern!r} in:\n{''.join(self.seen)}"
+                ) from None
+
+    def text(self) -> str:
+        """Every line written, once the process has ended."""
+        assert self.process.wait(timeout=30) is not None
+        while True:
+            try:
+                self.seen.append(self._lines.get(timeout=1))
+            except queue.Empty:
+                return "".join(self.seen)
+
+
+@contextmanager
+def serve(args: list[str]) -> Iterator[Served]:
+    process = subprocess.Popen(
+        [PERMITGATE, "serve", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines, reader = stderr_lines(process)
+    try:
+        yield Served(process, lines)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        reader.join(5)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[GateRegistry]:
+    registry = GateRegistry(f"sqlite:///{tmp_path / 'registry.db'}", tmp_path / "keys")
+    registry.load(demo_lines(len(SCENARIOS)))
+    try:
+        yield registry
+    finally:
+        registry.close()
+
+
+@pytest.fixture
+def any_registry(db_url: str, keys_dir: Path) -> Iterator[GateRegistry]:
+    """The demo registry on SQLite and on PostgreSQL."""
+    registry = GateRegistry(db_url, keys_dir)
+    registry.load(demo_lines(len(SCENARIOS)))
+    try:
+        yield registry
+    finally:
+        registry.close()
+
+
+def _args(registry: GateRegistry, state: Path, port: int, workers: int = 2) -> list[str]:
+    return [
+        "--db",
+        registry.url,
+        "--keys",
+        str(registry.keys_dir),
+        "--state",
+        str(state),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+    ]
+
+
+def _gate_of(decision: pb.Decision) -> str:
+    """The decision-id prefix, one per gate process."""
+    return decision.decision_id.rsplit("-", 1)[0]
+
+
+def _prefixes(target: str, connections: int) -> set[str]:
+    """The gates that answered one ALLOW check on each of ``connections`` new connections."""
+    seen = set()
+    for _ in range(connections):
+        with Wire(target) as wire:
+            decision = wire.ask(connection(OK))
+            assert verdict(decision) == "ALLOW", decision
+            seen.add(_gate_of(decision))
+    return seen
+
+
+def _threads(pid: int) -> list[str]:
+    return [
+        Path(f"/proc/{pid}/task/{t}/comm").read_text().strip()
+        for t in os.listdir(f"/proc/{pid}/task")
+    ]
+
+
+def test_two_workers_answer_on_one_port_and_stop_together(
+    any_registry: GateRegistry, tmp_path: Path
+) -> None:
+    registry = any_registry
+    state, port = tmp_path / "state", _free_port()
+    target = f"127.0.0.1:{port}"
+    with serve(_args(registry, state, port)) as gate:
+        pids = [int(gate.wait_for(rf"worker {n} started \(pid (\d+)\)").group(1)) for n in (1, 2)]
+        gate.wait_for("all 2 workers serving")
+        gate.wait_for(r"worker \d: health: SERVING", times=2)
+        # The supervisor created no gRPC object: its one thread is Python's; each worker's
+        # gRPC core runs threads of its own.
+        assert len(_threads(gate.process.pid)) == 1, _threads(gate.process.pid)
+        for pid in pids:
+            assert len(_threads(pid)) > 1
+        # Connections are spread among the workers: both gates answer.
+        gates = _prefixes(target, 40)
+        assert len(gates) == 2, gates
+        # A notice is one notice, whichever worker records it.
+        notices = set()
+        for _ in range(20):
+            with Wire(target) as wire:
+                check = premises(OK, pb.OFFICE_CULTURE, "bar", application_id="APP-W")
+                decision = wire.ask(check)
+                assert verdict(decision) == "NOTIFY", decision
+                notices.add((decision.notification_id, _gate_of(decision)))
+        assert len({n for n, _ in notices}) == 1 and len({g for _, g in notices}) == 2
+        gate.process.send_signal(signal.SIGTERM)
+        assert gate.process.wait(timeout=30) == 0
+        text = gate.text()
+        for number in (1, 2):
+            assert f"supervisor: worker {number} stopped (exit status 0)" in text
+    # Every decision was written on the way out, and each worker kept its own verified state.
+    assert registry.sql("SELECT count(*) FROM decision_log") == [(60,)]
+    assert len(registry.sql("SELECT id FROM notification")) == 1
+    for number in (1, 2):
+        assert (state / f"worker-{number}" / "gate.sqlite").exists()
+    assert not (state / "gate.sqlite").exists()
+
+
+def test_a_killed_worker_is_started_again_while_the_other_answers(
+    registry: GateRegistry, tmp_path: Path
+) -> None:
+    port = _free_port()
+    target = f"127.0.0.1:{port}"
+    with serve(_args(registry, tmp_path / "state", port)) as gate:
+        killed = int(gate.wait_for(r"worker 1 started \(pid (\d+)\)").group(1))
+        gate.wait_for("all 2 workers serving")
+        gate.wait_for(r"worker \d: health: SERVING", times=2)
+        before = _prefixes(target, 30)
+        os.kill(killed, signal.SIGKILL)
+        gate.wait_for(r"worker 1 died \(killed by SIGKILL\); starting it again in [\d.]+s")
+        # The other worker answers meanwhile (each new connection reaches a listening worker).
+        assert len(_prefixes(target, 5)) >= 1
+        restarted = int(gate.wait_for(r"worker 1 started \(pid (\d+)\)", times=2).group(1))
+        assert restarted != killed
+        gate.wait_for(r"worker 1 serving", times=2)
+        gate.wait_for(r"worker 1: health: SERVING", times=2)
+        after = _prefixes(target, 40)
+        assert len(after) == 2 and len(after - before) == 1  # the new worker is a new gate
+        gate.process.send_signal(signal.SIGTERM)
+        assert gate.process.wait(timeout=30) == 0
+
+
+def test_a_worker_that_cannot_start_stops_all(registry: GateRegistry, tmp_path: Path) -> None:
+    state, port = tmp_path / "state", _free_port()
+    (state / "worker-2").mkdir(parents=True)
+    held = os.open(state / "worker-2" / "gate.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as another gate on worker 2's directory would
+        with serve(_args(registry, state, port)) as gate:
+            assert gate.process.wait(timeout=30) == 2
+            text = gate.text()
+        assert (
+            f"permitgate: worker 2: another gate uses the state directory {state}/worker-2" in text
+        )
+        assert "worker 2 could not start (exit status 2): stopping all" in text
+        assert re.search(
+            r"INFO supervisor: worker 1 stopped \((exit status 0|killed by SIGTERM)\)", text
+        )
+    finally:
+        os.close(held)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--workers", "0"], "Invalid value for '--workers': 0 is not in the range x>=1"),
+        (["--workers", "two"], "Invalid value for '--workers': 'two' is not a valid integer"),
+        (
+            ["--workers", "2", "--listen", "127.0.0.1:0"],
+            "--listen 127.0.0.1:0: port 0 would give each of the 2 workers a port of its own",
+        ),
+    ],
+    ids=["zero", "not-a-number", "port-0"],
+)
+def test_bad_workers_are_refused_before_anything_starts(
+    registry: GateRegistry, tmp_path: Path, options: list[str], message: str
+) -> None:
+    state = tmp_path / "state"
+    args = ["serve", "--db", registry.url, "--keys", str(registry.keys_dir)]
+    result = CliRunner().invoke(main, [*args, "--state", str(state), *options])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not state.exists()
+
+
+def test_a_second_set_of_workers_on_the_same_state_is_refused(
+    registry: GateRegistry, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    held = os.open(state / "gate.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a single gate on this directory would
+        args = ["serve", *_args(registry, state, _free_port())]
+        result = CliRunner().invoke(main, args)
+    finally:
+        os.close(held)
+    assert result.exit_code == 2
+    assert f"permitgate: another gate uses the state directory {state}" in result.output
+    assert not (state / "worker-1").exists()
+
+
+# --- the supervisor's restart policy, on plain functions ----------------------------------------
+
+
+def _serve_until_terminated(link: SupervisorLink) -> int:
+    stop = False
+
+    def terminated(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, terminated)
+    link.serving()
+    while not stop:
+        time.sleep(0.01)
+    return 0
+
+
+def _run_in_child(supervisor: Supervisor, stop_after: float | None = None) -> int:
+    """Run the supervisor in a child process of its own (it forks, and takes signals)."""
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            if stop_after is not None:
+                signal.setitimer(signal.ITIMER_REAL, stop_after)
+                signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
+            status = supervisor.run()
+        finally:
+            os._exit(status)
+    _, wait_status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(wait_status)
+
+
+def test_the_supervisor_gives_up_on_a_worker_that_keeps_failing_to_start(
+    tmp_path: Path,
+) -> None:
+    starts = tmp_path / "starts"
+
+    def work(number: int, link: SupervisorLink) -> int:
+        with starts.open("a") as f:
+            f.write(f"{number}\n")
+        if number == 2 and starts.read_text().count("2\n") > 1:
+            return 3  # worker 2 cannot start again
+        if number == 2:
+            link.serving()
+            return 4  # it dies once it served
+        return _serve_until_terminated(link)
+
+    supervisor = Supervisor(2, work, first_backoff=0.01, max_backoff=0.05, max_failed_starts=3)
+    assert _run_in_child(supervisor) == 1
+    assert starts.read_text().count("2\n") == 4  # the first start, then 3 failed starts
+
+
+def test_the_supervisor_restarts_a_worker_that_dies_and_stops_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    starts = tmp_path / "starts"
+
+    def work(number: int, link: SupervisorLink) -> int:
+        with starts.open("a") as f:
+            f.write(f"{number}\n")
+        if number == 1 and starts.read_text().count("1\n") <= 2:
+            link.serving()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return _serve_until_terminated(link)
+
+    supervisor = Supervisor(2, work, first_backoff=0.01, max_backoff=0.05)
+    assert _run_in_child(supervisor, stop_after=1.0) == 0
+    assert sorted(starts.read_text().split()) == ["1", "1", "1", "2"]
+
+
+def test_the_supervisor_stops_all_when_a_worker_cannot_start_at_first(tmp_path: Path) -> None:
+    def work(number: int, link: SupervisorLink) -> int:
+        return 2 if number == 3 else _serve_until_terminated(link)
+
+    assert _run_in_child(Supervisor(3, work)) == 2
+
+
+def test_workers_stop_when_the_supervisor_is_killed(registry: GateRegistry, tmp_path: Path) -> None:
+    port = _free_port()
+    with serve(_args(registry, tmp_path / "state", port)) as gate:
+        pids = [int(gate.wait_for(rf"worker {n} started \(pid (\d+)\)").group(1)) for n in (1, 2)]
+        gate.wait_for(r"worker \d: health: SERVING", times=2)
+        _prefixes(f"127.0.0.1:{port}", 10)
+        gate.process.kill()
+        gate.process.wait()
+        gate.wait_for(r"worker 1: the supervisor is gone: stopping")
+        gate.wait_for(r"worker 2: the supervisor is gone: stopping")
+        wait_for(lambda: True if not any(_alive(pid) for pid in pids) else None, timeout=20)
+    assert registry.sql("SELECT count(*) FROM decision_log") == [(10,)]  # written on the way out
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` runs (orphaned, it is no child of this process; a zombie has ended)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status
