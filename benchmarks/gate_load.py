@@ -85,6 +85,7 @@ class GateStart:
     seconds: float  # spawn to SERVING
     load_seconds: float  # as the gate logs it: the first load, read and verified
     memory: Memory  # at SERVING
+    settled: Memory  # once its resident memory stopped changing (the next polls done)
     cpu: float  # the gate's user + system seconds until SERVING
     others: float  # CPU seconds other processes used meanwhile (cores' worth x seconds)
     phases: str  # the first start's read + hash / map / persist seconds, from the gate's log
@@ -111,6 +112,21 @@ class Memory:
                 peak = int(line.split()[1]) * 1024
         uss = rollup["Private_Clean"] + rollup["Private_Dirty"]
         return cls(rollup["Rss"], rollup["Pss"], uss, peak)
+
+
+def _settled(pid: int, *, quiet: int = 5, limit: float = 120.0) -> Memory:
+    """The memory of ``pid`` once its RSS has stayed within 1 MiB for ``quiet`` seconds in a
+    row (the polls after the first load done: after a restart, the status map is rebuilt at
+    the next poll), or after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    last = Memory.of(pid)
+    still = 0
+    while still < quiet and time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = Memory.of(pid)
+        still = still + 1 if abs(now.rss - last.rss) < MIB else 0
+        last = now
+    return last
 
 
 def raw_record_bytes(directory: Path) -> tuple[int, int]:
@@ -215,6 +231,7 @@ def start_gate(label: str, url: str, keys: Path, state: Path, structures: int) -
                 time.sleep(0.05)
         seconds = time.perf_counter() - started
         memory = Memory.of(process.pid)
+        settled = _settled(process.pid)
         cpu = cpu_seconds(process.pid) or 0.0
         others = max(0.0, machine_busy_seconds() - busy - cpu)
     finally:
@@ -231,6 +248,7 @@ def start_gate(label: str, url: str, keys: Path, state: Path, structures: int) -
         seconds,
         float(loaded[0].group(3)),
         memory,
+        settled,
         cpu,
         others,
         phase_text,
@@ -260,8 +278,9 @@ def _report(starts: list[GateStart], baseline: GateStart, raw: tuple[int, int]) 
     print("|---|---:|---:|---:|---:|---:|---:|")
     raw_each = raw_bytes / records
     base = baseline.memory
-    for s in [*starts, baseline]:
-        m = s.memory
+    rows = [(f"{s.label}, {when}", s, m) for s in starts
+            for when, m in (("at SERVING", s.memory), ("settled", s.settled))]  # fmt: skip
+    for label, s, m in [*rows, ("baseline, at SERVING", baseline, base)]:
         if s is baseline:
             held = beyond = "-"
         else:
@@ -270,14 +289,39 @@ def _report(starts: list[GateStart], baseline: GateStart, raw: tuple[int, int]) 
             held = " / ".join(f"{x:,.0f} B" for x in each)
             beyond = " / ".join(f"{x - raw_each:,.0f} B" for x in each)
         print(
-            f"| {s.label} | {m.rss / MIB:,.0f} MiB | {m.pss / MIB:,.0f} MiB | "
+            f"| {label} | {m.rss / MIB:,.0f} MiB | {m.pss / MIB:,.0f} MiB | "
             f"{m.uss / MIB:,.0f} MiB | {m.peak / MIB:,.0f} MiB | {held} | {beyond} |"
         )
 
 
-def where_memory_goes(directory: Path, state: Path, top: int = 20) -> None:
-    """Load the registry in ``directory`` in this process as the gate does, under
-    tracemalloc; print what stays allocated, grouped by source line, per structure."""
+def where_memory_goes(directory: Path, state: Path, top: int = 15) -> None:
+    """Load the registry in ``directory`` in this process as the gate does, under tracemalloc,
+    twice: a first start (an empty ``state``), then a restart over that state, settled (its
+    second poll rebuilds the status map). Prints what each holds, by source line, per
+    structure."""
+    records, raw_bytes = raw_record_bytes(directory)
+    print(f"{records:,} structures; raw records {raw_bytes / records:,.0f} B per structure")
+    for label, polls in (("first start", 1), ("restart, settled", 2)):
+        started = time.perf_counter()
+        snapshot = _traced_load(directory, state, polls, records)
+        stats = snapshot.statistics("lineno")
+        total = sum(stat.size for stat in stats)
+        print(
+            f"\n{label} (under tracemalloc, {time.perf_counter() - started:.0f} s): held by "
+            f"Python {total / records:,.0f} B per structure, {(total - raw_bytes) / records:,.0f}"
+            " B beyond the raw records; by source line:\n"
+        )
+        print("| B per structure | blocks per structure | where |")
+        print("|---:|---:|---|")
+        for stat in stats[:top]:
+            frame = stat.traceback[0]
+            where = f"{Path(frame.filename).name}:{frame.lineno}"
+            print(f"| {stat.size / records:,.1f} | {stat.count / records:.2f} | {where} |")
+
+
+def _traced_load(directory: Path, state: Path, polls: int, records: int) -> tracemalloc.Snapshot:
+    """``polls`` polls of a new gate's verifier over ``directory``, each installed in its
+    cache; a snapshot of what is still allocated then."""
     from registry.admin import ROLE
     from registry.feed import SqlFeed
     from registry.signing import load_verifier
@@ -287,43 +331,29 @@ def where_memory_goes(directory: Path, state: Path, top: int = 20) -> None:
     from server.incidents import Incidents
     from server.verifier import RegistryVerifier
 
-    records, raw_bytes = raw_record_bytes(directory)
     db = Database(f"sqlite:///{directory / 'registry.db'}", create=False)
     trusted = TrustedState(state, "gate")
     verifier = RegistryVerifier(load_verifier(directory / "keys", ROLE), trusted, Incidents())
     cache = RegistryCache(max_staleness=3600)
     tracemalloc.start()
-    started = time.perf_counter()
     try:
-        with SqlFeed(db).snapshot() as view:
-            update = verifier.poll(view)
-        cache.install(
-            update.head,
-            verifier.records,
-            replace=True,
-            doubtful=update.doubtful,
-            superseded=update.superseded,
-        )
-        assert len(cache) == records and not update.doubtful, "the registry did not load whole"
-        snapshot = tracemalloc.take_snapshot()
+        for _ in range(polls):
+            with SqlFeed(db).snapshot() as view:
+                update = verifier.poll(view)
+            cache.install(
+                update.head,
+                verifier.records,
+                replace=True,
+                doubtful=update.doubtful,
+                superseded=update.superseded,
+            )
+            if len(cache) != records or update.doubtful:
+                raise RuntimeError("the registry did not load whole")
+        return tracemalloc.take_snapshot()
     finally:
         tracemalloc.stop()
         trusted.close()
         db.dispose()
-    print(
-        f"{records:,} structures loaded under tracemalloc in {time.perf_counter() - started:.0f} s;"
-        f" raw records {raw_bytes / records:,.0f} B per structure"
-    )
-    stats = snapshot.statistics("lineno")
-    total = sum(stat.size for stat in stats)
-    print(f"held by Python: {total / records:,.0f} B per structure; by source line:")
-    print("| B per structure | blocks per structure | where |")
-    print("|---:|---:|---|")
-    for stat in stats[:top]:
-        frame = stat.traceback[0]
-        where = f"{Path(frame.filename).name}:{frame.lineno}"
-        print(f"| {stat.size / records:,.1f} | {stat.count / records:.2f} | {where} |")
-    print(f"(held by cache and verifier together: {len(verifier.records):,} records)")
 
 
 def main(argv: list[str] | None = None) -> int:
