@@ -18,11 +18,12 @@ serve``, as a subprocess three times and measures each start until its health re
 
 Reported per start: wall time from spawn to SERVING, the time the gate's own log gives for the
 verified load, its CPU time, the CPU other processes used meanwhile (the machine may be shared),
-and its memory at SERVING, from ``/proc/PID/smaps_rollup``: RSS, PSS (shared pages split among
-the processes mapping them) and USS (the pages this process alone maps: ``Private_Clean +
-Private_Dirty``), and its peak RSS (``VmHWM``). Memory is defined per structure as
+and its memory from ``/proc/PID/smaps_rollup``, at SERVING and again once *settled* (its RSS
+unchanged for 5 s: after a restart the status map is rebuilt at the next poll): RSS, PSS
+(shared pages split among the processes mapping them), USS (the pages this process alone maps:
+``Private_Clean + Private_Dirty``) and its peak RSS (``VmHWM``). Per structure:
 
-* **held per structure** = (memory at SERVING - the baseline gate's) / structures, for each of
+* **held per structure** = (the gate's memory - the baseline gate's) / structures, for each of
   RSS, PSS and USS;
 * **raw records per structure** = the total length of the status record envelopes the registry
   holds (``SUM(LENGTH(envelope))``: the bytes as signed, which the gate keeps until a record is
@@ -31,13 +32,15 @@ Private_Dirty``), and its peak RSS (``VmHWM``). Memory is defined per structure 
   the status map, object headers, dictionary slots and the allocator's own overhead (issue 8's
   goal: under 1 KiB).
 
-``--where N`` says where those bytes go instead: it loads a registry of N structures in this
-process as the gate does (``RegistryVerifier.poll`` then ``RegistryCache.install``) under
-``tracemalloc`` and prints the allocations still held, grouped by source line, per structure.
-tracemalloc sees Python's allocations only (not SQLite's page cache, nor memory the allocator
-keeps after a free), and it is slow, so a smaller registry than a million is the practical size:
-the per-structure figures hardly depend on it (the dictionaries' slot tables grow in powers of
-two, so they vary by up to 2x between sizes).
+``--where`` says where those bytes go instead: it loads the registry (of ``--structures``) in
+this process as the gate does (``RegistryVerifier.poll`` then ``RegistryCache.install``) under
+``tracemalloc``, as a first start and then as a restart over the state it left, settled, and
+prints the allocations still held, grouped by source line, per structure. tracemalloc sees
+Python's allocations only (not SQLite's page cache, nor memory the allocator keeps after a
+free), and it is slow, so a registry smaller than a million is the practical size. Most figures
+per structure hardly depend on it; the status map's 131,072 fixed top nodes do (about 150 B
+per structure at 100,000, 15 B at a million), and dictionaries' slot tables grow in powers of
+two.
 
 A measurement, not a test: it fails only when a gate does not become SERVING.
 """
