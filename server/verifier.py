@@ -423,6 +423,10 @@ class RegistryVerifier:
                 self._held_map()  # the entries checked against the head before relying on them
                 records = {sid: s for sid, s in records.items() if entries.get(sid) == s.digest}
                 doubtful = set(entries.keys() - records.keys())
+            else:
+                # The same entries, made of the records' own id and digest objects, so that
+                # the map built from them shares those rather than holding copies.
+                self._pending = {sid: s.digest for sid, s in records.items()}
         self.records, self.doubtful, self.mark, self._loaded = records, doubtful, mark, True
         self._report_doubtful(doubtful, held)
         return Update(held, records, replace=True)

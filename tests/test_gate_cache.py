@@ -268,6 +268,28 @@ def test_a_restarted_verifier_holds_its_head_and_reads_its_records_by_hash(
     assert update.replace and not update.adopted and set(update.records) == {"S-1", "S-2"}
 
 
+def test_a_restarted_verifier_builds_its_map_from_the_records_it_holds(
+    registry: GateRegistry, tmp_path: Path
+) -> None:
+    """Memory, not trust: the map rebuilt after a restart shares each record's digest object
+    rather than holding a copy read from the state (a million of them are 65 MB); it is still
+    built at the next poll and checked against the head's root."""
+    registry.load([*urban_ok("S-1"), *urban_ok("S-2")])
+    first = _verifier(registry, tmp_path / "state")
+    _poll(first, registry)
+    first.state.close()
+    again = _verifier(registry, tmp_path / "state")
+    _poll(again, registry)
+    serving = again.map
+    _poll(again, registry)
+    built = again.map
+    assert serving is None  # built at the next poll, once the gate serves
+    assert built is not None and again.head is not None
+    assert built.root() == again.head.map.root
+    for sid, status in again.records.items():
+        assert built.get(sid) is status.digest
+
+
 def test_a_state_whose_head_the_key_does_not_verify_is_refused(
     registry: GateRegistry, tmp_path: Path
 ) -> None:
