@@ -62,6 +62,7 @@ class H2Load:
     errored: int
     timeout: int
     status_2xx: int
+    status_other: int  # 3xx, 4xx and 5xx
     data_bytes: int
     latencies_us: tuple[int, ...]
     client_cpu: float  # h2load's user + system seconds
@@ -112,6 +113,7 @@ def _parse(text: str, latencies: tuple[int, ...], client_cpu: float) -> H2Load:
         errored=errored,
         timeout=timeout,
         status_2xx=int(status[1]),
+        status_other=int(status[2]) + int(status[3]) + int(status[4]),
         data_bytes=int(data[3]),
         latencies_us=latencies,
         client_cpu=client_cpu,
@@ -133,19 +135,26 @@ def run_h2load(
     body: Path,
     *,
     streams: int,
-    seconds: float,
     min_reply_bytes: int,
+    requests: int | None = None,
+    seconds: float | None = None,
     cpu: str | None = None,
     warmup: bool = False,
-    timeout: float = 120,
+    timeout: float = 300,
 ) -> H2Load:
-    """POST ``body`` to ``url`` over one connection, ``streams`` requests in flight, for
-    ``seconds``; raise ``H2LoadError`` unless every request succeeded with a full answer.
+    """POST ``body`` to ``url`` over one connection, ``streams`` requests in flight: exactly
+    ``requests`` of them, or as many as fit in ``seconds``; raise ``H2LoadError`` unless every
+    request succeeded with a full answer.
 
-    ``cpu``: a ``taskset -c`` list to run h2load on (None: wherever the scheduler puts it).
-    ``warmup``: a run that may end before any answer arrives (slow bulk requests), but that
-    must not see a failed one either.
+    Measure with ``requests``: every request sent is answered and counted, so the server's CPU
+    time divides exactly. A timed run (``seconds``) abandons the requests in flight when time
+    is up, whose work the server has done or still does: with slow bulk requests, a large
+    share. ``cpu``: a ``taskset -c`` list to run h2load on (None: wherever the scheduler puts
+    it). ``warmup``: a run that may end before any answer arrives, but must see no failure.
     """
+    if (requests is None) == (seconds is None):
+        raise ValueError("give requests or seconds, not both")
+    amount = f"-n{requests}" if requests is not None else f"-D{round((seconds or 0) * 1000)}ms"
     with tempfile.TemporaryDirectory(prefix="permitgate-h2load-") as tmp:
         log = Path(tmp) / "requests.tsv"
         argv = [
@@ -153,7 +162,7 @@ def run_h2load(
             "-c1",
             "-t1",
             f"-m{streams}",
-            f"-D{round(seconds * 1000)}ms",
+            amount,
             f"--log-file={log}",
             "-d",
             str(body),
@@ -176,12 +185,14 @@ def run_h2load(
     problems = []
     if result.succeeded == 0 and not warmup:
         problems.append("no request succeeded")
+    if requests is not None and result.succeeded != requests:
+        problems.append(f"{result.succeeded} of {requests} requests succeeded")
     if result.failed or result.errored or result.timeout:
         problems.append(
             f"{result.failed} failed, {result.errored} errored, {result.timeout} timed out"
         )
-    if result.status_2xx != result.requests:
-        problems.append(f"{result.status_2xx} of {result.requests} answers had status 2xx")
+    if result.status_other or (requests is not None and result.status_2xx != requests):
+        problems.append(f"{result.status_other} answers with an HTTP status other than 2xx")
     if result.succeeded and result.data_bytes < result.succeeded * min_reply_bytes:
         problems.append(
             f"{result.data_bytes} bytes of answers for {result.succeeded} requests, under "

@@ -11,9 +11,11 @@ Bulk loads (the gate's ``BatchCheck`` of 1,000 checks a message, Cerbos's ``Chec
 
 Within a placement every system runs at once and the loads alternate between systems (A B C ..
 A B C), for ``--rounds`` rounds; the best round of each is kept and every round reported. Each
-load is a warm-up run, then the measured run; after it the harness waits until the server is
-idle again (the gate writes its decision log in the background), and the server CPU time per
-call counts until then. Before any timing, each system answers one real gRPC call per load, and
+load is a timed warm-up run, then a measured run of as many requests as the warm-up's rate
+fits in ``--seconds`` (a count, so that every request sent is answered and counted: a timed run
+would abandon the requests in flight, whose work the server still does). After it the harness
+waits until the server is idle again (the gate writes its decision log in the background), and
+the server CPU time per call counts until then. Before any timing, each system answers one real gRPC call per load, and
 the answer is checked (h2load cannot see ``grpc-status``); h2load's own counts are checked too.
 
 Writes ``benchmarks/results/latest.{json,md,png}`` (``partial.*`` for ``--quick`` or
@@ -24,6 +26,7 @@ failed (after writing what it has).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import resource
@@ -62,7 +65,8 @@ from benchmarks.systems import (
 
 STREAMS = (1, 16, 128)
 BULK_STREAMS = 16
-MIN_BULK_SECONDS = 3.0
+MIN_BULK_ROUNDS = 4
+"""A bulk load sends at least this many times the requests in flight (each takes long)."""
 CLIENT_CORE = "0"
 RESULTS = REPO / "benchmarks" / "results"
 CACHE = REPO / "benchmarks" / ".cache"
@@ -112,24 +116,25 @@ def measure(
     url = f"http://{system.target}{load.method}"
     client_cpu = CLIENT_CORE if pinned else None
 
-    def h2load(duration: float, *, warming: bool = False) -> H2Load:
+    def h2load(**amount: Any) -> H2Load:
         return run_h2load(
             url,
             load.body,
             streams=streams,
-            seconds=duration,
             min_reply_bytes=load.min_reply_bytes,
             cpu=client_cpu,
-            warmup=warming,
+            **amount,
         )
 
-    if load.batch:  # a bulk request takes up to a second with 16 in flight: count enough
-        seconds = max(seconds, MIN_BULK_SECONDS)
-    h2load(warmup, warming=True)
+    warm = h2load(seconds=warmup, warmup=True)
+    if warm.succeeded < streams:  # too few answers to tell the rate (slow bulk requests)
+        warm = h2load(requests=streams)
+    floor = streams * (MIN_BULK_ROUNDS if load.batch else 2)
+    requests = max(floor, math.ceil(warm.per_second * seconds / streams) * streams)
     settle(system)
     server0, machine0, own0 = system.cpu(), machine_busy_seconds(), _own_cpu()
     started = time.monotonic()
-    run = h2load(seconds)
+    run = h2load(requests=requests)
     wall = time.monotonic() - started
     server_during = system.cpu() - server0
     machine = machine_busy_seconds() - machine0
@@ -262,7 +267,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="short loads (a smoke test)")
     parser.add_argument("--only", action="append", choices=SYSTEMS, help="measure these only")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=4.0, help="each measured run")
+    parser.add_argument(
+        "--seconds", type=float, default=4.0, help="about how long each measured run lasts"
+    )
     parser.add_argument("--warmup", type=float, default=1.0, help="each warm-up run")
     parser.add_argument("--streams", type=int, nargs="+", default=list(STREAMS))
     args = parser.parse_args(argv)
