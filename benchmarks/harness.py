@@ -15,8 +15,9 @@ load is a timed warm-up run, then a measured run of as many requests as the warm
 fits in ``--seconds`` (a count, so that every request sent is answered and counted: a timed run
 would abandon the requests in flight, whose work the server still does). After it the harness
 waits until the server is idle again (the gate writes its decision log in the background), and
-the server CPU time per call counts until then. Before any timing, each system answers one real gRPC call per load, and
-the answer is checked (h2load cannot see ``grpc-status``); h2load's own counts are checked too.
+the server CPU time per call counts until then. Before any timing, each system answers one
+real gRPC call per load, and the answer is checked (h2load cannot see ``grpc-status``);
+h2load's own counts are checked too.
 
 Writes ``benchmarks/results/latest.{json,md,png}`` (``partial.*`` for ``--quick`` or
 ``--only``) through ``benchmarks.report``. Exits 1 when a system gave a wrong answer or a load
