@@ -136,13 +136,14 @@ def run_h2load(
     *,
     streams: int,
     min_reply_bytes: int,
+    connections: int = 1,
     requests: int | None = None,
     seconds: float | None = None,
     cpu: str | None = None,
     warmup: bool = False,
     timeout: float = 300,
 ) -> H2Load:
-    """POST ``body`` to ``url`` over one connection, ``streams`` requests in flight: exactly
+    """POST ``body`` to ``url``, ``streams`` requests in flight over ``connections``: exactly
     ``requests`` of them, or as many as fit in ``seconds``; raise ``H2LoadError`` unless every
     request succeeded with a full answer.
 
@@ -154,14 +155,16 @@ def run_h2load(
     """
     if (requests is None) == (seconds is None):
         raise ValueError("give requests or seconds, not both")
+    if streams % connections:
+        raise ValueError(f"{streams} streams do not spread evenly over {connections} connections")
     amount = f"-n{requests}" if requests is not None else f"-D{round((seconds or 0) * 1000)}ms"
     with tempfile.TemporaryDirectory(prefix="permitgate-h2load-") as tmp:
         log = Path(tmp) / "requests.tsv"
         argv = [
             "h2load",
-            "-c1",
+            f"-c{connections}",
             "-t1",
-            f"-m{streams}",
+            f"-m{streams // connections}",
             amount,
             f"--log-file={log}",
             "-d",

@@ -122,6 +122,7 @@ def measure(
             url,
             load.body,
             streams=streams,
+            connections=load.connections,
             min_reply_bytes=load.min_reply_bytes,
             cpu=client_cpu,
             **amount,
@@ -193,15 +194,21 @@ def run_phase(
     with running(chosen, pinned) as up:
         for system in up:
             print(f"   {system.name} on {system.target}: answers checked", flush=True)
-        unary = [(s, load) for s in up for load in s.loads if not load.batch]
-        bulk = [(s, load) for s in up for load in s.loads if load.batch]
+        loads = [
+            (s, load) for s in up for load in s.loads if pinned is False or not load.unpinned_only
+        ]
+        unary = [(s, load) for s, load in loads if not load.batch]
+        bulk = [(s, load) for s, load in loads if load.batch]
         for round_no in range(1, args.rounds + 1):
-            plan = [(s, load, n) for n in args.streams for s, load in unary]
+            plan = [
+                (s, load, n) for n in args.streams for s, load in unary if n >= load.connections
+            ]
             plan += [(s, load, BULK_STREAMS) for s, load in bulk]
             for system, load, streams in plan:
                 row: dict[str, Any] = {
                     "system": system.name,
                     "load": load.name,
+                    "connections": load.connections,
                     "bulk": load.batch,
                     "placement": placement,
                     "streams": streams,
@@ -311,18 +318,18 @@ def main(argv: list[str]) -> int:
         print(f"building the demo registry in {home}", flush=True)
         registry = build_registry(home)
         answers: Verdicts = {}
-        gate = gate_system(registry, answers)
+        workers = "gate-w2" in wanted and serve_offers_workers()
+        gate = gate_system(registry, answers, spread=workers)
         with running([gate], pinned=False):  # the reference answers, and the bare reply
             allow = next(load for load in gate.loads if load.name == "ALLOW")
             allow_answer = unary_reply(gate, allow)
         systems: list[System] = []
         if "gate" in wanted:
             systems.append(gate)
-        if "gate-w2" in wanted:
-            if serve_offers_workers():
-                systems.append(gate_system(registry, answers, workers=2))
-            else:
-                out["notes"].append("gate-w2 skipped: `permitgate serve` has no --workers")
+        if workers:
+            systems.append(gate_system(registry, answers, workers=2))
+        elif "gate-w2" in wanted:
+            out["notes"].append("gate-w2 skipped: `permitgate serve` has no --workers")
         if "bare" in wanted:
             systems.append(bare_system(home, allow_answer, allow.body))
         if binary is not None:

@@ -198,26 +198,24 @@ def _bulk_table(f: Figures, cerbos_bulk: str) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
-def _workers_lines(f: Figures, streams: list[int]) -> list[str]:
+def _workers_lines(f: Figures) -> list[str]:
+    """gate and gate-w2 on the same loads over several connections, unpinned."""
     lines = []
-    for n in streams:
-        one = f.get("gate", "ALLOW", "unpinned", n, "calls_per_s")
-        two = f.get("gate-w2", "ALLOW", "unpinned", n, "calls_per_s")
-        if one is not None and two is not None:
-            lines.append(
-                f"- {n} streams, unpinned: 1 worker {_num(one)} calls/s, 2 workers {_num(two)} "
-                f"calls/s ({_x(_ratio(two, one))})"
-            )
-    bulk = next((k[1] for k, b in f.best.items() if k[0] == "gate" and b.row["bulk"]), None)
-    if bulk is not None:
-        n = _bulk_streams(f)
-        one = f.get("gate", bulk, "unpinned", n, "decisions_per_s")
-        two = f.get("gate-w2", bulk, "unpinned", n, "decisions_per_s")
-        if one is not None and two is not None:
-            lines.append(
-                f"- {bulk}, {n} in flight, unpinned: 1 worker {_num(one)} decisions/s, "
-                f"2 workers {_num(two)} ({_x(_ratio(two, one))})"
-            )
+    for key in sorted(k for k in f.best if k[0] == "gate-w2"):
+        _, load, placement, n = key
+        rate = "decisions_per_s" if f.best[key].row["bulk"] else "calls_per_s"
+        one = f.get("gate", load, placement, n, rate)
+        two = f.get("gate-w2", load, placement, n, rate)
+        cpu_one = f.get("gate", load, placement, n, "server_cpu_us_per_call")
+        cpu_two = f.get("gate-w2", load, placement, n, "server_cpu_us_per_call")
+        if one is None or two is None:
+            continue
+        unit = "decisions/s" if rate == "decisions_per_s" else "calls/s"
+        lines.append(
+            f"- {load}, {n} in flight, {placement}: 1 process {_num(one)} {unit} "
+            f"({cpu_one:,.0f} µs CPU a request), 2 workers {_num(two)} ({cpu_two:,.0f} µs): "
+            f"{_x(_ratio(two, one))}"
+        )
     return lines
 
 
@@ -276,8 +274,14 @@ def markdown(out: dict[str, Any]) -> str:
             *table,
             "",
         ]
-    workers = _workers_lines(f, streams)
-    lines += ["## `--workers`: 1 and 2 gate processes on one port", ""]
+    workers = _workers_lines(f)
+    lines += [
+        "## `--workers`: 1 and 2 gate processes on one port",
+        "",
+        "The same loads over several connections (the kernel gives each connection to one "
+        "worker), unpinned:",
+        "",
+    ]
     lines += workers or ["- not measured in this run"]
     lines.append("")
     lines += ["## Systems", ""]

@@ -63,6 +63,10 @@ SERVER_CORE = "1"
 """The core a pinned server runs on (h2load gets the other one)."""
 BATCH_CHECKS = 1_000
 """Checks in one CheckBatch message."""
+SPREAD_CONNECTIONS = 8
+"""Connections of the loads that compare 1 and 2 gate workers: the kernel hands each new
+connection to one of the processes listening on the port (``SO_REUSEPORT``), so over one
+connection a second worker would get no work at all."""
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 20.0
 MAX_STALENESS = 3600
@@ -89,6 +93,8 @@ class Load:
     body: Path  # the gRPC-framed request
     decisions: int = 1  # decisions per request
     batch: bool = False
+    connections: int = 1  # the streams in flight are spread over this many connections
+    unpinned_only: bool = False
     reply_bytes: int = 0  # the size of the checked answer (set by ``check``)
 
     @property
@@ -281,39 +287,67 @@ def batch_structures() -> list[str]:
     return [structure_id(i) for i in range(BATCH_CHECKS)]
 
 
-def _gate_loads(home: Path, name: str, *, all_answers: bool) -> list[Load]:
+def _gate_loads(home: Path, name: str, *, single: bool, spread: bool) -> list[Load]:
+    """``single``: every answer over one connection, and the batch; ``spread``: ALLOW and the
+    batch over ``SPREAD_CONNECTIONS`` connections (unpinned: to compare with N workers)."""
     bodies = home / "bodies"
     bodies.mkdir(exist_ok=True)
+
+    def body(label: str, message: bytes) -> Path:
+        safe = label.replace("/", "").replace("+", "-").replace(" ", "-")
+        return _write_body(bodies / f"{name}-{safe}.bin", message)
+
     batch = pb.CheckBatch()
     for n, sid in enumerate(batch_structures()):
         batch.checks.add(correlation_id=f"c{n}").connection.CopyFrom(_connection(sid))
-    unary = [("ALLOW", ALLOW_STRUCTURE, False)]
-    if all_answers:
-        unary += [
-            ("ALLOW+receipt", ALLOW_STRUCTURE, True),
-            ("DENY/3", DENY3_STRUCTURES[0], False),
-            ("DENY/3+receipt", DENY3_STRUCTURES[0], True),
+    batch_body = body("batch", batch.SerializeToString())
+    allow_body = body("ALLOW", _connection(ALLOW_STRUCTURE).SerializeToString())
+    loads: list[Load] = []
+    if single:
+        loads.append(Load("ALLOW", _CHECK_CONNECTION, allow_body))
+        loads += [
+            Load(
+                label,
+                _CHECK_CONNECTION,
+                body(label, _connection(sid, receipt=receipt).SerializeToString()),
+            )
+            for label, sid, receipt in (
+                ("ALLOW+receipt", ALLOW_STRUCTURE, True),
+                ("DENY/3", DENY3_STRUCTURES[0], False),
+                ("DENY/3+receipt", DENY3_STRUCTURES[0], True),
+            )
         ]
-    loads = [
-        Load(
-            label,
-            _CHECK_CONNECTION,
-            _write_body(
-                bodies / f"{name}-{label.replace('/', '').replace('+', '-')}.bin",
-                _connection(sid, receipt=receipt).SerializeToString(),
-            ),
+        loads.append(
+            Load(
+                f"batch {BATCH_CHECKS}",
+                _BATCH_CHECK,
+                batch_body,
+                decisions=BATCH_CHECKS,
+                batch=True,
+            )
         )
-        for label, sid, receipt in unary
-    ]
-    loads.append(
-        Load(
-            f"batch {BATCH_CHECKS}",
-            _BATCH_CHECK,
-            _write_body(bodies / f"{name}-batch.bin", batch.SerializeToString()),
-            decisions=BATCH_CHECKS,
-            batch=True,
+    if spread:
+        c = SPREAD_CONNECTIONS
+        loads.append(
+            Load(
+                f"ALLOW c{c}",
+                _CHECK_CONNECTION,
+                allow_body,
+                connections=c,
+                unpinned_only=True,
+            )
         )
-    )
+        loads.append(
+            Load(
+                f"batch {BATCH_CHECKS} c{c}",
+                _BATCH_CHECK,
+                batch_body,
+                decisions=BATCH_CHECKS,
+                batch=True,
+                connections=c,
+                unpinned_only=True,
+            )
+        )
     return loads
 
 
@@ -373,8 +407,12 @@ def _check_gate(system: System, answers: Verdicts, scenario_ids: list[str]) -> N
         load.reply_bytes = decision.ByteSize()
 
 
-def gate_system(registry: DemoRegistry, answers: Verdicts, *, workers: int | None = None) -> System:
-    """``permitgate serve`` over a copy of the demo registry (``--workers N`` when given)."""
+def gate_system(
+    registry: DemoRegistry, answers: Verdicts, *, workers: int | None = None, spread: bool = False
+) -> System:
+    """``permitgate serve`` over a copy of the demo registry (``--workers N`` when given).
+
+    ``spread``: also the loads over several connections (always, with ``workers``)."""
     name = "gate" if workers is None else f"gate-w{workers}"
     home = registry.home
     starts = iter(range(1, 1_000))
@@ -404,7 +442,7 @@ def gate_system(registry: DemoRegistry, answers: Verdicts, *, workers: int | Non
         describe="permitgate serve"
         + ("" if workers is None else f" --workers {workers}")
         + ", SQLite registry of 5,003 structures",
-        loads=_gate_loads(home, name, all_answers=workers is None),
+        loads=_gate_loads(home, name, single=workers is None, spread=spread or bool(workers)),
         command=command,
         checker=lambda s: _check_gate(s, answers, registry.scenario_ids()),
         home=home,
