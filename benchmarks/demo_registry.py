@@ -25,7 +25,13 @@ from registry.demo import SCENARIOS, structure_id
 from registry.signing import ensure_signer
 from server.receipts import DEFAULT_GATE_NAME, GATE_ROLE
 
-__all__ = ["ALLOW_STRUCTURE", "DENY3_STRUCTURES", "DemoRegistry", "build_registry"]
+__all__ = [
+    "ALLOW_STRUCTURE",
+    "DENY3_STRUCTURES",
+    "STRUCTURES",
+    "DemoRegistry",
+    "build_registry",
+]
 
 STRUCTURES = 5_000
 ALLOW_STRUCTURE = structure_id(0)

@@ -38,7 +38,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from permitgate_client.v1 import gate_pb2 as pb
 
 from benchmarks import cerbos
-from benchmarks.demo_registry import ALLOW_STRUCTURE, DENY3_STRUCTURES, DemoRegistry
+from benchmarks.demo_registry import ALLOW_STRUCTURE, DENY3_STRUCTURES, STRUCTURES, DemoRegistry
 from benchmarks.h2load import grpc_frame
 from benchmarks.proctree import cpu_seconds, tree_of
 from benchmarks.support import REPO, permitgate_command
@@ -441,7 +441,7 @@ def gate_system(
         name=name,
         describe="permitgate serve"
         + ("" if workers is None else f" --workers {workers}")
-        + ", SQLite registry of 5,003 structures",
+        + f", SQLite registry of {STRUCTURES + len(DENY3_STRUCTURES):,} structures",
         loads=_gate_loads(home, name, single=workers is None, spread=spread or bool(workers)),
         command=command,
         checker=lambda s: _check_gate(s, answers, registry.scenario_ids()),
