@@ -48,7 +48,7 @@ def h2load_version() -> str:
     if found is None:
         return "missing"
     out = subprocess.run([found, "--version"], capture_output=True, text=True, check=False)
-    return out.stdout.strip() or out.stderr.strip()
+    return (out.stdout.strip() or out.stderr.strip()).removeprefix("h2load ")
 
 
 @dataclass(frozen=True)

@@ -241,7 +241,7 @@ def markdown(out: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in versions.items())
         + ".",
         "",
-        f"h2load, one connection, gRPC framing; {settings['rounds']} rounds alternating the "
+        f"h2load, one connection, gRPC framing; {settings['rounds']} round(s) alternating the "
         f"systems, {settings['warmup']:g} s warm-up then {settings['seconds']:g} s measured per "
         "load; the best round is kept and every round shown. **pinned**: each server on core "
         f"{settings['server_core']} (`taskset -c {settings['server_core']}`; Cerbos with "
