@@ -329,7 +329,7 @@ def chart(out: dict[str, Any], path: Path) -> None:
         for axis in (rate, latency):
             axis.set_xscale("log")
             axis.set_xticks([1, 16, 128], labels=["1", "16", "128"])
-            axis.set_xlabel("streams in flight (one connection)")
+            axis.set_xlabel("streams in flight (one connection; c8: eight)")
             axis.grid(True, alpha=0.3)
         rate.set_ylabel("calls/s")
         rate.set_title(f"{placement}: calls/s (best round)")
