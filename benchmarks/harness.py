@@ -169,15 +169,26 @@ def measure(
 
 
 @contextmanager
-def running(systems: list[System], pinned: bool) -> Iterator[list[System]]:
-    """Start every system (pinned or not) and check its answers; those that failed are left
-    out (their failure recorded by the caller); every started one is stopped at the end."""
+def running(
+    systems: list[System], pinned: bool, failures: list[str] | None = None
+) -> Iterator[list[System]]:
+    """Start every system (pinned or not) and check its answers. Without ``failures``, a
+    system that does not start or answers wrongly raises; with it, the failure is added there
+    and the system left out. Every started system is stopped at the end."""
     with ExitStack() as stack:
         up: list[System] = []
         for system in systems:
             stack.callback(system.stop)
-            system.start(pinned)
-            system.check()
+            try:
+                system.start(pinned)
+                system.check()
+            except (WrongAnswer, RuntimeError) as exc:
+                if failures is None:
+                    raise
+                failures.append(f"{system.name}: {type(exc).__name__}: {exc}")
+                print(f"   {system.name} left out: {exc}", flush=True)
+                system.stop()
+                continue
             up.append(system)
         yield up
 
@@ -191,7 +202,7 @@ def run_phase(
     placement = "pinned" if pinned else "unpinned"
     chosen = [s for s in systems if pinned is False or s.pinnable]
     print(f"\n== {placement}: {', '.join(s.name for s in chosen)}", flush=True)
-    with running(chosen, pinned) as up:
+    with running(chosen, pinned, out["failures"]) as up:
         for system in up:
             print(f"   {system.name} on {system.target}: answers checked", flush=True)
         loads = [
@@ -338,20 +349,15 @@ def main(argv: list[str]) -> int:
             systems.append(naive_system(registry, answers, allow.body))
         for system in systems:
             out["systems"][system.name] = system.describe
-        status = 0
         try:
             for pinned in (True, False):
                 run_phase(systems, pinned, args, out)
-        except (WrongAnswer, RuntimeError) as exc:
-            out["failures"].append(f"{type(exc).__name__}: {exc}")
-            status = 1
         finally:
             for system in systems:
                 system.stop()
     out["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     out["versions"] = versions(binary)
-    if out["failures"]:
-        status = 1
+    status = 1 if out["failures"] else 0
     stem = "partial" if partial else "latest"
     RESULTS.mkdir(exist_ok=True)
     json_path = RESULTS / f"{stem}.json"
