@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install services test lint typecheck unit protos protos-check vectors vectors-check demo bench clean
+.PHONY: install services test lint typecheck unit protos protos-check vectors vectors-check demo bench bench-install bench-micro bench-pytest clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -47,8 +47,25 @@ test: services lint typecheck protos-check vectors-check unit
 demo: install
 	$(BIN)/python scripts/demo.py
 
-bench: services
-	$(BIN)/pytest benchmarks -q --benchmark-enable -p no:randomly
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e ".[test,bench]"
+	@touch $(BENCH_STAMP)
+
+bench-install: $(BENCH_STAMP)
+
+# The gate next to a bare gRPC server, the Cerbos PDP and a naive server (benchmarks/README.md);
+# installs h2load (apt-get) and Cerbos (npm pack) itself when missing.
+bench: bench-install
+	$(BIN)/python -m benchmarks.harness $(BENCH_ARGS)
+
+bench-micro: install
+	$(BIN)/pytest benchmarks/micro -q --benchmark-enable -p no:randomly
+
+# The pytest benchmarks: import, in-process gate client, check_many, map proofs.
+bench-pytest: services
+	$(BIN)/pytest benchmarks -q --benchmark-enable -p no:randomly --ignore=benchmarks/micro
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis demo

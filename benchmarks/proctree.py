@@ -36,6 +36,7 @@ __all__ = [
     "cpu_seconds",
     "machine_busy_seconds",
     "run_measured",
+    "tree_of",
 ]
 
 _PROC = Path("/proc")
@@ -59,7 +60,8 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _tree(root: int) -> list[int]:
+def tree_of(root: int) -> list[int]:
+    """``root`` and every process under it (children, their children, ...)."""
     seen: list[int] = []
     todo = [root]
     while todo:
@@ -177,7 +179,7 @@ class ProcessTreeSampler:
 
     def sample(self) -> None:
         rss = pss = alive = 0
-        tree = _tree(self.root)
+        tree = tree_of(self.root)
         for pid in tree:
             status = _status(pid)
             if not status:

@@ -25,10 +25,10 @@ import uvloop
 from permitgate_client.v1 import gate_pb2 as pb
 from permitgate_client.v1 import gate_pb2_grpc
 
-__all__ = ["BareGate", "main"]
+__all__ = ["OPTIONS", "BareGate", "main", "ready", "stop_event"]
 
 # The options GateApp gives its server.
-_OPTIONS = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)]
+OPTIONS = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)]
 
 
 class BareGate(gate_pb2_grpc.PermitGateServicer):
@@ -43,7 +43,7 @@ class BareGate(gate_pb2_grpc.PermitGateServicer):
         return self._answer
 
 
-def _stop_event() -> asyncio.Event:
+def stop_event() -> asyncio.Event:
     """Set on SIGTERM/SIGINT, or when standard input reaches end of file."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -58,18 +58,18 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-def _ready(port: int) -> None:
+def ready(port: int) -> None:
     print(f"port {port}", flush=True)
 
 
 async def serve_bare(answer_file: Path) -> None:
     answer = pb.Decision.FromString(answer_file.read_bytes())
-    server = grpc.aio.server(options=_OPTIONS)
+    server = grpc.aio.server(options=OPTIONS)
     gate_pb2_grpc.add_PermitGateServicer_to_server(BareGate(answer), server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    stop = _stop_event()
-    _ready(port)
+    stop = stop_event()
+    ready(port)
     await stop.wait()
     await server.stop(1.0)
 
@@ -80,9 +80,9 @@ async def serve_gate(db_url: str, keys_dir: Path) -> None:
     app = await GateApp.create(db_url=db_url, keys_dir=keys_dir, listen="127.0.0.1:0")
     await app.start()
     await app.first_poll()  # measure the gate on its data, not while it loads
-    stop = _stop_event()
+    stop = stop_event()
     print(app.describe(), file=sys.stderr, flush=True)
-    _ready(app.port)
+    ready(app.port)
     await stop.wait()
     await app.stop(1.0)
 
