@@ -76,7 +76,12 @@ def _flat(value: Any) -> bool:
     if value.__class__ is not dict:
         return False
     for key, item in value.items():
-        if key.__class__ is not str or not key.isascii() or not _scalar(item):
+        if key.__class__ is not str or not key.isascii():
+            return False
+        kind = item.__class__
+        if kind is str or item is None:  # most values: no call
+            continue
+        if not _scalar(item):
             return False
     return True
 
