@@ -1,12 +1,14 @@
 """The kinds of check the gate answers, one unit each, and the one table that lists them.
 
-A kind of check is: its typed request (a frozen dataclass), the conversion from its protobuf
-message (``from_wire``: every field validated, a bad one raising ``InvalidCheck(field, why)``,
-which the transport answers with ``INVALID_ARGUMENT``), its rule (``decide``, which calls the pure
-``decide_*`` function of ``server.rules``), its JSON form for receipts and the decision log, and
-its memo key. ``CHECK_KINDS`` registers each kind once, with its unary RPC and its field in the
-``Check`` oneof of a batch; ``Gate`` and the gRPC service dispatch through that table and nothing
-else. A new kind is a request class here, a row in the table, and its messages in the proto.
+A kind of check is: its typed request (a dataclass, made once per check and never changed;
+not frozen, since a frozen dataclass's ``__init__`` costs ten times as much), the conversion
+from its protobuf message (``from_wire``: every field validated, a bad one raising
+``InvalidCheck(field, why)``, which the transport answers with ``INVALID_ARGUMENT``), its rule
+(``decide``, which calls the pure ``decide_*`` function of ``server.rules``), its JSON form for
+receipts and the decision log, and its memo key. ``CHECK_KINDS`` registers each kind once, with
+its unary RPC and its field in the ``Check`` oneof of a batch; ``Gate`` and the gRPC service
+dispatch through that table and nothing else. A new kind is a request class here, a row in the
+table, and its messages in the proto.
 
 The enum tables here are the only place where wire numbers meet rule vocabulary.
 """
@@ -170,7 +172,7 @@ def _enum(field: str, value: int, table: Mapping[int, _E], wire: Any) -> _E:
 # --- Art. 23: connections ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ConnectionRequest:
     structure_id: str
     utility: Utility
@@ -211,7 +213,7 @@ class ConnectionRequest:
     def memo_key(self) -> MemoKey | None:
         if self.kind is ConnectionKind.TEMPORARY:
             return None  # valid_until counts from now
-        return ("connection", self.structure_id, self.kind.value)  # every utility alike
+        return ("connection", self.structure_id, self.kind)  # every utility alike
 
     def decide(self, record: StatusRecord | None, now: datetime, stale: bool) -> Decision:
         return decide_connection(
@@ -239,7 +241,7 @@ class ConnectionRequest:
 # --- Art. 11: registrations ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RegistrationRequest:
     structure_id: str
     kind: RegistrationKind
@@ -264,7 +266,7 @@ class RegistrationRequest:
 
     @property
     def memo_key(self) -> MemoKey | None:
-        return ("registration", self.structure_id, self.kind.value)
+        return ("registration", self.structure_id, self.kind)
 
     def decide(self, record: StatusRecord | None, now: datetime, stale: bool) -> Decision:
         return decide_registration(record, kind=self.kind, now=now, stale=stale)
@@ -281,7 +283,7 @@ class RegistrationRequest:
 # --- Art. 13: premises ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PremisesRequest:
     structure_id: str
     office: Office
@@ -323,7 +325,7 @@ class PremisesRequest:
 
     @property
     def memo_key(self) -> MemoKey | None:
-        return ("premises", self.structure_id, self.office.value, self.declared_use)
+        return ("premises", self.structure_id, self.office, self.declared_use)
 
     def decide(self, record: StatusRecord | None, now: datetime, stale: bool) -> Decision:
         return decide_premises(

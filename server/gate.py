@@ -27,7 +27,7 @@ from registry.notifications import NotificationNotRecorded, NotificationStore
 from registry.records import StatusRecord
 from server.cache import CachedStatus, RegistryCache
 from server.checks import CheckRequest, MemoKey
-from server.decision_log import DecisionLog
+from server.decision_log import DecisionLog, LogEntry
 from server.receipts import ReceiptSigner
 from server.rules import Decision, Reason, Verdict, decide_unverified
 
@@ -68,8 +68,17 @@ def _next_change(record: StatusRecord | None, now: datetime) -> datetime:
     return min(moments)
 
 
-@dataclass(frozen=True, slots=True)
+_Basis = tuple[Decision, "CachedStatus | None", int, bytes]
+"""What an answer rests on, read together before anything is awaited: the decision, the status
+it was decided on, the registry version and the checkpoint note (version 0 and no note before
+any data is loaded)."""
+
+
+@dataclass(slots=True)
 class Answer:
+    """One answer as given; never changed once made (not frozen: a frozen dataclass's
+    ``__init__`` costs ten times as much, and one is made per check)."""
+
     decision: Decision
     decision_id: str
     decided_at: datetime
@@ -145,23 +154,59 @@ class Gate:
             self._memo[key] = _Memo(status, stale, _next_change(record, now), decision)
         return decision, status
 
+    def answer_at(self, request: CheckRequest, now: datetime) -> Answer | None:
+        """The answer at ``now``, not yet logged (``log`` it), or None when the verdict is
+        NOTIFY: a notification must be recorded first, which ``answer`` awaits.
+
+        The request path of every check that does not notify: no coroutine, no thread hop.
+        """
+        basis = self._basis(request, now)
+        if basis[0].verdict is Verdict.NOTIFY:
+            return None
+        return self._answer(request, now, basis, None)
+
     async def answer(self, request: CheckRequest, *, caller: str) -> Answer:
+        """The answer, logged; a NOTIFY verdict's notification recorded first."""
+        now = self.clock()
+        basis = self._basis(request, now)
+        notification_id = None
+        if basis[0].verdict is Verdict.NOTIFY:
+            notification_id = await self._notify(request, basis[0], now)
+        answer = self._answer(request, now, basis, notification_id)
+        self.decision_log.append((request, caller, answer))
+        return answer
+
+    def answer_now(self, request: CheckRequest, *, caller: str, now: datetime) -> Answer | None:
+        """``answer_at``, logged."""
+        answer = self.answer_at(request, now)
+        if answer is not None:
+            self.decision_log.append((request, caller, answer))
+        return answer
+
+    def log(self, entries: list[LogEntry]) -> None:
+        """Log answers given by ``answer_at``, a batch's at once."""
+        self.decision_log.extend(entries)
+
+    def _basis(self, request: CheckRequest, now: datetime) -> _Basis:
         if self.decision_log.full:
             raise GateUnavailable("the decision log cannot be written; try again later")
-        if request.receipt and self.cache.checkpoint is None:
-            raise GateUnavailable("no registry data is loaded yet: a receipt would prove nothing")
-        now = self.clock()
-        checkpoint = self.cache.checkpoint
-        note = self.cache.checkpoint_note
-        decision, status = self.decide(request, now)
-        version = 0 if checkpoint is None else checkpoint.size
-        record = None if status is None else status.record
-        notification_id = None
-        if decision.verdict is Verdict.NOTIFY:
-            notification_id = await self._notify(request, decision, now)
+        head = self.cache.head
+        if head is None:
+            if request.receipt:
+                raise GateUnavailable(
+                    "no registry data is loaded yet: a receipt would prove nothing"
+                )
+            return (*self.decide(request, now), 0, b"")
+        return (*self.decide(request, now), head.checkpoint.size, head.note)
+
+    def _answer(
+        self, request: CheckRequest, now: datetime, basis: _Basis, notification_id: str | None
+    ) -> Answer:
+        decision, status, version, note = basis
         decision_id = f"{self._id_prefix}{next(self._ids)}"
         receipt = None
         if request.receipt:
+            record = None if status is None else status.record
             receipt = self.receipts.sign(
                 Receipt(
                     decision_id=decision_id,
@@ -176,9 +221,7 @@ class Gate:
                     status_record_tree_size=None if record is None else record.tree_size,
                 )
             )
-        answer = Answer(decision, decision_id, now, version, notification_id, receipt)
-        self.decision_log.append((request, caller, answer))
-        return answer
+        return Answer(decision, decision_id, now, version, notification_id, receipt)
 
     async def _notify(self, request: CheckRequest, decision: Decision, now: datetime) -> str:
         # Only a notifying office's premises check answers NOTIFY, and it always carries an

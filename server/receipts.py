@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from permitgate_client import VerificationError, VerifierKey
 from permitgate_client.formats import (
     RECEIPT_PAYLOAD_TYPE,
@@ -54,7 +55,53 @@ _RENEW_WITHIN = timedelta(days=7)
 
 def receipt_payload(receipt: Receipt) -> bytes:
     """The exact bytes the gate signs."""
-    return canonical_json(receipt.to_json())
+    return _canonical_payload(receipt.to_json(), None)
+
+
+_MAX_INT = 2**53 - 1
+
+
+def _scalar(value: Any) -> bool:
+    kind = value.__class__
+    return (
+        kind is str
+        or value is None
+        or kind is bool
+        or (kind is int and -_MAX_INT <= value <= _MAX_INT)
+    )
+
+
+def _flat(value: Any) -> bool:
+    """An object of ASCII keys to JCS-safe scalars (a check, a reason, the status record)."""
+    if value.__class__ is not dict:
+        return False
+    for key, item in value.items():
+        if key.__class__ is not str or not key.isascii():
+            return False
+        kind = item.__class__
+        if kind is str or item is None:  # most values: no call
+            continue
+        if not _scalar(item):
+            return False
+    return True
+
+
+def _canonical_payload(payload: dict[str, Any], checked: object) -> bytes:
+    """``canonical_json(payload)``, checked for a receipt's shape in one pass: scalars, flat
+    objects, lists of flat objects, and ``checked`` (the gate key statement, checked once when
+    first signed with). Anything else goes through ``canonical_json``, which decides; the bytes
+    are the same either way (``tests/test_receipt_payload.py``)."""
+    for key, value in payload.items():
+        if key.__class__ is not str or not key.isascii():
+            break
+        if value is checked or _scalar(value) or _flat(value):
+            continue
+        if value.__class__ is list and all(_flat(item) for item in value):
+            continue
+        break
+    else:
+        return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+    return canonical_json(payload)
 
 
 class GateKeyVouch:
@@ -208,14 +255,21 @@ class ReceiptSigner:
         self._signer = signer
         self.verifier = signer.verifier
         self.vouch = vouch
+        self._checked: object = None  # the statement object last found canonicalisable
 
     def sign(self, receipt: Receipt) -> bytes:
         """A DSSE envelope (JSON bytes) over the receipt's canonical payload, carrying the
         registry's statement for this gate's key when one covers the decision."""
         payload = receipt.to_json()
+        statement = None
         if self.vouch is not None and receipt.gate_key_statement is None:
-            payload["gate_key_statement"] = self.vouch.current(receipt.decided_at)
-        return self._signer.sign_envelope(canonical_json(payload), RECEIPT_PAYLOAD_TYPE)
+            statement = payload["gate_key_statement"] = self.vouch.current(receipt.decided_at)
+            if statement is not None and statement is not self._checked:
+                canonical_json(statement)  # raises if it cannot be signed as JCS
+                self._checked = statement  # the same object until the statement is renewed
+        return self._signer.sign_envelope(
+            _canonical_payload(payload, statement), RECEIPT_PAYLOAD_TYPE
+        )
 
 
 def _supersedes(new: GateKeyStatement, held: GateKeyStatement) -> bool:

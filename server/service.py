@@ -1,4 +1,4 @@
-"""The gRPC transport: bytes in, typed checks to the gate, protobuf out.
+"""The gRPC transport: bytes in, typed checks to the gate, protobuf bytes out.
 
 The service builds its method handlers itself (``method_handlers``) rather than through the
 generated servicer: the unary checks come from ``CHECK_KINDS``, one handler per row, so a new
@@ -10,37 +10,32 @@ Errors leave here and only here: a request the gate cannot answer is aborted wit
 ``INVALID_ARGUMENT`` and a message naming the field; in a batch, the bad check gets a decision
 carrying ``error`` so that the rest of the batch is still answered. The wire names are those of
 the proto: ``permitgate.v1.PermitGate/<Method>``.
+
+Answers leave as bytes that ``server.wire`` puts together (no protobuf object per answer); the
+handlers are registered with no response serializer, so gRPC sends those bytes as they are.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NoReturn
 
 import grpc
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from permitgate_client.v1 import gate_pb2 as pb
 
-from server.checks import (
-    CHECK_KINDS,
-    PERMIT_KINDS,
-    REASON_CODES,
-    VERDICTS,
-    CheckKind,
-    InvalidCheck,
-)
-from server.gate import Answer, Gate, GateUnavailable
+from server.checks import CHECK_KINDS, CheckKind, InvalidCheck
+from server.decision_log import LogEntry
+from server.gate import Gate, GateUnavailable
 from server.guard import GuardedServer
-from server.rules import Decision
+from server.wire import answer_bytes, batch_field, error_decision, wire_decision
 
 __all__ = [
     "MAX_BATCH",
     "SERVICE_NAME",
     "PermitGateService",
-    "decision_message",
+    "caller_of",
     "wire_decision",
 ]
 
@@ -49,63 +44,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["PermitGate"].full_name
 MAX_BATCH: Final = 1000
 
-_TEMPLATE_LIMIT = 100_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_SECOND = timedelta(seconds=1)
-
 Context = Any  # grpc.aio.ServicerContext: the grpc package ships no type information
-
-
-# --- Decisions on the wire -----------------------------------------------------------------------
-
-
-def _set_time(stamp: Timestamp, at: datetime) -> None:
-    """``Timestamp.FromDatetime`` for aware datetimes, without its calendar arithmetic."""
-    stamp.seconds = (at - _EPOCH) // _SECOND  # exact, unlike float timestamp()
-    stamp.nanos = at.microsecond * 1000
-
-
-_templates: dict[Decision, pb.Decision] = {}
-
-
-def wire_decision(decision: Decision) -> pb.Decision:
-    """The wire form of a decision's verdict, reasons and valid_until, built once per decision
-    (the gate's answers and the offline ones from a snapshot alike; never change it: merge it).
-
-    Keyed by value (decisions are frozen and hashable), so equal decisions share one template.
-    """
-    template = _templates.get(decision)
-    if template is not None:
-        return template
-    template = pb.Decision(verdict=VERDICTS[decision.verdict])
-    for reason in decision.reasons:
-        r = template.reasons.add()
-        r.code = REASON_CODES[reason.code]
-        r.article = reason.article
-        r.message = reason.message
-        if reason.permit_kind is not None:
-            r.permit_kind = PERMIT_KINDS[reason.permit_kind]
-        if reason.case_id is not None:
-            r.case_id = reason.case_id
-    if decision.valid_until is not None:
-        _set_time(template.valid_until, decision.valid_until)
-    if len(_templates) >= _TEMPLATE_LIMIT:
-        _templates.clear()
-    _templates[decision] = template
-    return template
-
-
-def decision_message(answer: Answer, out: pb.Decision) -> pb.Decision:
-    """Fill ``out`` (empty, or holding only a correlation id) from an answer."""
-    out.MergeFrom(wire_decision(answer.decision))
-    if answer.notification_id is not None:
-        out.notification_id = answer.notification_id
-    out.registry_version = answer.registry_version
-    out.decision_id = answer.decision_id
-    _set_time(out.decided_at, answer.decided_at)
-    if answer.receipt is not None:
-        out.receipt = answer.receipt
-    return out
 
 
 def caller_of(context: Context) -> str:
@@ -120,7 +59,7 @@ def caller_of(context: Context) -> str:
 
 # --- The service ---------------------------------------------------------------------------------
 
-UnaryHandler = Callable[[Any, Context], Awaitable[Message]]
+UnaryHandler = Callable[[Any, Context], Awaitable[bytes]]
 
 
 async def _abort(context: Context, code: grpc.StatusCode, details: str) -> NoReturn:
@@ -141,14 +80,14 @@ class PermitGateService:
             kind.method: grpc.unary_unary_rpc_method_handler(
                 self._unary_check(kind),
                 request_deserializer=kind.message.FromString,
-                response_serializer=pb.Decision.SerializeToString,
+                response_serializer=None,  # the handler returns the bytes
             )
             for kind in CHECK_KINDS.values()
         }
         handlers["BatchCheck"] = grpc.stream_stream_rpc_method_handler(
             self.batch_check,
             request_deserializer=pb.CheckBatch.FromString,
-            response_serializer=pb.DecisionBatch.SerializeToString,
+            response_serializer=None,
         )
         handlers["GetKeys"] = grpc.unary_unary_rpc_method_handler(
             self.get_keys,
@@ -165,58 +104,71 @@ class PermitGateService:
         gate = self._gate
         convert = kind.from_wire
 
-        async def check(message: Message, context: Context) -> pb.Decision:
+        async def check(message: Message, context: Context) -> bytes:
+            now = gate.clock()
             try:
-                request = convert(message, gate.clock())
+                request = convert(message, now)
             except InvalidCheck as exc:
                 await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            caller = caller_of(context)
             try:
-                answer = await gate.answer(request, caller=caller_of(context))
+                answer = gate.answer_now(request, caller=caller, now=now)
+                if answer is None:  # NOTIFY: the notification is recorded first
+                    answer = await gate.answer(request, caller=caller)
             except GateUnavailable as exc:
                 await _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
-            return decision_message(answer, pb.Decision())
+            return answer_bytes(answer)
 
         check.__name__ = check.__qualname__ = kind.method
         return check
 
     async def batch_check(
         self, batches: AsyncIterator[pb.CheckBatch], context: Context
-    ) -> AsyncIterator[pb.DecisionBatch]:
-        """Each batch answered in order, as it arrives; a bad check gets its own ``error``."""
+    ) -> AsyncIterator[bytes]:
+        """Each batch answered in order, as it arrives; a bad check gets its own ``error``.
+
+        One moment per batch: every check in it is validated and decided at the same ``now``,
+        and its answers are logged together once the batch is decided.
+        """
         caller = caller_of(context)
         gate = self._gate
         async for batch in batches:
-            if len(batch.checks) > MAX_BATCH:
+            checks = batch.checks
+            if len(checks) > MAX_BATCH:
                 await _abort(
                     context,
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"checks: at most {MAX_BATCH} per batch, got {len(batch.checks)}",
+                    f"checks: at most {MAX_BATCH} per batch, got {len(checks)}",
                 )
-            out = pb.DecisionBatch()
             now = gate.clock()
-            for index, check in enumerate(batch.checks):
-                decision = out.decisions.add()
-                decision.correlation_id = check.correlation_id
+            out: list[bytes] = []
+            entries: list[LogEntry] = []
+            for index, check in enumerate(checks):
                 which = check.WhichOneof("check")
                 if which is None:
-                    decision.error = f"checks[{index}]: no check set"
-                    continue
-                kind = CHECK_KINDS.get(which)
-                if kind is None:
-                    decision.error = f"checks[{index}]: this gate does not answer {which} checks"
-                    continue
-                try:
-                    request = kind.from_wire(getattr(check, which), now)
-                except InvalidCheck as exc:
-                    decision.error = f"checks[{index}].{which}.{exc}"
-                    continue
-                try:
-                    answer = await gate.answer(request, caller=caller)
-                except GateUnavailable as exc:
-                    decision.error = f"checks[{index}]: {exc}"
-                    continue
-                decision_message(answer, decision)
-            yield out
+                    error = f"checks[{index}]: no check set"
+                elif (kind := CHECK_KINDS.get(which)) is None:
+                    error = f"checks[{index}]: this gate does not answer {which} checks"
+                else:
+                    try:
+                        request = kind.from_wire(getattr(check, which), now)
+                        answer = gate.answer_at(request, now)
+                        if answer is None:  # NOTIFY: logged in the batch's order
+                            gate.log(entries)
+                            entries = []
+                            answer = await gate.answer(request, caller=caller)
+                        else:
+                            entries.append((request, caller, answer))
+                    except InvalidCheck as exc:
+                        error = f"checks[{index}].{which}.{exc}"
+                    except GateUnavailable as exc:
+                        error = f"checks[{index}]: {exc}"
+                    else:
+                        out.append(batch_field(answer_bytes(answer, check.correlation_id)))
+                        continue
+                out.append(batch_field(error_decision(check.correlation_id, error)))
+            gate.log(entries)
+            yield b"".join(out)
 
     async def get_keys(self, request: pb.GetKeysRequest, context: Context) -> pb.KeySet:
         return self._keys()
