@@ -9,7 +9,8 @@ kinds of failure apart, because they call for opposite handling:
   stored, a value out of range): it writes the others and returns the refused ones, each with
   the reason, so that one bad record never holds back the records behind it.
 
-``SqlDecisionStore`` writes a batch with one bulk write (COPY on PostgreSQL) in one transaction.
+``SqlDecisionStore`` writes a batch with one bulk write in one transaction: COPY on PostgreSQL, the
+driver's ``executemany`` on SQLite, with the times formatted for the whole batch at once.
 Only when that fails on a record does it look for the refused ones, by bisection in a second
 transaction, each part under a savepoint: k refused records among n cost about 2k·log2(n) bulk
 writes.
@@ -19,11 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
+import orjson
 from permitgate_client.formats import format_time, parse_time
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from registry.storage import Database, DecisionRow, bulk_insert, error_line, table_of
 
@@ -110,6 +113,13 @@ class SqlDecisionStore:
             OverflowError,
         )
         self._unavailable: tuple[type[BaseException], ...] = (SQLAlchemyError, dbapi.Error)
+        names = ", ".join(DecisionRecord._fields)
+        marks = ", ".join("?" * (len(DecisionRecord._fields) - 1))
+        # notification_id travels as "" for NULL: sqlite3 binds None through its adapter
+        # look-up, which costs about as much as binding the rest of the row.
+        self._sqlite_statement = (
+            f"INSERT INTO {self._table.name} ({names}) VALUES ({marks}, NULLIF(?, ''))"
+        )
 
     def __repr__(self) -> str:
         return f"SqlDecisionStore({self._db!r})"
@@ -120,7 +130,7 @@ class SqlDecisionStore:
         try:
             try:
                 with self._db.session() as session:
-                    bulk_insert(session, self._table, records)
+                    self._insert(session, records)
                 return []
             except self._refusals as exc:
                 if len(records) == 1:
@@ -140,7 +150,7 @@ class SqlDecisionStore:
                 part = parts.pop()
                 try:
                     with session.begin_nested():
-                        bulk_insert(session, self._table, part)
+                        self._insert(session, part)
                 except self._refusals as exc:
                     if len(part) == 1:
                         refused.append(Refused(part[0], error_line(exc)))
@@ -148,3 +158,38 @@ class SqlDecisionStore:
                         middle = len(part) // 2
                         parts += [part[middle:], part[:middle]]
         return refused
+
+    def _insert(self, session: Session, records: Sequence[DecisionRecord]) -> None:
+        """One bulk write on the session's own connection, inside its transaction."""
+        if self._db.dialect == "postgresql":
+            bulk_insert(session, self._table, records)
+            return
+        driver = session.connection().connection.driver_connection
+        assert driver is not None, "a live session has a driver connection"
+        rows = [
+            (r[0], time, r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9] or "")
+            for r, time in zip(records, sqlite_times([r.decided_at for r in records]), strict=True)
+        ]
+        driver.executemany(self._sqlite_statement, rows)
+
+
+def sqlite_times(times: Sequence[datetime]) -> list[str]:
+    """Aware times as SQLAlchemy's SQLite DATETIME stores them (naive UTC, to the microsecond).
+
+    One ``orjson`` call formats the whole batch (``2026-01-02T03:04:05.678901Z`` each), and
+    string methods over the joined text make it ``2026-01-02 03:04:05.678901``: ``isoformat``
+    one time at a time costs ten times as much, more than the rest of the row.
+    """
+    if not times:
+        return []
+    utc = [t if t.tzinfo is UTC else _utc(t) for t in times]
+    text = orjson.dumps(utc, option=orjson.OPT_UTC_Z).decode()
+    formatted = text[2:-3].replace("T", " ").split('Z","')
+    # orjson leaves out a zero fraction of a second; SQLAlchemy always writes six digits
+    return [t if len(t) == 26 else t + ".000000" for t in formatted]
+
+
+def _utc(time: datetime) -> datetime:
+    if time.tzinfo is None:
+        raise ValueError(f"decided_at {time.isoformat()} has no time zone")
+    return time.astimezone(UTC)

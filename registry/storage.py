@@ -229,15 +229,17 @@ class NotificationRow(Base):
 
 
 class DecisionRow(Base):
-    """One answer the gate gave: who asked, what, the answer, and the registry version."""
+    """One answer the gate gave: who asked, what, the answer, and the registry version.
+
+    Indexed by its primary key only: a row per answer, written in bulk (migration 0005)."""
 
     __tablename__ = "decision_log"
 
     decision_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    decided_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime)
     caller: Mapped[str] = mapped_column(String(500))
     check_type: Mapped[str] = mapped_column(String(16))
-    structure_id: Mapped[str] = mapped_column(String(500), index=True)
+    structure_id: Mapped[str] = mapped_column(String(500))
     request: Mapped[str] = mapped_column(Text)
     verdict: Mapped[str] = mapped_column(String(16))
     reasons: Mapped[str] = mapped_column(Text)

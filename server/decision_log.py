@@ -17,6 +17,8 @@ trip and no serialisation per request. What the store does with a batch decides 
 
 At shutdown, whatever the store would still not take is kept in ``unwritten.jsonl`` in the state
 directory; the next start writes those records before any new one. Both ends say so in the log.
+A process killed outright loses exactly the entries appended after its last flush began (the
+README says so, and ``tests/test_decision_log_crash.py`` shows it).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from server.periodic import Periodic
 if TYPE_CHECKING:
     from server.checks import CheckRequest
     from server.gate import Answer
+    from server.rules import Decision
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -45,7 +48,7 @@ __all__ = [
     "UNWRITTEN_FILE",
     "DecisionLog",
     "LogEntry",
-    "record_of",
+    "RecordMaker",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,21 +60,46 @@ UNWRITTEN_FILE = "unwritten.jsonl"  # records left unwritten at shutdown, one pe
 DEFAULT_LIMIT = 200_000  # answers waiting to be written beyond which the gate answers UNAVAILABLE
 
 
-def record_of(entry: LogEntry) -> DecisionRecord:
-    """The stored form of one entry."""
-    request, caller, answer = entry
-    return DecisionRecord(
-        answer.decision_id,
-        answer.decided_at,
-        caller,
-        request.check_type,
-        request.structure_id,
-        orjson.dumps(request.to_json()).decode(),
-        answer.decision.verdict.name,
-        orjson.dumps([r.code.value for r in answer.decision.reasons]).decode(),
-        answer.registry_version,
-        answer.notification_id,
-    )
+_MEMO_LIMIT = 10_000  # decisions whose columns are kept; beyond it the memo starts afresh
+
+
+class RecordMaker:
+    """Turns entries into records, the one place entries convert.
+
+    The gate shares one ``Decision`` object among every answer it memoised it for, so a
+    decision's columns (the verdict's name, the reason codes as JSON) are made once per object
+    and looked up by identity: hashing a frozen dataclass costs more than making them again.
+    """
+
+    def __init__(self) -> None:
+        self._columns: dict[int, tuple[Decision, str, str]] = {}
+
+    def __call__(self, entries: Iterable[LogEntry]) -> list[DecisionRecord]:
+        columns = self._columns
+        records = []
+        for request, caller, answer in entries:
+            decision = answer.decision
+            memo = columns.get(id(decision))
+            if memo is None or memo[0] is not decision:
+                if len(columns) >= _MEMO_LIMIT:
+                    columns.clear()
+                reasons = orjson.dumps([r.code.value for r in decision.reasons]).decode()
+                memo = columns[id(decision)] = (decision, decision.verdict.name, reasons)
+            records.append(
+                DecisionRecord(
+                    answer.decision_id,
+                    answer.decided_at,
+                    caller,
+                    request.check_type,
+                    request.structure_id,
+                    orjson.dumps(request.to_json()).decode(),
+                    memo[1],
+                    memo[2],
+                    answer.registry_version,
+                    answer.notification_id,
+                )
+            )
+        return records
 
 
 class DecisionLog:
@@ -101,6 +129,7 @@ class DecisionLog:
         self.written = 0
         self.refused = 0
         self.converted = 0  # entries turned into records, each once
+        self._records_of = RecordMaker()
 
     @property
     def refused_file(self) -> Path:
@@ -234,7 +263,7 @@ class DecisionLog:
 
     def _convert(self, entries: list[LogEntry]) -> list[DecisionRecord]:
         """In a worker thread: the stored form of each entry (the one place entries convert)."""
-        records = [record_of(entry) for entry in entries]
+        records = self._records_of(entries)
         self.converted += len(records)
         return records
 
