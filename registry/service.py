@@ -32,7 +32,7 @@ from registry.heartbeat import Heartbeat, NotServing, open_registry_writer, run_
 from registry.service_state import ServedState
 from registry.storage import Database
 from registry.vocabulary import id_error
-from server.guard import GuardedServer, MalformedRequests
+from server.guard import CallLimit, GuardedServer, MalformedRequests
 from server.listen import serve_until_signalled as serve_app_until_signalled
 from server.reflection import enable_reflection
 
@@ -218,10 +218,8 @@ class RegistryApp:
                 refresh_every=refresh_every,
                 on_change=registry_health.update,
             )
-            server = grpc.aio.server(
-                options=[("grpc.so_reuseport", 0)], maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS
-            )
-            guarded = GuardedServer(server, MalformedRequests())
+            server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            guarded = GuardedServer(server, MalformedRequests(), CallLimit(MAX_CONCURRENT_RPCS))
             RegistryService(beat).add_to_server(guarded)
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, guarded)
             enable_reflection((SERVICE_NAME, health.SERVICE_NAME), guarded)

@@ -38,7 +38,7 @@ from server.decision_log import DEFAULT_LIMIT as DEFAULT_DECISION_LOG_LIMIT
 from server.decision_log import DecisionLog
 from server.follower import RegistryFollower
 from server.gate import Gate
-from server.guard import GuardedServer, MalformedRequests
+from server.guard import CallLimit, GuardedServer, MalformedRequests
 from server.health import GateHealth
 from server.incidents import Incidents
 from server.receipts import DEFAULT_GATE_NAME, GATE_ROLE, GateKeyVouch, ReceiptSigner
@@ -224,10 +224,10 @@ class GateApp:
                 ("grpc.so_reuseport", int(reuse_port)),
                 ("grpc.max_receive_message_length", 16 << 20),
             ],
-            maximum_concurrent_rpcs=max_concurrent_rpcs,
         )
-        # Every service registers through the guard: no request bytes reach it unparsed.
-        guarded = GuardedServer(server, MalformedRequests())
+        # Every service registers through the guard: no request bytes reach it unparsed, and
+        # no call runs beyond the limit (kept there rather than by grpc.aio: see CallLimit).
+        guarded = GuardedServer(server, MalformedRequests(), CallLimit(max_concurrent_rpcs))
         PermitGateService(gate, keys).add_to_server(guarded)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, guarded)
