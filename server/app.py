@@ -228,7 +228,9 @@ class GateApp:
         # Every service registers through the guard: no request bytes reach it unparsed, and
         # no call runs beyond the limit (kept there rather than by grpc.aio: see CallLimit).
         guarded = GuardedServer(server, MalformedRequests(), CallLimit(max_concurrent_rpcs))
-        PermitGateService(gate, keys).add_to_server(guarded)
+        PermitGateService(
+            gate, keys, client_certificates=tls is not None and tls.client_ca is not None
+        ).add_to_server(guarded)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, guarded)
         enable_reflection((SERVICE_NAME, health.SERVICE_NAME), guarded)

@@ -36,6 +36,7 @@ __all__ = [
     "SERVICE_NAME",
     "PermitGateService",
     "caller_of",
+    "peer_of",
     "wire_decision",
 ]
 
@@ -57,6 +58,12 @@ def caller_of(context: Context) -> str:
     return f"{names[0].decode(errors='replace')} ({peer})" if names else peer
 
 
+def peer_of(context: Context) -> str:
+    """Who asked, on a port without client certificates: the peer (``auth_context`` builds a
+    dictionary per call that could name no one there)."""
+    return context.peer() or "unknown"
+
+
 # --- The service ---------------------------------------------------------------------------------
 
 UnaryHandler = Callable[[Any, Context], Awaitable[bytes]]
@@ -70,9 +77,14 @@ async def _abort(context: Context, code: grpc.StatusCode, details: str) -> NoRet
 class PermitGateService:
     """``permitgate.v1.PermitGate``: the unary checks of ``CHECK_KINDS``, BatchCheck, GetKeys."""
 
-    def __init__(self, gate: Gate, keys: Callable[[], pb.KeySet]) -> None:
+    def __init__(
+        self, gate: Gate, keys: Callable[[], pb.KeySet], *, client_certificates: bool = True
+    ) -> None:
+        """``client_certificates``: whether the port asks callers for one (mutual TLS); without,
+        a caller is named by its address alone."""
         self._gate = gate
         self._keys = keys
+        self._caller = caller_of if client_certificates else peer_of
 
     def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         """Every method of the service by name (register them through a ``GuardedServer``)."""
@@ -103,6 +115,7 @@ class PermitGateService:
     def _unary_check(self, kind: CheckKind[Any]) -> UnaryHandler:
         gate = self._gate
         convert = kind.from_wire
+        caller_of = self._caller
 
         async def check(message: Message, context: Context) -> bytes:
             now = gate.clock()
@@ -130,7 +143,7 @@ class PermitGateService:
         One moment per batch: every check in it is validated and decided at the same ``now``,
         and its answers are logged together once the batch is decided.
         """
-        caller = caller_of(context)
+        caller = self._caller(context)
         gate = self._gate
         async for batch in batches:
             checks = batch.checks
