@@ -26,7 +26,7 @@ from permitgate_client.v1 import gate_pb2 as pb
 from permitgate_client.v1 import gate_pb2_grpc
 from sqlalchemy import select
 
-from benchmarks.servers import OPTIONS, ready, stop_event
+from benchmarks.servers import serve_servicer
 from registry.records import Case, Permit, StatusRecord, Structure
 from registry.storage import CaseRow, Database, PermitRow, StructureRow
 from registry.vocabulary import Area, CaseKind, CaseSource, CaseStage, PermitKind, PermitStatus
@@ -107,15 +107,10 @@ class NaiveGate(gate_pb2_grpc.PermitGateServicer):
 
 async def serve(db_url: str) -> None:
     db = Database(db_url, create=False)
-    server = grpc.aio.server(options=OPTIONS)
-    gate_pb2_grpc.add_PermitGateServicer_to_server(NaiveGate(db), server)  # type: ignore[no-untyped-call]
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    stop = stop_event()
-    ready(port)
-    await stop.wait()
-    await server.stop(1.0)
-    db.dispose()
+    try:
+        await serve_servicer(NaiveGate(db))
+    finally:
+        db.dispose()
 
 
 def main(argv: list[str]) -> int:

@@ -25,7 +25,7 @@ import uvloop
 from permitgate_client.v1 import gate_pb2 as pb
 from permitgate_client.v1 import gate_pb2_grpc
 
-__all__ = ["OPTIONS", "BareGate", "main", "ready", "stop_event"]
+__all__ = ["OPTIONS", "BareGate", "main", "ready", "serve_servicer", "stop_event"]
 
 # The options GateApp gives its server.
 OPTIONS = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)]
@@ -62,16 +62,21 @@ def ready(port: int) -> None:
     print(f"port {port}", flush=True)
 
 
-async def serve_bare(answer_file: Path) -> None:
-    answer = pb.Decision.FromString(answer_file.read_bytes())
+async def serve_servicer(servicer: gate_pb2_grpc.PermitGateServicer) -> None:
+    """Serve ``servicer`` as ``permitgate.v1.PermitGate`` on a free loopback port until told
+    to stop (``stop_event``), having printed the port (``ready``)."""
     server = grpc.aio.server(options=OPTIONS)
-    gate_pb2_grpc.add_PermitGateServicer_to_server(BareGate(answer), server)  # type: ignore[no-untyped-call]
+    gate_pb2_grpc.add_PermitGateServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     stop = stop_event()
     ready(port)
     await stop.wait()
     await server.stop(1.0)
+
+
+async def serve_bare(answer_file: Path) -> None:
+    await serve_servicer(BareGate(pb.Decision.FromString(answer_file.read_bytes())))
 
 
 async def serve_gate(db_url: str, keys_dir: Path) -> None:
