@@ -28,7 +28,7 @@ from permitgate_client.formats import format_time, parse_time
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from registry.storage import Database, DecisionRow, bulk_insert, error_line, table_of
+from registry.storage import Database, DecisionRow, copy_rows, error_line, table_of
 
 __all__ = ["DecisionRecord", "DecisionStore", "Refused", "SqlDecisionStore", "StoreUnavailable"]
 
@@ -162,7 +162,7 @@ class SqlDecisionStore:
     def _insert(self, session: Session, records: Sequence[DecisionRecord]) -> None:
         """One bulk write on the session's own connection, inside its transaction."""
         if self._db.dialect == "postgresql":
-            bulk_insert(session, self._table, records)
+            copy_rows(session, self._table, records)
             return
         driver = session.connection().connection.driver_connection
         assert driver is not None, "a live session has a driver connection"

@@ -218,7 +218,12 @@ class RegistryApp:
                 refresh_every=refresh_every,
                 on_change=registry_health.update,
             )
-            server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            server = grpc.aio.server(
+                options=[
+                    ("grpc.so_reuseport", 0),
+                    ("grpc.max_concurrent_streams", 2 * MAX_CONCURRENT_RPCS),  # see CallLimit
+                ]
+            )
             guarded = GuardedServer(server, MalformedRequests(), CallLimit(MAX_CONCURRENT_RPCS))
             RegistryService(beat).add_to_server(guarded)
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, guarded)

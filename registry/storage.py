@@ -64,8 +64,8 @@ __all__ = [
     "PermitRow",
     "StatusRow",
     "StructureRow",
-    "bulk_insert",
     "case_of",
+    "copy_rows",
     "database_url",
     "error_line",
     "id_in",
@@ -490,42 +490,23 @@ def table_of(model: type[Base]) -> Table:
     return cast(Table, model.__table__)
 
 
-def bulk_insert(session: Session, table: Table, rows: Sequence[Sequence[Any]]) -> None:
-    """Insert ``rows`` (values in ``table``'s column order) by each backend's fastest path.
-
-    PostgreSQL gets ``COPY FROM STDIN``, SQLite a driver-level ``executemany``; both run on the
-    session's own connection, inside its transaction. An import writes millions of rows, and
-    this path skips the per-row parameter processing that dominates an ORM insert.
-    """
+def copy_rows(session: Session, table: Table, rows: Sequence[Sequence[Any]]) -> None:
+    """Insert ``rows`` (values in ``table``'s column order) with PostgreSQL's ``COPY FROM
+    STDIN`` on the session's own connection, inside its transaction: it skips the per-row
+    parameter processing that dominates an ORM insert."""
     if not rows:
         return
     connection = session.connection()
+    assert connection.dialect.name == "postgresql", "COPY is PostgreSQL's"
     driver = connection.connection.driver_connection
     assert driver is not None, "a live session has a driver connection"
     names = ", ".join(f'"{c.name}"' for c in table.columns)
-    if connection.dialect.name == "postgresql":
-        with (
-            driver.cursor() as cursor,
-            cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy,
-        ):
-            for row in rows:
-                copy.write_row(row)
-        return
-    times = [i for i, c in enumerate(table.columns) if isinstance(c.type, UTCDateTime)]
-    if times:
-        rows = [_sqlite_times(row, times) for row in rows]
-    marks = ", ".join("?" * len(table.columns))
-    driver.executemany(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', rows)
-
-
-def _sqlite_times(row: Sequence[Any], indexes: list[int]) -> list[Any]:
-    """Times as SQLAlchemy's SQLite DATETIME stores them (naive UTC text), so reads agree."""
-    out = list(row)
-    for i in indexes:
-        value = out[i]
-        if value is not None:
-            out[i] = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-    return out
+    with (
+        driver.cursor() as cursor,
+        cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
 
 
 class GateKeyRow(Base):

@@ -223,6 +223,7 @@ class GateApp:
             options=[
                 ("grpc.so_reuseport", int(reuse_port)),
                 ("grpc.max_receive_message_length", 16 << 20),
+                ("grpc.max_concurrent_streams", 2 * max_concurrent_rpcs),  # see CallLimit
             ],
         )
         # Every service registers through the guard: no request bytes reach it unparsed, and

@@ -167,8 +167,8 @@ def _run_workers(
     default=DEFAULT_MAX_CONCURRENT_RPCS,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Calls in flight (BatchCheck streams and health checks included) beyond which new "
-    "calls get RESOURCE_EXHAUSTED.",
+    help="Calls in flight (BatchCheck streams and health checks included; per worker) beyond "
+    "which new calls get RESOURCE_EXHAUSTED.",
 )
 @click.option(
     "--workers",

@@ -17,8 +17,9 @@ trip and no serialisation per request. What the store does with a batch decides 
 
 At shutdown, whatever the store would still not take is kept in ``unwritten.jsonl`` in the state
 directory; the next start writes those records before any new one. Both ends say so in the log.
-A process killed outright loses exactly the entries appended after its last flush began (the
-README says so, and ``tests/test_decision_log_crash.py`` shows it).
+A process killed outright loses exactly the entries no committed flush holds: those appended
+since the last flush that committed began (the README says so, and
+``tests/test_decision_log_crash.py`` shows it).
 """
 
 from __future__ import annotations

@@ -115,7 +115,7 @@ class PermitGateService:
     def _unary_check(self, kind: CheckKind[Any]) -> UnaryHandler:
         gate = self._gate
         convert = kind.from_wire
-        caller_of = self._caller
+        name_caller = self._caller
 
         async def check(message: Message, context: Context) -> bytes:
             now = gate.clock()
@@ -123,7 +123,7 @@ class PermitGateService:
                 request = convert(message, now)
             except InvalidCheck as exc:
                 await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            caller = caller_of(context)
+            caller = name_caller(context)
             try:
                 answer = gate.answer_now(request, caller=caller, now=now)
                 if answer is None:  # NOTIFY: the notification is recorded first
@@ -140,8 +140,9 @@ class PermitGateService:
     ) -> AsyncIterator[bytes]:
         """Each batch answered in order, as it arrives; a bad check gets its own ``error``.
 
-        One moment per batch: every check in it is validated and decided at the same ``now``,
-        and its answers are logged together once the batch is decided.
+        One moment per batch: its checks are validated and decided at the same ``now``, read
+        again after a NOTIFY's notification is recorded (a wait on the database must not leave
+        the checks after it decided by an older clock), and its answers are logged together.
         """
         caller = self._caller(context)
         gate = self._gate
@@ -170,6 +171,7 @@ class PermitGateService:
                             gate.log(entries)
                             entries = []
                             answer = await gate.answer(request, caller=caller)
+                            now = gate.clock()
                         else:
                             entries.append((request, caller, answer))
                     except InvalidCheck as exc:

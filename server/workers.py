@@ -18,8 +18,8 @@ Supervision:
   stopped cleanly, 1 otherwise.
 * A worker that dies otherwise is logged (its exit status or signal) and started again: at once
   if it had served ``steady`` seconds, else after a pause doubling from ``first_backoff`` up to
-  ``max_backoff``. One that fails ``max_failed_starts`` times in a row before serving makes the
-  supervisor stop the others and exit 1: it cannot keep N serving.
+  ``max_backoff``. One that dies ``max_failed_starts`` times in a row before serving ``steady``
+  seconds makes the supervisor stop the others and exit 1: it cannot keep N serving.
 * At the first start, a worker that fails before serving (a state directory it cannot use, an
   address it cannot bind: its own line says why) stops them all, exit 2, as a single gate that
   cannot start would.
@@ -138,7 +138,7 @@ class _Worker:
     pid: int | None = None
     end: socket.socket | None = None  # the supervisor's end of the link
     serving_since: float | None = None  # monotonic time it said it serves; None: not yet
-    failed_starts: int = 0  # deaths in a row before serving
+    failed_starts: int = 0  # deaths in a row before serving ``steady`` seconds
     crashes: int = 0  # deaths in a row before serving ``steady`` seconds
     restart_at: float | None = None
 
@@ -259,7 +259,6 @@ class Supervisor:
             return
         if worker.serving_since is None:
             worker.serving_since = time.monotonic()
-            worker.failed_starts = 0
             log.info("worker %d serving (pid %d)", worker.number, worker.pid)
             if not self._all_served and all(w.serving_since for w in self._workers):
                 self._all_served = True
@@ -293,8 +292,12 @@ class Supervisor:
             if not clean:
                 self._status = max(self._status, 1)
             return
-        if served is None:
+        # A worker listens before its registry is loaded: one that dies within ``steady`` of
+        # serving (out of memory while loading, say) counts as failing to start.
+        if served is None or time.monotonic() - served < self._steady:
             worker.failed_starts += 1
+        else:
+            worker.failed_starts = 0
         if not self._all_served and served is None:
             log.error("worker %d could not start (%s): stopping all", worker.number, how)
             self._stop("a worker that could not start", signal.SIGTERM, status=2)

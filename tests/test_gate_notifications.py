@@ -272,3 +272,47 @@ def test_same_application_about_another_structure_is_another_notice(
         assert first != second
         assert _notify(wire, TAX, "A-9", sid="nowhere-0001") == second
         assert sorted(r[1] for r in _rows(sqlite_registry)) == sorted([REVOKED, "nowhere-0001"])
+
+
+def test_checks_after_a_notify_in_a_batch_are_decided_at_a_fresh_moment(
+    sqlite_registry: GateRegistry,
+) -> None:
+    """A NOTIFY in a batch waits for its notice to be written (here: behind an import's write
+    lock); the checks after it are decided by the clock after that wait, not the batch's start,
+    so a head or a permit that lapsed meanwhile is not taken as current."""
+    release = threading.Event()
+    locked = threading.Event()
+
+    def hold_lock() -> None:
+        with sqlite_registry.db.writer():
+            locked.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_lock)
+    batch = pb.CheckBatch(
+        checks=[
+            batch_check("before", connection(OK)),
+            batch_check("notify", premises(REVOKED, TAX, "residential", application_id="APP-B")),
+            batch_check("after", connection(OK)),
+        ]
+    )
+    with (
+        running_gate(sqlite_registry.url, sqlite_registry.keys_dir) as gate,
+        Wire(gate.target) as wire,
+    ):
+        holder.start()
+        try:
+            assert locked.wait(5)
+            replies = wire.stub.BatchCheck(iter([batch]), timeout=10)
+            time.sleep(1.0)  # the batch waits on the lock meanwhile
+            released_at = time.time()
+            release.set()
+            [reply] = list(replies)
+        finally:
+            release.set()
+            holder.join(10)
+    before, notify, after = reply.decisions
+    assert [verdict(d) for d in reply.decisions] == ["ALLOW", "NOTIFY", "ALLOW"]
+    assert before.decided_at.ToDatetime().timestamp() < released_at - 0.5
+    assert after.decided_at.ToDatetime().timestamp() >= released_at - 0.05
+    assert notify.notification_id

@@ -19,7 +19,7 @@ TABLE_CLASSES = frozenset(
     for name, value in vars(storage).items()
     if isinstance(value, type) and issubclass(value, storage.Base) and value is not storage.Base
 )
-TABLE_HELPERS = frozenset({"Base", "bulk_insert", "table_of", "id_in", "values_of"})
+TABLE_HELPERS = frozenset({"Base", "copy_rows", "table_of", "id_in", "values_of"})
 
 
 def imports(source: str) -> list[tuple[str, str | None]]:

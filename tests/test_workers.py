@@ -332,9 +332,32 @@ def test_the_supervisor_gives_up_on_a_worker_that_keeps_failing_to_start(
             return 4  # it dies once it served
         return _serve_until_terminated(link)
 
-    supervisor = Supervisor(2, work, first_backoff=0.01, max_backoff=0.05, max_failed_starts=3)
+    supervisor = Supervisor(
+        2, work, first_backoff=0.01, max_backoff=0.05, max_failed_starts=3, steady=0.0
+    )
     assert _run_in_child(supervisor) == 1
     assert starts.read_text().count("2\n") == 4  # the first start, then 3 failed starts
+
+
+def test_a_worker_that_dies_soon_after_serving_counts_as_failing_to_start(
+    tmp_path: Path,
+) -> None:
+    """A worker listens before its registry is loaded: one that keeps dying then (out of memory
+    while loading, say) is given up on, not restarted for ever."""
+    starts = tmp_path / "starts"
+
+    def work(number: int, link: SupervisorLink) -> int:
+        if number == 2:
+            with starts.open("a") as f:
+                f.write("2\n")
+            link.serving()
+            time.sleep(0.05)
+            return 4  # dies while it would still be loading
+        return _serve_until_terminated(link)
+
+    supervisor = Supervisor(2, work, first_backoff=0.01, max_backoff=0.05, max_failed_starts=3)
+    assert _run_in_child(supervisor, stop_after=20.0) == 1
+    assert starts.read_text().count("2\n") == 3
 
 
 def test_the_supervisor_restarts_a_worker_that_dies_and_stops_on_sigterm(
