@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -53,6 +54,28 @@ def sqlite_registry(tmp_path: Path) -> Iterator[GateRegistry]:
         yield reg
     finally:
         reg.close()
+
+
+@contextmanager
+def write_locked(registry: GateRegistry) -> Iterator[threading.Event]:
+    """The registry's write lock held by another thread (as an import holds it) until the
+    event yielded is set, or the block ends."""
+    release = threading.Event()
+    locked = threading.Event()
+
+    def hold_lock() -> None:
+        with registry.db.writer():
+            locked.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    try:
+        assert locked.wait(5)
+        yield release
+    finally:
+        release.set()
+        holder.join(10)
 
 
 def _notify(
@@ -188,22 +211,11 @@ def test_notify_while_the_registry_is_write_locked(sqlite_registry: GateRegistry
     """An import holds the registry's write lock: answers from the cache are not held up, a
     NOTIFY (which must write its notification) honours the caller's deadline, and the notice
     it recorded once the lock was released is the one a retry gets."""
-    release = threading.Event()
-    locked = threading.Event()
-
-    def hold_lock() -> None:
-        with sqlite_registry.db.writer():
-            locked.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold_lock)
     with (
         running_gate(sqlite_registry.url, sqlite_registry.keys_dir) as gate,
         Wire(gate.target) as wire,
     ):
-        holder.start()
-        try:
-            assert locked.wait(5)
+        with write_locked(sqlite_registry):
             started = time.monotonic()
             assert verdict(wire.ask(premises(OK, pb.OFFICE_FIRE, "residential"))) == "ALLOW"
             assert time.monotonic() - started < 0.5
@@ -213,9 +225,6 @@ def test_notify_while_the_registry_is_write_locked(sqlite_registry: GateRegistry
             assert isinstance(info.value, grpc.Call)
             assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert time.monotonic() - started < 2
-        finally:
-            release.set()
-            holder.join(10)
         notice = wire.ask(check).notification_id
     assert notice and [r[0] for r in _rows(sqlite_registry)] == [notice]
 
@@ -280,15 +289,6 @@ def test_checks_after_a_notify_in_a_batch_are_decided_at_a_fresh_moment(
     """A NOTIFY in a batch waits for its notice to be written (here: behind an import's write
     lock); the checks after it are decided by the clock after that wait, not the batch's start,
     so a head or a permit that lapsed meanwhile is not taken as current."""
-    release = threading.Event()
-    locked = threading.Event()
-
-    def hold_lock() -> None:
-        with sqlite_registry.db.writer():
-            locked.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold_lock)
     batch = pb.CheckBatch(
         checks=[
             batch_check("before", connection(OK)),
@@ -299,18 +299,13 @@ def test_checks_after_a_notify_in_a_batch_are_decided_at_a_fresh_moment(
     with (
         running_gate(sqlite_registry.url, sqlite_registry.keys_dir) as gate,
         Wire(gate.target) as wire,
+        write_locked(sqlite_registry) as release,
     ):
-        holder.start()
-        try:
-            assert locked.wait(5)
-            replies = wire.stub.BatchCheck(iter([batch]), timeout=10)
-            time.sleep(1.0)  # the batch waits on the lock meanwhile
-            released_at = time.time()
-            release.set()
-            [reply] = list(replies)
-        finally:
-            release.set()
-            holder.join(10)
+        replies = wire.stub.BatchCheck(iter([batch]), timeout=10)
+        time.sleep(1.0)  # the batch waits on the lock meanwhile
+        released_at = time.time()
+        release.set()
+        [reply] = list(replies)
     before, notify, after = reply.decisions
     assert [verdict(d) for d in reply.decisions] == ["ALLOW", "NOTIFY", "ALLOW"]
     assert before.decided_at.ToDatetime().timestamp() < released_at - 0.5
