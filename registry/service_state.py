@@ -154,17 +154,9 @@ class ServedState:
                 )
             head = _verified(stored, key)
             where = f"the head of serial {stored.serial}"
-            leaves = bytearray()
             tree = CompactTree()
             frontiers = [tree.state]
-            for seq, body in _events(session, since=0):
-                if seq != tree.size:
-                    raise RegistryMismatch(_gap(seq, tree.size))
-                leaf = leaf_hash(body)
-                leaves += leaf
-                tree.append(leaf)
-                if tree.size % _STEP == 0:
-                    frontiers.append(tree.state)
+            leaves = _replay(session, tree, frontiers)
             if tree.size != head.size:
                 raise RegistryMismatch(
                     f"the log holds {tree.size} events; {where} covers {head.size}"
@@ -202,16 +194,8 @@ class ServedState:
                     f"the {self.size} of the held head serial {self.serial}"
                 )
             tree = self._frontier(self.size)
-            leaves = bytearray()
             frontiers: list[bytes] = []
-            for seq, body in _events(session, since=self.size):
-                if seq != tree.size:
-                    raise RegistryMismatch(_gap(seq, tree.size))
-                leaf = leaf_hash(body)
-                leaves += leaf
-                tree.append(leaf)
-                if tree.size % _STEP == 0:
-                    frontiers.append(tree.state)
+            leaves = _replay(session, tree, frontiers)
             if tree.size != head.size:
                 raise RegistryMismatch(
                     f"the log holds {tree.size} events; the head of serial {stored.serial} "
@@ -336,6 +320,22 @@ class ServedState:
 
     def _leaf(self, index: int) -> bytes:
         return bytes(self._leaves[index * _HASH : (index + 1) * _HASH])
+
+
+def _replay(session: Session, tree: CompactTree, frontiers: list[bytes]) -> bytearray:
+    """Append the database's events after ``tree`` to it, in order and without a gap; their
+    leaf hashes, concatenated. ``frontiers`` gets the tree's state at each multiple of
+    ``_STEP`` passed."""
+    leaves = bytearray()
+    for seq, body in _events(session, since=tree.size):
+        if seq != tree.size:
+            raise RegistryMismatch(_gap(seq, tree.size))
+        leaf = leaf_hash(body)
+        leaves += leaf
+        tree.append(leaf)
+        if tree.size % _STEP == 0:
+            frontiers.append(tree.state)
+    return leaves
 
 
 def _events(session: Session, *, since: int) -> Iterator[tuple[int, bytes]]:
