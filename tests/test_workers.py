@@ -28,6 +28,7 @@ from click.testing import CliRunner
 from gate_helpers import (
     GateRegistry,
     Wire,
+    case,
     connection,
     premises,
     stderr_lines,
@@ -222,6 +223,50 @@ def test_a_killed_worker_is_started_again_while_the_other_answers(
         assert len(after) == 2 and len(after - before) == 1  # the new worker is a new gate
         gate.process.send_signal(signal.SIGTERM)
         assert gate.process.wait(timeout=30) == 0
+
+
+def _verdicts_of_new_connections(target: str, sid: str, seconds: float) -> list[str]:
+    """The verdict for ``sid`` on a new connection every 50 ms ("error: CODE" if refused)."""
+    seen = []
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        try:
+            with Wire(target, timeout=2) as wire:
+                seen.append(verdict(wire.ask(connection(sid))))
+        except Exception as exc:  # a worker being restarted, or none left: no answer at all
+            seen.append(f"error: {type(exc).__name__}")
+        time.sleep(0.05)
+    return seen
+
+
+def test_a_worker_restarted_on_a_rolled_back_database_never_allows(
+    registry: GateRegistry, tmp_path: Path
+) -> None:
+    """Someone who can write the database but holds no key deletes the newest head (the one
+    that signs OK's stop order) and kills a worker. The worker started again has its own
+    anti-rollback state: no answer for OK is ALLOW, from it or from the other worker."""
+    port = _free_port()
+    target = f"127.0.0.1:{port}"
+    with serve(_args(registry, tmp_path / "state", port)) as gate:
+        killed = int(gate.wait_for(r"worker 1 started \(pid (\d+)\)").group(1))
+        gate.wait_for("all 2 workers serving")
+        gate.wait_for(r"worker \d: health: SERVING", times=2)
+        registry.load([case(f"C-{OK}-stop", OK, "stop_order")])
+        wait_for(
+            lambda: (
+                True if set(_verdicts_of_new_connections(target, OK, 1.0)) == {"DENY"} else None
+            ),
+            timeout=20,
+        )
+        [(newest,)] = registry.sql("SELECT max(serial) FROM head")
+        registry.sql("DELETE FROM head WHERE serial = :s", s=newest)
+        os.kill(killed, signal.SIGKILL)
+        gate.wait_for(r"worker 1 died \(killed by SIGKILL\)")
+        seen = _verdicts_of_new_connections(target, OK, 8.0)
+        assert "ALLOW" not in seen, seen
+        assert "DENY" in seen, seen  # the worker not killed answers from what it verified
+        gate.process.send_signal(signal.SIGTERM)
+        gate.process.wait(timeout=30)
 
 
 def test_a_worker_that_cannot_start_stops_all(registry: GateRegistry, tmp_path: Path) -> None:
