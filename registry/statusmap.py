@@ -30,7 +30,16 @@ from permitgate_client._proofs import (
     node_hash,
 )
 
-__all__ = ["StatusMap"]
+__all__ = [
+    "BUCKETS",
+    "MapTop",
+    "StatusMap",
+    "bucket_node",
+    "bucket_of",
+    "diff_bytes",
+    "entry_in",
+    "parse_diff",
+]
 
 _TOP = 16
 _BUCKETS = 1 << _TOP
@@ -122,6 +131,21 @@ class StatusMap:
             if bucket:
                 yield from bucket.values()
 
+    def top_bytes(self) -> bytes:
+        """Each bucket's entry count and node, in bucket order (``MapTop.from_bytes`` reads it)."""
+        return b"".join(
+            _top_item(len(bucket or ()), self._heap[_BUCKETS + index][1])
+            for index, bucket in enumerate(self._buckets)
+        )
+
+    def bucket_state(self, index: int) -> tuple[int, bytes]:
+        """``(entry count, node hash)`` of bucket ``index``."""
+        return len(self._buckets[index] or ()), self._heap[_BUCKETS + index][1]
+
+    def bucket_entries(self, index: int) -> bytes:
+        """Bucket ``index``'s entries as ``key || value`` pairs in ascending key order."""
+        return b"".join(k + v for k, v in sorted((self._buckets[index] or {}).items()))
+
     def prove(self, structure_id: str) -> MapProof:
         """The proof of ``structure_id``'s entry, or of its absence."""
         key = map_key(structure_id)
@@ -184,3 +208,136 @@ class StatusMap:
 
 def _bucket_of(key: bytes) -> int:
     return (key[0] << 8) | key[1]
+
+
+# --- The map in two tiers: its top (one node per bucket) and each bucket's entries ----------------
+#
+# A gate that does not hold every record holds the map's *top*: the node of each of the 65,536
+# buckets (the first 16 bits of the key). Checked against a head's signed root and count, the top
+# proves each bucket's node; a bucket's entries (its keys and values, ``bucket_entries``) are then
+# proved by hashing to that node, and with them every record of the bucket, or the absence of a
+# structure from it. The top changes only where buckets change, so a gate can follow a new head
+# by the buckets that changed (``MapTop.with_buckets``): if the result gives the new root, no
+# other bucket changed.
+
+BUCKETS = _BUCKETS
+_COUNT = 4  # bytes of a bucket's entry count in a top or diff
+_TOP_ITEM = _COUNT + 32  # count, node hash
+_ENTRY = 64  # key, value
+
+
+def bucket_of(structure_id: str) -> int:
+    """The bucket a structure's entry sits in: the first 16 bits of its map key."""
+    return _bucket_of(map_key(structure_id))
+
+
+def bucket_node(entries: bytes, index: int) -> tuple[int, bytes]:
+    """``(entry count, node hash)`` of bucket ``index`` holding ``entries`` (``bucket_entries``
+    bytes: ``key || value`` pairs in ascending key order); ``ValueError`` when they are not
+    sorted, repeat a key, or lie outside the bucket."""
+    if len(entries) % _ENTRY:
+        raise ValueError(f"bucket {index}: {len(entries)} bytes is not a list of entries")
+    pairs = [
+        (entries[i : i + 32], entries[i + 32 : i + _ENTRY]) for i in range(0, len(entries), _ENTRY)
+    ]
+    previous = b""
+    for key, _ in pairs:
+        if key <= previous:
+            raise ValueError(f"bucket {index}: keys are not in ascending order")
+        if _bucket_of(key) != index:
+            raise ValueError(f"bucket {index}: holds a key of bucket {_bucket_of(key)}")
+        previous = key
+    if not pairs:
+        return 0, MAP_EMPTY
+    return len(pairs), _subtree(pairs, _TOP)[1]
+
+
+def entry_in(entries: bytes, key: bytes) -> bytes | None:
+    """The value of ``key`` among ``bucket_entries`` bytes (None: the bucket does not hold it)."""
+    for i in range(0, len(entries), _ENTRY):
+        if entries[i : i + 32] == key:
+            return entries[i + 32 : i + _ENTRY]
+    return None
+
+
+def _top_item(count: int, node: bytes) -> bytes:
+    return count.to_bytes(_COUNT, "big") + node
+
+
+class MapTop:
+    """The top of a status map: each bucket's ``(entry count, node hash)``, and the nodes above.
+
+    Built from untrusted bytes; believe it only once ``gives`` the root and count a verified
+    head signs."""
+
+    __slots__ = ("_counts", "_heap")
+
+    def __init__(self, counts: list[int], nodes: list[bytes]) -> None:
+        self._counts = counts
+        self._heap: list[_Node] = [_EMPTY_NODE] * (2 * _BUCKETS)
+        for index, (count, node) in enumerate(zip(counts, nodes, strict=True)):
+            self._heap[_BUCKETS + index] = (min(count, 2), node) if count else _EMPTY_NODE
+        for i in range(_BUCKETS - 1, 0, -1):
+            self._heap[i] = _join(self._heap[2 * i], self._heap[2 * i + 1])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> MapTop:
+        """The top encoded by ``StatusMap.top_bytes``; ``ValueError`` when it is not one."""
+        if len(data) != _BUCKETS * _TOP_ITEM:
+            raise ValueError(f"a map top is {_BUCKETS * _TOP_ITEM} bytes, not {len(data)}")
+        counts = [int.from_bytes(data[i : i + _COUNT]) for i in range(0, len(data), _TOP_ITEM)]
+        nodes = [data[i + _COUNT : i + _TOP_ITEM] for i in range(0, len(data), _TOP_ITEM)]
+        for index, (count, node) in enumerate(zip(counts, nodes, strict=True)):
+            if (count == 0) != (node == MAP_EMPTY):
+                raise ValueError(f"bucket {index}: count {count} with node {node.hex()[:16]}…")
+        return cls(counts, nodes)
+
+    def __len__(self) -> int:
+        return sum(self._counts)
+
+    def root(self) -> bytes:
+        return self._heap[1][1]
+
+    def gives(self, root: bytes, count: int) -> bool:
+        """Whether this top is the one of a map with ``root`` and ``count`` entries."""
+        return self.root() == root and len(self) == count
+
+    def bucket(self, index: int) -> tuple[int, bytes]:
+        """``(entry count, node hash)`` of bucket ``index``."""
+        return self._counts[index], self._heap[_BUCKETS + index][1]
+
+    def with_buckets(self, changes: dict[int, tuple[int, bytes]]) -> MapTop:
+        """A new top: this one with ``changes`` (bucket index to ``(count, node)``) applied."""
+        top = MapTop.__new__(MapTop)
+        top._counts = list(self._counts)
+        top._heap = list(self._heap)
+        for index, (count, node) in changes.items():
+            top._counts[index] = count
+            position = _BUCKETS + index
+            top._heap[position] = (min(count, 2), node) if count else _EMPTY_NODE
+            position >>= 1
+            while position:
+                top._heap[position] = _join(top._heap[2 * position], top._heap[2 * position + 1])
+                position >>= 1
+        return top
+
+    def to_bytes(self) -> bytes:
+        return b"".join(_top_item(self._counts[i], self.bucket(i)[1]) for i in range(_BUCKETS))
+
+
+def diff_bytes(changes: dict[int, tuple[int, bytes]]) -> bytes:
+    """``changes`` (bucket index to ``(count, node)``) as ``index(2) count(4) node(32)`` items."""
+    return b"".join(i.to_bytes(2, "big") + _top_item(*changes[i]) for i in sorted(changes))
+
+
+def parse_diff(data: bytes) -> dict[int, tuple[int, bytes]]:
+    """The changes ``diff_bytes`` encodes; ``ValueError`` when ``data`` is not such a list."""
+    item = 2 + _TOP_ITEM
+    if len(data) % item:
+        raise ValueError(f"a map diff is a list of {item}-byte items, not {len(data)} bytes")
+    changes: dict[int, tuple[int, bytes]] = {}
+    for i in range(0, len(data), item):
+        index = int.from_bytes(data[i : i + 2])
+        count = int.from_bytes(data[i + 2 : i + 2 + _COUNT])
+        changes[index] = (count, data[i + 2 + _COUNT : i + item])
+    return changes

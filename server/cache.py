@@ -21,7 +21,7 @@ that could not be adopted (*superseded*): the head held is then known not to be 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Collection, Mapping, Set
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -38,7 +38,11 @@ from registry.records import StatusRecord
 from registry.trust import STATUS_PAYLOAD_TYPE
 from server.incidents import Incidents
 
-__all__ = ["CachedStatus", "RegistryCache", "read_status_record"]
+__all__ = ["CachedStatus", "ChangeListener", "RegistryCache", "read_status_record"]
+
+ChangeListener = Callable[[int, Collection[str] | None], None]
+"""Told, on the event loop, after a head is installed: the registry version (log size) now held,
+and the structures whose records changed with it (None: any may have, as after a full load)."""
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +99,7 @@ class RegistryCache:
         self._fresh_until: datetime | None = None
         self._cosigned: datetime | None = None  # the held head's cosigned time, as signed
         self._counted_from: datetime | None = None  # and as counted (never ahead of our clock)
+        self.listeners: list[ChangeListener] = []  # told of each change installed
 
     def __len__(self) -> int:
         return len(self._records)
@@ -198,3 +203,10 @@ class RegistryCache:
             self._fresh_until = None
         else:
             self._fresh_until = self._counted_from + timedelta(seconds=self.max_staleness)
+        if self.listeners and (replace or records):
+            changed = None if replace else records.keys()
+            for listener in self.listeners:
+                try:
+                    listener(self.size, changed)
+                except Exception:  # a listener's fault must not keep the head from being held
+                    log.exception("a change listener failed")
