@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import count
@@ -116,6 +116,16 @@ class Gate:
         self._id_prefix = f"D-{secrets.token_hex(6)}-"
         self._notices: dict[tuple[str, str, str], str] = {}
         self._memo: dict[MemoKey, _Memo] = {}
+
+    async def ensure(self, structure_ids: Collection[str]) -> None:
+        """Make the records of ``structure_ids`` answerable from memory before deciding on them.
+
+        The embedded gate holds every verified record, so nothing is to be done; a gate over a
+        shared cache fetches and verifies the ones its bounded cache lacks.
+        """
+        ensure = getattr(self.cache, "ensure", None)
+        if ensure is not None:
+            await ensure(structure_ids)
 
     def decide(self, request: CheckRequest, now: datetime) -> tuple[Decision, CachedStatus | None]:
         """The rules' decision, and the cached status it rests on (None if unknown).
