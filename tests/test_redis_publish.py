@@ -29,6 +29,7 @@ from test_registry_service import (
     import_beside,
     new_structure,
     running_service,
+    start_service,
     verified,
 )
 
@@ -266,3 +267,35 @@ def test_serve_refuses_a_redis_url_that_is_not_one(tmp_path: Path) -> None:
     from_env = invoke(args, PERMITGATE_REDIS="redis://127.0.0.1:port/0")
     assert from_env.exit_code == 2
     assert "--redis 'redis://127.0.0.1:port/0': Port could not be" in from_env.stderr
+
+
+def test_a_database_that_does_not_verify_publishes_nothing(
+    registry: GateRegistry, tmp_path: Path
+) -> None:
+    """Someone who writes the database swaps one structure's record for another's (each
+    genuinely signed): the service loads nothing it cannot verify, so Redis stays empty."""
+    with private_redis() as server:
+        client = server.client()
+        with publishing(registry, tmp_path, server):
+            wait_published(client)
+        client.flushall()
+        ids = sorted(sid for (sid,) in registry.sql("SELECT structure_id FROM status_record"))
+        first, second = ids[:2]
+        registry.sql(
+            "UPDATE status_record SET envelope = :e WHERE structure_id = :sid",
+            e=registry.status_envelope(second),
+            sid=first,
+        )
+        service = start_service(
+            registry, tmp_path / "registry-state", redis_url=server.url, redis_prefix=LAYOUT.prefix
+        )
+        try:
+            beat = service.app.heartbeat.beat
+            wait_for(lambda: True if beat.runs >= 3 else None, timeout=20)
+            assert service.app.heartbeat.refusal is not None
+            assert "do not give the map root" in service.app.heartbeat.refusal
+            assert client.keys("*") == []
+            publisher = service.app.publisher
+            assert publisher is not None and publisher.job.runs >= 3
+        finally:
+            service.stop()
