@@ -20,6 +20,10 @@ heartbeat's interval (at least a second) up to ten minutes. When the writer refu
 database (``RegistryRefused``), the service stops answering as for a mismatch it found itself,
 until a cosignature succeeds again.
 
+With a publisher (``registry.publisher``, ``--redis``), each state adopted and each
+cosignature is told to it, and a newer head is applied to the held state only while the
+publisher is not reading it (its ``lock``).
+
 Work that waits on the database runs in a daemon thread, so that a stop never waits for it: a
 transaction left unfinished when the process exits is rolled back, nothing half written. Every
 signature goes through ``open_registry_writer``, the one place that says which writer the

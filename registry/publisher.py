@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import urlsplit
 
 import redis
 
@@ -101,7 +102,7 @@ class RedisPublisher:
         self.job = Job("redis publish", interval, self._publish, retry=interval, max_backoff=0)
 
     def __str__(self) -> str:
-        return f"redis {self.url} (keys {self.layout.prefix}*)"
+        return f"redis {_where(self.url)} (keys {self.layout.prefix}*)"
 
     @property
     def failures(self) -> int:
@@ -300,6 +301,14 @@ class RedisPublisher:
             len(changed),
             len(by_bucket),
         )
+
+
+def _where(url: str) -> str:
+    """``url`` without its user name and password (for the log)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def _glob_escape(text: str) -> str:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -20,11 +23,12 @@ from typing import Any
 
 import pytest
 import redis
-from gate_helpers import GateRegistry, wait_for
+from gate_helpers import GateRegistry, stderr_lines, wait_for
 from permitgate_client._proofs import MapProof, RegistryHead, map_key, verify_map_proof
 from redis_support import PrivateRedis, private_redis
 from registry_support import invoke
 from test_registry_service import (
+    PERMITGATE,
     RunningService,
     import_beside,
     new_structure,
@@ -35,6 +39,7 @@ from test_registry_service import (
 
 from registry.demo import demo_lines
 from registry.merkle import CompactTree
+from registry.publisher import RedisPublisher
 from registry.redis_layout import ENTRIES_FIELD, RedisLayout, serial_of
 from registry.statusmap import BUCKETS, MapTop, bucket_node, entry_in, parse_diff
 
@@ -83,7 +88,7 @@ def published_serial(client: redis.Redis) -> int | None:
 
 
 def check_published(
-    client: redis.Redis, registry: GateRegistry, service: RunningService
+    client: redis.Redis, registry: GateRegistry, service: RunningService | None = None
 ) -> Published:
     """Everything under ``LAYOUT`` verifies against the signed head, by paths of its own."""
     note = got(client, LAYOUT.head)
@@ -127,6 +132,8 @@ def check_published(
             assert entry_in(entries, map_key(sid)) == hashlib.sha256(envelope).digest()
             seen.add(sid)
     assert seen == set(rows)
+    if service is None:
+        return Published(head, top)
     # And one record through the service's own proof (the client's verifier).
     sid = min(rows)
     status = service.status(sid)
@@ -299,3 +306,50 @@ def test_a_database_that_does_not_verify_publishes_nothing(
             assert publisher is not None and publisher.job.runs >= 3
         finally:
             service.stop()
+
+
+def test_the_serve_command_publishes_to_the_redis_it_is_given(tmp_path: Path) -> None:
+    registry = GateRegistry(f"sqlite:///{tmp_path / 'registry.db'}", tmp_path / "keys")
+    registry.load(demo_lines(5))
+    with private_redis() as server:
+        process = subprocess.Popen(
+            [
+                PERMITGATE,
+                "registry",
+                "serve",
+                "--db",
+                registry.url,
+                "--keys",
+                str(registry.keys_dir),
+                "--listen",
+                "127.0.0.1:0",
+                "--heartbeat",
+                "0.2",
+                "--redis-prefix",
+                LAYOUT.prefix,
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PERMITGATE_REDIS": server.url},
+        )
+        lines, reader = stderr_lines(process)
+        try:
+            line = lines.get(timeout=20)
+            where = f"publishing to redis {server.url} (keys {LAYOUT.prefix}*)"
+            assert line.rstrip().endswith(where), line
+            client = server.client()
+            wait_published(client)
+            check_published(client, registry)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=20) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            registry.close()
+        reader.join(5)
+
+
+def test_the_log_never_shows_the_redis_password() -> None:
+    publisher = RedisPublisher("redis://user:s3cret@127.0.0.1:1/0", interval=1.0)
+    assert str(publisher) == "redis redis://127.0.0.1:1/0 (keys permitgate:*)"
