@@ -363,7 +363,7 @@ class Heartbeat:
             loaded = await run_blocking(lambda: ServedState.load(self._db, self._key), "load")
             self.state = loaded
             self._loaded(loaded, time.monotonic() - started)
-            self._published(loaded, None)
+            self._tell_publisher(loaded, None)
             self.refresh.run_soon()  # records due are re-signed at start
             return loaded
         step = await run_blocking(lambda: held.read_advance(self._db), "follow")
@@ -383,10 +383,12 @@ class Heartbeat:
                 changed = [structure_id for structure_id, _ in advance.records]
         self.state = step
         self._loaded(step, None)
-        self._published(step, changed)
+        self._tell_publisher(step, changed)
         return step
 
-    def _published(self, state: ServedState, changed: list[str] | None) -> None:
+    def _tell_publisher(self, state: ServedState, changed: list[str] | None) -> None:
+        """(Called with no await since the state changed: the publisher reads no state that it
+        has not been told of.)"""
         if self._publisher is not None:
             self._publisher.adopted(state, changed)
 
