@@ -353,3 +353,17 @@ def test_the_serve_command_publishes_to_the_redis_it_is_given(tmp_path: Path) ->
 def test_the_log_never_shows_the_redis_password() -> None:
     publisher = RedisPublisher("redis://user:s3cret@127.0.0.1:1/0", interval=1.0)
     assert str(publisher) == "redis redis://127.0.0.1:1/0 (keys permitgate:*)"
+
+
+def test_a_log_cut_short_in_redis_is_written_whole_with_the_next_head(
+    registry: GateRegistry, tmp_path: Path
+) -> None:
+    with private_redis() as server, publishing(registry, tmp_path, server) as service:
+        client = server.client()
+        old_serial = wait_published(client)
+        client.set(LAYOUT.log, b"\x00" * 32)  # one wrong leaf where there were many
+        import_beside(registry, tmp_path, [new_structure("NEW-3")])
+        wait_published(client, old_serial + 1)
+        check_published(client, registry, service)  # the whole log, as the event rows give it
+        publisher = service.app.publisher
+        assert publisher is not None and (publisher.full_publishes, publisher.increments) == (1, 1)
