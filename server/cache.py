@@ -143,6 +143,10 @@ class RegistryCache:
         held.envelope = b""  # parsed: the bytes are no longer needed
         return held
 
+    def structure_ids(self) -> list[str]:
+        """Every structure held, as of now (a copy: installs may follow while it is read)."""
+        return list(self._records)
+
     def is_doubtful(self, structure_id: str) -> bool:
         """The held map has the structure, but its current record cannot be verified."""
         return structure_id in self._doubtful
