@@ -256,7 +256,9 @@ class _Watch:
         self.last: dict[str, Decision] = {}
         self.pending: deque[tuple[str, int] | _Marker] = deque()
         self.waiting = 0  # structure ids in pending
-        self.rescan: int | None = None  # a cause: decide every structure watched again
+        # Decide the structures watched again: why, and since which version their records may
+        # have changed (None: decide every one).
+        self.rescan: tuple[int, int | None] | None = None
         self.overflowed = False
         self.moments: list[tuple[datetime, str]] = []
         self.scheduled: dict[str, datetime] = {}
@@ -275,8 +277,16 @@ class _Watch:
             changed = structure_ids if isinstance(structure_ids, Set) else set(structure_ids)
             self._queue([s for s in named if s in changed], RECORD_CHANGED)
 
-    def rescan_all(self, cause: int) -> None:
-        self.rescan = cause
+    def rescan_all(self, cause: int, since: int | None = None) -> None:
+        """Decide again every structure watched (``since``: those whose record changed after
+        that version, and those whose answer is cautionary)."""
+        pending = self.rescan
+        if pending is not None:
+            earlier = pending[1]
+            since = None if since is None or earlier is None else min(since, earlier)
+            if cause == RECORD_CHANGED:
+                cause = pending[0]  # staleness, if pending, is the cause to tell
+        self.rescan = (cause, since)
         self.wakeup.set()
 
     def due(self, now: datetime) -> bool:
@@ -317,6 +327,32 @@ class _Watch:
         gate = self.hub.gate
         decision, status = gate.decide(replace(self.spec.question, structure_id=sid), now)  # type: ignore[type-var]
         record = None if status is None else status.record
+        return self._news(sid, decision, record, now, cause, resume)
+
+    def redecide(self, sid: str, now: datetime, cause: int, since: int) -> pb.StatusChange | None:
+        """``decide``, if the structure's record changed after version ``since`` (or its
+        answer is cautionary, or its record cannot be read now)."""
+        cache = self.hub.gate.cache
+        status = cache.get(sid)
+        if status is not None:
+            record = status.record
+            assert record is not None  # get() parsed it
+            if record.tree_size <= since and not _cautionary(self.last.get(sid)):
+                return None
+        elif not cache.is_doubtful(sid) and not _cautionary(self.last.get(sid)):
+            return None  # not held, before and now
+        return self.decide(sid, now, cause)
+
+    def _news(
+        self,
+        sid: str,
+        decision: Decision,
+        record: StatusRecord | None,
+        now: datetime,
+        cause: int,
+        resume: WatchSpec | None,
+    ) -> pb.StatusChange | None:
+        gate = self.hub.gate
         district = self.spec.district
         if district is not None and (record is None or record.structure.district != district):
             return None
@@ -338,10 +374,14 @@ class _Watch:
         return self.hub.gate.cache.structure_ids()
 
 
+def _cautionary(decision: Decision | None) -> bool:
+    return decision is not None and any(r.code in _CAUTIONARY for r in decision.reasons)
+
+
 def _changed_since(
     record: StatusRecord | None, decision: Decision, resume: WatchSpec, now: datetime
 ) -> bool:
-    if any(reason.code in _CAUTIONARY for reason in decision.reasons):
+    if _cautionary(decision):
         return True
     if record is None:
         return False
@@ -373,6 +413,7 @@ class WatchHub:
         self.tick = tick
         self._watches: set[_Watch] = set()
         self._stale: bool | None = None
+        self._version = gate.cache.size  # the registry version last told of
         self._checked_at = gate.clock()  # moments up to here have been queued
         self._clock: asyncio.Task[None] | None = None
         gate.cache.listeners.append(self.changed)
@@ -382,14 +423,17 @@ class WatchHub:
 
     def changed(self, version: int, structure_ids: Collection[str] | None) -> None:
         """The cache's listener: a head was installed, ``structure_ids`` changed (None: any)."""
+        before, self._version = self._version, version
         if not self._watches:
             return
         flip = self._staleness_flip(self.gate.clock())
+        if flip is None and version == before and structure_ids is None:
+            return  # the same head again (the embedded follower installs each poll whole)
         for watch in self._watches:
             if flip is not None:
                 watch.rescan_all(flip)
             elif structure_ids is None:
-                watch.rescan_all(RECORD_CHANGED)
+                watch.rescan_all(RECORD_CHANGED, None if version < before else before)
             else:
                 watch.records_changed(structure_ids)
             watch.mark(version, self._checked_at)
@@ -437,13 +481,14 @@ class WatchHub:
                 "of every structure at once"
             )
         watch = _Watch(self, spec)
-        if not self._watches:
-            self._stale = self.gate.cache.is_stale(self.gate.clock())
+        if not self._watches:  # nothing waits for a moment: begin the clock's count now
+            self._checked_at = self.gate.clock()
+            self._stale = self.gate.cache.is_stale(self._checked_at)
         self._watches.add(watch)
         if self._clock is None or self._clock.done():
             self._clock = asyncio.get_running_loop().create_task(self._keep_time())
         try:
-            started = min(self.gate.clock(), self._checked_at)
+            started = self.gate.clock()  # each structure is decided at this time or later
             version = self.gate.cache.size
             resume = spec if spec.after_version else None
             async for change in self._scan(watch, CURRENT, resume):
@@ -457,8 +502,8 @@ class WatchHub:
                         "(after_version, after_time)"
                     )
                 if watch.rescan is not None:
-                    cause, watch.rescan = watch.rescan, None
-                    async for change in self._scan(watch, cause, None):
+                    (cause, since), watch.rescan = watch.rescan, None
+                    async for change in self._rescan(watch, cause, since):
                         yield change
                     continue
                 if not watch.pending:
@@ -483,6 +528,23 @@ class WatchHub:
         finally:
             self._watches.discard(watch)
 
+    async def _rescan(
+        self, watch: _Watch, cause: int, since: int | None
+    ) -> AsyncIterator[pb.StatusChange]:
+        if since is None:
+            async for change in self._scan(watch, cause, None):
+                yield change
+            return
+        structure_ids = watch.scope()
+        for start in range(0, len(structure_ids), _CHUNK):
+            chunk = structure_ids[start : start + _CHUNK]
+            await self.gate.ensure(chunk)
+            for sid in chunk:
+                news = watch.redecide(sid, self.gate.clock(), cause, since)
+                if news is not None:
+                    yield news
+            await asyncio.sleep(0)  # a long scan must not hold the loop
+
     async def _scan(
         self, watch: _Watch, cause: int, resume: WatchSpec | None
     ) -> AsyncIterator[pb.StatusChange]:
@@ -494,6 +556,7 @@ class WatchHub:
                 change = watch.decide(sid, self.gate.clock(), cause, resume)
                 if change is not None:
                     yield change
+            await asyncio.sleep(0)  # a long scan must not hold the loop
 
     # --- the gRPC method -----------------------------------------------------------------
 
