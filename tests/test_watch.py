@@ -101,6 +101,11 @@ class Stream:
                 return out, message
             out.append(summary(message))
 
+    def pending(self) -> bool:
+        """Whether messages wait to be read (after a short pause for any in flight)."""
+        time.sleep(0.7)  # longer than the watch's tick: both ways of finding a change have run
+        return not self._queue.empty()
+
     def error(self, timeout: float = WAIT) -> grpc.RpcError:
         while True:
             item = self._queue.get(timeout=timeout)
@@ -222,6 +227,31 @@ def test_a_change_that_leaves_the_answer_alone_is_not_sent(
         assert marker.registry_version == flagged
 
 
+def test_changed_ids_told_by_a_shared_cache_are_decided_again_and_sent_only_if_changed(
+    served: tuple[GateRegistry, RunningGate],
+) -> None:
+    """A cache that knows which records changed (the shared one) names them to the listeners;
+    the watch decides those again, and sends only an answer that differs."""
+    _, gate = served
+    hub = hub_of(gate)
+
+    async def tell(structure_ids: list[str]) -> None:
+        hub.changed(gate.app.cache.size + 1, structure_ids)
+
+    with watching(gate.target, water_request(["S-1", "S-4"])) as stream:
+        stream.until_marker()
+        gate.run(tell(["S-1", "S-2"]))
+        answers, marker = stream.until_marker()
+        assert (answers, marker.registry_version) == ([], gate.app.cache.size + 1)
+        set_clock(gate, timedelta(seconds=61))  # S-4's permit lapses, and S-4 is told of too:
+        gate.run(tell(["S-4"]))  # whichever finds the new answer first, it is sent once
+        answers = []
+        while len(answers) < 1 or stream.pending():
+            batch, _ = stream.until_marker()
+            answers += batch
+        assert [a[:2] for a in answers] == [("S-4", DENY)]
+
+
 def test_a_permit_lapsing_is_reported_when_its_time_comes(
     served: tuple[GateRegistry, RunningGate],
 ) -> None:
@@ -264,6 +294,20 @@ def test_stale_data_is_reported_as_review_and_fresh_data_again(
             ("S-1", ALLOW, "REGISTRY_FRESH", []),
             ("S-2", ALLOW, "REGISTRY_FRESH", []),
         ]
+
+
+def test_a_notifying_offices_watch_records_no_notice(
+    served: tuple[GateRegistry, RunningGate],
+) -> None:
+    registry, gate = served
+    request = pb.WatchRequest(structure_ids=["S-1"])
+    request.question.premises.office = pb.OFFICE_TAX
+    request.question.premises.declared_use = "retail"  # S-1's permits say residential
+    with watching(gate.target, request) as stream:
+        answer = stream.next()
+        assert summary(answer) == ("S-1", "NOTIFY", "CURRENT", ["USE_MISMATCH", "USE_MISMATCH"])
+        assert answer.decision.notification_id == ""
+    assert registry.sql("SELECT count(*) FROM notification") == [(0,)]
 
 
 def test_a_district_watch_sees_only_its_district(tmp_path: Path) -> None:
