@@ -237,6 +237,10 @@ class WatchRefused(Exception):
     """Too many watches open on this gate."""
 
 
+class WatchClosed(Exception):
+    """The gate is stopping."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Marker:
     version: int
@@ -416,10 +420,18 @@ class WatchHub:
         self._version = gate.cache.size  # the registry version last told of
         self._checked_at = gate.clock()  # moments up to here have been queued
         self._clock: asyncio.Task[None] | None = None
+        self._closing = False
         gate.cache.listeners.append(self.changed)
 
     def __len__(self) -> int:
         return len(self._watches)
+
+    def close(self) -> None:
+        """End every watch (UNAVAILABLE, the caller resumes elsewhere or later) and take no
+        more: a gate that is stopping must not wait for streams that never end."""
+        self._closing = True
+        for watch in self._watches:
+            watch.wakeup.set()
 
     def changed(self, version: int, structure_ids: Collection[str] | None) -> None:
         """The cache's listener: a head was installed, ``structure_ids`` changed (None: any)."""
@@ -471,8 +483,10 @@ class WatchHub:
         """The stream of one watch: the first answers, a marker, then each change and marker.
 
         Raises ``WatchRefused`` when too many watches are open, ``WatchOverflow`` when the
-        reader falls too far behind.
+        reader falls too far behind, ``WatchClosed`` when the gate stops.
         """
+        if self._closing:
+            raise WatchClosed("this gate is stopping")
         if len(self._watches) >= self.max_watches:
             raise WatchRefused(f"this gate serves at most {self.max_watches} watches at once")
         if spec.wide and sum(w.spec.wide for w in self._watches) >= self.max_wide_watches:
@@ -495,6 +509,10 @@ class WatchHub:
                 yield change
             yield _marker(version, started)
             while True:
+                if self._closing:
+                    raise WatchClosed(
+                        "this gate is stopping: resume from the last progress marker received"
+                    )
                 if watch.overflowed:
                     raise WatchOverflow(
                         f"this watch fell more than {self.queue_limit} structures behind its "
@@ -575,6 +593,8 @@ class WatchHub:
             await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except WatchOverflow as exc:
             await _abort(context, grpc.StatusCode.ABORTED, str(exc))
+        except WatchClosed as exc:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
 
 
 async def _abort(context: Context, code: grpc.StatusCode, details: str) -> NoReturn:

@@ -141,10 +141,9 @@ def set_clock(gate: RunningGate, ahead: timedelta) -> None:
 
 
 def hub_of(gate: RunningGate) -> WatchHub:
-    owners = [getattr(listener, "__self__", None) for listener in gate.app.cache.listeners]
-    hubs = [owner for owner in owners if isinstance(owner, WatchHub)]
-    assert len(hubs) == 1, hubs
-    return hubs[0]
+    hub = gate.app.watch
+    assert hub is not None and hub.changed in gate.app.cache.listeners
+    return hub
 
 
 def held(gate: RunningGate, version: int) -> int:
@@ -482,6 +481,20 @@ def test_too_many_watches_are_refused(served: tuple[GateRegistry, RunningGate]) 
             error = second.error()
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "at most 1 watches" in error.details()
+
+
+def test_a_gate_stopping_ends_its_watches_to_be_resumed(
+    served: tuple[GateRegistry, RunningGate],
+) -> None:
+    _, gate = served
+    with watching(gate.target, water_request(["S-1"])) as stream:
+        stream.until_marker()
+        stopping = gate.loop.submit(gate.app.stop(grace=30.0))
+        gate.stopped = True
+        error = stream.error()
+        stopping.result(timeout=WAIT)  # the stop did not wait out its grace for the watch
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert "stopping: resume" in error.details()
 
 
 def test_the_client_refuses_a_question_naming_a_structure() -> None:
