@@ -418,6 +418,7 @@ class WatchHub:
         self._watches: set[_Watch] = set()
         self._stale: bool | None = None
         self._version = gate.cache.size  # the registry version last told of
+        self._doubtful: Set[str] = gate.cache.doubtful  # as last seen
         self._checked_at = gate.clock()  # moments up to here have been queued
         self._clock: asyncio.Task[None] | None = None
         self._closing = False
@@ -436,18 +437,26 @@ class WatchHub:
     def changed(self, version: int, structure_ids: Collection[str] | None) -> None:
         """The cache's listener: a head was installed, ``structure_ids`` changed (None: any)."""
         before, self._version = self._version, version
+        doubtful, seen = self.gate.cache.doubtful, self._doubtful
+        # Structures whose record could be verified and now cannot (the database altered under
+        # the gate, say), or the other way round: their answers change with no new head.
+        unsure = () if doubtful is seen or doubtful == seen else doubtful ^ seen
+        self._doubtful = doubtful
         if not self._watches:
             return
         flip = self._staleness_flip(self.gate.clock())
-        if flip is None and version == before and structure_ids is None:
+        if flip is None and version == before and structure_ids is None and not unsure:
             return  # the same head again (the embedded follower installs each poll whole)
         for watch in self._watches:
             if flip is not None:
                 watch.rescan_all(flip)
             elif structure_ids is None:
-                watch.rescan_all(RECORD_CHANGED, None if version < before else before)
+                if version != before:
+                    watch.rescan_all(RECORD_CHANGED, None if version < before else before)
             else:
                 watch.records_changed(structure_ids)
+            if unsure:
+                watch.records_changed(unsure)
             watch.mark(version, self._checked_at)
 
     def look_at_the_clock(self) -> None:

@@ -309,6 +309,30 @@ def test_a_notifying_offices_watch_records_no_notice(
     assert registry.sql("SELECT count(*) FROM notification") == [(0,)]
 
 
+def test_a_record_that_can_no_longer_be_verified_is_reported_without_a_new_head(
+    served: tuple[GateRegistry, RunningGate],
+) -> None:
+    """The same head installed again, but S-1's record no longer verifiable (as when the
+    database was found altered under the gate): the watch hears REVIEW, then ALLOW again."""
+    _, gate = served
+    app = gate.app
+    gate.run(app.follower.close())  # the test installs, as the follower would
+
+    async def install(doubtful: frozenset[str]) -> None:
+        cache = app.cache
+        records = app.verifier.records
+        cache.install(cache.head, records, replace=True, doubtful=doubtful, superseded=None)
+
+    with watching(gate.target, water_request(["S-1", "S-2"])) as stream:
+        stream.until_marker()
+        gate.run(install(frozenset({"S-1"})))
+        answers, _ = stream.until_marker()
+        assert answers == [("S-1", REVIEW, "RECORD_CHANGED", ["RECORD_UNVERIFIED"])]
+        gate.run(install(frozenset()))
+        answers, _ = stream.until_marker()
+        assert answers == [("S-1", ALLOW, "RECORD_CHANGED", [])]
+
+
 def test_a_district_watch_sees_only_its_district(tmp_path: Path) -> None:
     lines = [*urban_ok("S-1"), structure("S-5", district="110229")]
     with (
