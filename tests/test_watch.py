@@ -394,6 +394,19 @@ def test_the_client_resumes_a_dropped_stream_without_loss_or_repeat(
         assert after.position is not None and after.position.version > flagged.registry_version - 1
 
 
+def test_a_structure_added_to_an_empty_registry_is_heard_of(tmp_path: Path) -> None:
+    with (
+        served_registry(tmp_path) as (registry, gate),
+        Client(gate.target) as client,
+    ):
+        changes = pump(client.watch(WATER, structure_ids=["S-1"]))
+        (first,) = take(changes, 1)
+        assert (first.registry_version, first.decision.verdict) == (0, Verdict.DENY)
+        registry.load(urban_ok("S-1"))
+        (added,) = take(changes, 1)
+        assert (added.structure_id, added.decision.verdict) == ("S-1", Verdict.ALLOW)
+
+
 def test_a_later_watch_starts_from_a_position(served: tuple[GateRegistry, RunningGate]) -> None:
     registry, gate = served
     with Client(gate.target) as client:

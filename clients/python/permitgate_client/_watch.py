@@ -61,14 +61,15 @@ _PROGRESS: Final = int(pb.CHANGE_CAUSE_PROGRESS)
 @dataclass(frozen=True, slots=True)
 class WatchPosition:
     """A point a watch can resume from: every change up to registry ``version`` and up to
-    ``at`` had been sent. Pass it as ``after`` to start a later watch there."""
+    ``at`` had been sent. Pass it as ``after`` to start a later watch there (version 0, before
+    the gate held any data: from the start)."""
 
     version: int
     at: datetime
 
     def __post_init__(self) -> None:
-        if self.version < 1:
-            raise ValueError(f"version: a registry version (1 or more), not {self.version!r}")
+        if not isinstance(self.version, int) or self.version < 0:
+            raise ValueError(f"version: a registry version (0 or more), not {self.version!r}")
         if self.at.tzinfo is None:
             raise ValueError("at: give a timezone-aware datetime")
 
@@ -155,7 +156,7 @@ class _Resumer:
         request = pb.WatchRequest()
         request.CopyFrom(self._request)
         position = self.position
-        if position is not None and not self._cautionary:
+        if position is not None and position.version and not self._cautionary:
             request.after_version = position.version
             request.after_time.FromDatetime(position.at)
         return request
