@@ -119,7 +119,12 @@ def _watch(
 @watch.command(epilog=WATCH_EXIT_CODES)
 @click.option("--utility", type=click.Choice(UTILITIES), required=True)
 @click.option("--kind", type=click.Choice(CONNECTION_KINDS), default="permanent", show_default=True)
-@click.option("--until", "until", metavar="TIME", help="For temporary supply: its end (required).")
+@click.option(
+    "--until",
+    "until",
+    metavar="TIME",
+    help="For temporary supply (then required): its end, at most 365 days ahead.",
+)
 @scope_options
 @gate_options
 def connection(
