@@ -391,7 +391,8 @@ def test_the_client_resumes_a_dropped_stream_without_loss_or_repeat(
         registry.load([case("C-3", "S-3", "filed")])
         (after,) = take(changes, 1)  # S-2's unchanged answer was not yielded again
         assert (after.structure_id, after.cause) == ("S-3", ChangeCause.RECORD_CHANGED)
-        assert after.position is not None and after.position.version > flagged.registry_version - 1
+        assert after.position is not None  # the resumed stream's marker, at or after S-1's
+        assert after.position.version >= flagged.registry_version
 
 
 def test_a_structure_added_to_an_empty_registry_is_heard_of(tmp_path: Path) -> None:
