@@ -45,6 +45,7 @@ from server.receipts import DEFAULT_GATE_NAME, GATE_ROLE, GateKeyVouch, ReceiptS
 from server.reflection import enable_reflection
 from server.service import SERVICE_NAME, PermitGateService
 from server.verifier import GateStateError, RegistryVerifier
+from server.watch import WatchHub
 
 __all__ = [
     "DEFAULT_AUDIT_INTERVAL",
@@ -121,6 +122,7 @@ class GateApp:
         self.tls = tls
         self._held = ExitStack()  # the state directory's lock, and the state's file
         self._first_load: asyncio.Task[bool] | None = None
+        self.watch: WatchHub | None = None  # WatchStatus's hub, told of each head installed
 
     @classmethod
     async def create(
@@ -229,8 +231,12 @@ class GateApp:
         # Every service registers through the guard: no request bytes reach it unparsed, and
         # no call runs beyond the limit (kept there rather than by grpc.aio: see CallLimit).
         guarded = GuardedServer(server, MalformedRequests(), CallLimit(max_concurrent_rpcs))
+        watch = WatchHub(gate)  # one of the cache's listeners from now on
         PermitGateService(
-            gate, keys, client_certificates=tls is not None and tls.client_ca is not None
+            gate,
+            keys,
+            client_certificates=tls is not None and tls.client_ca is not None,
+            watch=watch,
         ).add_to_server(guarded)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, guarded)
@@ -250,7 +256,7 @@ class GateApp:
             services=("", SERVICE_NAME),
             interval=min(poll_interval, 1.0),
         )
-        return cls(
+        app = cls(
             db=db,
             feed=feed,
             gate=gate,
@@ -262,6 +268,8 @@ class GateApp:
             address=f"{host}:{port}",
             tls=tls is not None,
         )
+        app.watch = watch
+        return app
 
     async def start(self) -> None:
         """Serve at once; the registry loads in the background (health says when it has)."""
@@ -304,6 +312,8 @@ class GateApp:
         if self._first_load is not None:
             self._first_load.cancel()
         await self.health.stop()  # NOT_SERVING first, so balancers move on
+        if self.watch is not None:
+            self.watch.close()  # watches never end by themselves: end them, to be resumed
         await self.server.stop(grace)
         await self.follower.close()
         await self.gate.decision_log.close()

@@ -143,6 +143,15 @@ class RegistryCache:
         held.envelope = b""  # parsed: the bytes are no longer needed
         return held
 
+    def structure_ids(self) -> list[str]:
+        """Every structure held, as of now (a copy: installs may follow while it is read)."""
+        return list(self._records)
+
+    @property
+    def doubtful(self) -> Set[str]:
+        """The structures the held map has whose current record cannot be verified."""
+        return self._doubtful
+
     def is_doubtful(self, structure_id: str) -> bool:
         """The held map has the structure, but its current record cannot be verified."""
         return structure_id in self._doubtful

@@ -29,6 +29,7 @@ from server.checks import CHECK_KINDS, CheckKind, InvalidCheck
 from server.decision_log import LogEntry
 from server.gate import Gate, GateUnavailable
 from server.guard import GuardedServer
+from server.watch import WatchHub
 from server.wire import answer_bytes, batch_field, error_decision, wire_decision
 
 __all__ = [
@@ -75,14 +76,22 @@ async def _abort(context: Context, code: grpc.StatusCode, details: str) -> NoRet
 
 
 class PermitGateService:
-    """``permitgate.v1.PermitGate``: the unary checks of ``CHECK_KINDS``, BatchCheck, GetKeys."""
+    """``permitgate.v1.PermitGate``: the unary checks of ``CHECK_KINDS``, BatchCheck, GetKeys,
+    and WatchStatus (``server.watch``)."""
 
     def __init__(
-        self, gate: Gate, keys: Callable[[], pb.KeySet], *, client_certificates: bool = True
+        self,
+        gate: Gate,
+        keys: Callable[[], pb.KeySet],
+        *,
+        client_certificates: bool = True,
+        watch: WatchHub | None = None,
     ) -> None:
         """``client_certificates``: whether the port asks callers for one (mutual TLS); without,
-        a caller is named by its address alone."""
+        a caller is named by its address alone. ``watch``: the hub WatchStatus streams come
+        from (by default one of its own over the gate's cache)."""
         self._gate = gate
+        self.watch = WatchHub(gate) if watch is None else watch
         self._keys = keys
         self._caller = caller_of if client_certificates else peer_of
 
@@ -100,6 +109,11 @@ class PermitGateService:
             self.batch_check,
             request_deserializer=pb.CheckBatch.FromString,
             response_serializer=None,
+        )
+        handlers["WatchStatus"] = grpc.unary_stream_rpc_method_handler(
+            self.watch.watch_status,
+            request_deserializer=pb.WatchRequest.FromString,
+            response_serializer=pb.StatusChange.SerializeToString,
         )
         handlers["GetKeys"] = grpc.unary_unary_rpc_method_handler(
             self.get_keys,

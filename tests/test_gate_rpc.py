@@ -646,6 +646,7 @@ def test_reflection_describes_the_gate(target: str) -> None:
         "VerifyPremises",
         "BatchCheck",
         "GetKeys",
+        "WatchStatus",
     ]
     options = gate_file.options
     assert options.go_package.endswith("/permitgate/v1;permitgatev1")

@@ -10,6 +10,8 @@
         for answer in client.check_many(Check.connection(sid, utility="water") for sid in ids):
             ...  # a Decision, or a Refused, per check, in order
     verify_receipt(d.receipt, keyset)       # or with the registry key alone (registry.pub)
+    for change in client.watch(Check.connection("", utility="water"), structure_ids=ids):
+        ...  # each structure's answer, then every change to it (resumed after a dropped stream)
 
 Errors: ``GateError`` and its subclasses when the gate does not answer, ``VerificationError`` and
 its subclasses when signed data does not verify, both under ``PermitgateError``.
@@ -24,6 +26,7 @@ from permitgate_client._client import (
     DEFAULT_TIMEOUT,
     DEFAULT_WINDOW,
     MAX_BATCH,
+    WATCH_RETRIES,
     AsyncClient,
     Client,
 )
@@ -61,17 +64,21 @@ from permitgate_client._models import (
 )
 from permitgate_client._receipts import Receipt, VerifiedReceipt, verify_receipt
 from permitgate_client._trust import VerifierKey
+from permitgate_client._watch import MAX_WATCHED_IDS, ChangeCause, StatusChange, WatchPosition
 
 __all__ = [
     "CONNECTION_KINDS",
     "DEFAULT_TIMEOUT",
     "DEFAULT_WINDOW",
     "MAX_BATCH",
+    "MAX_WATCHED_IDS",
     "OFFICES",
     "REGISTRATION_KINDS",
     "UTILITIES",
+    "WATCH_RETRIES",
     "AsyncClient",
     "BadSignatureError",
+    "ChangeCause",
     "Check",
     "Client",
     "DeadlineError",
@@ -92,11 +99,13 @@ __all__ = [
     "ReceiptError",
     "Refused",
     "RollbackError",
+    "StatusChange",
     "UnavailableError",
     "Verdict",
     "VerificationError",
     "VerifiedReceipt",
     "VerifierKey",
+    "WatchPosition",
     "WrongOriginError",
     "WrongStructureError",
     "verify_receipt",

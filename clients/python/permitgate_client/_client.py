@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -35,10 +36,25 @@ import grpc
 from permitgate_client._errors import GateError, from_rpc
 from permitgate_client._keyset import KeySet
 from permitgate_client._models import _VERDICTS, Check, Decision, Refused
+from permitgate_client._watch import (
+    RESUMABLE,
+    StatusChange,
+    WatchPosition,
+    _Resumer,
+    backoff,
+    watch_request,
+)
 from permitgate_client.v1 import gate_pb2 as pb
 from permitgate_client.v1 import gate_pb2_grpc
 
-__all__ = ["DEFAULT_TIMEOUT", "DEFAULT_WINDOW", "MAX_BATCH", "AsyncClient", "Client"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_WINDOW",
+    "MAX_BATCH",
+    "WATCH_RETRIES",
+    "AsyncClient",
+    "Client",
+]
 
 DEFAULT_TIMEOUT = 5.0
 """Seconds a single call (a check, ``keys``) may take before ``DeadlineError``."""
@@ -48,6 +64,9 @@ MAX_BATCH = 1000
 
 DEFAULT_WINDOW = 8
 """How many batches ``check_many`` keeps in flight by default."""
+
+WATCH_RETRIES = 10
+"""How many times in a row ``watch`` tries to resume a dropped stream before it gives up."""
 
 Material = bytes | str | os.PathLike[str]
 """TLS material: the PEM bytes themselves, or the path of a file holding them."""
@@ -217,6 +236,21 @@ class _BaseClient:
         """The RPC that answers ``check`` alone, and its request message."""
         kind = check.kind
         return _RPC[kind], getattr(check.message, kind)
+
+    @staticmethod
+    def _resumer(
+        question: Check,
+        structure_ids: list[str] | tuple[str, ...] | None,
+        district: str | None,
+        all_structures: bool,
+        after: WatchPosition | None,
+        retries: int,
+    ) -> _Resumer:
+        if not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries: 0 or more, not {retries!r}")
+        if after is not None and not isinstance(after, WatchPosition):
+            raise TypeError(f"after: expected a WatchPosition, got {type(after).__name__}")
+        return _Resumer(watch_request(question, structure_ids, district, all_structures), after)
 
     @staticmethod
     def _batcher(
@@ -414,6 +448,51 @@ class Client(_BaseClient):
         """The registry's and the gate's public keys (and the newest checkpoint), to keep."""
         return KeySet.from_proto(self._call("GetKeys", pb.GetKeysRequest()))
 
+    def watch(
+        self,
+        question: Check,
+        *,
+        structure_ids: list[str] | tuple[str, ...] | None = None,
+        district: str | None = None,
+        all_structures: bool = False,
+        after: WatchPosition | None = None,
+        retries: int = WATCH_RETRIES,
+    ) -> Generator[StatusChange, None, None]:
+        """Every change to the answer ``question`` gets for the structures watched: first the
+        current answers (from ``after``: only those that may have changed since), then each
+        change as the gate finds it (a new case, a permit lapsing, stale data ...). Never ends
+        on its own; ``break`` or ``close()`` ends the watch.
+
+        ``question`` is a ``Check`` with its structure id left empty (``Check.connection("",
+        utility="water")``); the structures are ``structure_ids`` (at most 10,000), a
+        ``district``, or ``all_structures``. A dropped stream is resumed from the last progress
+        marker, without yielding an answer already yielded for a structure; after ``retries``
+        failed attempts in a row the last error is raised (a ``GateError``).
+        """
+        resumer = self._resumer(question, structure_ids, district, all_structures, after, retries)
+        failures = 0
+        while True:
+            call = self._stub.WatchStatus(resumer.request())
+            try:
+                for message in call:
+                    failures = 0
+                    change = resumer.take(message)
+                    if change is not None:
+                        yield change
+                error: grpc.RpcError | None = None
+            except grpc.RpcError as exc:
+                if exc.code() not in RESUMABLE:
+                    raise from_rpc(exc) from exc
+                error = exc
+            finally:
+                call.cancel()
+            failures += 1
+            if failures > retries:
+                if error is None:
+                    raise GateError("the gate kept ending the watch stream")
+                raise from_rpc(error) from error
+            time.sleep(backoff(failures))
+
 
 class AsyncClient(_BaseClient):
     """The asyncio twin of ``Client``: the same options and calls, awaited; ``check_many`` is
@@ -596,3 +675,39 @@ class AsyncClient(_BaseClient):
     async def keys(self) -> KeySet:
         """The registry's and the gate's public keys (and the newest checkpoint), to keep."""
         return KeySet.from_proto(await self._call("GetKeys", pb.GetKeysRequest()))
+
+    async def watch(
+        self,
+        question: Check,
+        *,
+        structure_ids: list[str] | tuple[str, ...] | None = None,
+        district: str | None = None,
+        all_structures: bool = False,
+        after: WatchPosition | None = None,
+        retries: int = WATCH_RETRIES,
+    ) -> AsyncGenerator[StatusChange, None]:
+        """``Client.watch`` for asyncio: ``async for`` over the changes (wrap it in
+        ``contextlib.aclosing`` to end the stream at once when you stop early)."""
+        resumer = self._resumer(question, structure_ids, district, all_structures, after, retries)
+        failures = 0
+        while True:
+            call = self._stub.WatchStatus(resumer.request())
+            try:
+                async for message in call:
+                    failures = 0
+                    change = resumer.take(message)
+                    if change is not None:
+                        yield change
+                error: grpc.RpcError | None = None
+            except grpc.RpcError as exc:
+                if exc.code() not in RESUMABLE:
+                    raise from_rpc(exc) from exc
+                error = exc
+            finally:
+                call.cancel()
+            failures += 1
+            if failures > retries:
+                if error is None:
+                    raise GateError("the gate kept ending the watch stream")
+                raise from_rpc(error) from error
+            await asyncio.sleep(backoff(failures))

@@ -76,6 +76,16 @@ class PermitKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PERMIT_KIND_RURAL_CONSTRUCTION_PLANNING: _ClassVar[PermitKind]
     PERMIT_KIND_CONSTRUCTION_WORKS: _ClassVar[PermitKind]
     PERMIT_KIND_PROPERTY_OWNERSHIP: _ClassVar[PermitKind]
+
+class ChangeCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHANGE_CAUSE_UNSPECIFIED: _ClassVar[ChangeCause]
+    CHANGE_CAUSE_CURRENT: _ClassVar[ChangeCause]
+    CHANGE_CAUSE_RECORD_CHANGED: _ClassVar[ChangeCause]
+    CHANGE_CAUSE_TIME_PASSED: _ClassVar[ChangeCause]
+    CHANGE_CAUSE_REGISTRY_STALE: _ClassVar[ChangeCause]
+    CHANGE_CAUSE_REGISTRY_FRESH: _ClassVar[ChangeCause]
+    CHANGE_CAUSE_PROGRESS: _ClassVar[ChangeCause]
 UTILITY_UNSPECIFIED: Utility
 UTILITY_WATER: Utility
 UTILITY_POWER: Utility
@@ -122,6 +132,13 @@ PERMIT_KIND_TEMPORARY_CONSTRUCTION_PLANNING: PermitKind
 PERMIT_KIND_RURAL_CONSTRUCTION_PLANNING: PermitKind
 PERMIT_KIND_CONSTRUCTION_WORKS: PermitKind
 PERMIT_KIND_PROPERTY_OWNERSHIP: PermitKind
+CHANGE_CAUSE_UNSPECIFIED: ChangeCause
+CHANGE_CAUSE_CURRENT: ChangeCause
+CHANGE_CAUSE_RECORD_CHANGED: ChangeCause
+CHANGE_CAUSE_TIME_PASSED: ChangeCause
+CHANGE_CAUSE_REGISTRY_STALE: ChangeCause
+CHANGE_CAUSE_REGISTRY_FRESH: ChangeCause
+CHANGE_CAUSE_PROGRESS: ChangeCause
 
 class ConnectionCheck(_message.Message):
     __slots__ = ("structure_id", "utility", "kind", "requested_until", "application_id", "receipt")
@@ -242,3 +259,33 @@ class KeySet(_message.Message):
     gate_key: str
     checkpoint: bytes
     def __init__(self, verifier_keys: _Optional[_Iterable[str]] = ..., registry_key: _Optional[str] = ..., gate_key: _Optional[str] = ..., checkpoint: _Optional[bytes] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("structure_ids", "district", "all_structures", "question", "after_version", "after_time")
+    STRUCTURE_IDS_FIELD_NUMBER: _ClassVar[int]
+    DISTRICT_FIELD_NUMBER: _ClassVar[int]
+    ALL_STRUCTURES_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    AFTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    AFTER_TIME_FIELD_NUMBER: _ClassVar[int]
+    structure_ids: _containers.RepeatedScalarFieldContainer[str]
+    district: str
+    all_structures: bool
+    question: Check
+    after_version: int
+    after_time: _timestamp_pb2.Timestamp
+    def __init__(self, structure_ids: _Optional[_Iterable[str]] = ..., district: _Optional[str] = ..., all_structures: _Optional[bool] = ..., question: _Optional[_Union[Check, _Mapping]] = ..., after_version: _Optional[int] = ..., after_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class StatusChange(_message.Message):
+    __slots__ = ("structure_id", "decision", "registry_version", "at", "cause")
+    STRUCTURE_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    structure_id: str
+    decision: Decision
+    registry_version: int
+    at: _timestamp_pb2.Timestamp
+    cause: ChangeCause
+    def __init__(self, structure_id: _Optional[str] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., registry_version: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cause: _Optional[_Union[ChangeCause, str]] = ...) -> None: ...

@@ -59,6 +59,11 @@ class PermitGateStub:
                 request_serializer=permitgate__client_dot_v1_dot_gate__pb2.GetKeysRequest.SerializeToString,
                 response_deserializer=permitgate__client_dot_v1_dot_gate__pb2.KeySet.FromString,
                 _registered_method=True)
+        self.WatchStatus = channel.unary_stream(
+                '/permitgate.v1.PermitGate/WatchStatus',
+                request_serializer=permitgate__client_dot_v1_dot_gate__pb2.WatchRequest.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_gate__pb2.StatusChange.FromString,
+                _registered_method=True)
 
 
 class PermitGateServicer:
@@ -99,6 +104,15 @@ class PermitGateServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchStatus(self, request, context):
+        """Hear of every change to the answer a check would get, for the structures watched: first
+        the current answers (or, on resuming, those that may have changed since), then each
+        change as it happens, with a progress marker after each step (see StatusChange).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PermitGateServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +140,11 @@ def add_PermitGateServicer_to_server(servicer, server):
                     servicer.GetKeys,
                     request_deserializer=permitgate__client_dot_v1_dot_gate__pb2.GetKeysRequest.FromString,
                     response_serializer=permitgate__client_dot_v1_dot_gate__pb2.KeySet.SerializeToString,
+            ),
+            'WatchStatus': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchStatus,
+                    request_deserializer=permitgate__client_dot_v1_dot_gate__pb2.WatchRequest.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_gate__pb2.StatusChange.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +282,33 @@ class PermitGate:
             '/permitgate.v1.PermitGate/GetKeys',
             permitgate__client_dot_v1_dot_gate__pb2.GetKeysRequest.SerializeToString,
             permitgate__client_dot_v1_dot_gate__pb2.KeySet.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/permitgate.v1.PermitGate/WatchStatus',
+            permitgate__client_dot_v1_dot_gate__pb2.WatchRequest.SerializeToString,
+            permitgate__client_dot_v1_dot_gate__pb2.StatusChange.FromString,
             options,
             channel_credentials,
             insecure,
