@@ -1,0 +1,447 @@
+"""The registry data a gate answers from when many gates share one cache: the verified map top
+of the head held, and a bounded L1 of verified records and verified absences.
+
+Why this can be believed: the follower (``server.shared_follower``) installs a head only with
+its map *top* (the node of each of the 65,536 buckets), and only once that top gives the head's
+signed map root and entry count. A bucket's node then proves the bucket's entries (``key ||
+value`` pairs, ``bucket_node``), and the entries prove each record (its envelope's SHA-256 is
+its entry's value) and each absence (a key not among them). So a record fetched from Redis, or
+from the database when Redis fails, is held only if
+
+1. its bucket's entries hash to the bucket's node in the top held (else ``redis_entries``, or
+   ``database_bucket``),
+2. the structure's entry is there and its envelope's SHA-256 is that entry's value (else
+   ``redis_record``), and
+3. the envelope reads as the status record of that very structure, no newer than the head
+   (``read_status_record``; else ``record_unverified``).
+
+A structure whose key is not among its bucket's verified entries is held as a verified absence.
+Whatever is neither proved present nor proved absent is *doubtful* (``is_doubtful``): the gate
+answers RECORD_UNVERIFIED / REVIEW for it, never ALLOW, never NOT_IN_REGISTRY. Each lie is an
+``Incidents`` kind, logged once; then the database is asked the same way.
+
+A record proved under one top stays proved under the next for as long as its bucket's node is
+unchanged: the follower drops the L1 entries of every changed bucket when it installs a new top
+(``install_top``), and a fetch whose bucket changed while it was under way is not held.
+
+L1 is a dict in insertion order, bounded by ``size``: beyond it the oldest entries are evicted,
+a sixteenth of ``size`` at a time. Not LRU: moving an entry on every hit would put a dict write
+on every request, while a hot structure evicted costs one Redis round trip to come back; and
+evicting a batch at a time keeps ``next(iter(l1))`` from scanning the slots freed at the front
+of the dict once per eviction. An entry holds the parsed record and its digest (the envelope is
+dropped once parsed), and an absence is one int.
+
+Freshness is exactly ``RegistryCache``'s (this class extends it): the age of the held head's
+cosignature against ``max_staleness``, and stale at once when the head is superseded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import AbstractContextManager
+from itertools import islice
+from typing import Protocol
+
+from permitgate_client import VerificationError
+from permitgate_client._proofs import RegistryHead, map_key
+
+from registry.feed import FeedError
+from registry.redis_feed import RedisFeed, RedisFeedError
+from registry.statusmap import BUCKETS, MapTop, bucket_node, bucket_of, entry_in
+from server.cache import CachedStatus, RegistryCache, read_status_record
+from server.incidents import Incidents
+
+__all__ = ["DEFAULT_CACHE_SIZE", "BucketFeed", "SharedCache", "SharedStatus"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE_SIZE = 100_000
+"""Structures (records or absences) a gate holds in L1 unless told otherwise."""
+
+_INDEXES = tuple(range(BUCKETS))  # one int object per bucket index, shared by every entry
+_DATABASE_READS = 4  # database fallbacks under way at once, at most
+_DATABASE_TIMEOUT = 5.0  # seconds a database fallback may take
+
+
+class BucketView(Protocol):
+    """What the database fallback reads in one snapshot (``registry.feed.FeedView``)."""
+
+    def checkpoint_note(self) -> bytes | None: ...
+
+    def bucket_records(self, index: int) -> Iterator[tuple[str, bytes]]: ...
+
+
+class BucketFeed(Protocol):
+    def snapshot(self) -> AbstractContextManager[BucketView]: ...
+
+
+class SharedStatus(CachedStatus):
+    """A verified record in L1, with the bucket whose node proved it."""
+
+    __slots__ = ("bucket",)
+
+    def __init__(self, digest: bytes, record: object, bucket: int) -> None:
+        super().__init__(b"", digest, record)  # type: ignore[arg-type]
+        self.bucket = bucket
+
+
+_Held = SharedStatus | int  # a record, or a verified absence (its bucket index)
+
+
+def _bucket(held: _Held) -> int:
+    return held if isinstance(held, int) else held.bucket
+
+
+def _serial_of_note(note: bytes | None) -> int | None:
+    """The map serial in a head note's map line, unverified (only to tell "behind" from a lie)."""
+    if note is None:
+        return None
+    for line in note.split(b"\n", 4)[:4]:
+        if line.startswith(b"map "):
+            try:
+                return int(line.split(b" ")[1])
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+class SharedCache(RegistryCache):
+    """``RegistryCache``'s interface over a bounded L1, filled on demand by ``ensure``."""
+
+    def __init__(
+        self,
+        *,
+        max_staleness: float,
+        redis: RedisFeed,
+        database: BucketFeed | None,
+        size: int = DEFAULT_CACHE_SIZE,
+        incidents: Incidents | None = None,
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"cache size: {size} is not a positive number")
+        super().__init__(max_staleness=max_staleness, incidents=incidents)
+        self.redis = redis
+        self.database = database
+        self.bound = size  # L1 holds at most this many structures
+        self.top: MapTop | None = None
+        self._l1: dict[str, _Held] = {}
+        self._inflight: dict[str, asyncio.Future[None]] = {}
+        self._database_slots = asyncio.Semaphore(_DATABASE_READS)
+        self.behind: Callable[[], None] | None = None  # told when Redis is ahead of the top
+        self.fetches = {"redis": 0, "database": 0}  # structures proved from each
+
+    def __len__(self) -> int:
+        return len(self._l1)
+
+    def __contains__(self, structure_id: str) -> bool:
+        return structure_id in self._l1
+
+    # --- what a request reads ------------------------------------------------------------
+
+    def get(self, structure_id: str) -> CachedStatus | None:
+        held = self._l1.get(structure_id)
+        return held if held.__class__ is SharedStatus else None
+
+    def is_doubtful(self, structure_id: str) -> bool:
+        """Neither a verified record nor a verified absence is held (REVIEW, never ALLOW)."""
+        return structure_id not in self._l1
+
+    def missing(self, structure_ids: Collection[str]) -> list[str]:
+        l1 = self._l1
+        return [sid for sid in structure_ids if sid not in l1]
+
+    async def ensure(self, structure_ids: Collection[str]) -> None:
+        """Prove the records (or absences) of ``structure_ids`` not in L1: from Redis in one
+        round trip, else from the database; those proved neither way stay doubtful."""
+        l1 = self._l1
+        missing = [sid for sid in structure_ids if sid not in l1]
+        if not missing or self.top is None:
+            return
+        mine: list[str] = []
+        waits: set[asyncio.Future[None]] = set()
+        for sid in dict.fromkeys(missing):
+            under_way = self._inflight.get(sid)
+            if under_way is None:
+                mine.append(sid)
+            else:
+                waits.add(under_way)
+        if mine:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            for sid in mine:
+                self._inflight[sid] = done
+            try:
+                await self._fetch(mine, retry=True)
+            finally:
+                for sid in mine:
+                    self._inflight.pop(sid, None)
+                done.set_result(None)
+        if waits:
+            await asyncio.wait(waits)  # not cancelled with this request
+
+    # --- proving ---------------------------------------------------------------------------
+
+    async def _fetch(self, ids: Sequence[str], *, retry: bool) -> None:
+        top, head = self.top, self.head
+        if top is None or head is None:
+            return
+        wanted = [(bucket_of(sid), sid) for sid in ids]
+        proved: dict[str, _Held] = {}
+        failed: list[tuple[int, str]] = []
+        try:
+            rows = await self.redis.buckets(wanted)
+        except RedisFeedError as exc:
+            self.incidents.report("redis_unavailable", ("read", str(exc)), "%s", exc)
+            failed = wanted
+        else:
+            mismatched: list[tuple[int, bytes, str]] = []
+            for (index, sid), (entries, envelope) in zip(wanted, rows, strict=True):
+                held = self._from_redis(sid, index, entries, envelope, top, head)
+                if isinstance(held, str):
+                    mismatched.append((index, entries or b"", held))
+                if held is None or isinstance(held, str):
+                    failed.append((index, sid))
+                else:
+                    proved[sid] = held
+            self.fetches["redis"] += len(proved)
+            if mismatched:
+                await self._entries_refused(mismatched, head)
+        if failed and self.database is not None:
+            from_db = await self._from_database(failed, top, head)
+            self.fetches["database"] += len(from_db)
+            proved.update(from_db)
+        self._hold(proved, top)
+        if retry and len(proved) < len(ids) and self.top is not top:
+            # A new top arrived meanwhile: what failed may be proved by it.
+            await self._fetch([sid for sid in ids if sid not in proved], retry=False)
+
+    def _from_redis(
+        self,
+        sid: str,
+        index: int,
+        entries: bytes | None,
+        envelope: bytes | None,
+        top: MapTop,
+        head: RegistryHead,
+    ) -> _Held | str | None:
+        """The record or absence Redis proves; None (the reason reported), or why the bucket's
+        entries are refused (reported by ``_entries_refused``)."""
+        if entries is None and envelope is None and top.bucket(index)[0]:
+            self.incidents.report(
+                "redis_unavailable",
+                ("lacks", head.map.serial),
+                "redis %s lacks bucket %d of head serial %d (flushed, or not yet published): "
+                "reading the database instead",
+                self.redis.where,
+                index,
+                head.map.serial,
+            )
+            return None
+        entries = entries or b""
+        try:
+            node = bucket_node(entries, index)
+        except ValueError as exc:
+            node, why = (-1, b""), str(exc)
+        else:
+            why = "they do not hash to its node in the verified map top"
+        if node != top.bucket(index):
+            return why
+        value = entry_in(entries, map_key(sid))
+        if value is None:
+            return _INDEXES[index]
+        if envelope is None:
+            self.incidents.report(
+                "redis_record",
+                (sid, value, b""),
+                "redis %s: no status record of %s beside its bucket's entries: reading the "
+                "database instead",
+                self.redis.where,
+                sid,
+            )
+            return None
+        digest = hashlib.sha256(envelope).digest()
+        if digest != value:
+            self.incidents.report(
+                "redis_record",
+                (sid, value, digest),
+                "redis %s: the status record of %s is not the one head serial %d signs "
+                "(SHA-256 %s…, signed %s…): refused, reading the database instead",
+                self.redis.where,
+                sid,
+                head.map.serial,
+                digest.hex()[:16],
+                value.hex()[:16],
+            )
+            return None
+        return self._parsed(sid, index, envelope, digest, head)
+
+    def _parsed(
+        self, sid: str, index: int, envelope: bytes, digest: bytes, head: RegistryHead
+    ) -> SharedStatus | None:
+        try:
+            record = read_status_record(envelope, sid, head.size)
+        except VerificationError as exc:
+            self.incidents.report(
+                "record_unverified",
+                (sid, digest),
+                "the status record of %s matches the signed map but cannot be read (%s): it "
+                "answers RECORD_UNVERIFIED",
+                sid,
+                exc,
+            )
+            return None
+        return SharedStatus(digest, record, _INDEXES[index])
+
+    async def _entries_refused(
+        self, mismatched: list[tuple[int, bytes, str]], head: RegistryHead
+    ) -> None:
+        """Report bucket entries that do not give their node in the top held, unless Redis
+        says it published a newer head (its buckets are then ahead of this gate's top: the
+        follower is woken, and no lie is reported; what the newer head proves is tried then)."""
+        try:
+            published = await self.redis.published()
+        except RedisFeedError:
+            published = None
+        if published is not None and published > head.map.serial:
+            if self.behind is not None:
+                self.behind()
+            return
+        for index, entries, why in mismatched:
+            self.incidents.report(
+                "redis_entries",
+                (index, hashlib.sha256(entries).digest()),
+                "redis %s: the entries of bucket %d are not those head serial %d signs (%s): "
+                "refused, reading the database instead",
+                self.redis.where,
+                index,
+                head.map.serial,
+                why,
+            )
+
+    async def _from_database(
+        self, wanted: list[tuple[int, str]], top: MapTop, head: RegistryHead
+    ) -> dict[str, _Held]:
+        database = self.database
+        assert database is not None
+        indexes = sorted({index for index, _ in wanted})
+
+        def read() -> tuple[int | None, dict[int, list[tuple[str, bytes]]]]:
+            with database.snapshot() as view:
+                serial = _serial_of_note(view.checkpoint_note())
+                return serial, {i: list(view.bucket_records(i)) for i in indexes}
+
+        async with self._database_slots:
+            try:
+                serial, buckets = await asyncio.wait_for(asyncio.to_thread(read), _DATABASE_TIMEOUT)
+            except (FeedError, TimeoutError) as exc:
+                why = str(exc) or f"no answer within {_DATABASE_TIMEOUT:g} s"
+                log.warning("registry database: bucket read failed: %s", why)
+                return {}
+        proved: dict[str, _Held] = {}
+        for index, sid in wanted:
+            held = self._from_bucket(sid, index, buckets[index], top, head, serial)
+            if held is not None:
+                proved[sid] = held
+        return proved
+
+    def _from_bucket(
+        self,
+        sid: str,
+        index: int,
+        rows: list[tuple[str, bytes]],
+        top: MapTop,
+        head: RegistryHead,
+        database_serial: int | None,
+    ) -> _Held | None:
+        sha256 = hashlib.sha256
+        pairs = sorted((map_key(s), sha256(e).digest(), s, e) for s, e in rows)
+        entries = b"".join(key + value for key, value, _, _ in pairs)
+        try:
+            node = bucket_node(entries, index)
+        except ValueError:
+            node = (-1, b"")
+        if node != top.bucket(index):
+            if database_serial is None or database_serial <= head.map.serial:
+                self.incidents.report(
+                    "database_bucket",
+                    (index, sha256(entries).digest()),
+                    "the database's records of bucket %d are not those head serial %d signs: "
+                    "%s answers RECORD_UNVERIFIED",
+                    index,
+                    head.map.serial,
+                    sid,
+                )
+            return None
+        for _, digest, filed_as, envelope in pairs:
+            if filed_as == sid:
+                return self._parsed(sid, index, envelope, digest, head)
+        if entry_in(entries, map_key(sid)) is None:
+            return _INDEXES[index]
+        return None
+
+    def _hold(self, proved: dict[str, _Held], top: MapTop) -> None:
+        if not proved:
+            return
+        current = self.top
+        if current is None:
+            return
+        l1 = self._l1
+        if current is top:
+            l1.update(proved)
+        else:  # only those whose bucket the new top did not change
+            for sid, held in proved.items():
+                index = _bucket(held)
+                if current.bucket(index) == top.bucket(index):
+                    l1[sid] = held
+        if len(l1) > self.bound:
+            excess = len(l1) - self.bound + max(1, self.bound // 16)
+            for sid in list(islice(l1, min(excess, len(l1)))):
+                del l1[sid]
+
+    # --- what the follower installs ------------------------------------------------------
+
+    def install_top(
+        self,
+        head: RegistryHead,
+        top: MapTop,
+        changed: Collection[int] | None,
+        *,
+        superseded: str | None,
+        hints: Collection[str] | None,
+    ) -> set[str]:
+        """Hold ``head`` with its verified ``top``: drop the L1 entries of the ``changed``
+        buckets (None: every entry), then tell the listeners; returns the ids dropped.
+
+        ``hints``: structures said to have changed (None: unknown); those in changed buckets,
+        and every id dropped, are what the listeners are told.
+        """
+        l1 = self._l1
+        dropped: set[str] = set()
+        if changed is None:
+            dropped = set(l1)
+            l1.clear()
+        elif changed:
+            buckets = changed if isinstance(changed, set | frozenset) else set(changed)
+            dropped = {sid for sid, held in l1.items() if _bucket(held) in buckets}
+            for sid in dropped:
+                del l1[sid]
+        self.top = top
+        self.hold_head(head, superseded=superseded)
+        if self.listeners:
+            told: Collection[str] | None = None
+            if hints is not None and changed is not None:
+                buckets = set(changed)
+                told = dropped | {sid for sid in hints if bucket_of(sid) in buckets}
+            for listener in self.listeners:
+                try:
+                    listener(head.size, told)
+                except Exception:  # a listener's fault must not keep the head from being held
+                    log.exception("a change listener failed")
+        return dropped
+
+    def hold_head(self, head: RegistryHead | None, *, superseded: str | None) -> None:
+        """Hold ``head`` (the same checkpoint as the top held, maybe cosigned later) and say
+        whether a newer one is known: freshness as ``RegistryCache`` counts it."""
+        self.install(head, {}, replace=False, doubtful=frozenset(), superseded=superseded)
