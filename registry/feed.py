@@ -14,7 +14,12 @@ A gate needs a few reads that must agree with each other, so they happen inside 
 * ``view.status_records_of(ids)``: the records of those structures (the gate reads again the
   few it could not verify);
 * ``view.consistency_proof(old_size, new_size)``: the RFC 9162 proof that the log at
-  ``new_size`` extends the log at ``old_size``.
+  ``new_size`` extends the log at ``old_size``;
+* for a gate that holds only the status map's top (``registry.statusmap.MapTop``) and proves
+  records a bucket at a time: ``view.bucket_records(index)``, every record of one map bucket;
+  ``view.map_top()``, the top computed from every record (a full read: the fallback when no
+  faster source of a top is at hand); ``view.frontier(size)``, the log's compact tree state
+  stored with a head of that size.
 
 Nothing a feed returns is believed as read. Heads are verified against the registry key, a
 consistency proof against the two heads' roots, and records by their SHA-256 against the status
@@ -33,17 +38,20 @@ service are further implementations of the same protocol.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 from collections.abc import Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any, Protocol
 
+from permitgate_client._proofs import MAP_EMPTY, map_key
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from registry.merkle import CompactTree, consistency_proof, leaf_hash
+from registry.statusmap import BUCKETS, MapTop, bucket_node
 from registry.storage import Database, EventRow, HeadRow, StatusRow, error_line, id_in
 
 __all__ = ["FeedError", "FeedView", "RegistryFeed", "SqlFeed"]
@@ -81,6 +89,18 @@ class FeedView(Protocol):
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         """The RFC 9162 consistency proof from the log at ``old_size`` to ``new_size``."""
+        ...
+
+    def bucket_records(self, index: int) -> list[tuple[str, bytes]]:
+        """``(structure id, envelope)`` of every record in status map bucket ``index``."""
+        ...
+
+    def map_top(self) -> bytes:
+        """The status map's top over every record (``StatusMap.top_bytes``), unverified."""
+        ...
+
+    def frontier(self, size: int) -> bytes | None:
+        """The log's compact tree state stored with a head of ``size`` (None: none stored)."""
         ...
 
 
@@ -174,6 +194,48 @@ class _SqlView:
             return []
         old = self._frontier(old_size)
         return consistency_proof(old, self._leaves(old_size, new_size))
+
+    def bucket_records(self, index: int) -> list[tuple[str, bytes]]:
+        rows = self._session.execute(
+            select(StatusRow.structure_id, StatusRow.envelope).where(StatusRow.map_bucket == index)
+        )
+        return [(structure_id, bytes(envelope)) for structure_id, envelope in rows]
+
+    def map_top(self) -> bytes:
+        """Bucket by bucket, in bucket order, so that only one bucket's entries are in memory."""
+        nodes: list[tuple[int, bytes]] = [(0, MAP_EMPTY)] * BUCKETS
+        current: int | None = None
+        entries: list[tuple[bytes, bytes]] = []
+
+        def close() -> None:
+            if current is not None:
+                entries.sort()
+                try:
+                    nodes[current] = bucket_node(b"".join(k + v for k, v in entries), current)
+                except ValueError as exc:  # a row filed under another bucket than its id's
+                    raise FeedError(f"the status records do not make a status map: {exc}") from exc
+
+        rows = self._session.execute(
+            select(StatusRow.map_bucket, StatusRow.structure_id, StatusRow.envelope).order_by(
+                StatusRow.map_bucket
+            ),
+            execution_options={"yield_per": _ROWS_PER_FETCH},
+        )
+        for bucket, structure_id, envelope in rows:
+            if bucket != current:
+                close()
+                current, entries = bucket, []
+            entries.append((map_key(structure_id), hashlib.sha256(envelope).digest()))
+        close()
+        return MapTop([c for c, _ in nodes], [n for _, n in nodes]).to_bytes()
+
+    def frontier(self, size: int) -> bytes | None:
+        return self._session.scalar(
+            select(HeadRow.tree_state)
+            .where(HeadRow.size == size)
+            .order_by(HeadRow.serial.desc())
+            .limit(1)
+        )
 
     def _frontier(self, size: int) -> CompactTree:
         row = self._session.execute(

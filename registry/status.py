@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 from registry.canonical import canonical_json
 from registry.records import Case, Permit, StatusRecord, Structure, format_time
 from registry.signing import Signer
+from registry.statusmap import bucket_of
 from registry.storage import StatusRow, UTCDateTime, id_in, table_of
 from registry.trust import STATUS_PAYLOAD_TYPE
 
@@ -64,8 +65,9 @@ RECORD_VALIDITY = timedelta(days=7)
 StateParts = tuple[bytes, tuple[bytes, ...], tuple[bytes, ...]]
 """A structure's state to sign: the canonical JSON of the structure, of each of its permits and
 of each of its cases (both sorted by id)."""
-StatusRowValues = tuple[str, int, datetime, bytes, bytes]
-"""A ``status_record`` row: structure id, tree size, next update, SHA-256, envelope."""
+StatusRowValues = tuple[str, int, datetime, bytes, bytes, int]
+"""A ``status_record`` row: structure id, tree size, next update, SHA-256, envelope, and the
+status map bucket the structure sits in."""
 
 DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))
 """Signing worker processes a large write starts."""
@@ -158,7 +160,7 @@ class StatusSigner:
             )
         )
         digest = hashlib.sha256(envelope).digest()
-        return structure_id, tree_size, self.next_update, digest, envelope
+        return structure_id, tree_size, self.next_update, digest, envelope, bucket_of(structure_id)
 
     def rows(
         self, batch: Sequence[tuple[str, StateParts]], tree_size: int
@@ -282,8 +284,8 @@ class SigningPipeline:
             assert driver is not None, "a live session has a driver connection"
             driver.executemany(
                 "INSERT OR REPLACE INTO status_record (structure_id, tree_size, next_update, "
-                "digest, envelope) VALUES (?, ?, ?, ?, ?)",
-                [(sid, size, sqlite_time(at), d, e) for sid, size, at, d, e in rows],
+                "digest, envelope, map_bucket) VALUES (?, ?, ?, ?, ?, ?)",
+                [(sid, size, sqlite_time(at), d, e, b) for sid, size, at, d, e, b in rows],
             )
         else:
             ids = [row[0] for row in rows]

@@ -209,6 +209,7 @@ class StatusRow(Base):
     next_update: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     digest: Mapped[bytes] = mapped_column(LargeBinary)
     envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    map_bucket: Mapped[int] = mapped_column(Integer, index=True)  # registry.statusmap.bucket_of
 
 
 class NotificationRow(Base):

@@ -142,7 +142,7 @@ class Writer:
 
     def signed(self, rows: Iterable[StatusRowValues]) -> None:
         """Note records this write signed (and wrote): their digests go into the next head."""
-        for structure_id, _, next_update, digest, _ in rows:
+        for structure_id, _, next_update, digest, _, _ in rows:
             self._new[structure_id] = (digest, next_update)
 
     def verified_records(self, structure_ids: Collection[str]) -> dict[str, StatusRecord]:

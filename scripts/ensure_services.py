@@ -1,8 +1,10 @@
-"""Make sure the PostgreSQL and Redis that the tests use are reachable.
+"""Make sure the PostgreSQL and Redis that the tests use are reachable, and that
+``redis-server`` is installed: the fault tests start private Redis servers of their own.
 
 Each is tried at its URL (PERMITGATE_TEST_PG, PERMITGATE_TEST_REDIS). One that does not answer
-is started when its server is installed here; otherwise this says plainly what is missing and
-exits 1, so `make test` stops before running tests that need it.
+is started when its server is installed here; a missing ``redis-server`` is installed with
+apt-get where that can be done; otherwise this says plainly what is missing and exits 1, so
+`make test` stops before running tests that need it.
 """
 
 from __future__ import annotations
@@ -55,6 +57,22 @@ def start_postgres() -> str | None:
     return None
 
 
+def install_redis_server() -> str | None:
+    """Install Debian's redis-server when it is missing; returns what is missing, or None."""
+    if shutil.which("redis-server") is not None:
+        return None
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        return "redis-server is not installed (Debian: apt-get install redis-server)"
+    print("redis-server: not installed; installing it with apt-get")
+    quiet = {"DEBIAN_FRONTEND": "noninteractive", **os.environ}
+    subprocess.run([apt, "update", "-qq"], check=False, env=quiet)
+    subprocess.run([apt, "install", "-y", "-qq", "redis-server"], check=False, env=quiet)
+    if shutil.which("redis-server") is None:
+        return "redis-server could not be installed (apt-get install redis-server)"
+    return None
+
+
 def start_redis() -> str | None:
     if shutil.which("redis-server") is None:
         return "Redis is not installed (Debian: apt-get install redis-server)"
@@ -98,6 +116,7 @@ def main() -> int:
     problems = [
         p
         for p in (
+            install_redis_server(),
             ensure("PostgreSQL", PG_URL, postgres_up, start_postgres),
             ensure("Redis", REDIS_URL, redis_up, start_redis),
         )

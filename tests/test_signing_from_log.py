@@ -110,7 +110,8 @@ def test_records_signed_from_parts_are_the_typed_records_canonical_json() -> Non
         assert signer.payload(state_parts(*state), 17) == expected
         assert canonical_json(record.to_json()) == expected
         # ... and the envelope around it is the one sign_envelope makes.
-        _, _, _, digest, envelope = signer.row(sid, state_parts(*state), 17)
+        _, _, _, digest, envelope, bucket = signer.row(sid, state_parts(*state), 17)
+        assert bucket == int.from_bytes(hashlib.sha256(sid.encode()).digest()[:2], "big")
         assert envelope == key.sign_envelope(expected, STATUS_TYPE)
         assert digest == hashlib.sha256(envelope).digest()
     at = format_time(now)
