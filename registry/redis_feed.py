@@ -175,12 +175,13 @@ class RedisFeed:
             out.extend((entry_id, fields) for entry_id, fields in entries)
         return out
 
-    async def last_change(self) -> bytes:
-        """The id of the newest entry of the changes stream (``b"0-0"`` when there is none)."""
+    async def last_change(self) -> tuple[bytes, Change | None]:
+        """The newest entry of the changes stream: its id and fields (``b"0-0"`` and None when
+        the stream is empty)."""
         reply: list[tuple[bytes, Change]] = await self._read(
             "XREVRANGE changes", self._client.xrevrange(self.layout.changes, count=1)
         )
-        return reply[0][0] if reply else b"0-0"
+        return reply[0] if reply else (b"0-0", None)
 
     async def close(self) -> None:
         for client in (self._client, self._stream_client):

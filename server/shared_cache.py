@@ -40,21 +40,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Collection, Sequence
 from itertools import islice
-from typing import Protocol
 
 from permitgate_client import VerificationError
 from permitgate_client._proofs import RegistryHead, map_key
 
-from registry.feed import FeedError
+from registry.feed import FeedError, RegistryFeed
 from registry.redis_feed import RedisFeed, RedisFeedError
 from registry.statusmap import BUCKETS, MapTop, bucket_node, bucket_of, entry_in
 from server.cache import CachedStatus, RegistryCache, read_status_record
 from server.incidents import Incidents
 
-__all__ = ["DEFAULT_CACHE_SIZE", "BucketFeed", "SharedCache", "SharedStatus"]
+__all__ = ["DEFAULT_CACHE_SIZE", "SharedCache", "SharedStatus"]
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +62,6 @@ DEFAULT_CACHE_SIZE = 100_000
 _INDEXES = tuple(range(BUCKETS))  # one int object per bucket index, shared by every entry
 _DATABASE_READS = 4  # database fallbacks under way at once, at most
 _DATABASE_TIMEOUT = 5.0  # seconds a database fallback may take
-
-
-class BucketView(Protocol):
-    """What the database fallback reads in one snapshot (``registry.feed.FeedView``)."""
-
-    def checkpoint_note(self) -> bytes | None: ...
-
-    def bucket_records(self, index: int) -> Iterator[tuple[str, bytes]]: ...
-
-
-class BucketFeed(Protocol):
-    def snapshot(self) -> AbstractContextManager[BucketView]: ...
 
 
 class SharedStatus(CachedStatus):
@@ -116,7 +102,7 @@ class SharedCache(RegistryCache):
         *,
         max_staleness: float,
         redis: RedisFeed,
-        database: BucketFeed | None,
+        database: RegistryFeed | None,
         size: int = DEFAULT_CACHE_SIZE,
         incidents: Incidents | None = None,
     ) -> None:
@@ -297,15 +283,19 @@ class SharedCache(RegistryCache):
     async def _entries_refused(
         self, mismatched: list[tuple[int, bytes, str]], head: RegistryHead
     ) -> None:
-        """Report bucket entries that do not give their node in the top held, unless Redis
-        says it published a newer head (its buckets are then ahead of this gate's top: the
-        follower is woken, and no lie is reported; what the newer head proves is tried then)."""
+        """Report bucket entries that do not give their node in the top held when Redis says it
+        holds the head this gate holds. Redis at another head is not lying: its buckets are
+        ahead of this gate's top (the follower is woken, and what the newer top proves is tried
+        then) or behind it (the database answers). Someone who rewrites ``published`` as well
+        goes uncounted, but is believed no more for it."""
         try:
             published = await self.redis.published()
         except RedisFeedError:
             published = None
-        if published is not None and published > head.map.serial:
-            if self.behind is not None:
+        if published != head.map.serial:
+            # Redis is at another head: ahead (the follower is woken, to follow it) or behind
+            # (the database answers): not a lie, as far as can be told.
+            if published is not None and published > head.map.serial and self.behind:
                 self.behind()
             return
         for index, entries, why in mismatched:

@@ -33,13 +33,12 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from permitgate_client import VerificationError, VerifierKey
 from permitgate_client._proofs import RegistryHead, verify_registry_head
 
-from registry.feed import FeedError
+from registry.feed import FeedError, RegistryFeed
 from registry.merkle import CompactTree
 from registry.redis_feed import RedisFeed, RedisFeedError
 from registry.redis_layout import serial_of
@@ -49,7 +48,7 @@ from server.incidents import Incidents
 from server.shared_cache import SharedCache
 from server.verifier import GateStateError, check_follows
 
-__all__ = ["SharedFollower", "SourceView"]
+__all__ = ["SharedFollower"]
 
 log = logging.getLogger("server.follower")
 
@@ -57,22 +56,6 @@ T = TypeVar("T")
 
 _DATABASE_TIMEOUT = 30.0  # seconds a database read of the follower may take (map_top is slow)
 _HINTS_KEPT = 1000  # heads whose stream hints are kept, at most
-
-
-class SourceView(Protocol):
-    """The database reads the follower falls back on (``registry.feed.FeedView``)."""
-
-    def checkpoint_note(self) -> bytes | None: ...
-
-    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]: ...
-
-    def frontier(self, size: int) -> bytes | None: ...
-
-    def map_top(self) -> bytes: ...
-
-
-class SourceFeed(Protocol):
-    def snapshot(self) -> AbstractContextManager[SourceView]: ...
 
 
 class _Refused(Exception):
@@ -109,7 +92,7 @@ class SharedFollower:
     def __init__(
         self,
         redis: RedisFeed,
-        database: SourceFeed | None,
+        database: RegistryFeed | None,
         cache: SharedCache,
         key: VerifierKey,
         state: TrustedState,
@@ -186,8 +169,10 @@ class SharedFollower:
         while True:
             try:
                 if after is None:
-                    after = await self.redis.last_change()
-                    continuous = False
+                    # Reading from the newest entry on: every hint of the next head is seen
+                    # if that entry is a head's own (a head's hints come before it).
+                    after, last = await self.redis.last_change()
+                    continuous = last is None or b"head" in last
                 entries = await self.redis.changes(after, self.block)
             except RedisFeedError:
                 after, continuous = None, False
