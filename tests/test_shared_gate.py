@@ -13,6 +13,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,9 +38,11 @@ from gate_helpers import (
     reasons,
     registration,
     start_gate,
+    stderr_lines,
     verdict,
     wait_for,
 )
+from permitgate_client import Client
 from permitgate_client._proofs import map_key
 from permitgate_client.v1 import gate_pb2 as pb
 from redis_layout_support import LayoutWriter
@@ -367,3 +374,40 @@ def test_redis_cut_slow_or_flushed(shared: Shared) -> None:
         wait_for(lambda: shared.cache.fetches["redis"] > before or None, timeout=3)
     assert "redis_entries" not in shared.incidents()
     assert "redis_record" not in shared.incidents()
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+def test_serve_with_redis_from_the_environment(shared: Shared) -> None:
+    """``permitgate serve`` with PERMITGATE_REDIS: says it is shared and how many it caches,
+    answers, and stops cleanly on SIGTERM."""
+    permitgate = str(Path(sys.executable).with_name("permitgate"))
+    args = ["serve", "--db", shared.registry.url, "--keys", str(shared.registry.keys_dir)]
+    args += ["--state", str(shared.tmp / "cli-state"), "--listen", "127.0.0.1:0"]
+    process = subprocess.Popen(
+        [permitgate, *args, "--cache-size", "1000"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PERMITGATE_REDIS": shared.redis.url},
+    )
+    lines, _ = stderr_lines(process)
+    try:
+        while "listening on" not in (line := lines.get(timeout=20)):
+            pass
+        assert "(shared, at most 1000 cached)" in line, line
+        match = re.search(r"listening on (127\.0\.0\.1:\d+)", line)
+        assert match, line
+        with Client(match.group(1)) as client:
+            answered = wait_for(
+                lambda: client.check_connection(FLAGGED, utility="water").verdict == "DENY" or None,
+                timeout=10,
+            )
+            assert answered
+            assert client.check_connection(CLEAN, utility="water").verdict == "ALLOW"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
