@@ -29,7 +29,12 @@ a sixteenth of ``size`` at a time. Not LRU: moving an entry on every hit would p
 on every request, while a hot structure evicted costs one Redis round trip to come back; and
 evicting a batch at a time keeps ``next(iter(l1))`` from scanning the slots freed at the front
 of the dict once per eviction. An entry holds the parsed record and its digest (the envelope is
-dropped once parsed), and an absence is one int.
+dropped once parsed), rebuilt on values shared among records (``_Values``: times, districts,
+uses), keyed by the record's own id string; an absence is one int. About 1 KiB per structure
+of the demo's (four permits each), dict slot included.
+
+When a Redis read fails, misses go straight to the database for a second (``_REDIS_REST``)
+rather than each waiting out Redis's timeout first.
 
 Freshness is exactly ``RegistryCache``'s (this class extends it): the age of the held head's
 cosignature against ``max_staleness``, and stale at once when the head is superseded.
@@ -40,13 +45,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from itertools import islice
+from typing import TypeVar
 
 from permitgate_client import VerificationError
 from permitgate_client._proofs import RegistryHead, map_key
 
 from registry.feed import FeedError, RegistryFeed
+from registry.records import StatusRecord
 from registry.redis_feed import RedisFeed, RedisFeedError
 from registry.statusmap import BUCKETS, MapTop, bucket_node, bucket_of, entry_in
 from server.cache import CachedStatus, RegistryCache, read_status_record
@@ -56,12 +65,62 @@ __all__ = ["DEFAULT_CACHE_SIZE", "SharedCache", "SharedStatus"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 DEFAULT_CACHE_SIZE = 100_000
 """Structures (records or absences) a gate holds in L1 unless told otherwise."""
 
 _INDEXES = tuple(range(BUCKETS))  # one int object per bucket index, shared by every entry
+_REDIS_REST = 1.0  # seconds misses go straight to the database after a failed Redis read
+_SHARED_LIMIT = 65_536  # distinct values (times, short strings) shared among cached records
 _DATABASE_READS = 4  # database fallbacks under way at once, at most
 _DATABASE_TIMEOUT = 5.0  # seconds a database fallback may take
+
+
+class _Values:
+    """One object per distinct value among the cached records' times and repeated strings
+    (the same ``issued`` time, district or use in many records): a parsed record holds its
+    own copy of each, which would double what L1 costs per structure."""
+
+    def __init__(self) -> None:
+        self._values: dict[object, object] = {}
+
+    def one(self, value: T) -> T:
+        if value is None:
+            return value
+        held = self._values.get(value)
+        if held is None:
+            if len(self._values) >= _SHARED_LIMIT:
+                self._values.clear()
+            self._values[value] = held = value
+        return held  # type: ignore[return-value]
+
+    def record(self, record: StatusRecord) -> StatusRecord:
+        """``record`` rebuilt on shared values (equal to it, field by field)."""
+        one = self.one
+        sid = record.structure.id
+        structure = record.structure
+        return replace(
+            record,
+            structure=replace(
+                structure,
+                district=one(structure.district),
+                declared_use=one(structure.declared_use),
+            ),
+            permits=tuple(
+                replace(
+                    p,
+                    structure=sid,
+                    issued=one(p.issued),
+                    expires=one(p.expires),
+                    use=one(p.use),
+                )
+                for p in record.permits
+            ),
+            cases=tuple(replace(c, structure=sid, opened=one(c.opened)) for c in record.cases),
+            this_update=one(record.this_update),
+            next_update=one(record.next_update),
+        )
 
 
 class SharedStatus(CachedStatus):
@@ -114,6 +173,8 @@ class SharedCache(RegistryCache):
         self.bound = size  # L1 holds at most this many structures
         self.top: MapTop | None = None
         self._l1: dict[str, _Held] = {}
+        self._values = _Values()
+        self._redis_resting_until = 0.0  # a failed read is not retried by every miss at once
         self._inflight: dict[str, asyncio.Future[None]] = {}
         self._database_slots = asyncio.Semaphore(_DATABASE_READS)
         self.behind: Callable[[], None] | None = None  # told when Redis is ahead of the top
@@ -177,9 +238,13 @@ class SharedCache(RegistryCache):
         proved: dict[str, _Held] = {}
         failed: list[tuple[int, str]] = []
         try:
+            if time.monotonic() < self._redis_resting_until:
+                raise RedisFeedError(f"redis {self.redis.where}: resting after a failed read")
             rows = await self.redis.buckets(wanted)
         except RedisFeedError as exc:
-            self.incidents.report("redis_unavailable", ("read", str(exc)), "%s", exc)
+            if time.monotonic() >= self._redis_resting_until:
+                self._redis_resting_until = time.monotonic() + _REDIS_REST
+                self.incidents.report("redis_unavailable", ("read", str(exc)), "%s", exc)
             failed = wanted
         else:
             mismatched: list[tuple[int, bytes, str]] = []
@@ -278,7 +343,7 @@ class SharedCache(RegistryCache):
                 exc,
             )
             return None
-        return SharedStatus(digest, record, _INDEXES[index])
+        return SharedStatus(digest, self._values.record(record), _INDEXES[index])
 
     async def _entries_refused(
         self, mismatched: list[tuple[int, bytes, str]], head: RegistryHead
@@ -378,13 +443,15 @@ class SharedCache(RegistryCache):
         if current is None:
             return
         l1 = self._l1
-        if current is top:
-            l1.update(proved)
-        else:  # only those whose bucket the new top did not change
-            for sid, held in proved.items():
+        for sid, held in proved.items():
+            if current is not top:  # only those whose bucket the new top did not change
                 index = _bucket(held)
-                if current.bucket(index) == top.bucket(index):
-                    l1[sid] = held
+                if current.bucket(index) != top.bucket(index):
+                    continue
+            if isinstance(held, SharedStatus):  # keyed by the record's own id string, shared
+                assert held.record is not None
+                sid = held.record.structure.id
+            l1[sid] = held
         if len(l1) > self.bound:
             excess = len(l1) - self.bound + max(1, self.bound // 16)
             for sid in list(islice(l1, min(excess, len(l1)))):

@@ -33,6 +33,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from permitgate_client import VerificationError, VerifierKey
@@ -271,18 +272,22 @@ class SharedFollower:
 
     async def _candidate(self) -> RegistryHead | None:
         """The newest head that verifies and does not go back on the one held: Redis's, else
-        the database's; None when neither offers one (the reasons reported)."""
+        the database's; None when neither offers one (the reasons reported).
+
+        The database is read too when Redis's head was cosigned more than half the staleness
+        bound ago (a publisher that stopped): the newer of the two is taken."""
+        redis_head: RegistryHead | None = None
         try:
             note = await self.redis.head()
         except RedisFeedError as exc:
             self.incidents.report("redis_unavailable", ("head", str(exc)), "%s", exc)
             note = None
         if note is not None:
-            head = self._check_head(note, "redis_head", f"redis {self.redis.where}")
-            if head is not None:
-                return head
+            redis_head = self._check_head(note, "redis_head", f"redis {self.redis.where}")
+            if redis_head is not None and not self._aging(redis_head):
+                return redis_head
         if self.database is None:
-            return None
+            return redis_head
         database = self.database
 
         def read() -> bytes | None:
@@ -292,10 +297,28 @@ class SharedFollower:
         try:
             note = await self._in_thread(read)
         except (FeedError, TimeoutError) as exc:
+            if redis_head is not None:
+                return redis_head
             raise FeedError(f"no head from Redis, and the database: {exc}") from exc
         if note is None:
+            if redis_head is not None:
+                return redis_head
             raise FeedError("the registry has no head (is it initialised?)")
-        return self._check_head(note, None, "the database")
+        database_head = self._check_head(note, None, "the database")
+        if redis_head is None or database_head is None:
+            return redis_head or database_head
+        if database_head.order > redis_head.order or (
+            database_head.same_head(redis_head) and not self._aging(database_head)
+        ):
+            return database_head
+        return redis_head
+
+    def _aging(self, head: RegistryHead) -> bool:
+        """``head`` carries no cosignature, or one older than half the staleness bound."""
+        if head.cosigned_at is None:
+            return True
+        age = (datetime.now(UTC) - head.cosigned_at).total_seconds()
+        return age > self.cache.max_staleness / 2
 
     def _check_head(self, note: bytes, kind: str | None, source: str) -> RegistryHead | None:
         """``note`` verified and not older than the head held, else None (reported as
