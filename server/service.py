@@ -120,6 +120,7 @@ class PermitGateService:
         convert = kind.from_wire
         name_caller = self._caller
         ensure = self._ensure
+        cache: Any = gate.cache  # with ``ensure``: a SharedCache, which answers ``in``
 
         async def check(message: Message, context: Context) -> bytes:
             now = gate.clock()
@@ -127,7 +128,7 @@ class PermitGateService:
                 request = convert(message, now)
             except InvalidCheck as exc:
                 await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            if ensure is not None:
+            if ensure is not None and request.structure_id not in cache:
                 await ensure((request.structure_id,))
                 now = gate.clock()
             caller = name_caller(context)

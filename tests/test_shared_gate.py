@@ -314,6 +314,8 @@ def test_a_new_head_reaches_the_gate_within_a_second(shared: Shared) -> None:
     answered within a second of being published, the diff applied, listeners told."""
     shared.start(poll_interval=30.0)
     assert shared.answer(TARGET) == ALLOW
+    assert shared.answer(CLEAN) == ALLOW
+    assert bucket_of(CLEAN) != bucket_of(TARGET)
     told: list[tuple[int, Any]] = []
     shared.cache.listeners.append(lambda version, ids: told.append((version, ids)))
     version = shared.flag_target()
@@ -323,7 +325,37 @@ def test_a_new_head_reaches_the_gate_within_a_second(shared: Shared) -> None:
     assert time.monotonic() - published_at < 1.0
     assert told and told[-1][0] == version
     assert told[-1][1] is not None and TARGET in told[-1][1]
+    assert CLEAN in shared.cache  # its bucket unchanged by the diff: still held
+    assert shared.cache.fetches["database"] == 0
     assert shared.incidents() == {}
+
+
+def test_a_change_the_stream_hides(shared: Shared) -> None:
+    """A head published without a word in the changes stream: found by the next poll, and
+    TARGET's old record is not kept in the cache (its bucket changed)."""
+    shared.start(poll_interval=0.2)
+    assert shared.answer(TARGET) == ALLOW
+    assert TARGET in shared.cache
+    shared.flag_target()
+    shared.writer.publish(announce=False)
+    wait_for(lambda: shared.answer(TARGET) == DENIED or None, timeout=3)
+    assert shared.incidents() == {}
+
+
+def test_a_forged_diff(shared: Shared) -> None:
+    """``diff:<serial>`` altered to leave TARGET's bucket out: it does not give the new map root,
+    so the whole top is read instead; TARGET's old record is not kept."""
+    shared.start(poll_interval=30.0)
+    assert shared.answer(TARGET) == ALLOW
+    shared.flag_target()
+    newer = shared.writer.publish(announce=False)
+    layout = shared.writer.layout
+    diff = shared.writer.client.get(layout.diff(newer.serial))
+    assert isinstance(diff, bytes) and len(diff) == 8 + 38
+    shared.writer.client.set(layout.diff(newer.serial), diff[:8])  # no bucket changed
+    shared.writer.client.xadd(layout.changes, {"head": newer.serial, "version": newer.size})
+    wait_for(lambda: shared.answer(TARGET) == DENIED or None, timeout=2)
+    assert shared.incidents() == {"redis_top": 1}
 
 
 def test_a_rolled_back_head_is_refused_after_a_restart(shared: Shared) -> None:
