@@ -145,9 +145,7 @@ class RedisFeed:
         pipe = self._client.pipeline(transaction=False)
         for index, structure_id in wanted:
             pipe.hmget(self.layout.bucket(index), [ENTRIES_FIELD, structure_id])
-        rows: list[list[bytes | None]] = await self._read(
-            f"HMGET of {len(wanted)} buckets", pipe.execute()
-        )
+        rows: list[list[bytes | None]] = await self._read("HMGET of buckets", pipe.execute())
         return [(row[0], row[1]) for row in rows]
 
     async def changes(self, after: bytes, block: float) -> list[tuple[bytes, Change]]:

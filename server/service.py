@@ -204,6 +204,7 @@ def _structure_ids(checks: Any) -> list[str]:
     ids: list[str] = []
     for check in checks:
         which = check.WhichOneof("check")
-        if which is not None:
-            ids.append(getattr(check, which).structure_id)
+        structure_id = "" if which is None else getattr(check, which).structure_id
+        if structure_id:
+            ids.append(structure_id)
     return ids

@@ -29,6 +29,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gate_helpers import (
     GateRegistry,
+    Heartbeat,
     RunningGate,
     Wire,
     batch_check,
@@ -374,6 +375,26 @@ def test_a_rolled_back_head_is_refused_after_a_restart(shared: Shared) -> None:
     assert shared.follower.head is not None and shared.follower.head.map.serial == newer.serial
     assert shared.answer(TARGET) == DENIED  # from Redis's top:<serial> of the held head
     assert shared.incidents().keys() >= {"redis_head", "rollback"}
+
+
+def test_a_publisher_that_stopped(shared: Shared) -> None:
+    """Redis keeps a head whose cosignature ages (its publisher stopped) while the registry
+    cosigns on: once past half the staleness bound, the database's cosignature is taken, and
+    the gate stays fresh."""
+    shared.start(max_staleness=4.0)
+    cache = shared.cache
+    assert cache.head is not None and cache.head.cosigned_at is not None
+    in_redis = cache.head.cosigned_at
+    with Heartbeat(shared.registry, interval=0.5):
+
+        def moved_on() -> bool | None:
+            head = shared.cache.head
+            assert head is not None and head.cosigned_at is not None
+            return head.cosigned_at > in_redis or None
+
+        wait_for(moved_on, timeout=4.0)
+        assert shared.answer(CLEAN) == ALLOW
+    assert shared.incidents() == {}
 
 
 # --- Redis failing --------------------------------------------------------------------------------
