@@ -128,8 +128,8 @@ class SharedStatus(CachedStatus):
 
     __slots__ = ("bucket",)
 
-    def __init__(self, digest: bytes, record: object, bucket: int) -> None:
-        super().__init__(b"", digest, record)  # type: ignore[arg-type]
+    def __init__(self, digest: bytes, record: StatusRecord, bucket: int) -> None:
+        super().__init__(b"", digest, record)
         self.bucket = bucket
 
 
@@ -195,10 +195,6 @@ class SharedCache(RegistryCache):
     def is_doubtful(self, structure_id: str) -> bool:
         """Neither a verified record nor a verified absence is held (REVIEW, never ALLOW)."""
         return structure_id not in self._l1
-
-    def missing(self, structure_ids: Collection[str]) -> list[str]:
-        l1 = self._l1
-        return [sid for sid in structure_ids if sid not in l1]
 
     async def ensure(self, structure_ids: Collection[str]) -> None:
         """Prove the records (or absences) of ``structure_ids`` not in L1: from Redis in one

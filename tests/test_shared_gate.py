@@ -373,6 +373,8 @@ def test_a_rolled_back_head_is_refused_after_a_restart(shared: Shared) -> None:
     shared.registry.sql("DELETE FROM head WHERE serial = :s", s=newer.serial)
     shared.start()
     assert shared.follower.head is not None and shared.follower.head.map.serial == newer.serial
+    assert shared.follower.frontier is not None  # persisted with it: the next log extends it
+    assert shared.follower.frontier.root() == shared.follower.head.checkpoint.root_hash
     assert shared.answer(TARGET) == DENIED  # from Redis's top:<serial> of the held head
     assert shared.incidents().keys() >= {"redis_head", "rollback"}
 
