@@ -140,6 +140,19 @@ def _bucket(held: _Held) -> int:
     return held if isinstance(held, int) else held.bucket
 
 
+_Names = str | list[str] | None  # the ids filed under one bucket: one id alone, or a list
+
+
+def _file(named: list[_Names], index: int, sid: str) -> None:
+    names = named[index]
+    if names is None:
+        named[index] = sid
+    elif isinstance(names, str):
+        named[index] = [names, sid]
+    else:
+        names.append(sid)
+
+
 def _serial_of_note(note: bytes | None) -> int | None:
     """The map serial in a head note's map line, unverified (only to tell "behind" from a lie)."""
     if note is None:
@@ -173,6 +186,12 @@ class SharedCache(RegistryCache):
         self.bound = size  # L1 holds at most this many structures
         self.top: MapTop | None = None
         self._l1: dict[str, _Held] = {}
+        # The ids filed in L1 by bucket, so that a new top drops its changed buckets' entries
+        # without a scan of L1 (a scan of 100,000 entries holds the event loop for 20 ms).
+        # Evicted ids are not taken out (nothing is dropped for them); the index is built
+        # again once it names twice as many ids as L1 can hold.
+        self._named: list[_Names] = [None] * BUCKETS
+        self._names = 0
         self._values = _Values()
         self._redis_resting_until = 0.0  # a failed read is not retried by every miss at once
         self._inflight: dict[str, asyncio.Future[None]] = {}
@@ -439,19 +458,30 @@ class SharedCache(RegistryCache):
         if current is None:
             return
         l1 = self._l1
+        named = self._named
         for sid, held in proved.items():
-            if current is not top:  # only those whose bucket the new top did not change
-                index = _bucket(held)
-                if current.bucket(index) != top.bucket(index):
-                    continue
+            index = _bucket(held)
+            if current is not top and current.bucket(index) != top.bucket(index):
+                continue  # its bucket changed with the top installed meanwhile
             if isinstance(held, SharedStatus):  # keyed by the record's own id string, shared
                 assert held.record is not None
                 sid = held.record.structure.id
             l1[sid] = held
+            _file(named, index, sid)
+            self._names += 1
+        if self._names > 2 * self.bound + BUCKETS:
+            self._index_again()
         if len(l1) > self.bound:
             excess = len(l1) - self.bound + max(1, self.bound // 16)
             for sid in list(islice(l1, min(excess, len(l1)))):
                 del l1[sid]
+
+    def _index_again(self) -> None:
+        """``_named`` rebuilt from L1 (it also names entries evicted since it was built)."""
+        named: list[_Names] = [None] * BUCKETS
+        for sid, held in self._l1.items():
+            _file(named, _bucket(held), sid)
+        self._named, self._names = named, len(self._l1)
 
     # --- what the follower installs ------------------------------------------------------
 
@@ -475,11 +505,17 @@ class SharedCache(RegistryCache):
         if changed is None:
             dropped = set(l1)
             l1.clear()
+            self._index_again()
         elif changed:
-            buckets = changed if isinstance(changed, set | frozenset) else set(changed)
-            dropped = {sid for sid, held in l1.items() if _bucket(held) in buckets}
-            for sid in dropped:
-                del l1[sid]
+            named = self._named
+            for index in changed:
+                names = named[index]
+                for sid in (names,) if isinstance(names, str) else names or ():
+                    held = l1.get(sid)
+                    if held is not None and _bucket(held) == index:
+                        del l1[sid]
+                        dropped.add(sid)
+                named[index] = None
         self.top = top
         self.hold_head(head, superseded=superseded)
         if self.listeners:
