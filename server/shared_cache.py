@@ -71,6 +71,7 @@ DEFAULT_CACHE_SIZE = 100_000
 """Structures (records or absences) a gate holds in L1 unless told otherwise."""
 
 _INDEXES = tuple(range(BUCKETS))  # one int object per bucket index, shared by every entry
+_AHEAD_WAIT = 1.0  # seconds a miss waits for the follower when Redis is at a newer head
 _REDIS_REST = 1.0  # seconds misses go straight to the database after a failed Redis read
 _SHARED_LIMIT = 65_536  # distinct values (times, short strings) shared among cached records
 _DATABASE_READS = 4  # database fallbacks under way at once, at most
@@ -195,6 +196,7 @@ class SharedCache(RegistryCache):
         self._values = _Values()
         self._redis_resting_until = 0.0  # a failed read is not retried by every miss at once
         self._inflight: dict[str, asyncio.Future[None]] = {}
+        self._top_installed = asyncio.Event()  # set (and replaced) at each top installed
         self._database_slots = asyncio.Semaphore(_DATABASE_READS)
         self.behind: Callable[[], None] | None = None  # told when Redis is ahead of the top
         self.fetches = {"redis": 0, "database": 0}  # structures proved from each
@@ -272,8 +274,12 @@ class SharedCache(RegistryCache):
                 else:
                     proved[sid] = held
             self.fetches["redis"] += len(proved)
-            if mismatched:
-                await self._entries_refused(mismatched, head)
+            ahead = bool(mismatched) and await self._entries_refused(mismatched, head)
+            if ahead and retry and await self._new_top(top, _AHEAD_WAIT):
+                # The follower installed the newer top Redis holds: prove the rest by it.
+                self._hold(proved, top)
+                await self._fetch([sid for _, sid in failed], retry=False)
+                return
         if failed and self.database is not None:
             from_db = await self._from_database(failed, top, head)
             self.fetches["database"] += len(from_db)
@@ -360,14 +366,24 @@ class SharedCache(RegistryCache):
             return None
         return SharedStatus(digest, self._values.record(record), _INDEXES[index])
 
+    async def _new_top(self, top: MapTop, wait: float) -> bool:
+        """Whether a top other than ``top`` is installed within ``wait`` seconds."""
+        try:
+            async with asyncio.timeout(wait):
+                while self.top is top:
+                    await self._top_installed.wait()
+        except TimeoutError:
+            return False
+        return True
+
     async def _entries_refused(
         self, mismatched: list[tuple[int, bytes, str]], head: RegistryHead
-    ) -> None:
+    ) -> bool:
         """Report bucket entries that do not give their node in the top held when Redis says it
         holds the head this gate holds. Redis at another head is not lying: its buckets are
         ahead of this gate's top (the follower is woken, and what the newer top proves is tried
         then) or behind it (the database answers). Someone who rewrites ``published`` as well
-        goes uncounted, but is believed no more for it."""
+        goes uncounted, but is believed no more for it. True when Redis is ahead."""
         try:
             published = await self.redis.published()
         except RedisFeedError:
@@ -375,9 +391,10 @@ class SharedCache(RegistryCache):
         if published != head.map.serial:
             # Redis is at another head: ahead (the follower is woken, to follow it) or behind
             # (the database answers): not a lie, as far as can be told.
-            if published is not None and published > head.map.serial and self.behind:
+            ahead = published is not None and published > head.map.serial
+            if ahead and self.behind is not None:
                 self.behind()
-            return
+            return ahead
         for index, entries, why in mismatched:
             self.incidents.report(
                 "redis_entries",
@@ -389,6 +406,7 @@ class SharedCache(RegistryCache):
                 head.map.serial,
                 why,
             )
+        return False
 
     async def _from_database(
         self, wanted: list[tuple[int, str]], top: MapTop, head: RegistryHead
@@ -517,6 +535,8 @@ class SharedCache(RegistryCache):
                         dropped.add(sid)
                 named[index] = None
         self.top = top
+        self._top_installed.set()  # wakes the fetches waiting for a newer top
+        self._top_installed = asyncio.Event()
         self.hold_head(head, superseded=superseded)
         if self.listeners:
             told: Collection[str] | None = None

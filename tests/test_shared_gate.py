@@ -343,6 +343,19 @@ def test_a_change_the_stream_hides(shared: Shared) -> None:
     assert shared.incidents() == {}
 
 
+def test_redis_ahead_of_the_gate(shared: Shared) -> None:
+    """A head published without a word in the stream, polls 30 s apart: a miss finds Redis's
+    buckets ahead of the gate's top, wakes the follower and is proved by the new top; no
+    incident (Redis did not lie)."""
+    shared.start(poll_interval=30.0)
+    assert shared.answer(CLEAN) == ALLOW
+    shared.flag_target()
+    shared.writer.publish(announce=False)
+    assert shared.answer(TARGET) == DENIED
+    assert shared.cache.fetches["database"] == 0
+    assert shared.incidents() == {}
+
+
 def test_a_forged_diff(shared: Shared) -> None:
     """``diff:<serial>`` altered to leave TARGET's bucket out: it does not give the new map root,
     so the whole top is read instead; TARGET's old record is not kept."""
