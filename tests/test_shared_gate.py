@@ -484,3 +484,13 @@ def test_serve_with_redis_from_the_environment(shared: Shared) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_serve_refuses_a_redis_url_that_is_not_one(shared: Shared) -> None:
+    permitgate = str(Path(sys.executable).with_name("permitgate"))
+    args = ["serve", "--db", shared.registry.url, "--keys", str(shared.registry.keys_dir)]
+    done = subprocess.run(
+        [permitgate, *args, "--redis", "localhost:6379"], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2
+    assert "--redis localhost:6379: give a redis://HOST:PORT/DB" in done.stderr
