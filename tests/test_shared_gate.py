@@ -257,6 +257,7 @@ def test_the_entries_altered_to_hide_a_structure(shared: Shared) -> None:
     shared.writer.client.hdel(shared.writer.layout.bucket(index), FLAGGED)
     shared.start()
     assert shared.answer(FLAGGED) == DENIED  # never NOT_IN_REGISTRY
+    wait_for(lambda: shared.incidents() or None, timeout=4)  # judged after a grace period
     assert shared.incidents() == {"redis_entries": 1}
 
 
@@ -304,6 +305,7 @@ def test_both_redis_and_the_database_altered(shared: Shared) -> None:
     shared.start()
     assert shared.answer(CLEAN) == UNVERIFIED
     assert shared.answer(stranger) == UNVERIFIED
+    wait_for(lambda: "redis_entries" in shared.incidents() or None, timeout=4)
     assert shared.incidents().keys() == {"redis_entries", "database_bucket"}
 
 
