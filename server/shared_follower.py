@@ -19,6 +19,10 @@ for what the registry key signed: ``bad_head``, ``rollback``, ``fork``, ``incons
    database's ``map_top()``. A newer head whose top cannot be had is not adopted either.
 4. **Installing.** Head and top are installed together on the event loop
    (``SharedCache.install_top``), which drops the L1 entries of the changed buckets first.
+5. **After a restart** the persisted head is the one held (an older head from Redis or the
+   database is refused: ``redis_head``, ``rollback``), with the frontier persisted with it;
+   its top is read again (Redis's ``top:<serial>``, else the database's while the database is
+   still at that head), and until it is the gate answers REVIEW.
 
 The ``changes`` stream only wakes the follower (a blocking ``XREAD`` of about a second) and
 names structures for the change listeners; nothing is believed for being in it. The follower
