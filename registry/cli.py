@@ -38,7 +38,9 @@ from registry.demo import demo_lines
 from registry.errors import PlainError
 from registry.importer import MAX_REPORTED_ERRORS, import_lines
 from registry.notifications import iter_notifications
+from registry.publisher import redis_client
 from registry.records import format_time
+from registry.redis_layout import DEFAULT_PREFIX
 from registry.service import (
     DEFAULT_HEARTBEAT,
     DEFAULT_LISTEN,
@@ -482,6 +484,22 @@ Exit codes:
     type=click.FloatRange(min=1),
     help="Seconds between re-signings of the status records due (also done at start).",
 )
+@click.option(
+    "--redis",
+    "redis_url",
+    envvar="PERMITGATE_REDIS",
+    default=None,
+    metavar="URL",
+    help="Also publish the verified registry to this Redis for gates to share, at each "
+    "heartbeat (env PERMITGATE_REDIS; e.g. redis://127.0.0.1:6379/0). Redis being down never "
+    "stops the service.",
+)
+@click.option(
+    "--redis-prefix",
+    default=DEFAULT_PREFIX,
+    show_default=True,
+    help="Prefix of the registry's keys in Redis (several registries can share one).",
+)
 def serve(
     db_url: str | None,
     keys_dir: Path,
@@ -489,10 +507,19 @@ def serve(
     listen: str,
     heartbeat: float,
     refresh_every: float,
+    redis_url: str | None,
+    redis_prefix: str,
 ) -> None:
     """Run the registry service: keep the newest head cosigned, and serve heads, status records
-    with their map proofs, and consistency proofs over gRPC (permitgate.v1.Registry)."""
+    with their map proofs, and consistency proofs over gRPC (permitgate.v1.Registry). With
+    --redis, also publish the verified heads, records and proofs' data to Redis, where gates
+    read them (and check them against the signed head)."""
     address = parse_listen(listen)
+    if redis_url is not None:
+        try:
+            redis_client(redis_url).close()
+        except ValueError as exc:
+            fail(f"--redis {redis_url!r}: {exc}")
     db = Database(db_url, create=False)  # the service never creates a registry
     try:
         load_registry_signer(db, keys_dir)  # initialised, and this is its key
@@ -509,6 +536,8 @@ def serve(
                 listen=str(address),
                 heartbeat=heartbeat,
                 refresh_every=refresh_every,
+                redis_url=redis_url,
+                redis_prefix=redis_prefix,
             )
         )
     except RuntimeError as exc:  # gRPC's bind failed after check_free passed (a race)

@@ -20,6 +20,10 @@ heartbeat's interval (at least a second) up to ten minutes. When the writer refu
 database (``RegistryRefused``), the service stops answering as for a mismatch it found itself,
 until a cosignature succeeds again.
 
+With a publisher (``registry.publisher``, ``--redis``), each state adopted and each
+cosignature is told to it, and a newer head is applied to the held state only while the
+publisher is not reading it (its ``lock``).
+
 Work that waits on the database runs in a daemon thread, so that a stop never waits for it: a
 transaction left unfinished when the process exits is rolled back, nothing half written. Every
 signature goes through ``open_registry_writer``, the one place that says which writer the
@@ -33,12 +37,13 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 from permitgate_client import VerifierKey
+from redis import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from registry.admin import RegistryRefused
@@ -52,6 +57,7 @@ __all__ = [
     "Heartbeat",
     "Job",
     "NotServing",
+    "Publisher",
     "RegistryWriter",
     "open_registry_writer",
     "run_blocking",
@@ -144,6 +150,8 @@ def _reason(exc: Exception) -> tuple[str, bool]:
         return str(plain), True
     if isinstance(exc, SQLAlchemyError):
         return f"database: {error_line(exc)}", True
+    if isinstance(exc, RedisError):
+        return f"redis: {type(exc).__name__}: {exc}", True
     return f"{type(exc).__name__}: {exc}", False
 
 
@@ -250,6 +258,22 @@ Condition = Callable[[str | None], Awaitable[None]]
 """Told each change of what the service may do: None when it serves, else why it does not."""
 
 
+class Publisher(Protocol):
+    """Where the heartbeat's verified state is copied (``registry.publisher``), told each change."""
+
+    lock: asyncio.Lock
+    """Held while the publisher reads the state: no head is ``apply``-ed to it meanwhile."""
+
+    def adopted(self, state: ServedState, changed: Iterable[str] | None) -> None:
+        """The heartbeat holds ``state`` now; ``changed``: the structures whose records changed
+        since the state held before (None: ``state`` was loaded afresh)."""
+        ...
+
+    def cosigned(self) -> None:
+        """The held head has a newer cosignature."""
+        ...
+
+
 class Heartbeat:
     """Keeps the service's verified state (``ServedState``) in step with the database, cosigns
     its head every ``interval`` seconds, and refreshes records every ``refresh_every``."""
@@ -264,8 +288,10 @@ class Heartbeat:
         refresh_every: float,
         on_change: Condition,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        publisher: Publisher | None = None,
     ) -> None:
         self._db = db
+        self._publisher = publisher
         self._key = key
         self._writer = writer
         self._on_change = on_change
@@ -324,6 +350,8 @@ class Heartbeat:
             return
         state.cosigned(note)
         self.cosigned += 1
+        if self._publisher is not None:
+            self._publisher.cosigned()
         self._writer_refusal = None
         await self._set(None)
 
@@ -335,22 +363,34 @@ class Heartbeat:
             loaded = await run_blocking(lambda: ServedState.load(self._db, self._key), "load")
             self.state = loaded
             self._loaded(loaded, time.monotonic() - started)
+            self._tell_publisher(loaded, None)
             self.refresh.run_soon()  # records due are re-signed at start
             return loaded
         step = await run_blocking(lambda: held.read_advance(self._db), "follow")
         if step is None:
             return held
+        changed: list[str] | None = None  # None: a state loaded afresh
         if not isinstance(step, ServedState):
+            advance = step
             try:
-                held.apply(step)
+                async with self._publisher.lock if self._publisher else contextlib.nullcontext():
+                    held.apply(advance)
             except RegistryMismatch as exc:
                 log.warning("%s; reading the whole registry again", exc)
                 step = await run_blocking(lambda: held.load_after(self._db), "load")
             else:
                 step = held
+                changed = [structure_id for structure_id, _ in advance.records]
         self.state = step
         self._loaded(step, None)
+        self._tell_publisher(step, changed)
         return step
+
+    def _tell_publisher(self, state: ServedState, changed: list[str] | None) -> None:
+        """(Called with no await since the state changed: the publisher reads no state that it
+        has not been told of.)"""
+        if self._publisher is not None:
+            self._publisher.adopted(state, changed)
 
     def _loaded(self, state: ServedState, seconds: float | None) -> None:
         took = "" if seconds is None else f" in {seconds:.3g} s"

@@ -15,6 +15,8 @@ message are answered ``INVALID_ARGUMENT`` before any code here runs, and reflect
 ``RegistryApp.create`` binds the port (0 picks a free one); ``start`` serves at once and loads
 the registry in the background; ``stop`` turns health to NOT_SERVING first, lets calls in flight
 finish, and stops the jobs (a cosignature under way may finish; nothing is left half written).
+With a Redis URL, the verified state is also published there for gates (``registry.publisher``);
+Redis being down never stops the service answering.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from permitgate_client.v1 import registry_pb2 as pb
 
 from registry.admin import load_registry_signer
 from registry.heartbeat import Heartbeat, NotServing, open_registry_writer, run_blocking
+from registry.publisher import RedisPublisher
+from registry.redis_layout import DEFAULT_PREFIX
 from registry.service_state import ServedState
 from registry.storage import Database
 from registry.vocabulary import id_error
@@ -178,8 +182,10 @@ class RegistryApp:
         heartbeat_interval: float,
         refresh_every: float,
         state_dir: Path,
+        publisher: RedisPublisher | None = None,
     ) -> None:
         self.db = db
+        self.publisher = publisher
         self.heartbeat = heartbeat
         self.health = health
         self.server = server
@@ -199,7 +205,11 @@ class RegistryApp:
         listen: str = DEFAULT_LISTEN,
         heartbeat: float = DEFAULT_HEARTBEAT,
         refresh_every: float = DEFAULT_REFRESH_EVERY,
+        redis_url: str | None = None,
+        redis_prefix: str = DEFAULT_PREFIX,
     ) -> RegistryApp:
+        """The service on ``listen``; with ``redis_url``, its verified state is also published
+        there under ``redis_prefix`` (``registry.publisher``) at each heartbeat."""
         if heartbeat <= 0 or refresh_every <= 0:
             raise ValueError(
                 f"heartbeat ({heartbeat:g} s) and refresh_every ({refresh_every:g} s) must be "
@@ -210,6 +220,11 @@ class RegistryApp:
             signer = load_registry_signer(db, keys_dir)
             health_servicer = health.aio.HealthServicer()
             registry_health = RegistryHealth(health_servicer)
+            publisher = (
+                None
+                if redis_url is None
+                else RedisPublisher(redis_url, prefix=redis_prefix, interval=heartbeat)
+            )
             beat = Heartbeat(
                 db,
                 signer.verifier,
@@ -217,6 +232,7 @@ class RegistryApp:
                 interval=heartbeat,
                 refresh_every=refresh_every,
                 on_change=registry_health.update,
+                publisher=publisher,
             )
             server = grpc.aio.server(
                 options=[
@@ -245,6 +261,7 @@ class RegistryApp:
             heartbeat_interval=heartbeat,
             refresh_every=refresh_every,
             state_dir=state_dir,
+            publisher=publisher,
         )
 
     async def start(self) -> None:
@@ -252,6 +269,8 @@ class RegistryApp:
         await self.health.start()
         await self.server.start()
         self.heartbeat.start()
+        if self.publisher is not None:
+            self.publisher.start()
 
     def describe(self) -> str:
         """The one line the service logs at start."""
@@ -260,12 +279,15 @@ class RegistryApp:
             f"registry key {self.key_id}; data: {self.db}; state: {self.state_dir}; "
             f"heartbeat every {self.heartbeat_interval:g} s, refresh every "
             f"{self.refresh_every:g} s"
+            + ("" if self.publisher is None else f"; publishing to {self.publisher}")
         )
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.health.stop()  # NOT_SERVING first, so balancers move on
         await self.server.stop(grace)
         await self.heartbeat.close(grace)
+        if self.publisher is not None:
+            await self.publisher.close(grace)
         self.db.dispose()
 
 

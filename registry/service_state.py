@@ -310,6 +310,29 @@ class ServedState:
         added = [self._leaf(i) for i in range(old_size, new_size)]
         return consistency_proof(old, added)
 
+    # --- what the Redis publisher copies (``registry.publisher``) ---------------------------------
+
+    @property
+    def status_map(self) -> StatusMap:
+        """The verified status map (read it only while nothing ``apply``s a head)."""
+        return self._map
+
+    def envelope(self, structure_id: str) -> bytes | None:
+        """The current envelope of ``structure_id``, exactly as signed (None: it has none)."""
+        return self._envelopes.get(structure_id)
+
+    def structure_ids(self) -> list[str]:
+        """Every structure with a record (a copy, taken at once)."""
+        return list(self._envelopes)
+
+    def leaves(self, start: int = 0) -> bytes:
+        """The leaf hashes of events ``start`` to ``size - 1``, 32 bytes each."""
+        return bytes(self._leaves[start * _HASH : self.size * _HASH])
+
+    def tree_state(self) -> bytes:
+        """The log's compact tree state at the held size (``CompactTree.state``)."""
+        return self._frontier(self.size).state
+
     def _frontier(self, size: int) -> CompactTree:
         """The log's compact tree at ``size`` (at most ``size``), from the stored frontier below."""
         start = (size // _STEP) * _STEP

@@ -288,8 +288,7 @@ class MapTop:
         counts = [int.from_bytes(data[i : i + _COUNT]) for i in range(0, len(data), _TOP_ITEM)]
         nodes = [data[i + _COUNT : i + _TOP_ITEM] for i in range(0, len(data), _TOP_ITEM)]
         for index, (count, node) in enumerate(zip(counts, nodes, strict=True)):
-            if (count == 0) != (node == MAP_EMPTY):
-                raise ValueError(f"bucket {index}: count {count} with node {node.hex()[:16]}…")
+            _check_item(index, count, node)
         return cls(counts, nodes)
 
     def __len__(self) -> int:
@@ -312,6 +311,7 @@ class MapTop:
         top._counts = list(self._counts)
         top._heap = list(self._heap)
         for index, (count, node) in changes.items():
+            _check_item(index, count, node)
             top._counts[index] = count
             position = _BUCKETS + index
             top._heap[position] = (min(count, 2), node) if count else _EMPTY_NODE
@@ -323,6 +323,14 @@ class MapTop:
 
     def to_bytes(self) -> bytes:
         return b"".join(_top_item(self._counts[i], self.bucket(i)[1]) for i in range(_BUCKETS))
+
+
+def _check_item(index: int, count: int, node: bytes) -> None:
+    """``ValueError`` unless ``(count, node)`` can be a bucket's: empty exactly when count 0."""
+    if not 0 <= index < _BUCKETS:
+        raise ValueError(f"no bucket {index}")
+    if (count == 0) != (node == MAP_EMPTY) or len(node) != 32:
+        raise ValueError(f"bucket {index}: count {count} with node {node.hex()[:16]}…")
 
 
 def diff_bytes(changes: dict[int, tuple[int, bytes]]) -> bytes:
@@ -339,5 +347,7 @@ def parse_diff(data: bytes) -> dict[int, tuple[int, bytes]]:
     for i in range(0, len(data), item):
         index = int.from_bytes(data[i : i + 2])
         count = int.from_bytes(data[i + 2 : i + 2 + _COUNT])
-        changes[index] = (count, data[i + 2 + _COUNT : i + item])
+        node = data[i + 2 + _COUNT : i + item]
+        _check_item(index, count, node)
+        changes[index] = (count, node)
     return changes

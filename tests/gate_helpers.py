@@ -430,11 +430,16 @@ class Wire:
         target: str,
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float = 10.0,
+        *,
+        own_connection: bool = False,
     ) -> None:
+        """``own_connection``: a TCP connection of this channel's own (gRPC otherwise shares one
+        among the channels of a process to the same target)."""
+        options = [("grpc.use_local_subchannel_pool", 1)] if own_connection else []
         self.channel = (
-            grpc.insecure_channel(target)
+            grpc.insecure_channel(target, options)
             if credentials is None
-            else grpc.secure_channel(target, credentials)
+            else grpc.secure_channel(target, credentials, options)
         )
         self.stub = gate_pb2_grpc.PermitGateStub(self.channel)  # type: ignore[no-untyped-call]
         self.timeout = timeout

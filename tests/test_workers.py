@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import fcntl
 import os
-import queue
 import re
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,75 +27,23 @@ from gate_helpers import (
     case,
     connection,
     premises,
-    stderr_lines,
     verdict,
     wait_for,
 )
 from permitgate_client.v1 import gate_pb2 as pb
+from processes import Served, free_port, spawn
 
 from permitgate.cli import main
 from registry.demo import SCENARIOS, demo_lines, structure_id
 from server.workers import Supervisor, SupervisorLink
 
-PERMITGATE = str(Path(sys.executable).with_name("permitgate"))
 OK = structure_id(0)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class Served:
-    """A running ``permitgate serve --workers``, and the lines it has written so far."""
-
-    def __init__(self, process: subprocess.Popen[str], lines: queue.Queue[str]) -> None:
-        self.process = process
-        self._lines = lines
-        self.seen: list[str] = []
-
-    def wait_for(self, pattern: str, times: int = 1, timeout: float = 30.0) -> re.Match[str]:
-        """The ``times``-th line since the start matching ``pattern``, once written."""
-        deadline = time.monotonic() + timeout
-        while True:
-            matches = [m for line in self.seen if (m := re.search(pattern, line))]
-            if len(matches) >= times:
-                return matches[times - 1]
-            try:
-                self.seen.append(self._lines.get(timeout=max(0.0, deadline - time.monotonic())))
-            except queue.Empty:
-                raise AssertionError(
-                    f"not {times} lines matching {pattern!r} in:\n{''.join(self.seen)}"
-                ) from None
-
-    def text(self) -> str:
-        """Every line written, once the process has ended."""
-        assert self.process.wait(timeout=30) is not None
-        while True:
-            try:
-                self.seen.append(self._lines.get(timeout=1))
-            except queue.Empty:
-                return "".join(self.seen)
 
 
 @contextmanager
 def serve(args: list[str]) -> Iterator[Served]:
-    process = subprocess.Popen(
-        [PERMITGATE, "serve", *args],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    lines, reader = stderr_lines(process)
-    try:
-        yield Served(process, lines)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        reader.join(5)
+    with spawn(["serve", *args]) as served:
+        yield served
 
 
 @pytest.fixture
@@ -147,7 +91,7 @@ def _prefixes(target: str, connections: int) -> set[str]:
     """The gates that answered one ALLOW check on each of ``connections`` new connections."""
     seen = set()
     for _ in range(connections):
-        with Wire(target) as wire:
+        with Wire(target, own_connection=True) as wire:
             decision = wire.ask(connection(OK))
             assert verdict(decision) == "ALLOW", decision
             seen.add(_gate_of(decision))
@@ -165,7 +109,7 @@ def test_two_workers_answer_on_one_port_and_stop_together(
     any_registry: GateRegistry, tmp_path: Path
 ) -> None:
     registry = any_registry
-    state, port = tmp_path / "state", _free_port()
+    state, port = tmp_path / "state", free_port()
     target = f"127.0.0.1:{port}"
     with serve(_args(registry, state, port)) as gate:
         pids = [int(gate.wait_for(rf"worker {n} started \(pid (\d+)\)").group(1)) for n in (1, 2)]
@@ -204,7 +148,7 @@ def test_two_workers_answer_on_one_port_and_stop_together(
 def test_a_killed_worker_is_started_again_while_the_other_answers(
     registry: GateRegistry, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     target = f"127.0.0.1:{port}"
     with serve(_args(registry, tmp_path / "state", port)) as gate:
         killed = int(gate.wait_for(r"worker 1 started \(pid (\d+)\)").group(1))
@@ -245,7 +189,7 @@ def test_a_worker_restarted_on_a_rolled_back_database_never_allows(
     """Someone who can write the database but holds no key deletes the newest head (the one
     that signs OK's stop order) and kills a worker. The worker started again has its own
     anti-rollback state: no answer for OK is ALLOW, from it or from the other worker."""
-    port = _free_port()
+    port = free_port()
     target = f"127.0.0.1:{port}"
     with serve(_args(registry, tmp_path / "state", port)) as gate:
         killed = int(gate.wait_for(r"worker 1 started \(pid (\d+)\)").group(1))
@@ -270,7 +214,7 @@ def test_a_worker_restarted_on_a_rolled_back_database_never_allows(
 
 
 def test_a_worker_that_cannot_start_stops_all(registry: GateRegistry, tmp_path: Path) -> None:
-    state, port = tmp_path / "state", _free_port()
+    state, port = tmp_path / "state", free_port()
     (state / "worker-2").mkdir(parents=True)
     held = os.open(state / "worker-2" / "gate.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -320,7 +264,7 @@ def test_a_second_set_of_workers_on_the_same_state_is_refused(
     held = os.open(state / "gate.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(held, fcntl.LOCK_EX)  # as a single gate on this directory would
-        args = ["serve", *_args(registry, state, _free_port())]
+        args = ["serve", *_args(registry, state, free_port())]
         result = CliRunner().invoke(main, args)
     finally:
         os.close(held)
@@ -431,7 +375,7 @@ def test_the_supervisor_stops_all_when_a_worker_cannot_start_at_first(tmp_path: 
 
 
 def test_workers_stop_when_the_supervisor_is_killed(registry: GateRegistry, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     with serve(_args(registry, tmp_path / "state", port)) as gate:
         pids = [int(gate.wait_for(rf"worker {n} started \(pid (\d+)\)").group(1)) for n in (1, 2)]
         gate.wait_for(r"worker \d: health: SERVING", times=2)
