@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -496,3 +497,54 @@ def test_serve_refuses_a_redis_url_that_is_not_one(shared: Shared) -> None:
     )
     assert done.returncode == 2
     assert "--redis localhost:6379: give a redis://HOST:PORT/DB" in done.stderr
+
+
+# --- with the registry service publishing ---------------------------------------------------------
+
+
+def test_gates_over_the_registry_service_publishing(pg_url: str, tmp_path: Path) -> None:
+    """The registry service publishes (``registry serve --redis``), two shared gates follow it:
+    the same answers as the embedded gate, an import followed within seconds, every record
+    proved from Redis, no incident."""
+    from test_registry_service import running_service
+
+    registry = GateRegistry(pg_url, tmp_path / "keys")
+    try:
+        registry.load(demo_lines(2 * len(SCENARIOS)))
+        with private_redis() as redis, running_service(registry, tmp_path, redis_url=redis.url):
+            client = redis.client()
+            wait_for(lambda: client.get("permitgate:published"), timeout=20)
+            embedded = start_gate(registry.url, registry.keys_dir, state_dir=tmp_path / "e")
+            gates = [
+                start_gate(
+                    registry.url, registry.keys_dir, state_dir=tmp_path / f"s{n}",
+                    redis_url=redis.url,
+                )
+                for n in (1, 2)
+            ]  # fmt: skip
+            try:
+                ids = [structure_id(i) for i in range(2 * len(SCENARIOS))] + [UNKNOWN]
+                expected = _answers(embedded, ids)
+                for gate in gates:
+                    assert _answers(gate, ids) == expected
+                registry.load([case(f"C-{TARGET}-stop", TARGET, "stop_order")])
+                for gate in gates:
+                    wait_for(partial(_denies, gate, TARGET), timeout=10)
+                    cache = gate.app.cache
+                    assert isinstance(cache, SharedCache)
+                    assert cache.fetches["database"] == 0
+                    assert {k: n for k, n in gate.app.incidents.counts.items() if n} == {}
+            finally:
+                for gate in [embedded, *gates]:
+                    gate.stop()
+    finally:
+        registry.close()
+
+
+def _answers(gate: RunningGate, ids: list[str]) -> list[tuple[str, list[Any]]]:
+    with Wire(gate.target) as wire:
+        return [(verdict(d), reasons(d)) for d in map(wire.ask, map(connection, ids))]
+
+
+def _denies(gate: RunningGate, sid: str) -> bool | None:
+    return _answers(gate, [sid])[0][0] == "DENY" or None
