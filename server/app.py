@@ -8,6 +8,11 @@ until that first verified load (checks meanwhile get REVIEW at best); ``first_po
 ``stop`` turns health to NOT_SERVING first, lets calls in flight finish, and writes the rest of
 the decision log (keeping in the state directory what cannot be written).
 
+With ``redis_url`` the gate runs in shared mode: many gates, one shared cache. It holds the
+registry's map top and a bounded L1 of records (``server.shared_cache``), follows heads through
+Redis (``server.shared_follower``), and reads the database only when Redis fails or lies; the
+state directory then holds the head it follows and the log's frontier at it.
+
 The state directory holds the gate's own verified state (``gate.sqlite``: the head it holds and
 that head's status map, see ``server.verifier``) beside the decision log's files. One gate uses
 it at a time: it holds the directory's lock (``gate.lock``) from ``create`` to ``stop``.
@@ -30,6 +35,8 @@ from registry.admin import ROLE as REGISTRY_ROLE
 from registry.decisions import SqlDecisionStore
 from registry.feed import RegistryFeed, SqlFeed
 from registry.notifications import SqlNotificationStore
+from registry.redis_feed import RedisFeed
+from registry.redis_layout import DEFAULT_PREFIX
 from registry.signing import Signer, ensure_signer, load_verifier
 from registry.storage import Database
 from registry.trusted_state import StateLocked, TrustedState
@@ -44,6 +51,8 @@ from server.incidents import Incidents
 from server.receipts import DEFAULT_GATE_NAME, GATE_ROLE, GateKeyVouch, ReceiptSigner
 from server.reflection import enable_reflection
 from server.service import SERVICE_NAME, PermitGateService
+from server.shared_cache import DEFAULT_CACHE_SIZE, SharedCache
+from server.shared_follower import SharedFollower
 from server.verifier import GateStateError, RegistryVerifier
 from server.watch import WatchHub
 
@@ -99,7 +108,7 @@ class GateApp:
         feed: RegistryFeed,
         gate: Gate,
         verifier: RegistryVerifier,
-        follower: RegistryFollower,
+        follower: RegistryFollower | SharedFollower,
         server: grpc.aio.Server,
         health: GateHealth,
         port: int,
@@ -140,8 +149,14 @@ class GateApp:
         decision_log_limit: int = DEFAULT_DECISION_LOG_LIMIT,
         audit_interval: float | None = DEFAULT_AUDIT_INTERVAL,
         reuse_port: bool = False,
+        redis_url: str | None = None,
+        redis_prefix: str = DEFAULT_PREFIX,
+        cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> GateApp:
         """Build the gate and bind its port.
+
+        ``redis_url``: shared mode, following the registry through that Redis (``redis_prefix``
+        its keys), with at most ``cache_size`` structures in memory; None: the embedded gate.
 
         ``reuse_port`` lets other processes of the same user listen on the same port
         (``SO_REUSEPORT``), the kernel spreading connections among them: that is how the workers
@@ -176,6 +191,7 @@ class GateApp:
                 max_concurrent_rpcs=max_concurrent_rpcs,
                 decision_log_limit=decision_log_limit,
                 reuse_port=reuse_port,
+                shared=None if redis_url is None else (redis_url, redis_prefix, cache_size),
             )
             app._held = held.pop_all()  # from now on the app releases them, at stop
         return app
@@ -196,10 +212,34 @@ class GateApp:
         max_concurrent_rpcs: int,
         decision_log_limit: int,
         reuse_port: bool,
+        shared: tuple[str, str, int] | None = None,
     ) -> GateApp:
         db = Database(db_url, create=False)  # a gate reads a registry; it never makes one
         feed = SqlFeed(db)
-        cache = RegistryCache(max_staleness=max_staleness, incidents=verifier.incidents)
+        cache: RegistryCache
+        follower: RegistryFollower | SharedFollower
+        if shared is None:
+            cache = RegistryCache(max_staleness=max_staleness, incidents=verifier.incidents)
+            follower = RegistryFollower(feed, cache, verifier, interval=poll_interval)
+        else:
+            redis_url, redis_prefix, cache_size = shared
+            redis = RedisFeed(redis_url, prefix=redis_prefix)
+            cache = SharedCache(
+                max_staleness=max_staleness,
+                redis=redis,
+                database=feed,
+                size=cache_size,
+                incidents=verifier.incidents,
+            )
+            follower = SharedFollower(
+                redis,
+                feed,
+                cache,
+                registry_key,
+                verifier.state,
+                verifier.incidents,
+                interval=poll_interval,
+            )
         decision_log = DecisionLog(
             SqlDecisionStore(db), state_dir=state_dir, limit=decision_log_limit
         )
@@ -211,7 +251,6 @@ class GateApp:
             ),
             decision_log=decision_log,
         )
-        follower = RegistryFollower(feed, cache, verifier, interval=poll_interval)
 
         def keys() -> pb.KeySet:
             return pb.KeySet(
@@ -301,9 +340,12 @@ class GateApp:
             if held is None
             else f"holds head serial {held.map.serial}, version {held.size}"
         )
+        data = f"{self.feed!r}"
+        if isinstance(self.follower, SharedFollower) and isinstance(self.cache, SharedCache):
+            data = f"{self.follower.redis!r} (shared, at most {self.cache.bound} cached), {data}"
         return (
             f"permitgate gate listening on {self.address} ({'TLS' if self.tls else 'plaintext'}); "
-            f"data: {self.feed!r}, registry key {self.registry_key.keyid_text}, {version}; "
+            f"data: {data}, registry key {self.registry_key.keyid_text}, {version}; "
             f"state {self.state.directory} ({state}); "
             f"max staleness {self.cache.max_staleness:g}s"
         )

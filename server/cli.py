@@ -26,6 +26,7 @@ from registry.admin import ROLE as REGISTRY_ROLE
 from registry.admin import require_registry
 from registry.cli import db_option, keys_option
 from registry.errors import PlainError, plain_error
+from registry.redis_layout import DEFAULT_PREFIX
 from registry.signing import ensure_signer, load_verifier
 from registry.storage import Database
 from server.app import (
@@ -44,6 +45,7 @@ from server.listen import (
     serve_until_signalled,
 )
 from server.receipts import DEFAULT_GATE_NAME, GATE_ROLE
+from server.shared_cache import DEFAULT_CACHE_SIZE
 from server.workers import Supervisor, SupervisorLink, hold_state, linked, worker_state_dir
 
 log = logging.getLogger("permitgate")
@@ -180,6 +182,30 @@ def _run_workers(
     "and its own copy of the registry in memory; a supervisor restarts any that dies. Above "
     "1, --listen needs a fixed port.",
 )
+@click.option(
+    "--redis",
+    "redis_url",
+    envvar="PERMITGATE_REDIS",
+    default=None,
+    metavar="URL",
+    help="Shared mode (env PERMITGATE_REDIS): follow the registry through the Redis the "
+    "registry service publishes to (redis://HOST:PORT/DB), holding the map top and at most "
+    "--cache-size verified records in memory; the database is read only when Redis fails or "
+    "lies. Without it, the gate holds every record.",
+)
+@click.option(
+    "--redis-prefix",
+    default=DEFAULT_PREFIX,
+    show_default=True,
+    help="Prefix of the registry's keys in Redis (as the registry service publishes them).",
+)
+@click.option(
+    "--cache-size",
+    default=DEFAULT_CACHE_SIZE,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="With --redis: structures (records or verified absences) held in memory, at most.",
+)
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option(
@@ -198,6 +224,9 @@ def serve(
     state_dir: Path | None,
     max_concurrent_rpcs: int,
     workers: int,
+    redis_url: str | None,
+    redis_prefix: str,
+    cache_size: int,
     tls_cert: Path | None,
     tls_key: Path | None,
     tls_client_ca: Path | None,
@@ -232,6 +261,12 @@ def serve(
         "gate_name": gate_name,
         "max_concurrent_rpcs": max_concurrent_rpcs,
     }
+    if redis_url:
+        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise click.UsageError(
+                f"--redis {redis_url}: give a redis://HOST:PORT/DB, rediss:// or unix:// URL"
+            )
+        options.update(redis_url=redis_url, redis_prefix=redis_prefix, cache_size=cache_size)
     if workers == 1:
         logging.basicConfig(level=logging.INFO, format=_log_format(""))
         _run_gate(address, None, state_dir=state_dir, **options)

@@ -28,6 +28,14 @@ KINDS: Final = (
     "record_unverified",  # a structure whose current record cannot be verified
     "database_altered",  # a record in the database differs from the verified one the gate holds
     "stale",  # the held head's cosignature too old (or the head superseded): REGISTRY_STALE
+    # A gate over a shared cache (server.shared_cache, server.shared_follower), one kind a lie:
+    "redis_unavailable",  # Redis down, slow or flushed: the database answers instead
+    "redis_entries",  # a bucket's entries that do not give the bucket's node in the held top
+    "redis_record",  # a record missing, or whose SHA-256 is not its entry's value
+    "redis_head",  # a head that does not verify, or older than the one held
+    "redis_log",  # log leaves or a frontier that do not give a verified head's root
+    "redis_top",  # a map top or diff that does not give a verified head's map root and count
+    "database_bucket",  # the database's records of a bucket do not give its node in the top
 )
 
 

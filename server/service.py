@@ -94,6 +94,9 @@ class PermitGateService:
         self.watch = WatchHub(gate) if watch is None else watch
         self._keys = keys
         self._caller = caller_of if client_certificates else peer_of
+        # A gate over a shared cache proves the records it lacks before deciding; the embedded
+        # gate holds them all, and its hot path awaits nothing for it.
+        self._ensure = gate.ensure if hasattr(gate.cache, "ensure") else None
 
     def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         """Every method of the service by name (register them through a ``GuardedServer``)."""
@@ -130,6 +133,8 @@ class PermitGateService:
         gate = self._gate
         convert = kind.from_wire
         name_caller = self._caller
+        ensure = self._ensure
+        cache: Any = gate.cache  # with ``ensure``: a SharedCache, which answers ``in``
 
         async def check(message: Message, context: Context) -> bytes:
             now = gate.clock()
@@ -137,6 +142,9 @@ class PermitGateService:
                 request = convert(message, now)
             except InvalidCheck as exc:
                 await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            if ensure is not None and request.structure_id not in cache:
+                await ensure((request.structure_id,))
+                now = gate.clock()
             caller = name_caller(context)
             try:
                 answer = gate.answer_now(request, caller=caller, now=now)
@@ -168,6 +176,8 @@ class PermitGateService:
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"checks: at most {MAX_BATCH} per batch, got {len(checks)}",
                 )
+            if self._ensure is not None:
+                await self._ensure(_structure_ids(checks))
             now = gate.clock()
             out: list[bytes] = []
             entries: list[LogEntry] = []
@@ -201,3 +211,14 @@ class PermitGateService:
 
     async def get_keys(self, request: pb.GetKeysRequest, context: Context) -> pb.KeySet:
         return self._keys()
+
+
+def _structure_ids(checks: Any) -> list[str]:
+    """The structure ids a batch's checks name (those without one are refused later)."""
+    ids: list[str] = []
+    for check in checks:
+        which = check.WhichOneof("check")
+        structure_id = "" if which is None else getattr(check, which).structure_id
+        if structure_id:
+            ids.append(structure_id)
+    return ids
