@@ -88,6 +88,9 @@ def read_status_record(envelope: bytes, structure_id: str, size: int) -> StatusR
 
 
 class RegistryCache:
+    holds_every_record = True
+    """Whether every verified record is held (so a district or every structure can be listed)."""
+
     def __init__(self, *, max_staleness: float, incidents: Incidents | None = None) -> None:
         self.max_staleness = max_staleness
         self.incidents = Incidents() if incidents is None else incidents

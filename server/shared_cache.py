@@ -176,6 +176,8 @@ def _serial_of_note(note: bytes | None) -> int | None:
 class SharedCache(RegistryCache):
     """``RegistryCache``'s interface over a bounded L1, filled on demand by ``ensure``."""
 
+    holds_every_record = False
+
     def __init__(
         self,
         *,

@@ -237,6 +237,10 @@ class WatchRefused(Exception):
     """Too many watches open on this gate."""
 
 
+class WatchUnsupported(Exception):
+    """This gate cannot serve such a watch (the message says which gate can)."""
+
+
 class WatchClosed(Exception):
     """The gate is stopping."""
 
@@ -491,11 +495,18 @@ class WatchHub:
     async def changes(self, spec: WatchSpec) -> AsyncIterator[pb.StatusChange]:
         """The stream of one watch: the first answers, a marker, then each change and marker.
 
-        Raises ``WatchRefused`` when too many watches are open, ``WatchOverflow`` when the
+        Raises ``WatchUnsupported`` for a district or every structure on a gate over the
+        shared cache, ``WatchRefused`` when too many watches are open, ``WatchOverflow`` when the
         reader falls too far behind, ``WatchClosed`` when the gate stops.
         """
         if self._closing:
             raise WatchClosed("this gate is stopping")
+        if spec.wide and not self.gate.cache.holds_every_record:
+            raise WatchUnsupported(
+                "a gate over the shared Redis cache holds only the structures asked of it: "
+                "watch named structures here (structure_ids), or a district or every structure "
+                "on a gate without --redis, which holds every record"
+            )
         if len(self._watches) >= self.max_watches:
             raise WatchRefused(f"this gate serves at most {self.max_watches} watches at once")
         if spec.wide and sum(w.spec.wide for w in self._watches) >= self.max_wide_watches:
@@ -600,6 +611,8 @@ class WatchHub:
                 yield change
         except WatchRefused as exc:
             await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except WatchUnsupported as exc:
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except WatchOverflow as exc:
             await _abort(context, grpc.StatusCode.ABORTED, str(exc))
         except WatchClosed as exc:

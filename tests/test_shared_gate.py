@@ -26,6 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gate_helpers import (
@@ -47,6 +48,7 @@ from gate_helpers import (
 from permitgate_client import Client
 from permitgate_client._proofs import map_key
 from permitgate_client.v1 import gate_pb2 as pb
+from permitgate_client.v1 import gate_pb2_grpc
 from redis_layout_support import LayoutWriter
 from redis_support import PrivateRedis, private_redis
 from tcp_proxy import TcpProxy
@@ -548,3 +550,39 @@ def _answers(gate: RunningGate, ids: list[str]) -> list[tuple[str, list[Any]]]:
 
 def _denies(gate: RunningGate, sid: str) -> bool | None:
     return _answers(gate, [sid])[0][0] == "DENY" or None
+
+
+# --- WatchStatus over the shared cache ---------------------------------------------------------
+
+
+def test_a_watch_of_named_structures_hears_a_change_published(shared: Shared) -> None:
+    """Named structures are watched as on the embedded gate: their current answers first, then
+    TARGET's stop order as it is published; a district or every structure is refused, naming
+    the gate that can serve it."""
+    gate = shared.start(poll_interval=30.0)
+    request = pb.WatchRequest(structure_ids=[TARGET, CLEAN])
+    request.question.connection.utility = pb.UTILITY_WATER
+    request.question.connection.kind = pb.CONNECTION_KIND_PERMANENT
+    with grpc.insecure_channel(gate.target) as channel:
+        stub = gate_pb2_grpc.PermitGateStub(channel)  # type: ignore[no-untyped-call]
+        call = stub.WatchStatus(request, timeout=20)
+        first = {}
+        for message in call:
+            if message.cause == pb.CHANGE_CAUSE_PROGRESS:
+                break
+            first[message.structure_id] = verdict(message.decision)
+        assert first == {TARGET: "ALLOW", CLEAN: "ALLOW"}
+        shared.flag_target()
+        shared.writer.publish()
+        for message in call:
+            if message.cause != pb.CHANGE_CAUSE_PROGRESS:
+                break
+        assert message.structure_id == TARGET
+        assert message.cause == pb.CHANGE_CAUSE_RECORD_CHANGED
+        assert (verdict(message.decision), codes(message.decision)) == DENIED
+        call.cancel()
+        wide = pb.WatchRequest(district="110101", question=request.question)
+        with pytest.raises(grpc.RpcError) as refused:
+            next(iter(stub.WatchStatus(wide, timeout=10)))
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "without --redis" in (refused.value.details() or "")
