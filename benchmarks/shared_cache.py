@@ -57,6 +57,7 @@ from permitgate_client.v1 import gate_pb2_grpc
 
 from benchmarks.gate_load import Memory
 from benchmarks.h2load import grpc_frame, run_h2load
+from benchmarks.harness import ensure_h2load
 from benchmarks.proctree import cpu_seconds
 from benchmarks.support import REPO, permitgate, permitgate_command, private_pg_database
 from registry.demo import structure_id
@@ -453,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fill", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=50_000)
     args = parser.parse_args(argv)
+    ensure_h2load()
     with tempfile.TemporaryDirectory(prefix="permitgate-shared-") as tmp:
         scratch = Path(tmp)
         with ExitStack() as stack:

@@ -146,6 +146,9 @@ class RegistryCache:
         held.envelope = b""  # parsed: the bytes are no longer needed
         return held
 
+    async def ensure(self, structure_ids: Collection[str]) -> None:
+        """Nothing to fetch: every verified record is held (``SharedCache`` fetches)."""
+
     def structure_ids(self) -> list[str]:
         """Every structure held, as of now (a copy: installs may follow while it is read)."""
         return list(self._records)

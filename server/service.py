@@ -96,7 +96,7 @@ class PermitGateService:
         self._caller = caller_of if client_certificates else peer_of
         # A gate over a shared cache proves the records it lacks before deciding; the embedded
         # gate holds them all, and its hot path awaits nothing for it.
-        self._ensure = gate.ensure if hasattr(gate.cache, "ensure") else None
+        self._ensure = None if gate.cache.holds_every_record else gate.ensure
 
     def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         """Every method of the service by name (register them through a ``GuardedServer``)."""
