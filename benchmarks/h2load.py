@@ -28,7 +28,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["H2Load", "H2LoadError", "grpc_frame", "h2load_version", "run_h2load"]
+__all__ = [
+    "H2Load",
+    "H2LoadError",
+    "ensure_h2load",
+    "grpc_frame",
+    "h2load_version",
+    "run_h2load",
+]
 
 _GRPC_HEADERS = ("content-type: application/grpc", "te: trailers")
 _SUMMARY = ("requests:", "status codes:", "traffic:")
@@ -214,3 +221,16 @@ def run_h2load(
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def ensure_h2load() -> None:
+    """Install Debian's nghttp2-client (h2load) when it is missing."""
+    if shutil.which("h2load") is not None:
+        return
+    print("h2load is missing: apt-get install nghttp2-client", flush=True)
+    apt = ["apt-get", "install", "-y", "-q", "nghttp2-client"]
+    if subprocess.run(apt, check=False).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], check=True)
+        subprocess.run(apt, check=True)
+    if shutil.which("h2load") is None:
+        raise SystemExit("h2load is still missing after installing nghttp2-client")

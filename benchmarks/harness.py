@@ -31,7 +31,6 @@ import math
 import os
 import platform
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,7 @@ import orjson
 
 from benchmarks import cerbos, report
 from benchmarks.demo_registry import build_registry
-from benchmarks.h2load import H2Load, H2LoadError, h2load_version, run_h2load
+from benchmarks.h2load import H2Load, H2LoadError, ensure_h2load, h2load_version, run_h2load
 from benchmarks.proctree import machine_busy_seconds
 from benchmarks.support import REPO
 from benchmarks.systems import (
@@ -74,19 +73,6 @@ CACHE = REPO / "benchmarks" / ".cache"
 SETTLE_TIMEOUT = 20.0
 SETTLE_IDLE = 0.05  # cores' worth under which a server counts as idle
 SYSTEMS = ("gate", "gate-w2", "bare", "cerbos", "naive")
-
-
-def ensure_h2load() -> None:
-    """Install Debian's nghttp2-client (h2load) when it is missing."""
-    if shutil.which("h2load") is not None:
-        return
-    print("h2load is missing: apt-get install nghttp2-client", flush=True)
-    apt = ["apt-get", "install", "-y", "-q", "nghttp2-client"]
-    if subprocess.run(apt, check=False).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], check=True)
-        subprocess.run(apt, check=True)
-    if shutil.which("h2load") is None:
-        raise SystemExit("h2load is still missing after installing nghttp2-client")
 
 
 # --- Measuring ------------------------------------------------------------------------------

@@ -56,8 +56,7 @@ from permitgate_client.v1 import gate_pb2 as pb
 from permitgate_client.v1 import gate_pb2_grpc
 
 from benchmarks.gate_load import Memory
-from benchmarks.h2load import grpc_frame, run_h2load
-from benchmarks.harness import ensure_h2load
+from benchmarks.h2load import ensure_h2load, grpc_frame, run_h2load
 from benchmarks.proctree import cpu_seconds
 from benchmarks.support import REPO, permitgate, permitgate_command, private_pg_database
 from registry.demo import structure_id
