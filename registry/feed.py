@@ -51,7 +51,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from registry.merkle import CompactTree, consistency_proof, leaf_hash
-from registry.statusmap import BUCKETS, MapTop, bucket_node
+from registry.statusmap import BUCKETS, BucketItem, MapTop, bucket_item
 from registry.storage import Database, EventRow, HeadRow, StatusRow, error_line, id_in
 
 __all__ = ["FeedError", "FeedView", "RegistryFeed", "SqlFeed"]
@@ -203,7 +203,7 @@ class _SqlView:
 
     def map_top(self) -> bytes:
         """Bucket by bucket, in bucket order, so that only one bucket's entries are in memory."""
-        nodes: list[tuple[int, bytes]] = [(0, MAP_EMPTY)] * BUCKETS
+        items: list[BucketItem] = [(0, MAP_EMPTY)] * BUCKETS
         current: int | None = None
         entries: list[tuple[bytes, bytes]] = []
 
@@ -211,7 +211,7 @@ class _SqlView:
             if current is not None:
                 entries.sort()
                 try:
-                    nodes[current] = bucket_node(b"".join(k + v for k, v in entries), current)
+                    items[current] = bucket_item(b"".join(k + v for k, v in entries), current)
                 except ValueError as exc:  # a row filed under another bucket than its id's
                     raise FeedError(f"the status records do not make a status map: {exc}") from exc
 
@@ -227,7 +227,7 @@ class _SqlView:
                 current, entries = bucket, []
             entries.append((map_key(structure_id), hashlib.sha256(envelope).digest()))
         close()
-        return MapTop([c for c, _ in nodes], [n for _, n in nodes]).to_bytes()
+        return MapTop(items).to_bytes()
 
     def frontier(self, size: int) -> bytes | None:
         return self._session.scalar(

@@ -10,8 +10,9 @@ hash against something that is, so a reader believes nothing for having read it 
   head published; it must give the root a verified head of that size signs.
 * ``log``: the log's leaf hashes, 32 bytes an event, in order (``APPEND``ed as the log grows);
   the slice after a held size, appended to the held frontier, must give the new head's root.
-* ``top:<serial>``: the status map's top at head ``serial`` (``StatusMap.top_bytes``); it must
-  give the head's map root and count.
+* ``top:<serial>``: the status map's top at head ``serial`` (``StatusMap.top_bytes``: each
+  bucket's entry count and node, or for a bucket of one entry that entry, whose key must lie in
+  the bucket: ``statusmap.BucketItem``); it must give the head's map root and count.
 * ``diff:<serial>``: from which serial, and the buckets that changed to reach ``serial``
   (8-byte big-endian serial, then ``statusmap.diff_bytes``); applied to the held top it must
   give the new head's map root and count, which proves no other bucket changed.

@@ -19,7 +19,7 @@ bytes.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from permitgate_client._proofs import (
     MAP_EMPTY,
@@ -32,8 +32,10 @@ from permitgate_client._proofs import (
 
 __all__ = [
     "BUCKETS",
+    "BucketItem",
     "MapTop",
     "StatusMap",
+    "bucket_item",
     "bucket_node",
     "bucket_of",
     "diff_bytes",
@@ -132,15 +134,19 @@ class StatusMap:
                 yield from bucket.values()
 
     def top_bytes(self) -> bytes:
-        """Each bucket's entry count and node, in bucket order (``MapTop.from_bytes`` reads it)."""
-        return b"".join(
-            _top_item(len(bucket or ()), self._heap[_BUCKETS + index][1])
-            for index, bucket in enumerate(self._buckets)
-        )
+        """Each bucket's item (``BucketItem``), in bucket order (``MapTop.from_bytes`` reads it)."""
+        return b"".join(_item_bytes(self.bucket_state(i)) for i in range(_BUCKETS))
 
     def bucket_state(self, index: int) -> tuple[int, bytes]:
-        """``(entry count, node hash)`` of bucket ``index``."""
-        return len(self._buckets[index] or ()), self._heap[_BUCKETS + index][1]
+        """Bucket ``index``'s ``BucketItem``: ``(entry count, node hash)``, or ``(1, key ||
+        value)`` for a bucket of one entry."""
+        bucket = self._buckets[index]
+        if not bucket:
+            return 0, MAP_EMPTY
+        if len(bucket) == 1:
+            key, value = next(iter(bucket.items()))
+            return 1, key + value
+        return len(bucket), self._heap[_BUCKETS + index][1]
 
     def bucket_entries(self, index: int) -> bytes:
         """Bucket ``index``'s entries as ``key || value`` pairs in ascending key order."""
@@ -212,18 +218,27 @@ def _bucket_of(key: bytes) -> int:
 
 # --- The map in two tiers: its top (one node per bucket) and each bucket's entries ----------------
 #
-# A gate that does not hold every record holds the map's *top*: the node of each of the 65,536
+# A gate that does not hold every record holds the map's *top*: the state of each of the 65,536
 # buckets (the first 16 bits of the key). Checked against a head's signed root and count, the top
 # proves each bucket's node; a bucket's entries (its keys and values, ``bucket_entries``) are then
 # proved by hashing to that node, and with them every record of the bucket, or the absence of a
 # structure from it. The top changes only where buckets change, so a gate can follow a new head
 # by the buckets that changed (``MapTop.with_buckets``): if the result gives the new root, no
 # other bucket changed.
+#
+# A bucket is carried as a ``BucketItem``: its entry count, and its node, except that a bucket of
+# one entry carries the entry itself (``key || value``). The map hashes a one-entry subtree as its
+# leaf at any depth, so the root alone does not say which bucket a lone entry sits in: a top that
+# moved it to an empty neighbouring bucket would give the same root and "prove" it absent from its
+# own. With the entry in the item, its key must lie in the bucket that carries it.
 
 BUCKETS = _BUCKETS
 _COUNT = 4  # bytes of a bucket's entry count in a top or diff
-_TOP_ITEM = _COUNT + 32  # count, node hash
 _ENTRY = 64  # key, value
+
+BucketItem = tuple[int, bytes]
+"""A bucket as a top or diff carries it: ``(entry count, node hash)``, or ``(1, key || value)``
+for a bucket of one entry."""
 
 
 def bucket_of(structure_id: str) -> int:
@@ -231,10 +246,9 @@ def bucket_of(structure_id: str) -> int:
     return _bucket_of(map_key(structure_id))
 
 
-def bucket_node(entries: bytes, index: int) -> tuple[int, bytes]:
-    """``(entry count, node hash)`` of bucket ``index`` holding ``entries`` (``bucket_entries``
-    bytes: ``key || value`` pairs in ascending key order); ``ValueError`` when they are not
-    sorted, repeat a key, or lie outside the bucket."""
+def _pairs(entries: bytes, index: int) -> list[tuple[bytes, bytes]]:
+    """``entries`` as ``(key, value)`` pairs; ``ValueError`` when they are not sorted, repeat a
+    key, or lie outside bucket ``index``."""
     if len(entries) % _ENTRY:
         raise ValueError(f"bucket {index}: {len(entries)} bytes is not a list of entries")
     pairs = [
@@ -247,9 +261,23 @@ def bucket_node(entries: bytes, index: int) -> tuple[int, bytes]:
         if _bucket_of(key) != index:
             raise ValueError(f"bucket {index}: holds a key of bucket {_bucket_of(key)}")
         previous = key
+    return pairs
+
+
+def bucket_node(entries: bytes, index: int) -> tuple[int, bytes]:
+    """``(entry count, node hash)`` of bucket ``index`` holding ``entries`` (``bucket_entries``
+    bytes: ``key || value`` pairs in ascending key order); ``ValueError`` when they are not
+    sorted, repeat a key, or lie outside the bucket."""
+    pairs = _pairs(entries, index)
     if not pairs:
         return 0, MAP_EMPTY
     return len(pairs), _subtree(pairs, _TOP)[1]
+
+
+def bucket_item(entries: bytes, index: int) -> BucketItem:
+    """The ``BucketItem`` of bucket ``index`` holding ``entries`` (read as ``bucket_node`` does)."""
+    count, node = bucket_node(entries, index)
+    return (1, entries) if count == 1 else (count, node)
 
 
 def entry_in(entries: bytes, key: bytes) -> bytes | None:
@@ -260,36 +288,80 @@ def entry_in(entries: bytes, key: bytes) -> bytes | None:
     return None
 
 
-def _top_item(count: int, node: bytes) -> bytes:
-    return count.to_bytes(_COUNT, "big") + node
+def _item_node(index: int, item: BucketItem) -> bytes:
+    """The node of ``item`` as bucket ``index``; ``ValueError`` unless it can be that bucket's:
+    empty exactly when its count is 0, and a lone entry's key in that bucket."""
+    count, payload = item
+    if not 0 <= index < _BUCKETS:
+        raise ValueError(f"no bucket {index}")
+    if count == 1:
+        if len(payload) != _ENTRY or _bucket_of(payload[:32]) != index:
+            raise ValueError(f"bucket {index}: its one entry is not an entry of this bucket")
+        return map_leaf_hash(payload[:32], payload[32:])
+    if len(payload) != 32 or (count == 0) != (payload == MAP_EMPTY):
+        raise ValueError(f"bucket {index}: count {count} with node {payload.hex()[:16]}…")
+    return payload
+
+
+def _item_bytes(item: BucketItem) -> bytes:
+    return item[0].to_bytes(_COUNT, "big") + item[1]
+
+
+def _read_items(data: bytes, *, indexed: bool) -> Iterator[tuple[int, BucketItem]]:
+    """The items of a top (in bucket order) or of a diff (each after its 2-byte bucket index)."""
+    position, index = 0, -1
+    while position < len(data):
+        if indexed:
+            index = int.from_bytes(data[position : position + 2])
+            position += 2
+        else:
+            index += 1
+        count = int.from_bytes(data[position : position + _COUNT])
+        position += _COUNT
+        size = _ENTRY if count == 1 else 32
+        payload = data[position : position + size]
+        if len(payload) != size:
+            raise ValueError(f"bucket {index}: cut short")
+        position += size
+        yield index, (count, payload)
 
 
 class MapTop:
-    """The top of a status map: each bucket's ``(entry count, node hash)``, and the nodes above.
+    """The top of a status map: each bucket's count and node, and the nodes above.
 
     Built from untrusted bytes; believe it only once ``gives`` the root and count a verified
-    head signs."""
+    head signs. Then each bucket's node is proved, and so is a lone entry's bucket; a count of
+    two or more is not (the root binds only 0, 1 and "more"), so it serves only to compare with
+    the count of entries that hash to the node."""
 
-    __slots__ = ("_counts", "_heap")
+    __slots__ = ("_counts", "_heap", "_lone")
 
-    def __init__(self, counts: list[int], nodes: list[bytes]) -> None:
-        self._counts = counts
+    def __init__(self, items: Sequence[BucketItem]) -> None:
+        """``ValueError`` unless ``items`` are 65,536 buckets' (``BucketItem``), in order."""
+        if len(items) != _BUCKETS:
+            raise ValueError(f"a map top has {_BUCKETS} buckets, not {len(items)}")
+        self._counts = [count for count, _ in items]
+        self._lone: dict[int, bytes] = {}
         self._heap: list[_Node] = [_EMPTY_NODE] * (2 * _BUCKETS)
-        for index, (count, node) in enumerate(zip(counts, nodes, strict=True)):
-            self._heap[_BUCKETS + index] = (min(count, 2), node) if count else _EMPTY_NODE
+        for index, item in enumerate(items):
+            self._put(index, item)
         for i in range(_BUCKETS - 1, 0, -1):
             self._heap[i] = _join(self._heap[2 * i], self._heap[2 * i + 1])
+
+    def _put(self, index: int, item: BucketItem) -> None:
+        node = _item_node(index, item)
+        count = item[0]
+        self._counts[index] = count
+        if count == 1:
+            self._lone[index] = item[1]
+        else:
+            self._lone.pop(index, None)
+        self._heap[_BUCKETS + index] = (min(count, 2), node) if count else _EMPTY_NODE
 
     @classmethod
     def from_bytes(cls, data: bytes) -> MapTop:
         """The top encoded by ``StatusMap.top_bytes``; ``ValueError`` when it is not one."""
-        if len(data) != _BUCKETS * _TOP_ITEM:
-            raise ValueError(f"a map top is {_BUCKETS * _TOP_ITEM} bytes, not {len(data)}")
-        counts = [int.from_bytes(data[i : i + _COUNT]) for i in range(0, len(data), _TOP_ITEM)]
-        nodes = [data[i + _COUNT : i + _TOP_ITEM] for i in range(0, len(data), _TOP_ITEM)]
-        for index, (count, node) in enumerate(zip(counts, nodes, strict=True)):
-            _check_item(index, count, node)
-        return cls(counts, nodes)
+        return cls([item for _, item in _read_items(data, indexed=False)])
 
     def __len__(self) -> int:
         return sum(self._counts)
@@ -302,52 +374,42 @@ class MapTop:
         return self.root() == root and len(self) == count
 
     def bucket(self, index: int) -> tuple[int, bytes]:
-        """``(entry count, node hash)`` of bucket ``index``."""
+        """``(entry count, node hash)`` of bucket ``index`` (what ``bucket_node`` gives)."""
         return self._counts[index], self._heap[_BUCKETS + index][1]
 
-    def with_buckets(self, changes: dict[int, tuple[int, bytes]]) -> MapTop:
-        """A new top: this one with ``changes`` (bucket index to ``(count, node)``) applied."""
+    def item(self, index: int) -> BucketItem:
+        count = self._counts[index]
+        return (1, self._lone[index]) if count == 1 else (count, self._heap[_BUCKETS + index][1])
+
+    def with_buckets(self, changes: Mapping[int, BucketItem]) -> MapTop:
+        """A new top: this one with ``changes`` (bucket index to item) applied; ``ValueError``
+        for an item that cannot be its bucket's."""
         top = MapTop.__new__(MapTop)
         top._counts = list(self._counts)
         top._heap = list(self._heap)
-        for index, (count, node) in changes.items():
-            _check_item(index, count, node)
-            top._counts[index] = count
-            position = _BUCKETS + index
-            top._heap[position] = (min(count, 2), node) if count else _EMPTY_NODE
-            position >>= 1
+        top._lone = dict(self._lone)
+        for index, item in changes.items():
+            top._put(index, item)
+            position = (_BUCKETS + index) >> 1
             while position:
                 top._heap[position] = _join(top._heap[2 * position], top._heap[2 * position + 1])
                 position >>= 1
         return top
 
     def to_bytes(self) -> bytes:
-        return b"".join(_top_item(self._counts[i], self.bucket(i)[1]) for i in range(_BUCKETS))
+        return b"".join(_item_bytes(self.item(i)) for i in range(_BUCKETS))
 
 
-def _check_item(index: int, count: int, node: bytes) -> None:
-    """``ValueError`` unless ``(count, node)`` can be a bucket's: empty exactly when count 0."""
-    if not 0 <= index < _BUCKETS:
-        raise ValueError(f"no bucket {index}")
-    if (count == 0) != (node == MAP_EMPTY) or len(node) != 32:
-        raise ValueError(f"bucket {index}: count {count} with node {node.hex()[:16]}…")
+def diff_bytes(changes: Mapping[int, BucketItem]) -> bytes:
+    """``changes`` (bucket index to item) as ``index(2) count(4) node(32) | entry(64)`` items."""
+    return b"".join(i.to_bytes(2, "big") + _item_bytes(changes[i]) for i in sorted(changes))
 
 
-def diff_bytes(changes: dict[int, tuple[int, bytes]]) -> bytes:
-    """``changes`` (bucket index to ``(count, node)``) as ``index(2) count(4) node(32)`` items."""
-    return b"".join(i.to_bytes(2, "big") + _top_item(*changes[i]) for i in sorted(changes))
-
-
-def parse_diff(data: bytes) -> dict[int, tuple[int, bytes]]:
-    """The changes ``diff_bytes`` encodes; ``ValueError`` when ``data`` is not such a list."""
-    item = 2 + _TOP_ITEM
-    if len(data) % item:
-        raise ValueError(f"a map diff is a list of {item}-byte items, not {len(data)} bytes")
-    changes: dict[int, tuple[int, bytes]] = {}
-    for i in range(0, len(data), item):
-        index = int.from_bytes(data[i : i + 2])
-        count = int.from_bytes(data[i + 2 : i + 2 + _COUNT])
-        node = data[i + 2 + _COUNT : i + item]
-        _check_item(index, count, node)
-        changes[index] = (count, node)
+def parse_diff(data: bytes) -> dict[int, BucketItem]:
+    """The changes ``diff_bytes`` encodes; ``ValueError`` when ``data`` is not such a list (or
+    names an item that cannot be its bucket's)."""
+    changes: dict[int, BucketItem] = {}
+    for index, item in _read_items(data, indexed=True):
+        _item_node(index, item)
+        changes[index] = item
     return changes

@@ -103,6 +103,10 @@ class RegistryCache:
         self._cosigned: datetime | None = None  # the held head's cosigned time, as signed
         self._counted_from: datetime | None = None  # and as counted (never ahead of our clock)
         self.listeners: list[ChangeListener] = []  # told of each change installed
+        # The map buckets the head last installed changed, where the structures told to the
+        # listeners may not be all of those that changed in them (a shared cache knows its
+        # changed buckets from verified data, the structures in them only from hints).
+        self.changed_buckets: Collection[int] = ()
 
     def __len__(self) -> int:
         return len(self._records)

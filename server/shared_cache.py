@@ -53,6 +53,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
+from functools import partial
 from itertools import islice
 from typing import TypeVar
 
@@ -241,17 +242,21 @@ class SharedCache(RegistryCache):
             else:
                 waits.add(under_way)
         if mine:
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            # A task of its own: the requests waiting on it are not left without an answer
+            # when the one that started it is cancelled (its caller went away).
+            fetch = asyncio.get_running_loop().create_task(self._fetch(mine, retry=True))
             for sid in mine:
-                self._inflight[sid] = done
-            try:
-                await self._fetch(mine, retry=True)
-            finally:
-                for sid in mine:
-                    self._inflight.pop(sid, None)
-                done.set_result(None)
-        if waits:
-            await asyncio.wait(waits)  # not cancelled with this request
+                self._inflight[sid] = fetch
+            fetch.add_done_callback(partial(self._fetched, mine))
+            waits.add(fetch)
+        await asyncio.wait(waits)  # not cancelled with this request
+
+    def _fetched(self, ids: Sequence[str], fetch: asyncio.Future[None]) -> None:
+        for sid in ids:
+            if self._inflight.get(sid) is fetch:
+                del self._inflight[sid]
+        if not fetch.cancelled() and (error := fetch.exception()) is not None:
+            log.error("proving %d structures failed: %r", len(ids), error)
 
     # --- proving ---------------------------------------------------------------------------
 
@@ -570,6 +575,7 @@ class SharedCache(RegistryCache):
         self._top_installed.set()  # wakes the fetches waiting for a newer top
         self._top_installed = asyncio.Event()
         self.hold_head(head, superseded=superseded)
+        self.changed_buckets = () if changed is None else frozenset(changed)
         if self.listeners:
             told: Collection[str] | None = None
             if hints is not None and changed is not None:

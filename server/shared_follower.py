@@ -470,7 +470,8 @@ class SharedFollower:
                 try:
                     from_serial, rest = serial_of(raw)
                     changes = parse_diff(rest)
-                except ValueError:
+                except ValueError:  # not a diff, or an item that cannot be its bucket's
+                    self._top_refused(new, "diff")
                     from_serial, changes = -1, {}
                 if from_serial == held.map.serial:
                     applied = old.with_buckets(changes)

@@ -32,6 +32,7 @@ import grpc
 from permitgate_client.v1 import gate_pb2 as pb
 
 from registry.records import StatusRecord, format_time
+from registry.statusmap import bucket_of
 from registry.vocabulary import ConnectionKind, id_error
 from server.checks import (
     CHECK_KINDS,
@@ -271,6 +272,7 @@ class _Watch:
         self.moments: list[tuple[datetime, str]] = []
         self.scheduled: dict[str, datetime] = {}
         self.wakeup = asyncio.Event()
+        self._by_bucket: dict[int, list[str]] | None = None  # named ids by map bucket, on demand
 
     # --- told by the hub, on the event loop ---------------------------------------------
 
@@ -284,6 +286,19 @@ class _Watch:
         else:
             changed = structure_ids if isinstance(structure_ids, Set) else set(structure_ids)
             self._queue([s for s in named if s in changed], RECORD_CHANGED)
+
+    def buckets_changed(self, buckets: Collection[int]) -> None:
+        """Decide again the named structures in these map buckets: a shared cache knows from
+        verified data which buckets a new head changed, and which structures in them only from
+        the change stream's hints, which may leave one out."""
+        if self.named is None:
+            return
+        if self._by_bucket is None:
+            self._by_bucket = {}
+            for structure_id in self.named:
+                self._by_bucket.setdefault(bucket_of(structure_id), []).append(structure_id)
+        by_bucket = self._by_bucket
+        self._queue([s for b in buckets for s in by_bucket.get(b, ())], RECORD_CHANGED)
 
     def rescan_all(self, cause: int, since: int | None = None) -> None:
         """Decide again every structure watched (``since``: those whose record changed after
@@ -459,6 +474,8 @@ class WatchHub:
                     watch.rescan_all(RECORD_CHANGED, None if version < before else before)
             else:
                 watch.records_changed(structure_ids)
+                if buckets := self.gate.cache.changed_buckets:
+                    watch.buckets_changed(buckets)  # whatever hints left out
             if unsure:
                 watch.records_changed(unsure)
             watch.mark(version, self._checked_at)

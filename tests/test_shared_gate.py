@@ -57,7 +57,7 @@ from registry.demo import SCENARIOS, demo_lines, structure_id
 from registry.heads import sign_head
 from registry.merkle import CompactTree
 from registry.signing import Signer
-from registry.statusmap import StatusMap, bucket_of
+from registry.statusmap import BUCKETS, BucketItem, MapTop, StatusMap, bucket_of, parse_diff
 from registry.trust import STATUS_PAYLOAD_TYPE
 from server.shared_cache import SharedCache
 from server.shared_follower import SharedFollower
@@ -370,11 +370,76 @@ def test_a_forged_diff(shared: Shared) -> None:
     newer = shared.writer.publish(announce=False)
     layout = shared.writer.layout
     diff = shared.writer.client.get(layout.diff(newer.serial))
-    assert isinstance(diff, bytes) and len(diff) == 8 + 38
+    assert isinstance(diff, bytes) and len(diff) > 8
     shared.writer.client.set(layout.diff(newer.serial), diff[:8])  # no bucket changed
     shared.writer.client.xadd(layout.changes, {"head": newer.serial, "version": newer.size})
     wait_for(lambda: shared.answer(TARGET) == DENIED or None, timeout=2)
     assert shared.incidents() == {"redis_top": 1}
+
+
+def _lone_entry_moved(top: MapTop, sid: str) -> tuple[int, int, dict[int, BucketItem]]:
+    """``sid``'s bucket, an empty neighbour, and the items that move its lone entry there: the
+    map hashes a one-entry subtree as its leaf at any depth, so the root stays the same."""
+    index = bucket_of(sid)
+    neighbour = index ^ 1
+    count, entry = top.item(index)
+    assert count == 1 and top.item(neighbour)[0] == 0, "a lone entry with an empty neighbour"
+    return index, neighbour, {index: (0, bytes(32)), neighbour: (1, entry)}
+
+
+def _top(shared: Shared, serial: int) -> MapTop:
+    raw = shared.writer.client.get(shared.writer.layout.top(serial))
+    assert isinstance(raw, bytes)
+    return MapTop.from_bytes(raw)
+
+
+def _raw_items(items: dict[int, BucketItem], *, indexed: bool) -> bytes:
+    """Items as the layout encodes them, written here by hand: ``count(4)`` then the payload
+    (after a 2-byte bucket index in a diff)."""
+    return b"".join(
+        (i.to_bytes(2, "big") if indexed else b"") + c.to_bytes(4, "big") + payload
+        for i, (c, payload) in sorted(items.items())
+    )
+
+
+def test_a_lone_entry_moved_to_another_bucket_in_the_top(shared: Shared) -> None:
+    """``top:<serial>`` with CLEAN's lone entry moved to the empty bucket beside its own (the
+    same root, CLEAN's own bucket then empty): refused, since a lone entry's key must lie in
+    the bucket that carries it; the top is proved from the database; CLEAN is never "not in
+    registry"."""
+    layout = shared.writer.layout
+    serial = shared.writer.last.serial if shared.writer.last else 0
+    top = _top(shared, serial)
+    index, _, moved = _lone_entry_moved(top, CLEAN)
+    items = {i: top.item(i) for i in range(BUCKETS)} | moved
+    shared.writer.client.set(layout.top(serial), _raw_items(items, indexed=False))
+    shared.writer.set_entries(index, b"")
+    shared.start()
+    assert shared.answer(CLEAN) == ALLOW
+    assert "redis_top" in shared.incidents()
+
+
+def test_a_lone_entry_moved_to_another_bucket_in_a_diff(shared: Shared) -> None:
+    """A new head's diff that also moves CLEAN's lone entry to an empty neighbouring bucket
+    (the root unchanged by the move) is refused; the whole top is read instead."""
+    shared.start(poll_interval=30.0)
+    assert shared.answer(TARGET) == ALLOW
+    shared.flag_target()
+    newer = shared.writer.publish(announce=False)
+    layout = shared.writer.layout
+    top = _top(shared, newer.serial)
+    index, _, moved = _lone_entry_moved(top, CLEAN)
+    diff = shared.writer.client.get(layout.diff(newer.serial))
+    assert isinstance(diff, bytes)
+    changes = parse_diff(diff[8:]) | moved
+    shared.writer.client.set(
+        layout.diff(newer.serial), diff[:8] + _raw_items(changes, indexed=True)
+    )
+    shared.writer.set_entries(index, b"")
+    shared.writer.client.xadd(layout.changes, {"head": newer.serial, "version": newer.size})
+    wait_for(lambda: shared.answer(TARGET) == DENIED or None, timeout=2)
+    assert "redis_top" in shared.incidents()
+    assert shared.answer(CLEAN) == ALLOW  # its emptied bucket in Redis is a lie: the database
 
 
 def test_a_rolled_back_head_is_refused_after_a_restart(shared: Shared) -> None:
@@ -586,3 +651,33 @@ def test_a_watch_of_named_structures_hears_a_change_published(shared: Shared) ->
             next(iter(stub.WatchStatus(wide, timeout=10)))
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "without --redis" in (refused.value.details() or "")
+
+
+def test_a_watched_structure_out_of_the_cache_hears_a_change_the_stream_hides(
+    shared: Shared,
+) -> None:
+    """TARGET is watched but no longer in L1 (a cache of two, then other structures asked);
+    its stop order is published with a change stream that names only the head: the changed
+    bucket, known from the verified diff, is enough for the watch to decide TARGET again."""
+    gate = shared.start(poll_interval=30.0, cache_size=2)
+    request = pb.WatchRequest(structure_ids=[TARGET])
+    request.question.connection.utility = pb.UTILITY_WATER
+    request.question.connection.kind = pb.CONNECTION_KIND_PERMANENT
+    with grpc.insecure_channel(gate.target) as channel:
+        stub = gate_pb2_grpc.PermitGateStub(channel)  # type: ignore[no-untyped-call]
+        call = stub.WatchStatus(request, timeout=20)
+        first = next(iter(call))
+        assert (first.structure_id, verdict(first.decision)) == (TARGET, "ALLOW")
+        for sid in (CLEAN, FLAGGED, structure_id(1), structure_id(2)):
+            shared.ask(sid)
+        assert TARGET not in shared.cache
+        shared.flag_target()
+        newer = shared.writer.publish(announce=False)
+        layout = shared.writer.layout
+        shared.writer.client.xadd(layout.changes, {"head": newer.serial, "version": newer.size})
+        for message in call:
+            if message.cause != pb.CHANGE_CAUSE_PROGRESS:
+                break
+        assert message.structure_id == TARGET
+        assert (verdict(message.decision), codes(message.decision)) == DENIED
+        call.cancel()

@@ -92,7 +92,9 @@ def check_tiers(status_map: StatusMap, entries: dict[str, bytes]) -> MapTop:
         assert raw == b"".join(k + v for k, v in pairs)
         expected = (len(pairs), node_by_hand(pairs, 16))
         assert bucket_node(raw, index) == expected == top.bucket(index)
-        assert status_map.bucket_state(index) == expected
+        # A bucket of one entry is carried as that entry, which binds it to its bucket.
+        item = (1, pairs[0][0] + pairs[0][1]) if len(pairs) == 1 else expected
+        assert status_map.bucket_state(index) == item == top.item(index)
     for sid in crowded_ids():
         bucket = bucket_of(sid)
         assert bucket == bucket_by_hand(sid)
@@ -145,7 +147,7 @@ def test_a_diff_of_the_changed_buckets_moves_the_old_top_to_the_new_root(
     assert moved.gives(status_map.root(), len(status_map))
     assert moved.to_bytes() == new_top.to_bytes()
     # A diff that leaves out a bucket that changed, or names a wrong node or count, does not.
-    changed = [i for i in sorted(buckets) if old_top.bucket(i) != diff[i]]
+    changed = [i for i in sorted(buckets) if old_top.item(i) != diff[i]]
     for index in changed:
         missing = {i: state for i, state in diff.items() if i != index}
         assert _refused(old_top, missing, status_map)
@@ -171,15 +173,25 @@ def _refused(top: MapTop, diff: dict[int, tuple[int, bytes]], status_map: Status
 
 
 def test_malformed_tiers_raise_value_error_naming_what() -> None:
-    entries = {sid: hashlib.sha256(sid.encode()).digest() for sid in crowded_ids()[:30]}
+    some = [*crowded_ids()[:30], "LONE-0"]  # crowded buckets, and one of a single entry
+    entries = {sid: hashlib.sha256(sid.encode()).digest() for sid in some}
     status_map = StatusMap(entries.items())
     top = status_map.top_bytes()
-    with pytest.raises(ValueError, match=f"a map top is {len(top)} bytes, not {len(top) - 1}"):
+    with pytest.raises(ValueError, match="bucket 65535: cut short"):
         MapTop.from_bytes(top[:-1])
-    empty = next(i for i in range(BUCKETS) if status_map.bucket_state(i)[0] == 0)
-    at = empty * 36 + 4
+    with pytest.raises(ValueError, match="a map top has 65536 buckets, not 65535"):
+        MapTop([status_map.bucket_state(i) for i in range(BUCKETS - 1)])
+    items = [status_map.bucket_state(i) for i in range(BUCKETS)]
+    empty = next(i for i in range(BUCKETS) if items[i][0] == 0)
     with pytest.raises(ValueError, match=f"bucket {empty}: count 0 with node 01"):
-        MapTop.from_bytes(top[:at] + b"\x01" + top[at + 1 :])
+        MapTop([*items[:empty], (0, b"\x01" + bytes(31)), *items[empty + 1 :]])
+    lone = next(i for i in range(BUCKETS) if items[i][0] == 1)
+    moved = [*items]
+    moved[lone], moved[lone ^ 1] = items[lone ^ 1], items[lone]
+    with pytest.raises(ValueError, match="its one entry is not an entry of this bucket"):
+        MapTop(moved)  # the same root, were a lone entry carried by its node alone
+    with pytest.raises(ValueError, match="its one entry is not an entry of this bucket"):
+        parse_diff(diff_bytes({lone ^ 1: items[lone]}))
     full = bucket_of(crowded_ids()[0])
     raw = status_map.bucket_entries(full)
     assert len(raw) >= 128
@@ -192,7 +204,7 @@ def test_malformed_tiers_raise_value_error_naming_what() -> None:
         bucket_node(raw[:64] + raw, full)  # a key twice
     with pytest.raises(ValueError, match=f"bucket {full + 1}: holds a key of bucket {full}"):
         bucket_node(raw, full + 1)
-    with pytest.raises(ValueError, match="a map diff is a list of 38-byte items, not 37 bytes"):
+    with pytest.raises(ValueError, match="bucket 0: cut short"):
         parse_diff(bytes(37))
     with pytest.raises(ValueError, match="too short to begin with a serial"):
         serial_of(bytes(7))
