@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import redis
@@ -202,17 +202,7 @@ class RedisPublisher:
         pipe.set(self.layout.top(state.serial), status_map.top_bytes())
         for old_key in old:
             pipe.expire(old_key, KEEP_OLD, nx=True)
-        pipe.xadd(
-            self.layout.changes,
-            {"head": str(state.serial), "version": str(state.size)},
-            maxlen=STREAM_LENGTH,
-            approximate=True,
-        )
-        pipe.set(self.layout.head, state.head.note)
-        pipe.set(self.layout.published, str(state.serial))
-        pipe.execute()
-        self._head = state.head.note
-        self._done = _Published(state.serial, state.size)
+        self._finish(pipe, state)
         self.full_publishes += 1
         log.info(
             "%s: published everything at head serial %d (%d structures, %d events) in %.3g s",
@@ -235,6 +225,21 @@ class RedisPublisher:
             pattern = f"{_glob_escape(self.layout.prefix)}{kind}:*"
             older += [k for k in self._client.scan_iter(match=pattern, count=1000) if k not in keep]
         return older
+
+    def _finish(self, pipe: Any, state: ServedState) -> None:
+        """End a publish: the stream's entry for the head, then ``head``, then ``published``
+        (last, so no serial claims to be complete before its data is), all in ``pipe``."""
+        pipe.xadd(
+            self.layout.changes,
+            {"head": str(state.serial), "version": str(state.size)},
+            maxlen=STREAM_LENGTH,
+            approximate=True,
+        )
+        pipe.set(self.layout.head, state.head.note)
+        pipe.set(self.layout.published, str(state.serial))
+        pipe.execute()
+        self._head = state.head.note
+        self._done = _Published(state.serial, state.size)
 
     def _increment(self, state: ServedState, changed: set[str], done: _Published) -> None:
         status_map = state.status_map
@@ -281,17 +286,7 @@ class RedisPublisher:
                 maxlen=STREAM_LENGTH,
                 approximate=True,
             )
-        pipe.xadd(
-            self.layout.changes,
-            {"head": str(state.serial), "version": str(state.size)},
-            maxlen=STREAM_LENGTH,
-            approximate=True,
-        )
-        pipe.set(self.layout.head, state.head.note)
-        pipe.set(self.layout.published, str(state.serial))
-        pipe.execute()
-        self._head = state.head.note
-        self._done = _Published(state.serial, state.size)
+        self._finish(pipe, state)
         self.increments += 1
         log.info(
             "%s: published head serial %d (from %d: %d structures changed in %d buckets)",

@@ -187,6 +187,15 @@ class RegistryCache:
             f"more than {self.max_staleness:g} s ago"
         )
 
+    def report_stale(self) -> None:
+        """Count (and log once) each spell of stale data on a head held."""
+        head = self.head
+        why = self.stale_because()
+        if head is None or why is None:
+            return
+        key = head.note if self.superseded is None else (head.checkpoint, self.superseded)
+        self.incidents.report("stale", key, "data stale, no check is allowed: %s", why)
+
     # --- what the follower installs ------------------------------------------------------
 
     def install(

@@ -157,17 +157,7 @@ class RegistryFollower:
             self.failed = 0
         finally:
             self.attempted.set()
-            self._report_staleness()
-
-    def _report_staleness(self) -> None:
-        """Count (and log once) each spell of stale data on a head held."""
-        head = self._cache.head
-        why = self._cache.stale_because()
-        if head is None or why is None:
-            return
-        superseded = self._cache.superseded
-        key = head.note if superseded is None else (head.checkpoint, superseded)
-        self.incidents.report("stale", key, "data stale, no check is allowed: %s", why)
+            self._cache.report_stale()
 
     def _failed(self, reason: str, *, traceback: bool) -> None:
         if reason != self.failure:

@@ -223,16 +223,7 @@ class SharedFollower:
             self.failed = 0
         finally:
             self.attempted.set()
-            self._report_staleness()
-
-    def _report_staleness(self) -> None:
-        head = self.cache.head
-        why = self.cache.stale_because()
-        if head is None or why is None:
-            return
-        superseded = self.cache.superseded
-        key = head.note if superseded is None else (head.checkpoint, superseded)
-        self.incidents.report("stale", key, "data stale, no check is allowed: %s", why)
+            self.cache.report_stale()
 
     # --- one poll --------------------------------------------------------------------------
 
