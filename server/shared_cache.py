@@ -338,7 +338,7 @@ class SharedCache(RegistryCache):
             node, why = (-1, b""), str(exc)
         else:
             why = "they do not hash to its node in the verified map top"
-        if node != top.bucket(index):
+        if node[1] != top.bucket(index)[1]:  # the node binds the entries (and their number)
             return why
         value = entry_in(entries, map_key(sid))
         if value is None:
@@ -430,7 +430,7 @@ class SharedCache(RegistryCache):
             node = bucket_node(entries, index)
         except ValueError:
             node = (-1, b"")
-        if top is not None and node == top.bucket(index):
+        if top is not None and node[1] == top.bucket(index)[1]:
             return
         self.incidents.report(
             "redis_entries",
@@ -487,7 +487,7 @@ class SharedCache(RegistryCache):
             node = bucket_node(entries, index)
         except ValueError:
             node = (-1, b"")
-        if node != top.bucket(index):
+        if node[1] != top.bucket(index)[1]:
             if database_serial is None or database_serial <= head.map.serial:
                 self.incidents.report(
                     "database_bucket",

@@ -472,10 +472,12 @@ class WatchHub:
             elif structure_ids is None:
                 if version != before:
                     watch.rescan_all(RECORD_CHANGED, None if version < before else before)
+            elif (buckets := self.gate.cache.changed_buckets) and watch.named is not None:
+                # Every named structure in a changed bucket: those told, and whatever the
+                # change stream's hints left out.
+                watch.buckets_changed(buckets)
             else:
                 watch.records_changed(structure_ids)
-                if buckets := self.gate.cache.changed_buckets:
-                    watch.buckets_changed(buckets)  # whatever hints left out
             if unsure:
                 watch.records_changed(unsure)
             watch.mark(version, self._checked_at)
