@@ -257,7 +257,10 @@ def test_redis_flushed_or_restarted_is_published_again_while_the_service_answers
             assert verified(registry, service.head().note)
             time.sleep(0.1)
         failures = [r for r in caplog.records if "redis publish failed" in r.getMessage()]
-        assert len(failures) == 1, [r.getMessage() for r in failures]
+        # Logged once per reason, not at every beat: Redis killed in the middle of a read
+        # resets the connection first, and refuses the next ones.
+        messages = [r.getMessage() for r in failures]
+        assert 1 <= len(messages) <= 2 and len(set(messages)) == len(messages), messages
         assert publisher.failures >= 4
         server.start()  # empty
         wait_published(server.client())
