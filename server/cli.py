@@ -245,6 +245,10 @@ def serve(
             f"--listen {listen}: port 0 would give each of the {workers} workers a port of its "
             "own; give a fixed port with --workers"
         )
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise click.UsageError(
+            f"--redis {redis_url}: give a redis://HOST:PORT/DB, rediss:// or unix:// URL"
+        )
     db = Database(db_url, create=False)  # a gate never creates a registry
     try:
         require_registry(db)
@@ -262,10 +266,6 @@ def serve(
         "max_concurrent_rpcs": max_concurrent_rpcs,
     }
     if redis_url:
-        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise click.UsageError(
-                f"--redis {redis_url}: give a redis://HOST:PORT/DB, rediss:// or unix:// URL"
-            )
         options.update(redis_url=redis_url, redis_prefix=redis_prefix, cache_size=cache_size)
     if workers == 1:
         logging.basicConfig(level=logging.INFO, format=_log_format(""))

@@ -291,7 +291,7 @@ class SharedCache(RegistryCache):
             if ahead and retry and await self._new_top(top, _AHEAD_WAIT):
                 # The follower installed the newer top Redis holds: prove the rest by it.
                 self._hold(proved, top)
-                await self._fetch([sid for _, sid in failed], retry=False)
+                await self._fetch(self._not_held(ids), retry=False)
                 return
         if failed and self.database is not None:
             from_db, database_serial = await self._from_database(failed, top, head)
@@ -305,9 +305,13 @@ class SharedCache(RegistryCache):
                     self.behind()
                 await self._new_top(top, _AHEAD_WAIT)
         self._hold(proved, top)
-        if retry and len(proved) < len(ids) and self.top is not top:
-            # A new top arrived meanwhile: what failed may be proved by it.
-            await self._fetch([sid for sid in ids if sid not in proved], retry=False)
+        if retry and self.top is not top and (left := self._not_held(ids)):
+            # A new top arrived meanwhile: what failed may be proved by it, and what was proved
+            # in a bucket it changed (not held) is proved again.
+            await self._fetch(left, retry=False)
+
+    def _not_held(self, ids: Sequence[str]) -> list[str]:
+        return [sid for sid in ids if sid not in self._l1]
 
     def _from_redis(
         self,
