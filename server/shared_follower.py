@@ -51,7 +51,7 @@ from registry.statusmap import BUCKETS, MapTop, parse_diff
 from registry.trusted_state import TrustedState
 from server.incidents import Incidents
 from server.shared_cache import SharedCache
-from server.verifier import GateStateError, check_follows
+from server.verifier import GateStateError, check_follows, held_head
 
 __all__ = ["SharedFollower"]
 
@@ -126,16 +126,8 @@ class SharedFollower:
         self._partial: dict[int, set[str]] = {}  # stream hints of heads not yet announced
         self._hints: dict[int, set[str]] = {}  # every hint of each head announced
         self._tasks: list[asyncio.Task[None]] = []
-        note = state.head()
-        if note is not None:
-            try:
-                self.head = verify_registry_head(note, key)
-            except VerificationError as exc:
-                raise GateStateError(
-                    f"{state.path} holds a registry head that the registry key "
-                    f"{key.keyid_text} does not verify ({exc}): if the registry's key changed, "
-                    f"move {state.path} aside and the gate adopts the registry's head afresh"
-                ) from exc
+        self.head = held_head(state, key)
+        if self.head is not None:
             self.frontier = _frontier(self.head, state.frontier())
         cache.behind = self.wake
 

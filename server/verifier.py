@@ -54,7 +54,14 @@ from registry.trusted_state import TrustedState
 from server.cache import CachedStatus
 from server.incidents import Incidents
 
-__all__ = ["Abandoned", "GateStateError", "RegistryVerifier", "Update", "check_follows"]
+__all__ = [
+    "Abandoned",
+    "GateStateError",
+    "RegistryVerifier",
+    "Update",
+    "check_follows",
+    "held_head",
+]
 
 log = logging.getLogger("server.follower")
 
@@ -115,17 +122,7 @@ class RegistryVerifier:
         self.audit_interval = audit_interval  # None: never
         self._audited_at = time.monotonic()
         self.closing = threading.Event() if closing is None else closing
-        self.head: RegistryHead | None = None
-        note = state.head()
-        if note is not None:
-            try:
-                self.head = verify_registry_head(note, key)
-            except VerificationError as exc:
-                raise GateStateError(
-                    f"{state.path} holds a registry head that the registry key "
-                    f"{key.keyid_text} does not verify ({exc}): if the registry's key changed, "
-                    f"move {state.path} aside and the gate adopts the registry's head afresh"
-                ) from exc
+        self.head = held_head(state, key)
         self.map: StatusMap | None = None  # the held head's map, once built
         self._pending: dict[str, bytes] | None = None  # entries the map is to be built from
         self._loaded = False  # the held head's records have been read
@@ -539,6 +536,22 @@ class RegistryVerifier:
     def _check_closing(self) -> None:
         if self.closing.is_set():
             raise Abandoned
+
+
+def held_head(state: TrustedState, key: VerifierKey) -> RegistryHead | None:
+    """The head the gate's state directory holds, verified with the registry key (None: none
+    yet); ``GateStateError`` saying what to do when the key does not verify it."""
+    note = state.head()
+    if note is None:
+        return None
+    try:
+        return verify_registry_head(note, key)
+    except VerificationError as exc:
+        raise GateStateError(
+            f"{state.path} holds a registry head that the registry key "
+            f"{key.keyid_text} does not verify ({exc}): if the registry's key changed, "
+            f"move {state.path} aside and the gate adopts the registry's head afresh"
+        ) from exc
 
 
 def check_follows(held: Checkpoint, new: Checkpoint, proof: Sequence[bytes]) -> None:

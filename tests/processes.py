@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -70,13 +70,14 @@ class Served:
 
 
 @contextmanager
-def spawn(args: list[str]) -> Iterator[Served]:
-    """``permitgate *args`` for the block; killed (SIGKILL) at its end if still running."""
+def spawn(args: list[str], env: Mapping[str, str] | None = None) -> Iterator[Served]:
+    """``permitgate *args`` (with ``env`` added to the environment) for the block; killed
+    (SIGKILL) at its end if still running."""
     process = subprocess.Popen(
         [PERMITGATE, *args],
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     lines, reader = stderr_lines(process)
     try:

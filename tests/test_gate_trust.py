@@ -47,6 +47,7 @@ from gate_helpers import (
     codes,
     connection,
     cosigned_at,
+    signed_head,
     start_gate,
     verdict,
     wait_for,
@@ -61,6 +62,8 @@ from registry.merkle import CompactTree
 from registry.signing import Signer
 from registry.statusmap import StatusMap
 from registry.storage import Base, HeadRow
+from registry.trusted_state import TrustedState
+from server.verifier import GateStateError, held_head
 
 MAX_STALENESS = 3.0
 CLEAN = structure_id(0)  # every permit in force: ALLOW
@@ -662,3 +665,22 @@ def test_a_poll_lost_after_the_head_was_adopted_leaves_no_old_record_under_it(
     assert armed["fired"] >= 1
     assert sqlite_scene.answer(TARGET)[0] != "ALLOW"
     assert sqlite_scene.answer(CLEAN)[0] == "ALLOW"
+
+
+def test_a_held_head_the_registry_key_does_not_verify_is_refused_naming_what_to_do(
+    tmp_path: Path,
+) -> None:
+    """A state directory holding a head signed by another key (the registry's key changed, or
+    the directory was written by someone without it): both kinds of gate refuse to start from
+    it, saying to move it aside; never a head believed without the key."""
+    name = "permitgate.example/registry"
+    ours = Signer(name, Ed25519PrivateKey.generate())
+    theirs = Signer(name, Ed25519PrivateKey.generate())  # the same name, another key
+    state = TrustedState(tmp_path / "state", "gate")
+    try:
+        state.save(signed_head(theirs, {"S-1": bytes(32)}, size=3).note)
+        with pytest.raises(GateStateError, match=r"does not verify .*move .* aside"):
+            held_head(state, ours.verifier)
+        assert held_head(state, theirs.verifier) is not None
+    finally:
+        state.close()

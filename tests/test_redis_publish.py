@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -23,12 +21,12 @@ from typing import Any
 
 import pytest
 import redis
-from gate_helpers import GateRegistry, stderr_lines, wait_for
+from gate_helpers import GateRegistry, wait_for
 from permitgate_client._proofs import MapProof, RegistryHead, map_key, verify_map_proof
+from processes import spawn
 from redis_support import PrivateRedis, private_redis
 from registry_support import invoke
 from test_registry_service import (
-    PERMITGATE,
     RunningService,
     import_beside,
     new_structure,
@@ -316,43 +314,21 @@ def test_a_database_that_does_not_verify_publishes_nothing(
 def test_the_serve_command_publishes_to_the_redis_it_is_given(tmp_path: Path) -> None:
     registry = GateRegistry(f"sqlite:///{tmp_path / 'registry.db'}", tmp_path / "keys")
     registry.load(demo_lines(5))
-    with private_redis() as server:
-        process = subprocess.Popen(
-            [
-                PERMITGATE,
-                "registry",
-                "serve",
-                "--db",
-                registry.url,
-                "--keys",
-                str(registry.keys_dir),
-                "--listen",
-                "127.0.0.1:0",
-                "--heartbeat",
-                "0.2",
-                "--redis-prefix",
-                LAYOUT.prefix,
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "PERMITGATE_REDIS": server.url},
-        )
-        lines, reader = stderr_lines(process)
-        try:
-            line = lines.get(timeout=20)
+    args = ["registry", "serve", "--db", registry.url, "--keys", str(registry.keys_dir),
+            "--listen", "127.0.0.1:0", "--heartbeat", "0.2",
+            "--redis-prefix", LAYOUT.prefix]  # fmt: skip
+    try:
+        with private_redis() as server, spawn(args, {"PERMITGATE_REDIS": server.url}) as served:
+            line = served.wait_for(".+", timeout=20).string
             where = f"publishing to redis {server.url} (keys {LAYOUT.prefix}*)"
             assert line.rstrip().endswith(where), line
             client = server.client()
             wait_published(client)
             check_published(client, registry)
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=20) == 0
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            registry.close()
-        reader.join(5)
+            served.process.send_signal(signal.SIGTERM)
+            assert served.process.wait(timeout=20) == 0
+    finally:
+        registry.close()
 
 
 def test_the_log_never_shows_the_redis_password() -> None:

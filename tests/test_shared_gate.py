@@ -13,11 +13,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -41,7 +39,6 @@ from gate_helpers import (
     reasons,
     registration,
     start_gate,
-    stderr_lines,
     verdict,
     wait_for,
 )
@@ -49,6 +46,7 @@ from permitgate_client import Client
 from permitgate_client._proofs import map_key
 from permitgate_client.v1 import gate_pb2 as pb
 from permitgate_client.v1 import gate_pb2_grpc
+from processes import PERMITGATE, spawn
 from redis_layout_support import LayoutWriter
 from redis_support import PrivateRedis, private_redis
 from tcp_proxy import TcpProxy
@@ -525,19 +523,10 @@ def test_redis_cut_slow_or_flushed(shared: Shared) -> None:
 def test_serve_with_redis_from_the_environment(shared: Shared) -> None:
     """``permitgate serve`` with PERMITGATE_REDIS: says it is shared and how many it caches,
     answers, and stops cleanly on SIGTERM."""
-    permitgate = str(Path(sys.executable).with_name("permitgate"))
     args = ["serve", "--db", shared.registry.url, "--keys", str(shared.registry.keys_dir)]
     args += ["--state", str(shared.tmp / "cli-state"), "--listen", "127.0.0.1:0"]
-    process = subprocess.Popen(
-        [permitgate, *args, "--cache-size", "1000"],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "PERMITGATE_REDIS": shared.redis.url},
-    )
-    lines, _ = stderr_lines(process)
-    try:
-        while "listening on" not in (line := lines.get(timeout=20)):
-            pass
+    with spawn([*args, "--cache-size", "1000"], {"PERMITGATE_REDIS": shared.redis.url}) as served:
+        line = served.wait_for("listening on", timeout=20).string
         assert "(shared, at most 1000 cached)" in line, line
         match = re.search(r"listening on (127\.0\.0\.1:\d+)", line)
         assert match, line
@@ -548,19 +537,14 @@ def test_serve_with_redis_from_the_environment(shared: Shared) -> None:
             )
             assert answered
             assert client.check_connection(CLEAN, utility="water").verdict == "ALLOW"
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=20) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(timeout=20) == 0
 
 
 def test_serve_refuses_a_redis_url_that_is_not_one(shared: Shared) -> None:
-    permitgate = str(Path(sys.executable).with_name("permitgate"))
     args = ["serve", "--db", shared.registry.url, "--keys", str(shared.registry.keys_dir)]
     done = subprocess.run(
-        [permitgate, *args, "--redis", "localhost:6379"], capture_output=True, text=True, timeout=30
+        [PERMITGATE, *args, "--redis", "localhost:6379"], capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 2
     assert "--redis localhost:6379: give a redis://HOST:PORT/DB" in done.stderr
