@@ -440,6 +440,48 @@ def test_a_lone_entry_moved_to_another_bucket_in_a_diff(shared: Shared) -> None:
     assert shared.answer(CLEAN) == ALLOW  # its emptied bucket in Redis is a lie: the database
 
 
+def test_log_leaves_altered_in_redis(shared: Shared) -> None:
+    """The new head's leaves in Redis's ``log`` altered: they do not give its root, so the gate
+    asks the database for a consistency proof instead, and follows the head from it."""
+    shared.start(poll_interval=30.0)
+    assert shared.answer(TARGET) == ALLOW
+    shared.flag_target()
+    newer = shared.writer.publish(announce=False)
+    layout = shared.writer.layout
+    leaves = shared.writer.client.get(layout.log)
+    assert isinstance(leaves, bytes)
+    shared.writer.client.set(layout.log, leaves[:-1] + bytes([leaves[-1] ^ 1]))
+    shared.writer.client.xadd(layout.changes, {"head": newer.serial, "version": newer.size})
+    wait_for(lambda: shared.answer(TARGET) == DENIED or None, timeout=3)
+    assert "redis_log" in shared.incidents()
+    assert shared.follower.frontier is not None
+    assert shared.follower.frontier.root() == newer_root(shared)
+
+
+def test_a_frontier_altered_in_redis_is_not_held(shared: Shared) -> None:
+    """A fresh gate finds the head's ``frontier`` in Redis altered: it does not give the signed
+    log root, so the gate takes the database's, and follows the next head by it."""
+    layout = shared.writer.layout
+    assert shared.writer.last is not None
+    size = shared.writer.last.size
+    state = shared.writer.client.get(layout.frontier(size))
+    assert isinstance(state, bytes)
+    shared.writer.client.set(layout.frontier(size), bytes([state[0] ^ 1]) + state[1:])
+    shared.start(poll_interval=30.0)
+    assert shared.follower.frontier is not None
+    assert shared.follower.frontier.root() == newer_root(shared)
+    shared.flag_target()
+    shared.writer.publish()
+    wait_for(lambda: shared.answer(TARGET) == DENIED or None, timeout=3)
+
+
+def newer_root(shared: Shared) -> bytes:
+    """The log root the gate's held head signs."""
+    head = shared.follower.head
+    assert head is not None
+    return head.checkpoint.root_hash
+
+
 def test_a_rolled_back_head_is_refused_after_a_restart(shared: Shared) -> None:
     """The gate follows TARGET's stop order; stopped; Redis and the database both rolled back to
     the head before it; restarted on its state: it holds the head it had, never ALLOWs TARGET."""
