@@ -31,7 +31,7 @@ from registry.records import Case, Permit, StatusRecord, Structure
 from registry.storage import CaseRow, Database, PermitRow, StructureRow
 from registry.vocabulary import Area, CaseKind, CaseSource, CaseStage, PermitKind, PermitStatus
 from server.checks import ConnectionRequest
-from server.service import wire_decision
+from server.wire import wire_decision
 
 __all__ = ["NaiveGate", "main"]
 

@@ -22,7 +22,7 @@ from permitgate_client.v1 import gate_pb2 as pb
 from registry.snapshot import Absent, Found, NotInSnapshot, Snapshot
 from server.checks import CHECK_KINDS
 from server.rules import Decision, Reason, ReasonCode, Verdict
-from server.service import wire_decision
+from server.wire import wire_decision
 
 __all__ = ["OfflineAnswer", "answer_offline"]
 

@@ -123,8 +123,7 @@ class Gate:
         The embedded gate holds every verified record, so nothing is to be done; a gate over a
         shared cache fetches and verifies the ones its bounded cache lacks.
         """
-        if not self.cache.holds_every_record:
-            await self.cache.ensure(structure_ids)
+        await self.cache.ensure(structure_ids)
 
     def decide(self, request: CheckRequest, now: datetime) -> tuple[Decision, CachedStatus | None]:
         """The rules' decision, and the cached status it rests on (None if unknown).

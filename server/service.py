@@ -30,7 +30,7 @@ from server.decision_log import LogEntry
 from server.gate import Gate, GateUnavailable
 from server.guard import GuardedServer
 from server.watch import WatchHub
-from server.wire import answer_bytes, batch_field, error_decision, wire_decision
+from server.wire import answer_bytes, batch_field, error_decision
 
 __all__ = [
     "MAX_BATCH",
@@ -38,7 +38,6 @@ __all__ = [
     "PermitGateService",
     "caller_of",
     "peer_of",
-    "wire_decision",
 ]
 
 log = logging.getLogger(__name__)

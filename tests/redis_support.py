@@ -4,7 +4,6 @@ port, or slowed, so that faults are tried against the real server and never the 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -14,14 +13,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from processes import free_port
 
 __all__ = ["PrivateRedis", "private_redis"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PrivateRedis:
@@ -29,7 +23,7 @@ class PrivateRedis:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.port = _free_port()
+        self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
     @property

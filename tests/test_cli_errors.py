@@ -23,6 +23,7 @@ import click
 import pytest
 from click.testing import Result
 from permitgate_client import CONNECTION_KINDS, OFFICES, REGISTRATION_KINDS, UTILITIES
+from processes import free_port
 from registry_support import EXAMPLE_LINES, S1, Registry, invoke, jsonl, structure
 from sqlalchemy.engine import make_url
 
@@ -105,13 +106,6 @@ def one_line(result: Result | subprocess.CompletedProcess[str]) -> str:
     assert len(lines) == 1, err
     assert lines[0].startswith("permitgate: "), err
     return lines[0].removeprefix("permitgate: ")
-
-
-def free_port() -> int:
-    """A port with nothing listening on it (bound for a moment, then let go)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))

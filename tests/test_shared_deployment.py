@@ -253,6 +253,7 @@ def test_redis_slow(deployment: Deployment) -> None:
         assert "ALLOW" in asking.clean_since(slowed)
         deployment.redis_proxy.heal()
     assert asking.flagged_allowed == []
+    assert asking.failures == []
 
 
 def test_database_unreachable_turns_stale_then_recovers(deployment: Deployment) -> None:
@@ -268,6 +269,7 @@ def test_database_unreachable_turns_stale_then_recovers(deployment: Deployment) 
         deployment.pg_proxy.heal()
         _allows_within(gate.target, CLEAN[0], 15)
     assert asking.flagged_allowed == []
+    assert asking.failures == []
 
 
 def test_a_gate_killed_mid_stream_leaves_the_others_serving(deployment: Deployment) -> None:
@@ -277,12 +279,14 @@ def test_a_gate_killed_mid_stream_leaves_the_others_serving(deployment: Deployme
         version_before = wire.ask(connection(CLEAN[0])).registry_version
     with Asking(b.target) as asking:
         wait_for(lambda: asking.clean or None, timeout=10)
-        stream = threading.Thread(target=_batches_until_cut, args=(a.target,), daemon=True)
+        answered: list[int] = []
+        stream = threading.Thread(target=_batches_until_cut, args=(a.target, answered), daemon=True)
         stream.start()
         time.sleep(0.3)
         os.kill(a.served.process.pid, signal.SIGKILL)  # in the middle of a BatchCheck stream
         killed = time.monotonic()
         stream.join(10)
+        assert not stream.is_alive() and answered, "the stream was not answered, then cut"
         deployment.registry.load([case("C-TARGET", TARGET, "stop_order")])
         wait_for(lambda: True if _answer(b.target, TARGET)[0] == "DENY" else None, timeout=5)
         assert set(asking.clean_since(killed)) == {"ALLOW"}
@@ -309,8 +313,9 @@ def test_a_gate_killed_mid_stream_leaves_the_others_serving(deployment: Deployme
             time.sleep(0.3)
 
 
-def _batches_until_cut(target: str) -> None:
-    """BatchCheck batches on one stream until the gate goes away."""
+def _batches_until_cut(target: str, answered: list[int]) -> None:
+    """BatchCheck batches on one stream until the gate goes away; ``answered`` counts the
+    batches answered."""
     from gate_helpers import batch_check
     from permitgate_client.v1 import gate_pb2 as pb
 
@@ -322,6 +327,6 @@ def _batches_until_cut(target: str) -> None:
     with Wire(target, timeout=30) as wire:
         try:
             for _ in wire.stub.BatchCheck(batches()):
-                pass
+                answered.append(1)
         except grpc.RpcError:
             return
