@@ -170,13 +170,15 @@ class Servable(Protocol):
 
 
 async def serve_until_signalled(app: Servable, log: logging.Logger) -> None:
-    """Start ``app``, log its start line, and stop it cleanly on SIGINT or SIGTERM."""
-    await app.start()
-    log.info(app.describe())
+    """Start ``app``, log its start line, and stop it cleanly on SIGINT or SIGTERM, also one
+    that arrives while it starts (a supervisor stopping a worker that has just said it serves:
+    the handlers are in place before ``start`` runs)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    log.info(app.describe())
     await stop.wait()
     log.info("stopping: finishing calls in flight")
     await app.stop()
