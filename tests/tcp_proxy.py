@@ -95,7 +95,7 @@ class TcpProxy:
                     if self.delay:
                         time.sleep(self.delay)
                     peers[sock].sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a socket closed by cut() meanwhile
             return
         finally:
             for sock in (a, b):
