@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from permitgate_client.formats import format_time, parse_time
 
 from registry.vocabulary import (
+    BLOCKING_STAGES,
     Area,
     CaseKind,
     CaseSource,
@@ -139,13 +140,24 @@ class Case:
     stage: CaseStage
     source: CaseSource
     opened: datetime
+    party: str | None = None
+    """The builder or owner the case names (an organisation id, e.g. a unified social credit
+    code), when known (Art. 22)."""
+    party_suspended: bool = False
+    """The deciding department said the party ignored a stop or demolition order: while the
+    case blocks, planning and housing accept none of the party's other applications (Art. 22)."""
 
     @property
     def structure_id(self) -> str:
         return self.structure
 
+    @property
+    def suspends_party(self) -> bool:
+        """True while this case keeps its party's other applications from being accepted."""
+        return self.party_suspended and self.stage in BLOCKING_STAGES
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "type": "case",
             "id": self.id,
             "structure": self.structure,
@@ -154,6 +166,11 @@ class Case:
             "source": self.source.value,
             "opened": format_time(self.opened),
         }
+        if self.party is not None:
+            out["party"] = self.party
+        if self.party_suspended:
+            out["party_suspended"] = True
+        return out
 
 
 Record = Structure | Permit | Case
@@ -165,7 +182,10 @@ _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({"id", "structure", "kind", "status", "issued"}),
         frozenset({"expires", "use"}),
     ),
-    "case": (frozenset({"id", "structure", "kind", "stage", "source", "opened"}), frozenset()),
+    "case": (
+        frozenset({"id", "structure", "kind", "stage", "source", "opened"}),
+        frozenset({"party", "party_suspended"}),
+    ),
 }
 
 
@@ -269,8 +289,14 @@ def parse_record(obj: Any) -> Record:
         cid, sid = r.ident("id"), r.ident("structure")
         ckind, stage = r.enum("kind", CaseKind), r.enum("stage", CaseStage)
         source, opened = r.enum("source", CaseSource), r.time("opened")
+        party = r.ident("party") if "party" in obj else None
+        suspended = obj.get("party_suspended", False)
+        if suspended is not False and suspended is not True:
+            r.fail("party_suspended", "must be true or false")
+        elif suspended and "party" not in obj:
+            r.fail("party_suspended", "a case without a party suspends no one")
         if cid and sid and ckind and stage and source and opened:
-            record = Case(cid, sid, ckind, stage, source, opened)
+            record = Case(cid, sid, ckind, stage, source, opened, party, suspended is True)
     if r.errors or record is None:
         raise InvalidRecord(r.errors or [FieldError("(line)", "invalid record")])
     return record

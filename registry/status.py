@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import orjson
 from permitgate_client.formats import pae
-from sqlalchemy import BigInteger, Integer, LargeBinary, String, Table, delete
+from sqlalchemy import BigInteger, Boolean, Integer, LargeBinary, String, Table, delete
 from sqlalchemy.orm import Session
 
 from registry.canonical import canonical_json
@@ -330,6 +330,8 @@ def _binary_type(kind: Any) -> str:
         return "int8"
     if isinstance(kind, Integer):
         return "int4"
+    if isinstance(kind, Boolean):
+        return "bool"
     if isinstance(kind, String):
         return "text"
     raise TypeError(f"no binary COPY type for {kind!r}")

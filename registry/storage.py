@@ -22,6 +22,7 @@ import orjson
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    Boolean,
     ColumnElement,
     DateTime,
     Engine,
@@ -62,8 +63,10 @@ __all__ = [
     "MetaRow",
     "NotificationRow",
     "PermitRow",
+    "ReferralRow",
     "StatusRow",
     "StructureRow",
+    "WriteRow",
     "case_of",
     "copy_rows",
     "database_url",
@@ -160,6 +163,8 @@ class CaseRow(Base):
     stage: Mapped[str] = mapped_column(String(24))
     source: Mapped[str] = mapped_column(String(16))
     opened: Mapped[datetime] = mapped_column(UTCDateTime)
+    party: Mapped[str | None] = mapped_column(ID_TYPE, index=True)
+    party_suspended: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class EventRow(Base):
@@ -227,6 +232,57 @@ class NotificationRow(Base):
     application_id: Mapped[str | None] = mapped_column(String(128))
     reasons: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    acknowledged_by: Mapped[str | None] = mapped_column(ID_TYPE)  # the department's id
+
+
+class WriteRow(Base):
+    """A department's write, done once: a retried request id gives back ``result`` (idempotency).
+
+    ``digest`` is SHA-256 of the signed statement; the same request id with another statement
+    is refused. ``seq`` is the log index of the write's first event (its statement is there).
+    """
+
+    __tablename__ = "department_write"
+
+    department: Mapped[str] = mapped_column(ID_TYPE, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    action: Mapped[str] = mapped_column(String(32))
+    digest: Mapped[bytes] = mapped_column(LargeBinary)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    written_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    result: Mapped[str] = mapped_column(Text)  # the WriteResult's JSON
+
+
+class ReferralRow(Base):
+    """A case found outside the finder's remit, on the Art. 19 clock.
+
+    The finder must refer it within 2 working days of the finding (``referral_due``); the
+    receiving department, once it decides, must report the decision back within 2 working days
+    (``answer_due``, set when ``decided_at`` is). Times are UTC; working days are counted in the
+    city's calendar (``registry.workdays``).
+    """
+
+    __tablename__ = "referral"
+    __table_args__ = (
+        Index("ix_referral_found_by", "found_by"),
+        Index("ix_referral_referred_to", "referred_to"),
+    )
+
+    case_id: Mapped[str] = mapped_column(ID_TYPE, primary_key=True)
+    structure_id: Mapped[str] = mapped_column(ID_TYPE, index=True)
+    district: Mapped[str] = mapped_column(String(500), index=True)
+    case_kind: Mapped[str] = mapped_column(String(40))
+    found_by: Mapped[str] = mapped_column(ID_TYPE)  # the finder's department id
+    found_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    referral_due: Mapped[datetime] = mapped_column(UTCDateTime)
+    referred_to: Mapped[str | None] = mapped_column(ID_TYPE)
+    referred_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decision: Mapped[str | None] = mapped_column(String(24))  # the stage decided
+    answer_due: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    answer: Mapped[str | None] = mapped_column(Text)
 
 
 class DecisionRow(Base):
@@ -421,6 +477,8 @@ CASE_COLUMNS = (
     CaseRow.stage,
     CaseRow.source,
     CaseRow.opened,
+    CaseRow.party,
+    CaseRow.party_suspended,
 )
 
 
@@ -433,7 +491,16 @@ def permit_of(row: Any) -> Permit:
 
 
 def case_of(row: Any) -> Case:
-    return Case(row[0], row[1], CaseKind(row[2]), CaseStage(row[3]), CaseSource(row[4]), row[5])
+    return Case(
+        row[0],
+        row[1],
+        CaseKind(row[2]),
+        CaseStage(row[3]),
+        CaseSource(row[4]),
+        row[5],
+        row[6],
+        bool(row[7]),
+    )
 
 
 def values_of(record: Record) -> dict[str, Any]:
@@ -463,6 +530,8 @@ def values_of(record: Record) -> dict[str, Any]:
         "stage": record.stage.value,
         "source": record.source.value,
         "opened": record.opened,
+        "party": record.party,
+        "party_suspended": record.party_suspended,
     }
 
 

@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#permitgate_client/v1/registry.proto\x12\rpermitgate.v1\"\x10\n\x0eGetHeadRequest\"\x14\n\x04Head\x12\x0c\n\x04note\x18\x01 \x01(\x0c\"(\n\x10GetStatusRequest\x12\x14\n\x0cstructure_id\x18\x01 \x01(\t\";\n\x06Status\x12\x0c\n\x04head\x18\x01 \x01(\x0c\x12\x10\n\x08\x65nvelope\x18\x02 \x01(\x0c\x12\x11\n\tmap_proof\x18\x03 \x01(\x0c\";\n\x15GetConsistencyRequest\x12\x11\n\tfrom_size\x18\x01 \x01(\x04\x12\x0f\n\x07to_size\x18\x02 \x01(\x04\"\x1d\n\x0b\x43onsistency\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\x32\xe2\x01\n\x08Registry\x12=\n\x07GetHead\x12\x1d.permitgate.v1.GetHeadRequest\x1a\x13.permitgate.v1.Head\x12\x43\n\tGetStatus\x12\x1f.permitgate.v1.GetStatusRequest\x1a\x15.permitgate.v1.Status\x12R\n\x0eGetConsistency\x12$.permitgate.v1.GetConsistencyRequest\x1a\x1a.permitgate.v1.ConsistencyBt\n\x15\x65xample.permitgate.v1B\rRegistryProtoP\x01Z4permitgate.example/gen/go/permitgate/v1;permitgatev1\xa2\x02\x03PGX\xaa\x02\rPermitgate.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#permitgate_client/v1/registry.proto\x12\rpermitgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x10\n\x0eGetHeadRequest\"\x14\n\x04Head\x12\x0c\n\x04note\x18\x01 \x01(\x0c\"(\n\x10GetStatusRequest\x12\x14\n\x0cstructure_id\x18\x01 \x01(\t\";\n\x06Status\x12\x0c\n\x04head\x18\x01 \x01(\x0c\x12\x10\n\x08\x65nvelope\x18\x02 \x01(\x0c\x12\x11\n\tmap_proof\x18\x03 \x01(\x0c\";\n\x15GetConsistencyRequest\x12\x11\n\tfrom_size\x18\x01 \x01(\x04\x12\x0f\n\x07to_size\x18\x02 \x01(\x04\"\x1d\n\x0b\x43onsistency\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\" \n\x0bSignedWrite\x12\x11\n\tstatement\x18\x01 \x01(\x0c\"\xd2\x02\n\x0bWriteResult\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x18\n\x10registry_version\x18\x05 \x01(\x04\x12\x10\n\x08replayed\x18\x06 \x01(\x08\x12.\n\nwritten_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06permit\x18\x08 \x01(\x0b\x32\x19.permitgate.v1.PermitInfo\x12%\n\x04\x63\x61se\x18\t \x01(\x0b\x32\x17.permitgate.v1.CaseInfo\x12)\n\x08referral\x18\n \x01(\x0b\x32\x17.permitgate.v1.Referral\x12%\n\x06notice\x18\x0b \x01(\x0b\x32\x15.permitgate.v1.Notice\"\x18\n\nGetRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xee\x01\n\x0bListRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0cstructure_id\x18\x03 \x01(\t\x12\x10\n\x08\x64istrict\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\x12\x12\n\ndepartment\x18\x06 \x01(\t\x12\x0e\n\x06office\x18\x07 \x01(\t\x12\x0c\n\x04kind\x18\x08 \x01(\t\x12\x14\n\x0cmin_age_days\x18\t \x01(\r\x12\x14\n\x0cmax_age_days\x18\n \x01(\r\x12\x14\n\x0coverdue_only\x18\x0b \x01(\x08\x12\r\n\x05party\x18\x0c \x01(\t\"\xb2\x01\n\nPermitInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0cstructure_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12*\n\x06issued\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65xpires\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03use\x18\x07 \x01(\t\"Q\n\nPermitPage\x12*\n\x07permits\x18\x01 \x03(\x0b\x32\x19.permitgate.v1.PermitInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xf0\x01\n\x08\x43\x61seInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0cstructure_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05stage\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12*\n\x06opened\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05party\x18\x07 \x01(\t\x12\x17\n\x0fparty_suspended\x18\x08 \x01(\x08\x12\x0f\n\x07\x64\x65\x63ider\x18\t \x01(\t\x12\x0c\n\x04lead\x18\n \x01(\t\x12\x10\n\x08\x64istrict\x18\x0b \x01(\t\x12\x10\n\x08\x62locking\x18\x0c \x01(\x08\"K\n\x08\x43\x61sePage\x12&\n\x05\x63\x61ses\x18\x01 \x03(\x0b\x32\x17.permitgate.v1.CaseInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xe1\x03\n\x08Referral\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x14\n\x0cstructure_id\x18\x02 \x01(\t\x12\x10\n\x08\x64istrict\x18\x03 \x01(\t\x12\x11\n\tcase_kind\x18\x04 \x01(\t\x12\x10\n\x08\x66ound_by\x18\x05 \x01(\t\x12,\n\x08\x66ound_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0creferral_due\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0breferred_to\x18\x08 \x01(\t\x12/\n\x0breferred_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ndecided_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64\x65\x63ision\x18\x0b \x01(\t\x12.\n\nanswer_due\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x61nswered_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61nswer\x18\x0e \x01(\t\x12\r\n\x05state\x18\x0f \x01(\t\x12\x0f\n\x07overdue\x18\x10 \x01(\t\"S\n\x0cReferralPage\x12*\n\treferrals\x18\x01 \x03(\x0b\x32\x17.permitgate.v1.Referral\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x82\x02\n\x06Notice\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0cstructure_id\x18\x02 \x01(\t\x12\x10\n\x08\x64istrict\x18\x03 \x01(\t\x12\x0e\n\x06office\x18\x04 \x01(\t\x12\x16\n\x0e\x61pplication_id\x18\x05 \x01(\t\x12\x0f\n\x07reasons\x18\x06 \x03(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x61\x63knowledged_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x61\x63knowledged_by\x18\t \x01(\t\x12\r\n\x05state\x18\n \x01(\t\"M\n\nNoticePage\x12&\n\x07notices\x18\x01 \x03(\x0b\x32\x15.permitgate.v1.Notice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"O\n\x05Party\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tsuspended\x18\x02 \x01(\x08\x12\r\n\x05\x63\x61ses\x18\x03 \x03(\t\x12\x18\n\x10suspending_cases\x18\x04 \x03(\t\"K\n\tPartyPage\x12%\n\x07parties\x18\x01 \x03(\x0b\x32\x14.permitgate.v1.Party\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"0\n\rReportRequest\x12\r\n\x05month\x18\x01 \x01(\t\x12\x10\n\x08\x64istrict\x18\x02 \x01(\t\"^\n\rMonthlyReport\x12\r\n\x05month\x18\x01 \x01(\t\x12\x10\n\x08\x64istrict\x18\x02 \x01(\t\x12,\n\x07\x66igures\x18\x03 \x03(\x0b\x32\x1b.permitgate.v1.ReportFigure\";\n\x0cReportFigure\x12\x0f\n\x07section\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x03\x32\x87\x0c\n\x08Registry\x12=\n\x07GetHead\x12\x1d.permitgate.v1.GetHeadRequest\x1a\x13.permitgate.v1.Head\x12\x43\n\tGetStatus\x12\x1f.permitgate.v1.GetStatusRequest\x1a\x15.permitgate.v1.Status\x12R\n\x0eGetConsistency\x12$.permitgate.v1.GetConsistencyRequest\x1a\x1a.permitgate.v1.Consistency\x12\x45\n\x0bIssuePermit\x12\x1a.permitgate.v1.SignedWrite\x1a\x1a.permitgate.v1.WriteResult\x12L\n\x12\x43hangePermitStatus\x12\x1a.permitgate.v1.SignedWrite\x1a\x1a.permitgate.v1.WriteResult\x12\x42\n\x08OpenCase\x12\x1a.permitgate.v1.SignedWrite\x1a\x1a.permitgate.v1.WriteResult\x12\x42\n\x08MoveCase\x12\x1a.permitgate.v1.SignedWrite\x1a\x1a.permitgate.v1.WriteResult\x12\x43\n\tReferCase\x12\x1a.permitgate.v1.SignedWrite\x1a\x1a.permitgate.v1.WriteResult\x12H\n\x0e\x41nswerReferral\x12\x1a.permitgate.v1.SignedWrite\x1a\x1a.permitgate.v1.WriteResult\x12K\n\x11\x41\x63knowledgeNotice\x12\x1a.permitgate.v1.SignedWrite\x1a\x1a.permitgate.v1.WriteResult\x12\x46\n\x0cSuspendParty\x12\x1a.permitgate.v1.SignedWrite\x1a\x1a.permitgate.v1.WriteResult\x12\x41\n\tGetPermit\x12\x19.permitgate.v1.GetRequest\x1a\x19.permitgate.v1.PermitInfo\x12\x44\n\x0bListPermits\x12\x1a.permitgate.v1.ListRequest\x1a\x19.permitgate.v1.PermitPage\x12=\n\x07GetCase\x12\x19.permitgate.v1.GetRequest\x1a\x17.permitgate.v1.CaseInfo\x12@\n\tListCases\x12\x1a.permitgate.v1.ListRequest\x1a\x17.permitgate.v1.CasePage\x12\x41\n\x0bGetReferral\x12\x19.permitgate.v1.GetRequest\x1a\x17.permitgate.v1.Referral\x12H\n\rListReferrals\x12\x1a.permitgate.v1.ListRequest\x1a\x1b.permitgate.v1.ReferralPage\x12=\n\tGetNotice\x12\x19.permitgate.v1.GetRequest\x1a\x15.permitgate.v1.Notice\x12\x44\n\x0bListNotices\x12\x1a.permitgate.v1.ListRequest\x1a\x19.permitgate.v1.NoticePage\x12;\n\x08GetParty\x12\x19.permitgate.v1.GetRequest\x1a\x14.permitgate.v1.Party\x12\x43\n\x0bListParties\x12\x1a.permitgate.v1.ListRequest\x1a\x18.permitgate.v1.PartyPage\x12\x44\n\x06Report\x12\x1c.permitgate.v1.ReportRequest\x1a\x1c.permitgate.v1.MonthlyReportBt\n\x15\x65xample.permitgate.v1B\rRegistryProtoP\x01Z4permitgate.example/gen/go/permitgate/v1;permitgatev1\xa2\x02\x03PGX\xaa\x02\rPermitgate.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,18 +33,52 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'permitgate_client.v1.regist
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\025example.permitgate.v1B\rRegistryProtoP\001Z4permitgate.example/gen/go/permitgate/v1;permitgatev1\242\002\003PGX\252\002\rPermitgate.V1'
-  _globals['_GETHEADREQUEST']._serialized_start=54
-  _globals['_GETHEADREQUEST']._serialized_end=70
-  _globals['_HEAD']._serialized_start=72
-  _globals['_HEAD']._serialized_end=92
-  _globals['_GETSTATUSREQUEST']._serialized_start=94
-  _globals['_GETSTATUSREQUEST']._serialized_end=134
-  _globals['_STATUS']._serialized_start=136
-  _globals['_STATUS']._serialized_end=195
-  _globals['_GETCONSISTENCYREQUEST']._serialized_start=197
-  _globals['_GETCONSISTENCYREQUEST']._serialized_end=256
-  _globals['_CONSISTENCY']._serialized_start=258
-  _globals['_CONSISTENCY']._serialized_end=287
-  _globals['_REGISTRY']._serialized_start=290
-  _globals['_REGISTRY']._serialized_end=516
+  _globals['_GETHEADREQUEST']._serialized_start=87
+  _globals['_GETHEADREQUEST']._serialized_end=103
+  _globals['_HEAD']._serialized_start=105
+  _globals['_HEAD']._serialized_end=125
+  _globals['_GETSTATUSREQUEST']._serialized_start=127
+  _globals['_GETSTATUSREQUEST']._serialized_end=167
+  _globals['_STATUS']._serialized_start=169
+  _globals['_STATUS']._serialized_end=228
+  _globals['_GETCONSISTENCYREQUEST']._serialized_start=230
+  _globals['_GETCONSISTENCYREQUEST']._serialized_end=289
+  _globals['_CONSISTENCY']._serialized_start=291
+  _globals['_CONSISTENCY']._serialized_end=320
+  _globals['_SIGNEDWRITE']._serialized_start=322
+  _globals['_SIGNEDWRITE']._serialized_end=354
+  _globals['_WRITERESULT']._serialized_start=357
+  _globals['_WRITERESULT']._serialized_end=695
+  _globals['_GETREQUEST']._serialized_start=697
+  _globals['_GETREQUEST']._serialized_end=721
+  _globals['_LISTREQUEST']._serialized_start=724
+  _globals['_LISTREQUEST']._serialized_end=962
+  _globals['_PERMITINFO']._serialized_start=965
+  _globals['_PERMITINFO']._serialized_end=1143
+  _globals['_PERMITPAGE']._serialized_start=1145
+  _globals['_PERMITPAGE']._serialized_end=1226
+  _globals['_CASEINFO']._serialized_start=1229
+  _globals['_CASEINFO']._serialized_end=1469
+  _globals['_CASEPAGE']._serialized_start=1471
+  _globals['_CASEPAGE']._serialized_end=1546
+  _globals['_REFERRAL']._serialized_start=1549
+  _globals['_REFERRAL']._serialized_end=2030
+  _globals['_REFERRALPAGE']._serialized_start=2032
+  _globals['_REFERRALPAGE']._serialized_end=2115
+  _globals['_NOTICE']._serialized_start=2118
+  _globals['_NOTICE']._serialized_end=2376
+  _globals['_NOTICEPAGE']._serialized_start=2378
+  _globals['_NOTICEPAGE']._serialized_end=2455
+  _globals['_PARTY']._serialized_start=2457
+  _globals['_PARTY']._serialized_end=2536
+  _globals['_PARTYPAGE']._serialized_start=2538
+  _globals['_PARTYPAGE']._serialized_end=2613
+  _globals['_REPORTREQUEST']._serialized_start=2615
+  _globals['_REPORTREQUEST']._serialized_end=2663
+  _globals['_MONTHLYREPORT']._serialized_start=2665
+  _globals['_MONTHLYREPORT']._serialized_end=2759
+  _globals['_REPORTFIGURE']._serialized_start=2761
+  _globals['_REPORTFIGURE']._serialized_end=2820
+  _globals['_REGISTRY']._serialized_start=2823
+  _globals['_REGISTRY']._serialized_end=4366
 # @@protoc_insertion_point(module_scope)

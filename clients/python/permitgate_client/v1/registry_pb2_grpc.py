@@ -49,6 +49,101 @@ class RegistryStub:
                 request_serializer=permitgate__client_dot_v1_dot_registry__pb2.GetConsistencyRequest.SerializeToString,
                 response_deserializer=permitgate__client_dot_v1_dot_registry__pb2.Consistency.FromString,
                 _registered_method=True)
+        self.IssuePermit = channel.unary_unary(
+                '/permitgate.v1.Registry/IssuePermit',
+                request_serializer=permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_registry__pb2.WriteResult.FromString,
+                _registered_method=True)
+        self.ChangePermitStatus = channel.unary_unary(
+                '/permitgate.v1.Registry/ChangePermitStatus',
+                request_serializer=permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_registry__pb2.WriteResult.FromString,
+                _registered_method=True)
+        self.OpenCase = channel.unary_unary(
+                '/permitgate.v1.Registry/OpenCase',
+                request_serializer=permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_registry__pb2.WriteResult.FromString,
+                _registered_method=True)
+        self.MoveCase = channel.unary_unary(
+                '/permitgate.v1.Registry/MoveCase',
+                request_serializer=permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_registry__pb2.WriteResult.FromString,
+                _registered_method=True)
+        self.ReferCase = channel.unary_unary(
+                '/permitgate.v1.Registry/ReferCase',
+                request_serializer=permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_registry__pb2.WriteResult.FromString,
+                _registered_method=True)
+        self.AnswerReferral = channel.unary_unary(
+                '/permitgate.v1.Registry/AnswerReferral',
+                request_serializer=permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_registry__pb2.WriteResult.FromString,
+                _registered_method=True)
+        self.AcknowledgeNotice = channel.unary_unary(
+                '/permitgate.v1.Registry/AcknowledgeNotice',
+                request_serializer=permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_registry__pb2.WriteResult.FromString,
+                _registered_method=True)
+        self.SuspendParty = channel.unary_unary(
+                '/permitgate.v1.Registry/SuspendParty',
+                request_serializer=permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_registry__pb2.WriteResult.FromString,
+                _registered_method=True)
+        self.GetPermit = channel.unary_unary(
+                '/permitgate.v1.Registry/GetPermit',
+                request_serializer=permitgate__client_dot_v1_dot_registry__pb2.GetRequest.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_registry__pb2.PermitInfo.FromString,
+                _registered_method=True)
+        self.ListPermits = channel.unary_unary(
+                '/permitgate.v1.Registry/ListPermits',
+                request_serializer=permitgate__client_dot_v1_dot_registry__pb2.ListRequest.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_registry__pb2.PermitPage.FromString,
+                _registered_method=True)
+        self.GetCase = channel.unary_unary(
+                '/permitgate.v1.Registry/GetCase',
+                request_serializer=permitgate__client_dot_v1_dot_registry__pb2.GetRequest.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_registry__pb2.CaseInfo.FromString,
+                _registered_method=True)
+        self.ListCases = channel.unary_unary(
+                '/permitgate.v1.Registry/ListCases',
+                request_serializer=permitgate__client_dot_v1_dot_registry__pb2.ListRequest.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_registry__pb2.CasePage.FromString,
+                _registered_method=True)
+        self.GetReferral = channel.unary_unary(
+                '/permitgate.v1.Registry/GetReferral',
+                request_serializer=permitgate__client_dot_v1_dot_registry__pb2.GetRequest.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_registry__pb2.Referral.FromString,
+                _registered_method=True)
+        self.ListReferrals = channel.unary_unary(
+                '/permitgate.v1.Registry/ListReferrals',
+                request_serializer=permitgate__client_dot_v1_dot_registry__pb2.ListRequest.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_registry__pb2.ReferralPage.FromString,
+                _registered_method=True)
+        self.GetNotice = channel.unary_unary(
+                '/permitgate.v1.Registry/GetNotice',
+                request_serializer=permitgate__client_dot_v1_dot_registry__pb2.GetRequest.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_registry__pb2.Notice.FromString,
+                _registered_method=True)
+        self.ListNotices = channel.unary_unary(
+                '/permitgate.v1.Registry/ListNotices',
+                request_serializer=permitgate__client_dot_v1_dot_registry__pb2.ListRequest.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_registry__pb2.NoticePage.FromString,
+                _registered_method=True)
+        self.GetParty = channel.unary_unary(
+                '/permitgate.v1.Registry/GetParty',
+                request_serializer=permitgate__client_dot_v1_dot_registry__pb2.GetRequest.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_registry__pb2.Party.FromString,
+                _registered_method=True)
+        self.ListParties = channel.unary_unary(
+                '/permitgate.v1.Registry/ListParties',
+                request_serializer=permitgate__client_dot_v1_dot_registry__pb2.ListRequest.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_registry__pb2.PartyPage.FromString,
+                _registered_method=True)
+        self.Report = channel.unary_unary(
+                '/permitgate.v1.Registry/Report',
+                request_serializer=permitgate__client_dot_v1_dot_registry__pb2.ReportRequest.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_registry__pb2.MonthlyReport.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -75,6 +170,123 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssuePermit(self, request, context):
+        """Department writes: the statement's action must be the method's (issue_permit, ...).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangePermitStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OpenCase(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MoveCase(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReferCase(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AnswerReferral(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcknowledgeNotice(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SuspendParty(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPermit(self, request, context):
+        """Department reads, each by id or as pages of a filtered list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPermits(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCase(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCases(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReferral(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReferrals(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNotice(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNotices(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetParty(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListParties(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Report(self, request, context):
+        """The working group's monthly figures for the city (Art. 6), for one month and district.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +304,101 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.GetConsistency,
                     request_deserializer=permitgate__client_dot_v1_dot_registry__pb2.GetConsistencyRequest.FromString,
                     response_serializer=permitgate__client_dot_v1_dot_registry__pb2.Consistency.SerializeToString,
+            ),
+            'IssuePermit': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssuePermit,
+                    request_deserializer=permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_registry__pb2.WriteResult.SerializeToString,
+            ),
+            'ChangePermitStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangePermitStatus,
+                    request_deserializer=permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_registry__pb2.WriteResult.SerializeToString,
+            ),
+            'OpenCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenCase,
+                    request_deserializer=permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_registry__pb2.WriteResult.SerializeToString,
+            ),
+            'MoveCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveCase,
+                    request_deserializer=permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_registry__pb2.WriteResult.SerializeToString,
+            ),
+            'ReferCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReferCase,
+                    request_deserializer=permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_registry__pb2.WriteResult.SerializeToString,
+            ),
+            'AnswerReferral': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnswerReferral,
+                    request_deserializer=permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_registry__pb2.WriteResult.SerializeToString,
+            ),
+            'AcknowledgeNotice': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcknowledgeNotice,
+                    request_deserializer=permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_registry__pb2.WriteResult.SerializeToString,
+            ),
+            'SuspendParty': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuspendParty,
+                    request_deserializer=permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_registry__pb2.WriteResult.SerializeToString,
+            ),
+            'GetPermit': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPermit,
+                    request_deserializer=permitgate__client_dot_v1_dot_registry__pb2.GetRequest.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_registry__pb2.PermitInfo.SerializeToString,
+            ),
+            'ListPermits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPermits,
+                    request_deserializer=permitgate__client_dot_v1_dot_registry__pb2.ListRequest.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_registry__pb2.PermitPage.SerializeToString,
+            ),
+            'GetCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCase,
+                    request_deserializer=permitgate__client_dot_v1_dot_registry__pb2.GetRequest.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_registry__pb2.CaseInfo.SerializeToString,
+            ),
+            'ListCases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCases,
+                    request_deserializer=permitgate__client_dot_v1_dot_registry__pb2.ListRequest.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_registry__pb2.CasePage.SerializeToString,
+            ),
+            'GetReferral': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReferral,
+                    request_deserializer=permitgate__client_dot_v1_dot_registry__pb2.GetRequest.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_registry__pb2.Referral.SerializeToString,
+            ),
+            'ListReferrals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReferrals,
+                    request_deserializer=permitgate__client_dot_v1_dot_registry__pb2.ListRequest.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_registry__pb2.ReferralPage.SerializeToString,
+            ),
+            'GetNotice': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNotice,
+                    request_deserializer=permitgate__client_dot_v1_dot_registry__pb2.GetRequest.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_registry__pb2.Notice.SerializeToString,
+            ),
+            'ListNotices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNotices,
+                    request_deserializer=permitgate__client_dot_v1_dot_registry__pb2.ListRequest.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_registry__pb2.NoticePage.SerializeToString,
+            ),
+            'GetParty': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetParty,
+                    request_deserializer=permitgate__client_dot_v1_dot_registry__pb2.GetRequest.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_registry__pb2.Party.SerializeToString,
+            ),
+            'ListParties': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListParties,
+                    request_deserializer=permitgate__client_dot_v1_dot_registry__pb2.ListRequest.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_registry__pb2.PartyPage.SerializeToString,
+            ),
+            'Report': grpc.unary_unary_rpc_method_handler(
+                    servicer.Report,
+                    request_deserializer=permitgate__client_dot_v1_dot_registry__pb2.ReportRequest.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_registry__pb2.MonthlyReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +482,519 @@ class Registry:
             '/permitgate.v1.Registry/GetConsistency',
             permitgate__client_dot_v1_dot_registry__pb2.GetConsistencyRequest.SerializeToString,
             permitgate__client_dot_v1_dot_registry__pb2.Consistency.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssuePermit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitgate.v1.Registry/IssuePermit',
+            permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.SerializeToString,
+            permitgate__client_dot_v1_dot_registry__pb2.WriteResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangePermitStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitgate.v1.Registry/ChangePermitStatus',
+            permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.SerializeToString,
+            permitgate__client_dot_v1_dot_registry__pb2.WriteResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitgate.v1.Registry/OpenCase',
+            permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.SerializeToString,
+            permitgate__client_dot_v1_dot_registry__pb2.WriteResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitgate.v1.Registry/MoveCase',
+            permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.SerializeToString,
+            permitgate__client_dot_v1_dot_registry__pb2.WriteResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReferCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitgate.v1.Registry/ReferCase',
+            permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.SerializeToString,
+            permitgate__client_dot_v1_dot_registry__pb2.WriteResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnswerReferral(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitgate.v1.Registry/AnswerReferral',
+            permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.SerializeToString,
+            permitgate__client_dot_v1_dot_registry__pb2.WriteResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcknowledgeNotice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitgate.v1.Registry/AcknowledgeNotice',
+            permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.SerializeToString,
+            permitgate__client_dot_v1_dot_registry__pb2.WriteResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuspendParty(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitgate.v1.Registry/SuspendParty',
+            permitgate__client_dot_v1_dot_registry__pb2.SignedWrite.SerializeToString,
+            permitgate__client_dot_v1_dot_registry__pb2.WriteResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPermit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitgate.v1.Registry/GetPermit',
+            permitgate__client_dot_v1_dot_registry__pb2.GetRequest.SerializeToString,
+            permitgate__client_dot_v1_dot_registry__pb2.PermitInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPermits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitgate.v1.Registry/ListPermits',
+            permitgate__client_dot_v1_dot_registry__pb2.ListRequest.SerializeToString,
+            permitgate__client_dot_v1_dot_registry__pb2.PermitPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitgate.v1.Registry/GetCase',
+            permitgate__client_dot_v1_dot_registry__pb2.GetRequest.SerializeToString,
+            permitgate__client_dot_v1_dot_registry__pb2.CaseInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitgate.v1.Registry/ListCases',
+            permitgate__client_dot_v1_dot_registry__pb2.ListRequest.SerializeToString,
+            permitgate__client_dot_v1_dot_registry__pb2.CasePage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReferral(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitgate.v1.Registry/GetReferral',
+            permitgate__client_dot_v1_dot_registry__pb2.GetRequest.SerializeToString,
+            permitgate__client_dot_v1_dot_registry__pb2.Referral.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReferrals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitgate.v1.Registry/ListReferrals',
+            permitgate__client_dot_v1_dot_registry__pb2.ListRequest.SerializeToString,
+            permitgate__client_dot_v1_dot_registry__pb2.ReferralPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNotice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitgate.v1.Registry/GetNotice',
+            permitgate__client_dot_v1_dot_registry__pb2.GetRequest.SerializeToString,
+            permitgate__client_dot_v1_dot_registry__pb2.Notice.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNotices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitgate.v1.Registry/ListNotices',
+            permitgate__client_dot_v1_dot_registry__pb2.ListRequest.SerializeToString,
+            permitgate__client_dot_v1_dot_registry__pb2.NoticePage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetParty(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitgate.v1.Registry/GetParty',
+            permitgate__client_dot_v1_dot_registry__pb2.GetRequest.SerializeToString,
+            permitgate__client_dot_v1_dot_registry__pb2.Party.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListParties(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitgate.v1.Registry/ListParties',
+            permitgate__client_dot_v1_dot_registry__pb2.ListRequest.SerializeToString,
+            permitgate__client_dot_v1_dot_registry__pb2.PartyPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Report(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitgate.v1.Registry/Report',
+            permitgate__client_dot_v1_dot_registry__pb2.ReportRequest.SerializeToString,
+            permitgate__client_dot_v1_dot_registry__pb2.MonthlyReport.FromString,
             options,
             channel_credentials,
             insecure,
