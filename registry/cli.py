@@ -212,11 +212,17 @@ def import_(file: BinaryIO, db_url: str | None, keys_dir: Path, state_dir: Path 
         )
     if report.checkpoint is None:
         click.echo(f"{report.lines} lines, no changes; the registry is unchanged")
-        return
-    click.echo(
-        f"{report.lines} lines: {report.changes} changes, {report.unchanged} unchanged; "
-        f"registry version {report.checkpoint.size}; {report.signed} status records signed"
-    )
+    else:
+        click.echo(
+            f"{report.lines} lines: {report.changes} changes, {report.unchanged} unchanged; "
+            f"registry version {report.checkpoint.size}; {report.signed} status records signed"
+        )
+    if report.unknown_uses:
+        examples = ", ".join(repr(use) for use in report.unknown_use_examples)
+        click.echo(
+            f"{_count(report.unknown_uses, 'use')} matched no category (kept as written): "
+            f"{examples}{', ...' if report.more_unknown_uses else ''}"
+        )
 
 
 @registry.command(epilog=EXIT_CODES)

@@ -78,6 +78,7 @@ from registry.storage import (
     table_of,
     values_of,
 )
+from registry.uses import use_category
 from registry.vocabulary import STAGE_MOVES, CaseStage, may_move
 from registry.writer import Writer, open_writer
 
@@ -91,6 +92,7 @@ __all__ = [
 ]
 
 MAX_REPORTED_ERRORS = 100
+MAX_UNKNOWN_USE_EXAMPLES = 5
 _CHUNK = 5000
 _WORKERS = DEFAULT_WORKERS
 _SQLITE_CACHE = -262_144  # KiB: an import's B-tree pages stay in memory (up to 256 MiB)
@@ -117,6 +119,11 @@ class ImportReport:
     errors: list[LineError] = field(default_factory=list)  # the first MAX_REPORTED_ERRORS
     signed: int = 0  # structures whose status record was (re-)signed
     checkpoint: Checkpoint | None = None
+    # Uses (a structure's declared_use, a permit's use) of valid lines that the vocabulary
+    # (registry.uses) does not know, kept as written: one per line, and the first few distinct.
+    unknown_uses: int = 0
+    unknown_use_examples: list[str] = field(default_factory=list)
+    more_unknown_uses: bool = False  # distinct unknown uses beyond the examples
     _pending: list[LineError] = field(default_factory=list, repr=False)
 
     @property
@@ -126,6 +133,17 @@ class ImportReport:
     def error(self, line: int, field_name: str, why: str) -> None:
         self.error_count += 1
         self._pending.append(LineError(line, field_name, why))
+
+    def unknown(self, uses: Iterable[str]) -> None:
+        """Count uses that matched no category, keeping the first few distinct as examples."""
+        examples = self.unknown_use_examples
+        for use in uses:
+            self.unknown_uses += 1
+            if use not in examples:
+                if len(examples) < MAX_UNKNOWN_USE_EXAMPLES:
+                    examples.append(use)
+                else:
+                    self.more_unknown_uses = True
 
     def end_chunk(self) -> None:
         """Keep the chunk's errors in line order (they are found in two passes)."""
@@ -283,8 +301,9 @@ Line = tuple[int, int, str, str, str | None, bytes, tuple[Any, ...]]
 record's canonical JSON, and its table row (times as the database takes them)."""
 Rejected = tuple[int, list[tuple[str, str]]]
 """An invalid line: its number and (field, why) for each error."""
-Parsed = tuple[list[Line], list[Rejected], int]
-"""A chunk's valid lines, invalid lines, and how many were blank."""
+Parsed = tuple[list[Line], list[Rejected], int, list[str]]
+"""A chunk's valid lines, invalid lines, how many were blank, and the uses of its valid lines
+that ``registry.uses`` does not know (one per line, in line order)."""
 
 
 def parse_lines(chunk: Chunk, sqlite: bool) -> Parsed:
@@ -297,6 +316,7 @@ def parse_lines(chunk: Chunk, sqlite: bool) -> Parsed:
     valid: list[Line] = []
     rejected: list[Rejected] = []
     blank = 0
+    unknown_uses: list[str] = []
     for line, raw in chunk:
         if not raw.strip():
             blank += 1
@@ -313,6 +333,9 @@ def parse_lines(chunk: Chunk, sqlite: bool) -> Parsed:
             continue
         canonical = orjson.dumps(record.to_json(), option=orjson.OPT_SORT_KEYS)
         row = tuple(values_of(record).values())
+        use = _use_of(record)
+        if use is not None and use_category(use) is None:
+            unknown_uses.append(use)
         if isinstance(record, Structure):
             valid.append((line, STRUCTURE, record.id, record.id, None, canonical, row))
             continue
@@ -323,7 +346,16 @@ def parse_lines(chunk: Chunk, sqlite: bool) -> Parsed:
         else:
             stage = record.stage.value
             valid.append((line, CASE, record.id, record.structure, stage, canonical, row))
-    return valid, rejected, blank
+    return valid, rejected, blank, unknown_uses
+
+
+def _use_of(record: Record) -> str | None:
+    """The use a line names: a structure's declared use, a permit's use; None for a case."""
+    if isinstance(record, Structure):
+        return record.declared_use
+    if isinstance(record, Permit):
+        return record.use
+    return None
 
 
 class _SeenIds:
@@ -456,8 +488,9 @@ class _Applier:
     def apply(self, chunk: Chunk, parsed: Parsed, pipeline: SigningPipeline) -> None:
         report = self.report
         self.chunks += 1
-        valid, rejected, blank = parsed
+        valid, rejected, blank, unknown_uses = parsed
         report.lines += len(chunk) - blank
+        report.unknown(unknown_uses)
         for line, errors in rejected:
             for field_name, why in errors:
                 report.error(line, field_name, why)

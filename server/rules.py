@@ -14,6 +14,7 @@ from enum import IntEnum, StrEnum
 from typing import Final
 
 from registry.records import Case, Permit, StatusRecord, format_time
+from registry.uses import same_use
 from registry.vocabulary import (
     BLOCKING_OFFICES,
     BLOCKING_STAGES,
@@ -326,8 +327,9 @@ def decide_premises(
 ) -> Decision:
     """Art. 13: may a blocking office issue its permit; must a notifying office tell the group?
 
-    ``declared_use`` is required; it is compared with the permitted use case-insensitively,
-    ignoring surrounding white space.
+    ``declared_use`` is required; it is compared with the permitted use by category when both
+    are uses of the vocabulary (``registry.uses``: "住宅" is "residential"), otherwise as text:
+    case-insensitively, ignoring surrounding white space.
     """
     if office in NOTIFYING_OFFICES:
         notifying, table, needs = True, _NOTIFYING, _PREMISES_NOTIFYING
@@ -353,7 +355,7 @@ def decide_premises(
         if source is None:
             continue
         permitted = source.use.strip() if source.use is not None else ""
-        if permitted.casefold() != declared.casefold():
+        if not same_use(permitted, declared):
             reasons.append(
                 Reason(
                     ReasonCode.USE_MISMATCH,
