@@ -24,6 +24,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Final
 
@@ -191,8 +192,13 @@ def _index(categories: tuple[UseCategory, ...]) -> Mapping[str, str]:
 _CATEGORY_OF: Final[Mapping[str, str]] = _index(USE_CATEGORIES)
 
 
+@lru_cache(maxsize=4096)
 def use_category(text: str) -> str | None:
-    """The id of the category ``text`` names ("住宅" -> "residential"), or None if unknown."""
+    """The id of the category ``text`` names ("住宅" -> "residential"), or None if unknown.
+
+    Remembers the last few thousand texts it was asked about: the gate asks on every premises
+    check, mostly about the same few uses.
+    """
     return _CATEGORY_OF.get(normalise_use(text))
 
 
