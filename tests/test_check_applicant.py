@@ -14,8 +14,10 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import random
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -58,7 +60,7 @@ from registry.records import Case, StatusRecord, Structure
 from registry.signing import Signer
 from registry.status import StatusSigner
 from registry.vocabulary import Area, CaseKind, CaseSource, CaseStage
-from server.cache import CachedStatus, RegistryCache
+from server.cache import CachedStatus, RegistryCache, _changed, _may_name_party
 from server.checks import CHECK_KINDS, ApplicantRequest, Asking, InvalidCheck
 from server.rules import ARTICLE_APPLICANT, Decision, ReasonCode, Verdict, decide_applicant
 
@@ -335,6 +337,40 @@ def test_a_record_past_its_next_update_is_stale() -> None:
         DENY,
         [(STALE, None), (SUSPENDED, "C-1")],
     )
+
+
+def test_a_payload_holding_party_is_always_seen_without_decoding() -> None:
+    """At every place ``"party"`` can fall in base64's 3-byte groups, and with any bytes
+    around it, the envelope is looked into; an envelope with an escape is too."""
+    rng = random.Random(22)
+    for offset in range(60):
+        for _ in range(20):
+            before = bytes(rng.randrange(256) for _ in range(offset))
+            after = bytes(rng.randrange(256) for _ in range(rng.randrange(8)))
+            payload = before + b'"party"' + after
+            envelope = json.dumps(
+                {
+                    "payload": base64.b64encode(payload).decode(),
+                    "payloadType": "application/vnd.permitgate.status+json",
+                    "signatures": [{"keyid": "k", "sig": "AAAA"}],
+                }
+            ).encode()
+            assert _may_name_party(envelope), (offset, payload)
+    plain = json.dumps({"payload": base64.b64encode(b'{"cases":[]}').decode()}).encode()
+    assert not _may_name_party(plain)
+    assert _may_name_party(plain.replace(b'"payload"', b'"pay\\u006coad"'))
+
+
+def test_changes_are_found_whatever_the_mapping() -> None:
+    a, b, c = (CachedStatus(b"", bytes([n])) for n in range(3))
+    before = {"S-1": a, "S-2": b}
+    assert _changed(before, before) == []
+    assert _changed(before, {**before, "S-2": c}) == ["S-2"]
+    assert _changed(before, {**before, "S-3": c}) == ["S-3"]
+    assert _changed(before, {"S-2": b, "S-1": a}) == ["S-2", "S-1"]  # moved: looked at again
+    rebuilt = {"".join(["S-", "1"]): a, "".join(["S-", "2"]): b}  # equal ids, other objects
+    assert _changed(before, rebuilt) == ["S-1", "S-2"]
+    assert _changed(before, {"S-1": a}) == []  # a removal is found from the index itself
 
 
 # --- a real gate ---------------------------------------------------------------------------------
