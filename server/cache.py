@@ -12,6 +12,13 @@ under answers RECORD_UNVERIFIED from then on. So does a structure the held head'
 but whose record in the database is not the one the map signs (*doubtful*): never an older
 record as if current, never NOT_IN_REGISTRY.
 
+The embedded cache also knows every case that names a party (Art. 22), from verified records
+only: an index party -> structures, kept as records are installed, replaced and removed, so that
+``cases_naming`` is a dictionary read plus those structures' records. A record is looked into
+for a party without being parsed when its payload cannot name one (no ``"party"`` member, no
+escape that could spell it); one that could is parsed (and, if it cannot be read, is doubtful).
+A doubtful structure's record may name any party, so ``cases_naming`` reports them all.
+
 Freshness is the age of the held head's cosignature, on the wall clock: the data is fresh while
 ``now - cosigned_at <= max_staleness``. It is stale before any head is held, when the held head
 carries no valid cosignature, and at once when a newer (or conflicting) genuine head was seen
@@ -20,9 +27,14 @@ that could not be adopted (*superseded*): the head held is then known not to be 
 
 from __future__ import annotations
 
+import base64
 import logging
-from collections.abc import Callable, Collection, Mapping, Set
+from collections.abc import Callable, Collection, Iterable, Mapping, Set
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import compress, islice
+from operator import is_not, or_
+from typing import Final
 
 import orjson
 from permitgate_client import (
@@ -34,17 +46,86 @@ from permitgate_client import (
 from permitgate_client._proofs import RegistryHead
 from permitgate_client.formats import Checkpoint, parse_envelope
 
-from registry.records import StatusRecord
+from registry.records import Case, StatusRecord
 from registry.trust import STATUS_PAYLOAD_TYPE
 from server.incidents import Incidents
 
-__all__ = ["CachedStatus", "ChangeListener", "RegistryCache", "read_status_record"]
+__all__ = [
+    "CachedStatus",
+    "ChangeListener",
+    "PartyCases",
+    "RegistryCache",
+    "WholeRegistryNeeded",
+    "read_status_record",
+]
 
 ChangeListener = Callable[[int, Collection[str] | None], None]
 """Told, on the event loop, after a head is installed: the registry version (log size) now held,
 and the structures whose records changed with it (None: any may have, as after a full load)."""
 
 log = logging.getLogger(__name__)
+
+
+class WholeRegistryNeeded(Exception):
+    """The question needs every verified record (no record may name the party unseen), and this
+    cache holds only those asked of it."""
+
+
+@dataclass(frozen=True, slots=True)
+class PartyCases:
+    """What the verified registry says of a party: every case naming it, and what cannot be
+    vouched for."""
+
+    cases: tuple[Case, ...]
+    """Every case of a verified current record that names the party, by structure then case."""
+    unverified: Set[str]
+    """The structures whose current record cannot be verified (it may name the party)."""
+    next_update: datetime | None
+    """The earliest ``next_update`` of the records those cases come from (None: no case)."""
+
+
+def _base64_cores(needle: bytes) -> tuple[bytes, ...]:
+    """What standard base64 of any bytes holding ``needle`` holds, at each of the three places
+    it can fall in a 3-byte group: the characters made of ``needle``'s bits alone."""
+    cores = []
+    for shift in range(3):
+        encoded = base64.b64encode(bytes(shift) + needle + bytes(3))
+        first = -(-8 * shift // 6)  # the first character whose bits all come from needle
+        end = 8 * (shift + len(needle)) // 6
+        cores.append(encoded[first:end])
+    return tuple(cores)
+
+
+_PARTY_MEMBER: Final = _base64_cores(b'"party"')
+"""One of these is in a status envelope whose payload holds ``"party"`` (rarely in others)."""
+
+
+def _may_name_party(envelope: bytes) -> bool:
+    """Whether a status envelope's record could name a party, read without decoding it: its
+    base64 payload could hold a ``"party"`` member, or the envelope holds an escape (which
+    could hide one; then the record is parsed to find out). A record is signed as canonical
+    JSON, in which a member name is never escaped."""
+    first, second, third = _PARTY_MEMBER  # substring searches: faster than one regular expression
+    return b"\\" in envelope or first in envelope or second in envelope or third in envelope
+
+
+def _changed(before: Mapping[str, CachedStatus], after: Mapping[str, CachedStatus]) -> list[str]:
+    """The structures of ``after`` whose record may differ from ``before``'s, compared in C.
+
+    The verifier makes each new mapping as ``{**before, **changed}``: every structure keeps its
+    place, its id object and, unchanged, its ``CachedStatus`` object; new ones come last. So a
+    structure whose id and record are the very objects ``before`` holds at the same place is
+    unchanged; any other (a changed record, a new structure, or every one of a mapping built
+    afresh) is returned, to be looked at again.
+    """
+    differs = map(
+        or_,
+        map(is_not, after.keys(), before.keys()),
+        map(is_not, after.values(), before.values()),
+    )
+    changed = list(compress(after.keys(), differs))
+    changed.extend(islice(after.keys(), len(before), None))
+    return changed
 
 
 class CachedStatus:
@@ -107,6 +188,10 @@ class RegistryCache:
         # listeners may not be all of those that changed in them (a shared cache knows its
         # changed buckets from verified data, the structures in them only from hints).
         self.changed_buckets: Collection[int] = ()
+        # Art. 22, from the verified records held: party -> the structures whose record names
+        # it, and structure -> the parties its record names (only structures naming one).
+        self._party_structures: dict[str, set[str]] = {}
+        self._parties_of: dict[str, tuple[str, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._records)
@@ -166,6 +251,23 @@ class RegistryCache:
         """The held map has the structure, but its current record cannot be verified."""
         return structure_id in self._doubtful
 
+    def cases_naming(self, party_id: str) -> PartyCases:
+        """Every case of a verified current record that names ``party_id`` (a dictionary read and
+        those records), and the structures whose record cannot be verified."""
+        cases: list[Case] = []
+        next_update: datetime | None = None
+        for structure_id in sorted(self._party_structures.get(party_id, ())):
+            held = self.get(structure_id)
+            if held is None or held.record is None:  # unreadable now: doubtful, reported below
+                continue
+            record = held.record
+            named = [case for case in record.cases if case.party == party_id]
+            if named:
+                cases.extend(named)
+                if next_update is None or record.next_update < next_update:
+                    next_update = record.next_update
+        return PartyCases(tuple(cases), self._doubtful, next_update)
+
     def is_stale(self, now: datetime | None = None) -> bool:
         """True unless the held head was cosigned within ``max_staleness`` of ``now``."""
         until = self._fresh_until
@@ -210,15 +312,28 @@ class RegistryCache:
     ) -> None:
         """Hold ``head`` with ``records`` (all of them with ``replace``, else the ones that
         changed), ``doubtful`` the structures whose record cannot be verified."""
+        before = self._records
+        to_index: Iterable[str] = ()
         if replace:
             self._records = records
-            self._unreadable = set()
+            # A record held again unchanged stays unreadable: read again, it would fail again.
+            self._unreadable = {
+                sid
+                for sid in self._unreadable
+                if (held := records.get(sid)) is before.get(sid) and held is not None
+            }
+            if records is not before:
+                to_index = _changed(before, records)
         elif records:
             assert isinstance(self._records, dict)
             self._records.update(records)
             self._unreadable -= records.keys()
+            to_index = records.keys()
         self._doubtful = frozenset(doubtful | self._unreadable) if self._unreadable else doubtful
         self.head = head
+        if replace and records is not before:
+            self._forget_parties([sid for sid in self._parties_of if sid not in records])
+        self._index_parties(to_index)
         self.superseded = superseded
         cosigned_at = None if head is None else head.cosigned_at
         if cosigned_at != self._cosigned:
@@ -238,3 +353,36 @@ class RegistryCache:
                     listener(self.size, changed)
                 except Exception:  # a listener's fault must not keep the head from being held
                     log.exception("a change listener failed")
+
+    # --- the parties named (Art. 22) -----------------------------------------------------
+
+    def _forget_parties(self, structure_ids: Iterable[str]) -> None:
+        for structure_id in structure_ids:
+            for party in self._parties_of.pop(structure_id, ()):
+                named = self._party_structures.get(party)
+                if named is not None:
+                    named.discard(structure_id)
+                    if not named:
+                        del self._party_structures[party]
+
+    def _index_parties(self, structure_ids: Iterable[str]) -> None:
+        """Index again the parties named by the current records of ``structure_ids`` (called
+        after the head they belong to is held: a record is read against its size)."""
+        records, parties_of = self._records, self._parties_of
+        for structure_id in structure_ids:
+            if structure_id in parties_of:
+                self._forget_parties((structure_id,))
+            held = records.get(structure_id)
+            if held is None:
+                continue
+            if held.record is None and not _may_name_party(held.envelope):
+                continue
+            parsed = self.get(structure_id)  # unreadable: doubtful from now on
+            if parsed is None or parsed.record is None:
+                continue
+            parties = tuple({c.party for c in parsed.record.cases if c.party is not None})
+            if not parties:
+                continue
+            parties_of[structure_id] = parties
+            for party in parties:
+                self._party_structures.setdefault(party, set()).add(structure_id)

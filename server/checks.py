@@ -10,6 +10,12 @@ its unary RPC and its field in the ``Check`` oneof of a batch; ``Gate`` and the 
 dispatch through that table and nothing else. A new kind is a request class here, a row in the
 table, and its messages in the proto.
 
+Most kinds are about one structure: the gate decides them on that structure's record. An
+applicant check (Art. 22) is about a party, over every verified record that names it: its row
+converts through ``over_registry``, which binds the registry to ask (``PartyRegistry``: the
+embedded cache, or the shared cache, which refuses with ``WholeRegistryNeeded``); its
+``structure_id`` is empty, so the gate looks no structure up for it.
+
 The enum tables here are the only place where wire numbers meet rule vocabulary.
 """
 
@@ -35,27 +41,34 @@ from registry.vocabulary import (
     Utility,
     id_error,
 )
+from server.cache import PartyCases, WholeRegistryNeeded
 from server.rules import (
+    ARTICLE_APPLICANT,
     ARTICLE_CONNECTION,
     ARTICLE_PREMISES,
     ARTICLE_REGISTRATION,
     Decision,
     ReasonCode,
     Verdict,
+    decide_applicant,
     decide_connection,
     decide_premises,
     decide_registration,
 )
 
 __all__ = [
+    "ASKING",
     "CHECK_KINDS",
     "MAX_APPLICATION_ID",
     "MAX_TEXT",
+    "ApplicantRequest",
+    "Asking",
     "CheckKind",
     "CheckRequest",
     "ConnectionRequest",
     "InvalidCheck",
     "MemoKey",
+    "PartyRegistry",
     "PremisesRequest",
     "RegistrationRequest",
 ]
@@ -78,6 +91,16 @@ UTILITIES: Final = _by_name(pb.Utility, "UTILITY_", Utility)
 CONNECTION_KINDS: Final = _by_name(pb.ConnectionKind, "CONNECTION_KIND_", ConnectionKind)
 REGISTRATION_KINDS: Final = _by_name(pb.RegistrationKind, "REGISTRATION_KIND_", RegistrationKind)
 OFFICES: Final = _by_name(pb.Office, "OFFICE_", Office)
+
+
+class Asking(StrEnum):
+    """The department that asks about an applicant (Art. 22)."""
+
+    PLANNING = "planning"
+    HOUSING = "housing"
+
+
+ASKING: Final = _by_name(pb.Asking, "ASKING_", Asking)
 # The generated stubs type enum fields as their wrapper classes; the values are ints.
 VERDICTS: Final[dict[Verdict, Any]] = {v: pb.Verdict.Value(f"VERDICT_{v.name}") for v in Verdict}
 REASON_CODES: Final[dict[ReasonCode, Any]] = {
@@ -104,7 +127,15 @@ class CheckRequest(Protocol):
     article: ClassVar[int]
 
     @property
-    def structure_id(self) -> str: ...
+    def structure_id(self) -> str:
+        """The structure the check is about; empty for a check about a party."""
+        ...
+
+    @property
+    def subject_id(self) -> str:
+        """What the decision log files the check under: the structure, or the party."""
+        ...
+
     @property
     def application_id(self) -> str: ...
     @property
@@ -210,6 +241,10 @@ class ConnectionRequest:
         return ""
 
     @property
+    def subject_id(self) -> str:
+        return self.structure_id
+
+    @property
     def memo_key(self) -> MemoKey | None:
         if self.kind is ConnectionKind.TEMPORARY:
             return None  # valid_until counts from now
@@ -263,6 +298,10 @@ class RegistrationRequest:
     @property
     def notifying_office(self) -> str:
         return ""
+
+    @property
+    def subject_id(self) -> str:
+        return self.structure_id
 
     @property
     def memo_key(self) -> MemoKey | None:
@@ -324,6 +363,10 @@ class PremisesRequest:
         return self.office.value if self.office in NOTIFYING_OFFICES else ""
 
     @property
+    def subject_id(self) -> str:
+        return self.structure_id
+
+    @property
     def memo_key(self) -> MemoKey | None:
         return ("premises", self.structure_id, self.office, self.declared_use)
 
@@ -338,6 +381,93 @@ class PremisesRequest:
             "structure_id": self.structure_id,
             "office": self.office.value,
             "declared_use": self.declared_use,
+            "application_id": self.application_id,
+        }
+
+
+# --- Art. 22: applicants ------------------------------------------------------------------------
+
+
+class PartyRegistry(Protocol):
+    """Where an applicant check learns every verified case naming a party."""
+
+    def cases_naming(self, party_id: str) -> PartyCases:
+        """Every case of a verified current record naming ``party_id``; ``WholeRegistryNeeded``
+        where that cannot be proved (a cache that holds only the structures asked of it)."""
+        ...
+
+
+class _NoRegistry:
+    """The registry of an applicant request converted without one (``from_wire`` alone)."""
+
+    def cases_naming(self, party_id: str) -> PartyCases:
+        raise WholeRegistryNeeded("an applicant check is decided over the registry it is bound to")
+
+
+_NO_REGISTRY: Final = _NoRegistry()
+
+
+def _party_id(value: str) -> str:
+    why = id_error(value)
+    if why is not None:
+        raise InvalidCheck("party_id", why)
+    return value
+
+
+@dataclass(slots=True)
+class ApplicantRequest:
+    party_id: str
+    asking: Asking
+    application_id: str
+    receipt: bool
+    registry: PartyRegistry
+
+    check_type: ClassVar[str] = "applicant"
+    article: ClassVar[int] = ARTICLE_APPLICANT
+
+    @classmethod
+    def from_wire(
+        cls, msg: pb.ApplicantCheck, now: datetime, registry: PartyRegistry = _NO_REGISTRY
+    ) -> ApplicantRequest:
+        return cls(
+            _party_id(msg.party_id),
+            _enum("asking", msg.asking, ASKING, pb.Asking),
+            _application_id(msg.application_id),
+            msg.receipt,
+            registry,
+        )
+
+    @property
+    def structure_id(self) -> str:
+        return ""  # about a party: no structure for the gate to look up
+
+    @property
+    def subject_id(self) -> str:
+        return self.party_id
+
+    @property
+    def notifying_office(self) -> str:
+        return ""
+
+    @property
+    def memo_key(self) -> MemoKey | None:
+        return None  # decided over the records naming the party, not one structure's
+
+    def decide(self, record: StatusRecord | None, now: datetime, stale: bool) -> Decision:
+        """Over every verified case naming the party (``record`` is None: no structure is
+        looked up for a party); stale too when one of their records is past its next_update."""
+        found = self.registry.cases_naming(self.party_id)
+        if found.next_update is not None and found.next_update <= now:
+            stale = True
+        return decide_applicant(
+            found.cases, now, stale, party=self.party_id, unverified=found.unverified
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.check_type,
+            "party_id": self.party_id,
+            "asking": self.asking.value,
             "application_id": self.application_id,
         }
 
@@ -359,6 +489,20 @@ class CheckKind(Generic[_M]):
     """The request message of that RPC (and of its field in ``Check``)."""
     from_wire: Callable[[_M, datetime], CheckRequest]
     """Validating conversion: the typed request, or ``InvalidCheck`` naming the field."""
+    over_registry: Callable[[_M, datetime, PartyRegistry], CheckRequest] | None = None
+    """For a kind decided over the whole registry (not one structure's record): the conversion
+    that binds the registry; such a request converted by ``from_wire`` alone is refused."""
+
+    @property
+    def whole_registry(self) -> bool:
+        """Whether only a gate that holds every verified record can answer this kind."""
+        return self.over_registry is not None
+
+    def convert(self, message: _M, now: datetime, registry: PartyRegistry) -> CheckRequest:
+        """``from_wire``, bound to ``registry`` for a kind decided over the whole registry."""
+        if self.over_registry is None:
+            return self.from_wire(message, now)
+        return self.over_registry(message, now, registry)
 
 
 CHECK_KINDS: Final[Mapping[str, CheckKind[Any]]] = {
@@ -381,6 +525,13 @@ CHECK_KINDS: Final[Mapping[str, CheckKind[Any]]] = {
             "VerifyPremises",
             pb.PremisesCheck,
             PremisesRequest.from_wire,
+        ),
+        CheckKind(
+            ApplicantRequest.check_type,
+            "CheckApplicant",
+            pb.ApplicantCheck,
+            ApplicantRequest.from_wire,
+            ApplicantRequest.from_wire,
         ),
     )
 }

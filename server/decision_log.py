@@ -15,6 +15,10 @@ trip and no serialisation per request. What the store does with a batch decides 
   reason, and appended to ``refused.jsonl`` in the state directory, so it never blocks the
   records behind it.
 
+A record is filed under the check's ``subject_id`` (its ``structure_id`` column): the structure
+asked about, or for an applicant check (``check_type`` ``applicant``, Art. 22) the party id; the
+row's check JSON says which (``structure_id`` or ``party_id``).
+
 At shutdown, whatever the store would still not take is kept in ``unwritten.jsonl`` in the state
 directory; the next start writes those records before any new one. Both ends say so in the log.
 A process killed outright loses exactly the entries no committed flush holds: those appended
@@ -92,7 +96,7 @@ class RecordMaker:
                     answer.decided_at,
                     caller,
                     request.check_type,
-                    request.structure_id,
+                    request.subject_id,  # the party id for an applicant check
                     orjson.dumps(request.to_json()).decode(),
                     memo[1],
                     memo[2],

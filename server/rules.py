@@ -1,4 +1,4 @@
-"""The decision rules of DOMAIN.md (Art. 11, 13, 23) as pure functions over typed records.
+"""The decision rules of DOMAIN.md (Art. 11, 13, 22, 23) as pure functions over typed records.
 
 Pure so that a verdict depends only on the status record, the request and ``now``: the rules read
 as tables, are tested straight against DOMAIN.md, and are cheap on the gate's hot path. The caller
@@ -7,7 +7,7 @@ does the I/O and says whether its data is fresh (``stale``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum, StrEnum
@@ -32,6 +32,7 @@ from registry.vocabulary import (
 )
 
 __all__ = [
+    "ARTICLE_APPLICANT",
     "ARTICLE_CONNECTION",
     "ARTICLE_PREMISES",
     "ARTICLE_REGISTRATION",
@@ -40,6 +41,7 @@ __all__ = [
     "Reason",
     "ReasonCode",
     "Verdict",
+    "decide_applicant",
     "decide_connection",
     "decide_premises",
     "decide_registration",
@@ -69,11 +71,13 @@ class ReasonCode(StrEnum):
     TEMPORARY_ONLY = "TEMPORARY_ONLY"
     REGISTRY_STALE = "REGISTRY_STALE"
     RECORD_UNVERIFIED = "RECORD_UNVERIFIED"
+    PARTY_SUSPENDED = "PARTY_SUSPENDED"
 
 
 ARTICLE_REGISTRATION: Final = 11
 ARTICLE_PREMISES: Final = 13
 ARTICLE_CONNECTION: Final = 23
+ARTICLE_APPLICANT: Final = 22
 
 TEMPORARY_CONNECTION_MAX: Final = timedelta(days=365)
 """The longest a construction-period connection may run, whatever the permits say."""
@@ -167,8 +171,9 @@ _STRICT: Final[Mapping[ReasonCode, Verdict]] = {
     ReasonCode.TEMPORARY_ONLY: Verdict.ALLOW_TEMPORARY,
     ReasonCode.REGISTRY_STALE: Verdict.REVIEW,
     ReasonCode.RECORD_UNVERIFIED: Verdict.REVIEW,
+    ReasonCode.PARTY_SUSPENDED: Verdict.DENY,
 }
-"""Connections, registrations and blocking offices."""
+"""Connections, registrations and blocking offices (and applicants, Art. 22)."""
 
 _CANNOT_TELL: Final = frozenset({ReasonCode.REGISTRY_STALE, ReasonCode.RECORD_UNVERIFIED})
 _NOTIFYING: Final[Mapping[ReasonCode, Verdict]] = {
@@ -177,7 +182,7 @@ _NOTIFYING: Final[Mapping[ReasonCode, Verdict]] = {
 """Notifying offices never block: every finding is a notification; data the gate cannot show
 to be fresh or genuine is REVIEW."""
 
-_ARTICLES: Final = (ARTICLE_REGISTRATION, ARTICLE_PREMISES, ARTICLE_CONNECTION)
+_ARTICLES: Final = (ARTICLE_REGISTRATION, ARTICLE_PREMISES, ARTICLE_CONNECTION, ARTICLE_APPLICANT)
 _ALLOW: Final = Decision(Verdict.ALLOW, ())
 _STALE: Final[Mapping[int, Reason]] = {
     article: Reason(
@@ -366,6 +371,68 @@ def decide_premises(
                 )
             )
     return _finish(reasons, table, Verdict.ALLOW, None)
+
+
+def decide_applicant(
+    cases_naming_party: Iterable[Case],
+    now: datetime,
+    stale: bool,
+    *,
+    party: str | None = None,
+    unverified: Collection[str] = (),
+) -> Decision:
+    """Art. 22: may planning (or housing) accept an application of this party?
+
+    ``cases_naming_party``: every case of a verified record that names the party (the caller
+    proves there are no others); with ``party``, a case naming another party is not counted.
+
+    DENY with a PARTY_SUSPENDED per case that suspends the party (``Case.suspends_party``: the
+    party ignored a stop or demolition order, and the case still blocks), in case id order; a
+    case naming the party that does not suspend it (not suspended, or closed, rectified,
+    demolished, only reported) changes nothing. On data not shown to be fresh, REGISTRY_STALE
+    (REVIEW at best: a suspension may have been added since). The structures in
+    ``unverified`` have a current record the gate cannot verify, which may name the party:
+    RECORD_UNVERIFIED (REVIEW at best), never ALLOW. ``now`` is when the question is asked; no
+    part of the rule depends on it yet (a suspension has no end date of its own).
+    """
+    article = ARTICLE_APPLICANT
+    reasons = [_STALE[article]] if stale else []
+    if unverified:
+        shown = sorted(unverified)
+        more = (
+            f" and {len(shown) - _SHOWN_UNVERIFIED} more" if len(shown) > _SHOWN_UNVERIFIED else ""
+        )
+        reasons.append(
+            Reason(
+                ReasonCode.RECORD_UNVERIFIED,
+                article,
+                "the current records of structures "
+                f"{', '.join(shown[:_SHOWN_UNVERIFIED])}{more} could not be verified: they may"
+                " name the party",
+            )
+        )
+    suspending = sorted(
+        (c for c in cases_naming_party if c.suspends_party and (party is None or c.party == party)),
+        key=_case_id,
+    )
+    for case in suspending:
+        reasons.append(
+            Reason(
+                ReasonCode.PARTY_SUSPENDED,
+                article,
+                f"party {case.party} ignored the order of case {case.id} ({case.stage}, structure"
+                f" {case.structure}): its other applications are suspended",
+                case_id=case.id,
+            )
+        )
+    return _finish(reasons, _STRICT, Verdict.ALLOW, None)
+
+
+_SHOWN_UNVERIFIED: Final = 10
+
+
+def _case_id(case: Case) -> str:
+    return case.id
 
 
 # --- Shared helpers ------------------------------------------------------------------------------

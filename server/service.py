@@ -7,8 +7,10 @@ service on the port, so bytes that are not a valid message are answered ``INVALI
 before any code here runs.
 
 Errors leave here and only here: a request the gate cannot answer is aborted with
-``INVALID_ARGUMENT`` and a message naming the field; in a batch, the bad check gets a decision
-carrying ``error`` so that the rest of the batch is still answered. The wire names are those of
+``INVALID_ARGUMENT`` and a message naming the field; a check about a party (CheckApplicant,
+Art. 22) asked of a gate that does not hold the whole registry, with ``FAILED_PRECONDITION``;
+in a batch, the bad check gets a decision carrying ``error`` so that the rest of the batch is
+still answered. The wire names are those of
 the proto: ``permitgate.v1.PermitGate/<Method>``.
 
 Answers leave as bytes that ``server.wire`` puts together (no protobuf object per answer); the
@@ -25,6 +27,7 @@ import grpc
 from google.protobuf.message import Message
 from permitgate_client.v1 import gate_pb2 as pb
 
+from server.cache import WholeRegistryNeeded
 from server.checks import CHECK_KINDS, CheckKind, InvalidCheck
 from server.decision_log import LogEntry
 from server.gate import Gate, GateUnavailable
@@ -130,17 +133,21 @@ class PermitGateService:
 
     def _unary_check(self, kind: CheckKind[Any]) -> UnaryHandler:
         gate = self._gate
-        convert = kind.from_wire
+        convert = kind.convert
         name_caller = self._caller
-        ensure = self._ensure
         cache: Any = gate.cache  # with ``ensure``: a SharedCache, which answers ``in``
+        # A check about a party needs every verified record; it names no structure to fetch.
+        refuse = _whole_registry_refusal(kind, gate)
+        ensure = None if kind.whole_registry else self._ensure
 
         async def check(message: Message, context: Context) -> bytes:
             now = gate.clock()
             try:
-                request = convert(message, now)
+                request = convert(message, now, cache)
             except InvalidCheck as exc:
                 await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            if refuse is not None:
+                await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, refuse)
             if ensure is not None and request.structure_id not in cache:
                 await ensure((request.structure_id,))
                 now = gate.clock()
@@ -151,6 +158,8 @@ class PermitGateService:
                     answer = await gate.answer(request, caller=caller)
             except GateUnavailable as exc:
                 await _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+            except WholeRegistryNeeded as exc:
+                await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             return answer_bytes(answer)
 
         check.__name__ = check.__qualname__ = kind.method
@@ -188,7 +197,10 @@ class PermitGateService:
                     error = f"checks[{index}]: this gate does not answer {which} checks"
                 else:
                     try:
-                        request = kind.from_wire(getattr(check, which), now)
+                        request = kind.convert(getattr(check, which), now, gate.cache)
+                        refusal = _whole_registry_refusal(kind, gate)
+                        if refusal is not None:
+                            raise WholeRegistryNeeded(refusal)
                         answer = gate.answer_at(request, now)
                         if answer is None:  # NOTIFY: logged in the batch's order
                             gate.log(entries)
@@ -199,7 +211,7 @@ class PermitGateService:
                             entries.append((request, caller, answer))
                     except InvalidCheck as exc:
                         error = f"checks[{index}].{which}.{exc}"
-                    except GateUnavailable as exc:
+                    except (GateUnavailable, WholeRegistryNeeded) as exc:
                         error = f"checks[{index}]: {exc}"
                     else:
                         out.append(batch_field(answer_bytes(answer, check.correlation_id)))
@@ -213,11 +225,27 @@ class PermitGateService:
 
 
 def _structure_ids(checks: Any) -> list[str]:
-    """The structure ids a batch's checks name (those without one are refused later)."""
+    """The structure ids a batch's checks name (those without one are refused later; a check
+    about a party names none)."""
     ids: list[str] = []
     for check in checks:
         which = check.WhichOneof("check")
-        structure_id = "" if which is None else getattr(check, which).structure_id
+        kind = None if which is None else CHECK_KINDS.get(which)
+        if kind is None or kind.whole_registry:
+            continue
+        structure_id = getattr(check, which).structure_id
         if structure_id:
             ids.append(structure_id)
     return ids
+
+
+def _whole_registry_refusal(kind: CheckKind[Any], gate: Gate) -> str | None:
+    """Why ``kind`` cannot be answered by this gate, or None: a check about a party needs a gate
+    that holds every verified record (as WatchStatus for a district does)."""
+    if not kind.whole_registry or gate.cache.holds_every_record:
+        return None
+    return (
+        f"{kind.method} needs a gate that holds the whole registry: a gate over the shared "
+        "Redis cache holds only the structures asked of it and cannot prove that no record "
+        "names the party; ask a gate served without --redis"
+    )

@@ -64,7 +64,13 @@ from registry.feed import FeedError, RegistryFeed
 from registry.records import StatusRecord
 from registry.redis_feed import RedisFeed, RedisFeedError
 from registry.statusmap import BUCKETS, MapTop, bucket_node, bucket_of, entry_in
-from server.cache import CachedStatus, RegistryCache, read_status_record
+from server.cache import (
+    CachedStatus,
+    PartyCases,
+    RegistryCache,
+    WholeRegistryNeeded,
+    read_status_record,
+)
 from server.incidents import Incidents
 
 __all__ = ["DEFAULT_CACHE_SIZE", "SharedCache", "SharedStatus"]
@@ -225,6 +231,15 @@ class SharedCache(RegistryCache):
     def is_doubtful(self, structure_id: str) -> bool:
         """Neither a verified record nor a verified absence is held (REVIEW, never ALLOW)."""
         return structure_id not in self._l1
+
+    def cases_naming(self, party_id: str) -> PartyCases:
+        """Refused: L1 holds only the structures asked of it, so no absence of a case naming
+        ``party_id`` can be proved here (never an ALLOW for want of looking)."""
+        raise WholeRegistryNeeded(
+            "CheckApplicant needs a gate that holds the whole registry: a gate over the shared "
+            "Redis cache holds only the structures asked of it and cannot prove that no record "
+            "names the party; ask a gate served without --redis"
+        )
 
     async def ensure(self, structure_ids: Collection[str]) -> None:
         """Prove the records (or absences) of ``structure_ids`` not in L1: from Redis in one

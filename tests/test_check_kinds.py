@@ -89,6 +89,7 @@ VALID: dict[str, object] = {
     "premises": pb.PremisesCheck(
         structure_id="S-1", office="OFFICE_TAX", declared_use="shop", application_id="L-1"
     ),
+    "applicant": pb.ApplicantCheck(party_id="S-1", asking="ASKING_PLANNING"),
 }
 
 
@@ -97,7 +98,9 @@ def test_each_row_converts_its_own_message(name: str) -> None:
     request = CHECK_KINDS[name].from_wire(VALID[name], NOW)
     assert request.check_type == name
     assert request.to_json()["type"] == name
-    assert request.structure_id == "S-1"
+    assert request.subject_id == "S-1"
+    # A check about a party (Art. 22) names no structure for the gate to look up.
+    assert request.structure_id == ("" if CHECK_KINDS[name].whole_registry else "S-1")
 
 
 # --- a real gate over a real cache -------------------------------------------------------------

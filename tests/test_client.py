@@ -834,7 +834,13 @@ def test_public_names_are_curated_and_documented(module: Any) -> None:
 
 
 def test_client_and_async_client_offer_the_same_calls() -> None:
-    for name in ("check_connection", "check_registration", "verify_premises", "check_many"):
+    for name in (
+        "check_connection",
+        "check_registration",
+        "verify_premises",
+        "check_applicant",
+        "check_many",
+    ):
         blocking = inspect.signature(getattr(Client, name))
         awaited = inspect.signature(getattr(AsyncClient, name))
         assert list(blocking.parameters) == list(awaited.parameters), name
@@ -853,6 +859,7 @@ def test_client_and_async_client_offer_the_same_calls() -> None:
         ("check_connection", "connection"),
         ("check_registration", "registration"),
         ("verify_premises", "premises"),
+        ("check_applicant", "applicant"),
     ],
 )
 def test_check_takes_the_single_calls_keyword_arguments(call: str, factory: str) -> None:

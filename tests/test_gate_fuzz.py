@@ -52,6 +52,7 @@ ANSWERS: dict[str, type[Message]] = {
     "CheckConnection": pb.Decision,
     "CheckRegistration": pb.Decision,
     "VerifyPremises": pb.Decision,
+    "CheckApplicant": pb.Decision,
     "GetKeys": pb.KeySet,
     "BatchCheck": pb.DecisionBatch,
 }
@@ -84,6 +85,13 @@ def valid_requests() -> dict[str, list[bytes]]:
         for office in (pb.OFFICE_FIRE, pb.OFFICE_TAX, pb.OFFICE_CULTURE)
         for use in ("residential", " Office ")
     ]
+    applicants = [
+        pb.ApplicantCheck(
+            party_id=party, asking=asking, application_id=f"PA-{n}", receipt=n % 3 == 0
+        )
+        for n, party in enumerate(["91110000MA01ABCD2X", *ids])
+        for asking in (pb.ASKING_PLANNING, pb.ASKING_HOUSING)
+    ]
     mixed: list[AnyCheck] = [*connections, *registrations, *premises_checks]
     batches = [
         pb.CheckBatch(
@@ -95,6 +103,7 @@ def valid_requests() -> dict[str, list[bytes]]:
         "CheckConnection": [m.SerializeToString() for m in connections],
         "CheckRegistration": [m.SerializeToString() for m in registrations],
         "VerifyPremises": [m.SerializeToString() for m in premises_checks],
+        "CheckApplicant": [m.SerializeToString() for m in applicants],
         "GetKeys": [pb.GetKeysRequest().SerializeToString()],
         "BatchCheck": [m.SerializeToString() for m in batches],
     }

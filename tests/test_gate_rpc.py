@@ -644,6 +644,7 @@ def test_reflection_describes_the_gate(target: str) -> None:
         "CheckConnection",
         "CheckRegistration",
         "VerifyPremises",
+        "CheckApplicant",
         "BatchCheck",
         "GetKeys",
         "WatchStatus",
@@ -658,6 +659,7 @@ def test_reflection_describes_the_gate(target: str) -> None:
     assert (options.csharp_namespace, options.objc_class_prefix) == ("Permitgate.V1", "PGX")
     [codes_enum] = [e for e in gate_file.enum_type if e.name == "ReasonCode"]
     assert {v.name: v.number for v in codes_enum.value}["REASON_CODE_RECORD_UNVERIFIED"] == 11
+    assert {v.name: v.number for v in codes_enum.value}["REASON_CODE_PARTY_SUSPENDED"] == 12
 
 
 def test_gate_answers_on_an_empty_registry(tmp_path: Path) -> None:

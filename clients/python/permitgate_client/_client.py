@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from permitgate_client._errors import GateError, from_rpc
+from permitgate_client._errors import GateError, InvalidCheckError, from_rpc
 from permitgate_client._keyset import KeySet
 from permitgate_client._models import _VERDICTS, Check, Decision, Refused
 from permitgate_client._watch import (
@@ -75,6 +75,7 @@ _RPC = {
     "connection": "CheckConnection",
     "registration": "CheckRegistration",
     "premises": "VerifyPremises",
+    "applicant": "CheckApplicant",
 }
 
 
@@ -250,6 +251,11 @@ class _BaseClient:
             raise ValueError(f"retries: 0 or more, not {retries!r}")
         if after is not None and not isinstance(after, WatchPosition):
             raise TypeError(f"after: expected a WatchPosition, got {type(after).__name__}")
+        if isinstance(question, Check) and question.kind == "applicant":
+            raise InvalidCheckError(
+                "question: an applicant check is about a party, not a structure, and cannot be"
+                " watched; ask check_applicant"
+            )
         return _Resumer(watch_request(question, structure_ids, district, all_structures), after)
 
     @staticmethod
@@ -421,6 +427,22 @@ class Client(_BaseClient):
                 application_id=application_id,
                 receipt=receipt,
             )
+        )
+
+    def check_applicant(
+        self,
+        party_id: str,
+        *,
+        asking: str,
+        application_id: str = "",
+        receipt: bool = False,
+    ) -> Decision:
+        """Art. 22: may ``planning`` (or ``housing``) accept an application of ``party_id``?
+        DENY (``PARTY_SUSPENDED``, naming each case) while the party is suspended for ignoring
+        a stop or demolition order. Only a gate that holds the whole registry answers (a gate
+        over a shared cache refuses: ``GateError`` with FAILED_PRECONDITION)."""
+        return self._decide(
+            Check.applicant(party_id, asking=asking, application_id=application_id, receipt=receipt)
         )
 
     def check_many(
@@ -655,6 +677,22 @@ class AsyncClient(_BaseClient):
                 application_id=application_id,
                 receipt=receipt,
             )
+        )
+
+    async def check_applicant(
+        self,
+        party_id: str,
+        *,
+        asking: str,
+        application_id: str = "",
+        receipt: bool = False,
+    ) -> Decision:
+        """Art. 22: may ``planning`` (or ``housing``) accept an application of ``party_id``?
+        DENY (``PARTY_SUSPENDED``, naming each case) while the party is suspended for ignoring
+        a stop or demolition order. Only a gate that holds the whole registry answers (a gate
+        over a shared cache refuses: ``GateError`` with FAILED_PRECONDITION)."""
+        return await self._decide(
+            Check.applicant(party_id, asking=asking, application_id=application_id, receipt=receipt)
         )
 
     def check_many(

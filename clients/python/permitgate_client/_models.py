@@ -26,6 +26,7 @@ from permitgate_client._times import format_time
 from permitgate_client.v1 import gate_pb2 as pb
 
 __all__ = [
+    "ASKING",
     "CONNECTION_KINDS",
     "OFFICES",
     "REGISTRATION_KINDS",
@@ -80,6 +81,7 @@ _UTILITY_NUMBERS = _choices(pb.Utility, "UTILITY_")
 _CONNECTION_KIND_NUMBERS = _choices(pb.ConnectionKind, "CONNECTION_KIND_")
 _REGISTRATION_KIND_NUMBERS = _choices(pb.RegistrationKind, "REGISTRATION_KIND_")
 _OFFICE_NUMBERS = _choices(pb.Office, "OFFICE_")
+_ASKING_NUMBERS = _choices(pb.Asking, "ASKING_")
 
 UTILITIES: tuple[str, ...] = tuple(_UTILITY_NUMBERS)
 """What ``utility`` may be in a connection check (water, power, gas, heat), in the wire's order."""
@@ -89,6 +91,8 @@ REGISTRATION_KINDS: tuple[str, ...] = tuple(_REGISTRATION_KIND_NUMBERS)
 """What ``kind`` may be in a registration check (initial, transfer, mortgage)."""
 OFFICES: tuple[str, ...] = tuple(_OFFICE_NUMBERS)
 """What ``office`` may be in a premises check: the notifying and the blocking offices."""
+ASKING: tuple[str, ...] = tuple(_ASKING_NUMBERS)
+"""Who may ask about an applicant (Art. 22): planning, housing."""
 
 
 def _choice(field: str, value: str, table: dict[str, int]) -> int:
@@ -121,9 +125,9 @@ def _blame(fields: Iterable[tuple[str, object, type]]) -> None:
 
 
 class Check:
-    """One check for ``check_many``: build it with ``Check.connection``, ``Check.registration``
-    or ``Check.premises``, which take the keyword arguments of the single calls (and a
-    ``correlation_id``, echoed in the answer).
+    """One check for ``check_many``: build it with ``Check.connection``, ``Check.registration``,
+    ``Check.premises`` or ``Check.applicant``, which take the keyword arguments of the single
+    calls (and a ``correlation_id``, echoed in the answer).
 
     A check holds plain values, validated when it is built; ``check_many`` writes them straight
     into the batch it sends, so a check costs no wire message of its own. Checks compare and
@@ -133,7 +137,7 @@ class Check:
     __slots__ = ("_values", "correlation_id", "kind")
 
     kind: str
-    """``connection``, ``registration`` or ``premises``."""
+    """``connection``, ``registration``, ``premises`` or ``applicant``."""
     correlation_id: str
     """Echoed in the answer's ``correlation_id``."""
 
@@ -144,7 +148,7 @@ class Check:
 
     @property
     def structure_id(self) -> str:
-        """The structure the check is about."""
+        """The structure the check is about; for an applicant check, the party."""
         structure_id: str = self._values[0]
         return structure_id
 
@@ -160,7 +164,7 @@ class Check:
         if self.correlation_id:
             message.correlation_id = self.correlation_id
         kind, values = self.kind, self._values
-        body: pb.ConnectionCheck | pb.RegistrationCheck | pb.PremisesCheck
+        body: pb.ConnectionCheck | pb.RegistrationCheck | pb.PremisesCheck | pb.ApplicantCheck
         if kind == "connection":
             sid, utility, connection_kind, until, application_id, receipt = values
             body = connection = message.connection
@@ -174,6 +178,11 @@ class Check:
             body = registration = message.registration
             registration.structure_id = sid
             registration.kind = registration_kind
+        elif kind == "applicant":
+            party_id, asking, application_id, receipt = values
+            body = applicant = message.applicant
+            applicant.party_id = party_id
+            applicant.asking = asking
         else:
             sid, office, declared_use, application_id, receipt = values
             body = premises = message.premises
@@ -309,6 +318,36 @@ class Check:
             receipt,
         )
         return cls("premises", values, correlation_id)
+
+    @classmethod
+    def applicant(
+        cls,
+        party_id: str,
+        *,
+        asking: str,
+        application_id: str = "",
+        receipt: bool = False,
+        correlation_id: str = "",
+    ) -> Check:
+        """Art. 22: may ``planning`` (or ``housing``) accept an application of ``party_id``
+        (an organisation named by cases)? DENY with ``PARTY_SUSPENDED`` while a case suspends
+        the party for ignoring a stop or demolition order."""
+        if (
+            type(party_id) is not str
+            or type(application_id) is not str
+            or type(receipt) is not bool
+            or type(correlation_id) is not str
+        ):
+            _blame(
+                (
+                    ("party_id", party_id, str),
+                    ("application_id", application_id, str),
+                    ("receipt", receipt, bool),
+                    ("correlation_id", correlation_id, str),
+                )
+            )
+        values = (party_id, _choice("asking", asking, _ASKING_NUMBERS), application_id, receipt)
+        return cls("applicant", values, correlation_id)
 
 
 @dataclass(frozen=True, slots=True)

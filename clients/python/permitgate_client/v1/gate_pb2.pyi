@@ -65,6 +65,7 @@ class ReasonCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_CODE_TEMPORARY_ONLY: _ClassVar[ReasonCode]
     REASON_CODE_REGISTRY_STALE: _ClassVar[ReasonCode]
     REASON_CODE_RECORD_UNVERIFIED: _ClassVar[ReasonCode]
+    REASON_CODE_PARTY_SUSPENDED: _ClassVar[ReasonCode]
 
 class PermitKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -76,6 +77,12 @@ class PermitKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PERMIT_KIND_RURAL_CONSTRUCTION_PLANNING: _ClassVar[PermitKind]
     PERMIT_KIND_CONSTRUCTION_WORKS: _ClassVar[PermitKind]
     PERMIT_KIND_PROPERTY_OWNERSHIP: _ClassVar[PermitKind]
+
+class Asking(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ASKING_UNSPECIFIED: _ClassVar[Asking]
+    ASKING_PLANNING: _ClassVar[Asking]
+    ASKING_HOUSING: _ClassVar[Asking]
 
 class ChangeCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -124,6 +131,7 @@ REASON_CODE_USE_MISMATCH: ReasonCode
 REASON_CODE_TEMPORARY_ONLY: ReasonCode
 REASON_CODE_REGISTRY_STALE: ReasonCode
 REASON_CODE_RECORD_UNVERIFIED: ReasonCode
+REASON_CODE_PARTY_SUSPENDED: ReasonCode
 PERMIT_KIND_UNSPECIFIED: PermitKind
 PERMIT_KIND_LAND_USE_PLANNING: PermitKind
 PERMIT_KIND_LAND_CERTIFICATE: PermitKind
@@ -132,6 +140,9 @@ PERMIT_KIND_TEMPORARY_CONSTRUCTION_PLANNING: PermitKind
 PERMIT_KIND_RURAL_CONSTRUCTION_PLANNING: PermitKind
 PERMIT_KIND_CONSTRUCTION_WORKS: PermitKind
 PERMIT_KIND_PROPERTY_OWNERSHIP: PermitKind
+ASKING_UNSPECIFIED: Asking
+ASKING_PLANNING: Asking
+ASKING_HOUSING: Asking
 CHANGE_CAUSE_UNSPECIFIED: ChangeCause
 CHANGE_CAUSE_CURRENT: ChangeCause
 CHANGE_CAUSE_RECORD_CHANGED: ChangeCause
@@ -182,17 +193,31 @@ class PremisesCheck(_message.Message):
     receipt: bool
     def __init__(self, structure_id: _Optional[str] = ..., office: _Optional[_Union[Office, str]] = ..., declared_use: _Optional[str] = ..., application_id: _Optional[str] = ..., receipt: _Optional[bool] = ...) -> None: ...
 
+class ApplicantCheck(_message.Message):
+    __slots__ = ("party_id", "asking", "application_id", "receipt")
+    PARTY_ID_FIELD_NUMBER: _ClassVar[int]
+    ASKING_FIELD_NUMBER: _ClassVar[int]
+    APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    party_id: str
+    asking: Asking
+    application_id: str
+    receipt: bool
+    def __init__(self, party_id: _Optional[str] = ..., asking: _Optional[_Union[Asking, str]] = ..., application_id: _Optional[str] = ..., receipt: _Optional[bool] = ...) -> None: ...
+
 class Check(_message.Message):
-    __slots__ = ("correlation_id", "connection", "registration", "premises")
+    __slots__ = ("correlation_id", "connection", "registration", "premises", "applicant")
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     CONNECTION_FIELD_NUMBER: _ClassVar[int]
     REGISTRATION_FIELD_NUMBER: _ClassVar[int]
     PREMISES_FIELD_NUMBER: _ClassVar[int]
+    APPLICANT_FIELD_NUMBER: _ClassVar[int]
     correlation_id: str
     connection: ConnectionCheck
     registration: RegistrationCheck
     premises: PremisesCheck
-    def __init__(self, correlation_id: _Optional[str] = ..., connection: _Optional[_Union[ConnectionCheck, _Mapping]] = ..., registration: _Optional[_Union[RegistrationCheck, _Mapping]] = ..., premises: _Optional[_Union[PremisesCheck, _Mapping]] = ...) -> None: ...
+    applicant: ApplicantCheck
+    def __init__(self, correlation_id: _Optional[str] = ..., connection: _Optional[_Union[ConnectionCheck, _Mapping]] = ..., registration: _Optional[_Union[RegistrationCheck, _Mapping]] = ..., premises: _Optional[_Union[PremisesCheck, _Mapping]] = ..., applicant: _Optional[_Union[ApplicantCheck, _Mapping]] = ...) -> None: ...
 
 class CheckBatch(_message.Message):
     __slots__ = ("checks",)

@@ -49,6 +49,11 @@ class PermitGateStub:
                 request_serializer=permitgate__client_dot_v1_dot_gate__pb2.PremisesCheck.SerializeToString,
                 response_deserializer=permitgate__client_dot_v1_dot_gate__pb2.Decision.FromString,
                 _registered_method=True)
+        self.CheckApplicant = channel.unary_unary(
+                '/permitgate.v1.PermitGate/CheckApplicant',
+                request_serializer=permitgate__client_dot_v1_dot_gate__pb2.ApplicantCheck.SerializeToString,
+                response_deserializer=permitgate__client_dot_v1_dot_gate__pb2.Decision.FromString,
+                _registered_method=True)
         self.BatchCheck = channel.stream_stream(
                 '/permitgate.v1.PermitGate/BatchCheck',
                 request_serializer=permitgate__client_dot_v1_dot_gate__pb2.CheckBatch.SerializeToString,
@@ -85,6 +90,16 @@ class PermitGateServicer:
 
     def VerifyPremises(self, request, context):
         """Art. 13: do these premises hold their permits, and does the declared use match?
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckApplicant(self, request, context):
+        """Art. 22: may planning or housing accept this party's application? DENY while a case that
+        names the party suspends it (the party ignored a stop or demolition order). Answered only
+        by a gate that holds the whole registry (FAILED_PRECONDITION on a gate over a shared cache:
+        it cannot prove that no record names the party).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -129,6 +144,11 @@ def add_PermitGateServicer_to_server(servicer, server):
             'VerifyPremises': grpc.unary_unary_rpc_method_handler(
                     servicer.VerifyPremises,
                     request_deserializer=permitgate__client_dot_v1_dot_gate__pb2.PremisesCheck.FromString,
+                    response_serializer=permitgate__client_dot_v1_dot_gate__pb2.Decision.SerializeToString,
+            ),
+            'CheckApplicant': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckApplicant,
+                    request_deserializer=permitgate__client_dot_v1_dot_gate__pb2.ApplicantCheck.FromString,
                     response_serializer=permitgate__client_dot_v1_dot_gate__pb2.Decision.SerializeToString,
             ),
             'BatchCheck': grpc.stream_stream_rpc_method_handler(
@@ -227,6 +247,33 @@ class PermitGate:
             target,
             '/permitgate.v1.PermitGate/VerifyPremises',
             permitgate__client_dot_v1_dot_gate__pb2.PremisesCheck.SerializeToString,
+            permitgate__client_dot_v1_dot_gate__pb2.Decision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckApplicant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitgate.v1.PermitGate/CheckApplicant',
+            permitgate__client_dot_v1_dot_gate__pb2.ApplicantCheck.SerializeToString,
             permitgate__client_dot_v1_dot_gate__pb2.Decision.FromString,
             options,
             channel_credentials,
