@@ -19,6 +19,7 @@ import click
 import grpc
 import orjson
 from permitgate_client import (
+    ASKING,
     CONNECTION_KINDS,
     OFFICES,
     REGISTRATION_KINDS,
@@ -224,6 +225,7 @@ _CHECKS: dict[str, Callable[..., Check]] = {
     "check_connection": Check.connection,
     "check_registration": Check.registration,
     "verify_premises": Check.premises,
+    "check_applicant": Check.applicant,
 }
 
 
@@ -459,6 +461,44 @@ def premises(
         offline,
         office=office,
         declared_use=declared_use,
+        application_id=application_id,
+    )
+
+
+@check.command(epilog=CHECK_EXIT_CODES)
+@click.argument("party_id")
+@click.option(
+    "--asking",
+    required=True,
+    type=click.Choice(ASKING),
+    help="The department that asks: planning, or housing and construction.",
+)
+@application_option
+@receipt_option
+@gate_options
+@json_option
+@exit_code_option
+def applicant(
+    party_id: str,
+    asking: str,
+    application_id: str,
+    receipt_file: Path | None,
+    gate: GateAddress,
+    as_json: bool,
+    verdict_exit: bool,
+) -> None:
+    """May planning or housing accept an application of PARTY_ID, an organisation named by
+    cases? DENY while a case suspends it for ignoring a stop or demolition order (Art. 22).
+    Asked of a gate that holds the whole registry (not one served with --redis)."""
+    _ask(
+        gate,
+        "check_applicant",
+        party_id,
+        receipt_file,
+        as_json,
+        verdict_exit,
+        None,
+        asking=asking,
         application_id=application_id,
     )
 

@@ -154,6 +154,11 @@ def _question(message: pb.WatchRequest, now: datetime) -> CheckRequest:
     kind = CHECK_KINDS.get(which)
     if kind is None:
         raise InvalidCheck(f"question.{which}", "this gate does not watch such checks")
+    if kind.whole_registry:
+        raise InvalidCheck(
+            f"question.{which}",
+            "a check about a party, not a structure, cannot be watched: ask CheckApplicant",
+        )
     body = kind.message()
     body.CopyFrom(getattr(message.question, which))
     if body.structure_id:

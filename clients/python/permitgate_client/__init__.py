@@ -52,6 +52,7 @@ from permitgate_client._errors import (
 )
 from permitgate_client._keyset import KeySet
 from permitgate_client._models import (
+    ASKING,
     CONNECTION_KINDS,
     OFFICES,
     REGISTRATION_KINDS,
@@ -67,6 +68,7 @@ from permitgate_client._trust import VerifierKey
 from permitgate_client._watch import MAX_WATCHED_IDS, ChangeCause, StatusChange, WatchPosition
 
 __all__ = [
+    "ASKING",
     "CONNECTION_KINDS",
     "DEFAULT_TIMEOUT",
     "DEFAULT_WINDOW",
