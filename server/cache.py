@@ -13,11 +13,14 @@ but whose record in the database is not the one the map signs (*doubtful*): neve
 record as if current, never NOT_IN_REGISTRY.
 
 The embedded cache also knows every case that names a party (Art. 22), from verified records
-only: an index party -> structures, kept as records are installed, replaced and removed, so that
-``cases_naming`` is a dictionary read plus those structures' records. A record is looked into
-for a party without being parsed when its payload cannot name one (no ``"party"`` member, no
-escape that could spell it); one that could is parsed (and, if it cannot be read, is doubtful).
-A doubtful structure's record may name any party, so ``cases_naming`` reports them all.
+only: an index party -> structures (``PartyIndex``), so that ``cases_naming`` is a dictionary
+read plus those structures' records. The verifier keeps the index with the records it verified,
+in its own thread, changing it for exactly the structures whose records it changed, and hands it
+over with them: installing it is a swap, however many structures the registry holds, and the
+cache holds an index only with the mapping it was made for. A record is looked into for a party
+without being parsed when its payload cannot name one (no ``"party"`` member, no escape that
+could spell it); one that could is parsed (and, if it cannot be read, is doubtful). A doubtful
+structure's record may name any party, so ``cases_naming`` reports them all.
 
 Freshness is the age of the held head's cosignature, on the wall clock: the data is fresh while
 ``now - cosigned_at <= max_staleness``. It is stale before any head is held, when the held head
@@ -30,10 +33,8 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import compress, islice
-from operator import is_not, or_
 from typing import Final
 
 import orjson
@@ -54,6 +55,7 @@ __all__ = [
     "CachedStatus",
     "ChangeListener",
     "PartyCases",
+    "PartyIndex",
     "RegistryCache",
     "WholeRegistryNeeded",
     "read_status_record",
@@ -109,25 +111,6 @@ def _may_name_party(envelope: bytes) -> bool:
     return b"\\" in envelope or first in envelope or second in envelope or third in envelope
 
 
-def _changed(before: Mapping[str, CachedStatus], after: Mapping[str, CachedStatus]) -> list[str]:
-    """The structures of ``after`` whose record may differ from ``before``'s, compared in C.
-
-    The verifier makes each new mapping as ``{**before, **changed}``: every structure keeps its
-    place, its id object and, unchanged, its ``CachedStatus`` object; new ones come last. So a
-    structure whose id and record are the very objects ``before`` holds at the same place is
-    unchanged; any other (a changed record, a new structure, or every one of a mapping built
-    afresh) is returned, to be looked at again.
-    """
-    differs = map(
-        or_,
-        map(is_not, after.keys(), before.keys()),
-        map(is_not, after.values(), before.values()),
-    )
-    changed = list(compress(after.keys(), differs))
-    changed.extend(islice(after.keys(), len(before), None))
-    return changed
-
-
 class CachedStatus:
     """One structure's current status record: its SHA-256 (the value the map signs), and the
     envelope until it is first read, then the parsed record."""
@@ -168,6 +151,109 @@ def read_status_record(envelope: bytes, structure_id: str, size: int) -> StatusR
     return record
 
 
+_NO_PARTY: Final[frozenset[str]] = frozenset()
+
+
+def _parties_named(
+    held: CachedStatus | None, structure_id: str, size: int
+) -> tuple[frozenset[str], str | None]:
+    """The parties the record ``held`` names, and why it cannot be read (None: it can).
+
+    A record that cannot name a party is not parsed; one parsed keeps its parsed record (so a
+    request does not parse it again). Only records no request can see yet are looked into from
+    another thread than the event loop's: those of a mapping not yet installed.
+    """
+    if held is None:
+        return _NO_PARTY, None
+    record = held.record
+    if record is None:
+        if not _may_name_party(held.envelope):
+            return _NO_PARTY, None
+        try:
+            record = read_status_record(held.envelope, structure_id, size)
+        except VerificationError as exc:
+            return _NO_PARTY, str(exc)
+        held.record, held.envelope = record, b""
+    return frozenset(c.party for c in record.cases if c.party is not None), None
+
+
+@dataclass(frozen=True, slots=True)
+class PartyIndex:
+    """Which structures' verified records name each party (Art. 22), for one mapping of records.
+
+    Made whole from a mapping (``of``) or from the index of the mapping before it and the
+    structures whose records differ (``changed``), never altered afterwards: the verifier makes
+    the next one in its thread while requests read the one installed, and the cache holds an
+    index only with the very mapping it was made for (``records``).
+    """
+
+    records: Mapping[str, CachedStatus] = field(compare=False, repr=False)
+    """The mapping of records this index is of."""
+    size: int
+    """The log size its records were read against (a record from beyond it cannot be read)."""
+    structures: Mapping[str, frozenset[str]]
+    """party -> the structures whose record names it."""
+    parties: Mapping[str, frozenset[str]]
+    """structure -> the parties its record names (only structures whose record names one)."""
+    unreadable: Mapping[str, str]
+    """structure -> why its record, verified by hash, cannot be read (it may name any party)."""
+
+    @classmethod
+    def of(cls, records: Mapping[str, CachedStatus], size: int) -> PartyIndex:
+        """The index of ``records`` made from nothing: each record looked into once."""
+        return cls(records, size, {}, {}, {}).changed(records, records.keys(), size)
+
+    def changed(
+        self, records: Mapping[str, CachedStatus], structure_ids: Iterable[str], size: int
+    ) -> PartyIndex:
+        """The index of ``records``, which differ from this index's only in the records of
+        ``structure_ids`` (added, replaced, or removed: absent from ``records``).
+
+        The work is that of the structures named; each part of the index that changes is
+        copied (a dictionary copy, in C), the others are shared.
+        """
+        gained: dict[str, set[str]] = {}  # party -> structures whose record now names it
+        lost: dict[str, set[str]] = {}  # party -> structures whose record no longer does
+        parties_now: dict[str, frozenset[str]] = {}
+        unreadable_now: dict[str, str | None] = {}
+        for structure_id in structure_ids:
+            named, why = _parties_named(records.get(structure_id), structure_id, size)
+            before = self.parties.get(structure_id, _NO_PARTY)
+            if named != before:
+                parties_now[structure_id] = named
+                for party in named - before:
+                    gained.setdefault(party, set()).add(structure_id)
+                for party in before - named:
+                    lost.setdefault(party, set()).add(structure_id)
+            if self.unreadable.get(structure_id) != why:
+                unreadable_now[structure_id] = why
+        structures, parties, unreadable = self.structures, self.parties, self.unreadable
+        if gained or lost:
+            structures = dict(structures)
+            for party in gained.keys() | lost.keys():
+                now = structures.get(party, _NO_PARTY).union(gained.get(party, ()))
+                now = now.difference(lost.get(party, ()))
+                if now:
+                    structures[party] = now
+                else:
+                    structures.pop(party, None)
+        if parties_now:
+            parties = dict(parties)
+            for structure_id, named in parties_now.items():
+                if named:
+                    parties[structure_id] = named
+                else:
+                    parties.pop(structure_id, None)
+        if unreadable_now:
+            unreadable = dict(unreadable)
+            for structure_id, why in unreadable_now.items():
+                if why is None:
+                    unreadable.pop(structure_id, None)
+                else:
+                    unreadable[structure_id] = why
+        return PartyIndex(records, size, structures, parties, unreadable)
+
+
 class RegistryCache:
     holds_every_record = True
     """Whether every verified record is held (so a district or every structure can be listed)."""
@@ -188,10 +274,8 @@ class RegistryCache:
         # listeners may not be all of those that changed in them (a shared cache knows its
         # changed buckets from verified data, the structures in them only from hints).
         self.changed_buckets: Collection[int] = ()
-        # Art. 22, from the verified records held: party -> the structures whose record names
-        # it, and structure -> the parties its record names (only structures naming one).
-        self._party_structures: dict[str, set[str]] = {}
-        self._parties_of: dict[str, tuple[str, ...]] = {}
+        # Art. 22: the index of the verified records held (made by the verifier, off the loop).
+        self._parties = PartyIndex.of(self._records, 0)
 
     def __len__(self) -> int:
         return len(self._records)
@@ -223,17 +307,20 @@ class RegistryCache:
         except VerificationError as exc:
             self._unreadable.add(structure_id)
             self._doubtful = self._doubtful | {structure_id}
-            self.incidents.report(
-                "record_unverified",
-                (structure_id, held.digest),
-                "the status record of %s matches the signed map but cannot be read (%s): it "
-                "answers RECORD_UNVERIFIED",
-                structure_id,
-                exc,
-            )
+            self._report_unreadable(structure_id, held, str(exc))
             return None
         held.envelope = b""  # parsed: the bytes are no longer needed
         return held
+
+    def _report_unreadable(self, structure_id: str, held: CachedStatus, why: str) -> None:
+        self.incidents.report(
+            "record_unverified",
+            (structure_id, held.digest),
+            "the status record of %s matches the signed map but cannot be read (%s): it "
+            "answers RECORD_UNVERIFIED",
+            structure_id,
+            why,
+        )
 
     async def ensure(self, structure_ids: Collection[str]) -> None:
         """Nothing to fetch: every verified record is held (``SharedCache`` fetches)."""
@@ -256,7 +343,7 @@ class RegistryCache:
         those records), and the structures whose record cannot be verified."""
         cases: list[Case] = []
         next_update: datetime | None = None
-        for structure_id in sorted(self._party_structures.get(party_id, ())):
+        for structure_id in sorted(self._parties.structures.get(party_id, ())):
             held = self.get(structure_id)
             if held is None or held.record is None:  # unreadable now: doubtful, reported below
                 continue
@@ -309,11 +396,17 @@ class RegistryCache:
         doubtful: Set[str],
         superseded: str | None,
         now: datetime | None = None,
+        parties: PartyIndex | None = None,
     ) -> None:
         """Hold ``head`` with ``records`` (all of them with ``replace``, else the ones that
-        changed), ``doubtful`` the structures whose record cannot be verified."""
+        changed), ``doubtful`` the structures whose record cannot be verified, and ``parties``
+        the index of the records then held (``PartyIndex``), made off the event loop.
+
+        Without ``parties`` made for the very mapping held, the index is made here: from the
+        one held and the records changed, or (a new mapping without one) whole.
+        """
         before = self._records
-        to_index: Iterable[str] = ()
+        size = 0 if head is None else head.size
         if replace:
             self._records = records
             # A record held again unchanged stays unreadable: read again, it would fail again.
@@ -322,18 +415,24 @@ class RegistryCache:
                 for sid in self._unreadable
                 if (held := records.get(sid)) is before.get(sid) and held is not None
             }
-            if records is not before:
-                to_index = _changed(before, records)
         elif records:
             assert isinstance(self._records, dict)
             self._records.update(records)
             self._unreadable -= records.keys()
-            to_index = records.keys()
+        if parties is None or parties.records is not self._records:
+            if not replace:
+                parties = self._parties.changed(self._records, records.keys(), size)
+            elif self._parties.records is records:
+                parties = self._parties
+            else:
+                parties = PartyIndex.of(records, size)
+        self._parties = parties
+        if parties.unreadable:
+            for sid in parties.unreadable.keys() - self._unreadable:
+                self._unreadable.add(sid)
+                self._report_unreadable(sid, self._records[sid], parties.unreadable[sid])
         self._doubtful = frozenset(doubtful | self._unreadable) if self._unreadable else doubtful
         self.head = head
-        if replace and records is not before:
-            self._forget_parties([sid for sid in self._parties_of if sid not in records])
-        self._index_parties(to_index)
         self.superseded = superseded
         cosigned_at = None if head is None else head.cosigned_at
         if cosigned_at != self._cosigned:
@@ -353,36 +452,3 @@ class RegistryCache:
                     listener(self.size, changed)
                 except Exception:  # a listener's fault must not keep the head from being held
                     log.exception("a change listener failed")
-
-    # --- the parties named (Art. 22) -----------------------------------------------------
-
-    def _forget_parties(self, structure_ids: Iterable[str]) -> None:
-        for structure_id in structure_ids:
-            for party in self._parties_of.pop(structure_id, ()):
-                named = self._party_structures.get(party)
-                if named is not None:
-                    named.discard(structure_id)
-                    if not named:
-                        del self._party_structures[party]
-
-    def _index_parties(self, structure_ids: Iterable[str]) -> None:
-        """Index again the parties named by the current records of ``structure_ids`` (called
-        after the head they belong to is held: a record is read against its size)."""
-        records, parties_of = self._records, self._parties_of
-        for structure_id in structure_ids:
-            if structure_id in parties_of:
-                self._forget_parties((structure_id,))
-            held = records.get(structure_id)
-            if held is None:
-                continue
-            if held.record is None and not _may_name_party(held.envelope):
-                continue
-            parsed = self.get(structure_id)  # unreadable: doubtful from now on
-            if parsed is None or parsed.record is None:
-                continue
-            parties = tuple({c.party for c in parsed.record.cases if c.party is not None})
-            if not parties:
-                continue
-            parties_of[structure_id] = parties
-            for party in parties:
-                self._party_structures.setdefault(party, set()).add(structure_id)

@@ -2,8 +2,9 @@
 
 Every ``interval`` seconds the follower opens one snapshot of the feed and hands it to the
 ``RegistryVerifier`` (off the event loop), which decides what may be believed and persists it;
-the result is installed on the loop, head and records together, so a request never sees a record
-newer than the head it would cite. The first poll runs as soon as the follower starts; it is the
+the result is installed on the loop, head and records (with their party index) together, so a
+request never sees a record newer than the head it would cite; installing costs no work per
+structure. The first poll runs as soon as the follower starts; it is the
 first load, which the gate serves during (answering REVIEW).
 
 Freshness does not depend on polls succeeding: it is the age of the held head's cosignature
@@ -112,12 +113,15 @@ class RegistryFollower:
         # The cache takes the verifier's records whole, not this poll's changes: a poll whose
         # outcome was lost after the verifier adopted a head (the snapshot's end failing, say)
         # is made good by the next one, never leaving one head's records under another head.
+        # The party index comes with them, made in the verifier's thread: installing is a swap.
+        records, parties = self._verifier.verified
         self._cache.install(
             update.head,
-            self._verifier.records,
+            records,
             replace=True,
             doubtful=update.doubtful,
             superseded=update.superseded,
+            parties=parties,
         )
         head = update.head
         if head is not None and (before is None or not head.same_head(before)):

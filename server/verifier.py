@@ -24,6 +24,10 @@ id to record digest). At each poll (``RegistryVerifier.poll``, in a worker threa
   against the head when they were persisted; the map itself is rebuilt at the next poll). Those
   that match are served; the others answer RECORD_UNVERIFIED (``record_unverified``) until a
   record with the right hash appears (they are read again at every poll).
+* **The parties named** (Art. 22): with its records the verifier keeps their ``PartyIndex``,
+  changed in this thread for exactly the structures whose records it changes (made whole when
+  every record is read again), and set with them as one pair (``verified``): the cache takes
+  both at once, and the event loop does no work for the index however large the registry.
 * **While nothing changes**, every ``audit_interval`` seconds all records are read and hashed
   again: one that differs from the verified record the gate holds is logged and counted
   (``database_altered``); the gate keeps answering from the verified one.
@@ -51,7 +55,7 @@ from registry.errors import PlainError
 from registry.feed import FeedError, FeedView
 from registry.statusmap import StatusMap
 from registry.trusted_state import TrustedState
-from server.cache import CachedStatus
+from server.cache import CachedStatus, PartyIndex
 from server.incidents import Incidents
 
 __all__ = [
@@ -126,14 +130,39 @@ class RegistryVerifier:
         self.map: StatusMap | None = None  # the held head's map, once built
         self._pending: dict[str, bytes] | None = None  # entries the map is to be built from
         self._loaded = False  # the held head's records have been read
-        # The verified records. Never changed in place: each change makes a new dict, which the
-        # cache takes whole, so the cache never holds records of one head under another.
-        self.records: dict[str, CachedStatus] = {}
+        # The verified records and their party index (Art. 22), set together by ``_hold`` only.
+        # Never changed in place: each change makes a new dict and a new index, which the cache
+        # takes whole, so the cache never holds records (or an index) of one head under another.
+        self._verified: tuple[dict[str, CachedStatus], PartyIndex] = ({}, PartyIndex.of({}, 0))
         self.doubtful: set[str] = set()  # in the held map, without a record that has its hash
         self._doubtful_frozen: frozenset[str] = frozenset()
         self.mark: datetime | None = None  # next_update_after for the next incremental read
         self.superseded_by: RegistryHead | None = None
         self.superseded: str | None = None
+
+    @property
+    def records(self) -> dict[str, CachedStatus]:
+        """The verified records held (never changed in place)."""
+        return self._verified[0]
+
+    @property
+    def party_index(self) -> PartyIndex:
+        """The index of the parties ``records`` name (made for that very mapping)."""
+        return self._verified[1]
+
+    @property
+    def verified(self) -> tuple[dict[str, CachedStatus], PartyIndex]:
+        """The verified records with their party index, as one pair."""
+        return self._verified
+
+    def _indexed(
+        self, records: dict[str, CachedStatus], changed: Iterable[str] | None, size: int
+    ) -> tuple[dict[str, CachedStatus], PartyIndex]:
+        """``records`` with their party index: the held one changed for ``changed`` (the
+        structures whose records differ from those held), or made whole (None)."""
+        if changed is None:
+            return records, PartyIndex.of(records, size)
+        return records, self.party_index.changed(records, changed, size)
 
     @property
     def loaded(self) -> bool:
@@ -325,13 +354,15 @@ class RegistryVerifier:
             mark = view.newest_next_update()
             few = len(changed) <= max(1000, len(self.records) // 8)
             if few and self._try_changes(new, changed):
+                # A new dict and index: the cache swaps them whole.
+                verified = self._indexed({**self.records, **changed}, changed.keys(), new.size)
                 self._check_closing()
                 self.state.save(
                     new.note, changed=[(sid, s.digest, None) for sid, s in changed.items()]
                 )
                 self._adopted(new, mark)
                 self.doubtful.difference_update(changed)
-                self.records = {**self.records, **changed}  # a new dict: the cache swaps whole
+                self._verified = verified
                 return Update(new, changed, adopted=True), None
         started = time.monotonic()
         records = self._collect(view.status_records())
@@ -349,9 +380,10 @@ class RegistryVerifier:
                 + ": it is not adopted",
             )
             return None, (records, status_map)
+        verified = self._indexed(records, None, new.size)
         self._check_closing()
         self._persist_all(new, records)
-        self.map, self.records, self._pending, self._loaded = status_map, records, None, True
+        self.map, self._verified, self._pending, self._loaded = status_map, verified, None, True
         self.doubtful = set()
         self._adopted(new, mark)
         log.info(
@@ -424,7 +456,8 @@ class RegistryVerifier:
                 # The same entries, made of the records' own id and digest objects, so that
                 # the map built from them shares those rather than holding copies.
                 self._pending = {sid: s.digest for sid, s in records.items()}
-        self.records, self.doubtful, self.mark, self._loaded = records, doubtful, mark, True
+        verified = self._indexed(records, None, held.size)
+        self._verified, self.doubtful, self.mark, self._loaded = verified, doubtful, mark, True
         self._report_doubtful(doubtful, held)
         return Update(held, records, replace=True)
 
@@ -450,7 +483,8 @@ class RegistryVerifier:
             if status_map.get(sid) == status.digest
         }
         if found:
-            self.records = {**self.records, **found}  # a new dict: the cache swaps whole
+            assert self.head is not None
+            self._verified = self._indexed({**self.records, **found}, found.keys(), self.head.size)
             self.doubtful.difference_update(found)
             log.info(
                 "registry: %d structures have their verified record again: %s",

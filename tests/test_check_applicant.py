@@ -60,7 +60,7 @@ from registry.records import Case, StatusRecord, Structure
 from registry.signing import Signer
 from registry.status import StatusSigner
 from registry.vocabulary import Area, CaseKind, CaseSource, CaseStage
-from server.cache import CachedStatus, RegistryCache, _changed, _may_name_party
+from server.cache import CachedStatus, RegistryCache, _may_name_party
 from server.checks import CHECK_KINDS, ApplicantRequest, Asking, InvalidCheck
 from server.rules import ARTICLE_APPLICANT, Decision, ReasonCode, Verdict, decide_applicant
 
@@ -302,7 +302,7 @@ def test_the_index_follows_records_installed_replaced_and_removed() -> None:
     assert _ids(cache, PARTY) == ["C-2"]
     install.put(_record("S-2", 31))
     assert _ids(cache, PARTY) == [] and "C-2" not in str(cache.cases_naming(OTHER))
-    assert cache._party_structures == {OTHER: {"S-1"}}  # nothing left behind
+    assert cache._parties.structures == {OTHER: {"S-1"}}  # nothing left behind
 
 
 def test_records_naming_no_party_are_not_parsed() -> None:
@@ -359,18 +359,6 @@ def test_a_payload_holding_party_is_always_seen_without_decoding() -> None:
     plain = json.dumps({"payload": base64.b64encode(b'{"cases":[]}').decode()}).encode()
     assert not _may_name_party(plain)
     assert _may_name_party(plain.replace(b'"payload"', b'"pay\\u006coad"'))
-
-
-def test_changes_are_found_whatever_the_mapping() -> None:
-    a, b, c = (CachedStatus(b"", bytes([n])) for n in range(3))
-    before = {"S-1": a, "S-2": b}
-    assert _changed(before, before) == []
-    assert _changed(before, {**before, "S-2": c}) == ["S-2"]
-    assert _changed(before, {**before, "S-3": c}) == ["S-3"]
-    assert _changed(before, {"S-2": b, "S-1": a}) == ["S-2", "S-1"]  # moved: looked at again
-    rebuilt = {"".join(["S-", "1"]): a, "".join(["S-", "2"]): b}  # equal ids, other objects
-    assert _changed(before, rebuilt) == ["S-1", "S-2"]
-    assert _changed(before, {"S-1": a}) == []  # a removal is found from the index itself
 
 
 # --- a real gate ---------------------------------------------------------------------------------
