@@ -116,7 +116,7 @@ def _envelope(signer: Signer, sid: str, tree_size: int, parties: list[Any]) -> b
 
 
 _party = st.sampled_from((*PARTIES, None))
-_change = st.one_of(
+_change: st.SearchStrategy[tuple[str, list[Any]]] = st.one_of(
     st.tuples(st.just("record"), st.lists(_party, max_size=3)),
     st.tuples(st.just("remove"), st.just([])),
     st.tuples(st.just("another_structure"), st.lists(_party, min_size=1, max_size=2)),
