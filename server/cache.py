@@ -201,7 +201,22 @@ class PartyIndex:
     @classmethod
     def of(cls, records: Mapping[str, CachedStatus], size: int) -> PartyIndex:
         """The index of ``records`` made from nothing: each record looked into once."""
-        return cls(records, size, {}, {}, {}).changed(records, records.keys(), size)
+        structures: dict[str, set[str]] = {}
+        parties: dict[str, frozenset[str]] = {}
+        unreadable: dict[str, str] = {}
+        may_name = _may_name_party
+        for structure_id, held in records.items():
+            if held.record is None and not may_name(held.envelope):
+                continue  # the common case, kept to one test per record
+            named, why = _parties_named(held, structure_id, size)
+            if why is not None:
+                unreadable[structure_id] = why
+            elif named:
+                parties[structure_id] = named
+                for party in named:
+                    structures.setdefault(party, set()).add(structure_id)
+        frozen = {party: frozenset(sids) for party, sids in structures.items()}
+        return cls(records, size, frozen, parties, unreadable)
 
     def changed(
         self, records: Mapping[str, CachedStatus], structure_ids: Iterable[str], size: int

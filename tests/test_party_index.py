@@ -167,6 +167,14 @@ def test_an_index_changed_step_by_step_is_the_index_from_scratch(
         assert index.records is records
         _consistent(index)
         assert _as_found(index) == _expected(envelopes, size)
+        fresh = {sid: CachedStatus(e, hashlib.sha256(e).digest()) for sid, e in envelopes.items()}
+        whole = PartyIndex.of(fresh, size)
+        _consistent(whole)
+        assert (whole.structures, whole.parties, whole.unreadable.keys()) == (
+            index.structures,
+            index.parties,
+            index.unreadable.keys(),
+        )
         # the cache installs it as it is, and answers from it
         entries = {sid: s.digest for sid, s in records.items()}
         head = signed_head(SIGNER, entries, size=size, cosigned_at=NOW)
