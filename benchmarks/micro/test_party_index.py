@@ -6,7 +6,9 @@ real envelope naming no party) under a real signed head:
 
 * ``RegistryCache.install`` of a new mapping in which one record changed (it moves a case from
   one party to another), with the index the verifier made for it: the work on the event loop at
-  each registry change;
+  each registry change. Twice: as the follower does it (the cache holds the last reference to
+  the mapping it replaces, so that mapping's million entries are released there), and with the
+  mapping replaced still referenced elsewhere (the install's own work);
 * ``PartyIndex.changed`` for that one record: the work in the verifier's thread;
 * ``PartyIndex.of`` over the million records (each looked into, those naming a party parsed):
   the first load, in the verifier's thread.
@@ -136,12 +138,18 @@ def _one_change(million: Million, turn: int) -> tuple[dict[str, CachedStatus], s
     return {**million.records, sid: held(envelope)}, sid
 
 
-def test_install_of_one_changed_record_on_the_loop(benchmark: Any, million: Million) -> None:
-    turns = count()
+@pytest.mark.parametrize("replaced", ["released", "kept"])
+def test_install_of_one_changed_record_on_the_loop(
+    benchmark: Any, million: Million, replaced: str
+) -> None:
+    turns = count(0 if replaced == "released" else 100)
     last: list[int] = []
+    kept: list[dict[str, CachedStatus]] = []
 
     def next_mapping() -> tuple[tuple[Any, ...], dict[str, Any]]:
         last.append(next(turns))
+        if replaced == "kept":
+            kept[:] = [million.records]
         records, sid = _one_change(million, last[-1])
         index = million.index.changed(records, (sid,), million.head.size)  # the thread's part
         million.records, million.index = records, index
