@@ -343,12 +343,14 @@ def _traced_load(directory: Path, state: Path, polls: int, records: int) -> trac
         for _ in range(polls):
             with SqlFeed(db).snapshot() as view:
                 update = verifier.poll(view)
+            held, parties = verifier.verified
             cache.install(
                 update.head,
-                verifier.records,
+                held,
                 replace=True,
                 doubtful=update.doubtful,
                 superseded=update.superseded,
+                parties=parties,
             )
             if len(cache) != records or update.doubtful:
                 raise RuntimeError("the registry did not load whole")
