@@ -286,8 +286,8 @@ def test_statement_sent_to_another_call_is_refused(world: World) -> None:
     envelope = world.statement("city-planning", "move_case", {"case": "C-1", "stage": "closed"})
     with pytest.raises(grpc.RpcError) as info:
         world.send(envelope, "suspend_party", as_="city-planning")
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    assert "action 'move_case' sent to the suspend_party call" in info.value.details()  # type: ignore[attr-defined]
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "action 'move_case' sent to the suspend_party call" in info.value.details()
 
 
 # --- idempotency ------------------------------------------------------------------------------
