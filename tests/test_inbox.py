@@ -268,7 +268,7 @@ def test_a_notice_written_between_pages_is_neither_lost_nor_repeated(db: Any) ->
     ids = [n.id for n in first.items] + [n.id for n in rest_from_token]
     assert len(ids) == len(set(ids))
     assert ids == [i for i in _expected_notices(NOW) if i != "N-900"] + ["N-901"]
-    assert [n.id for n in rest][0] == "N-900"
+    assert rest[0].id == "N-900"
 
 
 # --- Referrals -------------------------------------------------------------------------------
