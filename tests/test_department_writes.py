@@ -400,3 +400,20 @@ def test_an_unregistered_structure_is_opened_with_its_case(world: World) -> None
         assert time.monotonic() - started < 1.0
         time.sleep(0.02)
     assert record_of(world, sid)["structure"]["id"] == sid
+
+
+def test_reads_need_an_enrolled_departments_certificate(world: World) -> None:
+    from permitgate_client.v1 import registry_pb2 as pb
+    from permitgate_client.v1 import registry_pb2_grpc
+
+    world.write("city-enforcement", "open_case", case_write("C-read", kind="no_planning_permit"))
+    with world.channel("city-water") as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)  # type: ignore[no-untyped-call]
+        case = stub.GetCase(pb.GetRequest(id="C-read"), timeout=10)
+    assert case.id == "C-read" and case.structure_id == S2
+    with world.channel(None) as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)  # type: ignore[no-untyped-call]
+        with pytest.raises(grpc.RpcError) as info:
+            stub.GetCase(pb.GetRequest(id="C-read"), timeout=10)
+    assert isinstance(info.value, grpc.Call)
+    assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED)
