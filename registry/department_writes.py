@@ -44,8 +44,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from permitgate_client import VerificationError
 from permitgate_client._errors import MalformedError
 from permitgate_client._statements import WriteStatement, statement_department, verify_statement
+from permitgate_client._trust import parse_envelope
 from permitgate_client.v1 import registry_pb2 as pb
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, tuple_
+from sqlalchemy.orm import Session
 
 from registry.departments import (
     CASE_REMIT,
@@ -86,11 +88,13 @@ from registry.storage import (
     ReferralRow,
     StructureRow,
     WriteRow,
+    id_in,
+    table_of,
     values_of,
 )
 from registry.vocabulary import BLOCKING_STAGES, CaseStage, PermitStatus
 from registry.workdays import WorkCalendar
-from registry.writer import Writer, open_writer
+from registry.writer import HeldMap, Writer, open_writer
 
 __all__ = [
     "MAX_SKEW",
@@ -214,8 +218,31 @@ class _Group:
         self.new_ids: dict[tuple[str, str], str] = {}  # (permit|case, id) -> structure
         self.done: dict[tuple[str, str], tuple[bytes, pb.WriteResult | None]] = {}
         self.changes: list[_Change] = []
+        self.stored: dict[tuple[str, str], WriteRow] = {}  # the group's request ids written before
+        self.filed: dict[tuple[str, str], str | None] = {}  # prefetched: where the tables file ids
 
     # --- reading --------------------------------------------------------------------------
+
+    def prefetch(self, structures: set[str], permits: set[str], cases: set[str]) -> None:
+        """Read what the group's writes name in a few queries: where each permit and case id
+        is filed, and the signed state of every structure involved."""
+        dialect = self.session.get_bind().dialect.name
+        wanted = set(structures)
+        for what, row, ids in (("permit", PermitRow, permits), ("case", CaseRow, cases)):
+            if not ids:
+                continue
+            self.filed.update({(what, rid): None for rid in ids})
+            query = select(row.id, row.structure_id).where(id_in(row.id, ids, dialect))
+            for rid, sid in self.session.execute(query):
+                self.filed[(what, rid)] = sid
+                wanted.add(sid)
+        known = [sid for sid in wanted if sid not in self.held and self.writer.knows(sid)]
+        for sid, record in self.writer.verified_records(known).items():
+            self.held[sid] = _Held(
+                record.structure,
+                {p.id: p for p in record.permits},
+                {c.id: c for c in record.cases},
+            )
 
     def structure(self, sid: str) -> _Held | None:
         held = self.held.get(sid)
@@ -234,6 +261,8 @@ class _Group:
         """The structure the tables (or this group) file a permit or case id under."""
         if (what, rid) in self.new_ids:
             return self.new_ids[(what, rid)]
+        if (what, rid) in self.filed:
+            return self.filed[(what, rid)]
         row = PermitRow if what == "permit" else CaseRow
         return self.session.scalar(select(row.structure_id).where(row.id == rid))
 
@@ -560,6 +589,12 @@ def _suspend_party(group: _Group, change: _Change, role: Role) -> None:
     change.records.append(replace(case, party_suspended=suspended))
 
 
+_TABLES: Final = (
+    (Structure, StructureRow, "structure"),
+    (Permit, PermitRow, "permit"),
+    (Case, CaseRow, "case"),
+)
+
 HANDLERS: Final[dict[str, _Handler]] = {
     "issue_permit": _issue_permit,
     "change_permit_status": _change_permit_status,
@@ -595,6 +630,7 @@ class DepartmentWrites:
         self._calendar = calendar or WorkCalendar.default()
         self._clock = clock
         self._skew = max_skew
+        self._held_map = HeldMap()
 
     def write(self, requests: list[WriteRequest]) -> list[WriteOutcome]:
         """Check each request, apply those that pass in one transaction and one head; an
@@ -616,8 +652,13 @@ class DepartmentWrites:
 
     def _write(self, requests: list[WriteRequest]) -> list[WriteOutcome]:
         now = self._clock().astimezone(UTC)
-        with open_writer(self._db, self._signer, self._state_dir) as writer:
+        with open_writer(
+            self._db, self._signer, self._state_dir, held_map=self._held_map
+        ) as writer:
             group = _Group(writer, now, self._calendar, self._skew)
+            claims = _claims(requests)
+            group.stored = _stored_writes(writer.session, claims)
+            group.prefetch(*_named(claims))
             outcomes: list[WriteOutcome | _Change] = []
             for request in requests:
                 try:
@@ -710,7 +751,7 @@ class DepartmentWrites:
                 Refused.FAILED_PRECONDITION,
                 f"request_id {statement.request_id!r} is being written: send it again",
             )
-        row = group.session.get(WriteRow, key)
+        row = group.stored.get(key)
         if row is None:
             return None
         if bytes(row.digest) != digest:
@@ -725,7 +766,7 @@ class DepartmentWrites:
         at = format_time(now)
         tree = writer.tree
         first_seq: dict[int, int] = {}
-        events: list[EventRow] = []
+        events: list[dict[str, Any]] = []
         for change in group.changes:
             first_seq[id(change)] = tree.size
             bodies: list[tuple[str, bytes]] = []
@@ -743,10 +784,10 @@ class DepartmentWrites:
                 body = encode_event(tree.size, at, statement=change.envelope)
                 bodies.append((change.statement_under, body))
             for sid, body in bodies:
-                events.append(EventRow(seq=tree.size, structure_id=sid, body=body))
+                events.append({"seq": tree.size, "structure_id": sid, "body": body})
                 tree.append(leaf_hash(body))
         self._write_records(group)
-        session.add_all(events)
+        session.execute(insert(table_of(EventRow)), events)
         signer = StatusSigner(self._signer, now=now)
         with SigningPipeline(
             session, signer, written=lambda rows, _tag: writer.signed(rows)
@@ -781,18 +822,29 @@ class DepartmentWrites:
         return results
 
     def _write_records(self, group: _Group) -> None:
-        """The changed records' rows (structures first, then permits and cases)."""
+        """The changed records' rows, new ones inserted and others updated, each kind in one
+        statement (structures first, then permits and cases)."""
         session = group.session
         latest: dict[tuple[type, str], Record] = {}
         for change in group.changes:
             for record in change.records:
                 latest[(type(record), record.id)] = record
-        order = {Structure: 0, Permit: 1, Case: 2}
-        rows = {Structure: StructureRow, Permit: PermitRow, Case: CaseRow}
-        for (kind, _), record in sorted(latest.items(), key=lambda kv: order[kv[0][0]]):
-            session.merge(rows[kind](**values_of(record)))
-            if kind is Structure:
-                session.flush()
+        for kind, model, name in _TABLES:
+            table = table_of(model)
+            new: list[dict[str, Any]] = []
+            old: list[dict[str, Any]] = []
+            for (of, rid), record in latest.items():
+                if of is not kind:
+                    continue
+                values = values_of(record)
+                if kind is Structure or (name, rid) in group.new_ids:
+                    new.append(values)
+                else:
+                    old.append({**values, "old_id": rid})
+            if new:
+                session.execute(insert(table), new)
+            if old:
+                session.execute(table.update().where(table.c.id == bindparam("old_id")), old)
 
     def _result(self, group: _Group, change: _Change, seq: int, size: int) -> pb.WriteResult:
         statement = change.statement
@@ -816,6 +868,51 @@ class DepartmentWrites:
         if change.notice is not None:
             result.notice.CopyFrom(_notice_info(change.notice))
         return result
+
+
+def _claims(requests: list[WriteRequest]) -> list[WriteStatement]:
+    """What the requests' statements say, read before any is verified: only to fetch, in a few
+    queries, what checking them will need (each is verified before anything is answered)."""
+    claims: list[WriteStatement] = []
+    for request in requests:
+        try:
+            claims.append(WriteStatement.from_payload(parse_envelope(request.envelope).payload))
+        except (MalformedError, ValueError):
+            continue
+    return claims
+
+
+def _stored_writes(
+    session: Session, claims: list[WriteStatement]
+) -> dict[tuple[str, str], WriteRow]:
+    """The writes stored under the (department, request id) the statements claim."""
+    keys = {(claim.department, claim.request_id) for claim in claims}
+    if not keys:
+        return {}
+    query = select(WriteRow).where(tuple_(WriteRow.department, WriteRow.request_id).in_(keys))
+    return {(row.department, row.request_id): row for row in session.scalars(query)}
+
+
+def _named(claims: list[WriteStatement]) -> tuple[set[str], set[str], set[str]]:
+    """The structure, permit and case ids the statements name."""
+    structures: set[str] = set()
+    permits: set[str] = set()
+    cases: set[str] = set()
+    for claim in claims:
+        write = claim.write
+        for name, ids in (("permit", permits), ("case", cases)):
+            value = write.get(name)
+            if isinstance(value, str):
+                ids.add(value)
+            elif isinstance(value, dict):
+                if isinstance(value.get("id"), str):
+                    ids.add(value["id"])
+                if isinstance(value.get("structure"), str):
+                    structures.add(value["structure"])
+        made = write.get("structure")
+        if isinstance(made, dict) and isinstance(made.get("id"), str):
+            structures.add(made["id"])
+    return structures, permits, cases
 
 
 def _timestamp(at: datetime) -> Timestamp:

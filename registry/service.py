@@ -27,8 +27,8 @@ client certificates optional on one port, so the gates' port stays as it was). T
 department (``registry.identity``) must be enrolled and, for a write, be the statement's.
 Writes are taken in groups: one task takes every write waiting (up to ``MAX_GROUP``) and
 applies them in one transaction and one head (``registry.department_writes``); then the
-heartbeat runs at once, so the new head is cosigned and published within the second, while
-gates polling the database see it as soon as it commits.
+heartbeat's follow job runs at once, so the new head (cosigned as it was signed) is served and
+published within the moment, while gates polling the database see it as soon as it commits.
 """
 
 from __future__ import annotations
@@ -441,7 +441,7 @@ class RegistryApp:
             guarded = GuardedServer(server, MalformedRequests(), CallLimit(MAX_CONCURRENT_RPCS))
             directory = DepartmentDirectory(state_dir)
             queue = WriteQueue(
-                writes or DepartmentWrites(db, signer, state_dir), beat.beat.run_soon
+                writes or DepartmentWrites(db, signer, state_dir), beat.follow.run_soon
             )
             departments_address: str | None = None
             if tls is not None:

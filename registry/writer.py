@@ -75,7 +75,7 @@ from registry.statusmap import StatusMap
 from registry.storage import Database, EventRow, HeadRow, MetaRow, StatusRow, id_in
 from registry.trusted_state import StateLocked, TrustedState
 
-__all__ = ["STATE_LOCK_WAIT", "Writer", "open_writer", "refresh_records"]
+__all__ = ["STATE_LOCK_WAIT", "HeldMap", "Writer", "open_writer", "refresh_records"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,20 @@ STATE_LOCK_WAIT = 30.0
 """Seconds a writer waits for the state directory's lock (held by another import or refresh, or
 for a moment by the registry service) before giving up."""
 _READ_BATCH = 5000
+_LOOKUPS_BEFORE_LOADING = 2000  # single digest lookups before all entries are read at once
+
+
+class HeldMap:
+    """A status map a long-running writer (the service) keeps between its writes, so that a
+    head over a few changed records costs those records' hashes, not a rebuild of the whole map
+    (at least 65,536 bucket hashes, and every entry's at a million structures).
+
+    It is used only while its root and count are the trusted head's (the state's): a write that
+    changed it and then did not commit leaves it at another root, and the next head rebuilds it
+    from the state's entries."""
+
+    def __init__(self) -> None:
+        self.status_map: StatusMap | None = None
 
 
 class Writer:
@@ -102,14 +116,17 @@ class Writer:
         head: RegistryHead,
         tree: CompactTree,
         entries: dict[str, bytes] | None,
+        held_map: HeldMap | None = None,
     ) -> None:
         self.session = session
+        self._held_map = held_map
         self.signer = signer
         self.origin = origin
         self.head = head
         self.tree = tree
         self._state = state
         self._entries = entries  # read from the state when first needed
+        self._lookups = 0
         self._new: dict[str, tuple[bytes, datetime]] = {}
         self._departments: dict[str, DepartmentEntry] = {}  # changed in this write
         self._signed_head: HeadRow | None = None
@@ -130,7 +147,17 @@ class Writer:
     def knows(self, structure_id: str) -> bool:
         """Whether the registry holds a signed record of ``structure_id`` (signed before, or
         in this write)."""
-        return structure_id in self._new or structure_id in self._trusted
+        return structure_id in self._new or self._trusted_digest(structure_id) is not None
+
+    def _trusted_digest(self, structure_id: str) -> bytes | None:
+        """The digest the state holds for ``structure_id``: looked up one by one for a write
+        that touches a few structures, from all the entries, read once, for one that touches
+        many (an import)."""
+        if self._entries is None and self._lookups < _LOOKUPS_BEFORE_LOADING:
+            self._lookups += 1
+            entry = self._state.entry(structure_id)
+            return None if entry is None else entry[1]
+        return self._trusted.get(structure_id)
 
     def structure_ids(self) -> list[str]:
         """Every structure with a signed record, sorted."""
@@ -180,7 +207,7 @@ class Writer:
         expected: dict[str, bytes] = {}
         for sid in structure_ids:
             new = self._new.get(sid)
-            digest = new[0] if new is not None else self._trusted.get(sid)
+            digest = new[0] if new is not None else self._trusted_digest(sid)
             if digest is not None:
                 expected[sid] = digest
         found: dict[str, StatusRecord] = {}
@@ -212,20 +239,36 @@ class Writer:
         records with those signed in this write (serial: the last one's plus 1)."""
         if self._signed_head is not None or self._cosigned is not None:
             raise RuntimeError("a write signs or cosigns one head")
-        entries = dict(self._trusted)
-        for sid, (digest, _) in self._new.items():
-            entries[sid] = digest
         row = sign_head(
             self.signer,
             origin=self.origin,
             tree=self.tree,
-            status_map=StatusMap(entries.items()),
+            status_map=self._status_map(),
             serial=self.serial + 1,
             now=now,
         )
         self.session.add(row)
         self._signed_head = row
         return row
+
+    def _status_map(self) -> StatusMap:
+        """The map of the registry's records with those signed in this write."""
+        held = self._held_map
+        status_map = None if held is None else held.status_map
+        if status_map is not None and (status_map.root(), len(status_map)) == (
+            self.head.map.root,
+            self.head.map.count,
+        ):
+            for sid, (digest, _) in self._new.items():
+                status_map.set(sid, digest)
+            return status_map
+        entries = dict(self._trusted)
+        for sid, (digest, _) in self._new.items():
+            entries[sid] = digest
+        status_map = StatusMap(entries.items())
+        if held is not None:
+            held.status_map = status_map
+        return status_map
 
     def cosign_head(self, now: datetime) -> HeadRow:
         """Cosign the registry's last head again, dated ``now`` (the heartbeat that keeps
@@ -259,10 +302,13 @@ class Writer:
 
 
 @contextmanager
-def open_writer(db: Database, signer: Signer, state_dir: Path) -> Iterator[Writer]:
+def open_writer(
+    db: Database, signer: Signer, state_dir: Path, *, held_map: HeldMap | None = None
+) -> Iterator[Writer]:
     """Hold the registry's write locks and hand out a ``Writer`` over what it trusts; commit
     when the block ends, then save the state. Raises ``RegistryRolledBack`` or
-    ``RegistryDamaged`` (nothing written) when the database is not what the registry signed."""
+    ``RegistryDamaged`` (nothing written) when the database is not what the registry signed.
+    ``held_map``: the status map a writer that writes often keeps between writes."""
     if not db.is_initialised():
         raise NotInitialised(NOT_INITIALISED)
     state = TrustedState(state_dir, STATE_NAME)
@@ -279,7 +325,7 @@ def open_writer(db: Database, signer: Signer, state_dir: Path) -> Iterator[Write
                     raise WrongKey(
                         f"this registry is signed by {public_key}, not by {signer.verifier.text}"
                     )
-                writer = _open(session, signer, origin, state)
+                writer = _open(session, signer, origin, state, held_map)
                 yield writer
                 writer._check_complete()
             # The transaction committed as the block above ended. The state is saved before the
@@ -301,7 +347,13 @@ def _locked(state: TrustedState) -> Iterator[None]:
         ) from exc
 
 
-def _open(session: Session, signer: Signer, origin: str, state: TrustedState) -> Writer:
+def _open(
+    session: Session,
+    signer: Signer,
+    origin: str,
+    state: TrustedState,
+    held_map: HeldMap | None = None,
+) -> Writer:
     key = signer.verifier
     if state.head() is None:
         _adopt_after_full_check(session, key, origin, state)
@@ -338,7 +390,7 @@ def _open(session: Session, signer: Signer, origin: str, state: TrustedState) ->
             f"registry signed: {REPAIR_ADVICE}"
         )
     _check_event_count(session, head)
-    return Writer(session, signer, origin, state, head, tree, entries)
+    return Writer(session, signer, origin, state, head, tree, entries, held_map)
 
 
 def _cosigned(head: RegistryHead) -> str:
