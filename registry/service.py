@@ -158,23 +158,33 @@ class WriteQueue:
             while len(waiting) < self._max_group and not self._queue.empty():
                 waiting.append(self._queue.get_nowait())
             waiting = [(r, f) for r, f in waiting if not f.done()]  # callers gone
-            if not waiting:
-                continue
-            requests = [request for request, _ in waiting]
-            try:
-                outcomes = await run_blocking(partial(self._writes.write, requests), "writes")
-            except Exception as exc:
-                for _, future in waiting:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            self.groups += 1
-            self.largest = max(self.largest, len(requests))
-            for (_, future), outcome in zip(waiting, outcomes, strict=True):
+            if waiting:
+                await self._write_group(waiting)
+
+    async def _write_group(
+        self, waiting: list[tuple[WriteRequest, asyncio.Future[WriteOutcome]]]
+    ) -> None:
+        """Write one group and answer each caller; whatever fails, every caller is answered
+        and the task goes on to the next group."""
+        requests = [request for request, _ in waiting]
+        try:
+            outcomes = await run_blocking(partial(self._writes.write, requests), "writes")
+            if len(outcomes) != len(waiting):
+                raise RuntimeError(f"{len(outcomes)} outcomes for {len(waiting)} writes")
+        except Exception as exc:
+            if plain_error(exc) is None and not isinstance(exc, RegistryRefused):
+                log.exception("a group of %d department writes failed", len(waiting))
+            for _, future in waiting:
                 if not future.done():
-                    future.set_result(outcome)
-            if any(not isinstance(o, WriteRefused) and not o.replayed for o in outcomes):
-                self._committed()
+                    future.set_exception(exc)
+            return
+        self.groups += 1
+        self.largest = max(self.largest, len(requests))
+        for (_, future), outcome in zip(waiting, outcomes, strict=True):
+            if not future.done():
+                future.set_result(outcome)
+        if any(not isinstance(o, WriteRefused) and not o.replayed for o in outcomes):
+            self._committed()
 
     async def close(self) -> None:
         task, self._task = self._task, None
