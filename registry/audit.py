@@ -543,8 +543,22 @@ def compare_with_state(
                 report.problems.append(f"{where}: the registry signed no record of it")
             else:
                 report.problems.append(f"{where}: not the record the registry signed")
+        held = {row[0]: DepartmentEntry(*row) for row in state.departments()}
+        for department_id in sorted(held.keys() | report.departments.keys()):
+            mine, logged = held.get(department_id), report.departments.get(department_id)
+            if mine is None or logged is None or mine[:5] != logged[:5]:
+                report.problems.append(
+                    f"department {department_id}: the registry's state holds "
+                    f"{_described(mine)}, the log's department events {_described(logged)}"
+                )
     finally:
         state.close()
+
+
+def _described(entry: DepartmentEntry | None) -> str:
+    if entry is None:
+        return "no such department"
+    return f"{entry.state} key {entry.verifier().keyid_text} (event {entry.seq})"
 
 
 # --- Step 6: who wrote what -------------------------------------------------------------------
