@@ -306,6 +306,12 @@ def verify(db_url: str | None, keys_dir: Path, state_dir: Path | None) -> None:
     click.echo(
         f"ok: {report.tree_size} events match the signed checkpoint; "
         f"{report.structures} structures match their signed status records"
+        + (
+            f"; {report.statements} department statements verify with the keys their "
+            "departments held"
+            if report.statements
+            else ""
+        )
     )
 
 

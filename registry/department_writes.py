@@ -202,6 +202,13 @@ class _Change:
     notice: NotificationRow | None = None
 
 
+@dataclass(frozen=True)
+class _Again:
+    """A write sent again into the group that holds its first sending."""
+
+    first: _Change
+
+
 class _Group:
     """The writes of one ``open_writer`` transaction, checked one by one."""
 
@@ -216,7 +223,7 @@ class _Group:
         self.held: dict[str, _Held] = {}
         self.touched: set[str] = set()
         self.new_ids: dict[tuple[str, str], str] = {}  # (permit|case, id) -> structure
-        self.done: dict[tuple[str, str], tuple[bytes, pb.WriteResult | None]] = {}
+        self.done: dict[tuple[str, str], _Change] = {}  # this group's writes by request id
         self.changes: list[_Change] = []
         self.stored: dict[tuple[str, str], WriteRow] = {}  # the group's request ids written before
         self.filed: dict[tuple[str, str], str | None] = {}  # prefetched: where the tables file ids
@@ -318,7 +325,7 @@ class _Group:
             self.session.add(change.referral)
         self.changes.append(change)
         key = (change.statement.department, change.statement.request_id)
-        self.done[key] = (change.digest, None)
+        self.done[key] = change
 
 
 # --- The writes, one function per action -----------------------------------------------------
@@ -659,7 +666,7 @@ class DepartmentWrites:
             claims = _claims(requests)
             group.stored = _stored_writes(writer.session, claims)
             group.prefetch(*_named(claims))
-            outcomes: list[WriteOutcome | _Change] = []
+            outcomes: list[WriteOutcome | _Change | _Again] = []
             for request in requests:
                 try:
                     outcomes.append(self._check(group, request))
@@ -670,11 +677,16 @@ class DepartmentWrites:
         for outcome in outcomes:
             if isinstance(outcome, _Change):
                 final.append(results[id(outcome)])
+            elif isinstance(outcome, _Again):
+                again = pb.WriteResult()
+                again.CopyFrom(results[id(outcome.first)])
+                again.replayed = True
+                final.append(again)
             else:
                 final.append(outcome)
         return final
 
-    def _check(self, group: _Group, request: WriteRequest) -> pb.WriteResult | _Change:
+    def _check(self, group: _Group, request: WriteRequest) -> pb.WriteResult | _Change | _Again:
         # 1. who
         try:
             claimed = statement_department(request.envelope)
@@ -734,7 +746,7 @@ class DepartmentWrites:
 
     def _stored(
         self, group: _Group, statement: WriteStatement, digest: bytes
-    ) -> pb.WriteResult | None:
+    ) -> pb.WriteResult | _Again | None:
         """The stored result of this department's request id (replayed), or None when it is
         new; ``ALREADY_EXISTS`` when the request id was used by another statement."""
         key = (statement.department, statement.request_id)
@@ -743,14 +755,11 @@ class DepartmentWrites:
             f"request_id {statement.request_id!r} of {statement.department} was used by "
             "another statement: a new write needs a new request id",
         )
-        if key in group.done:
-            done_digest, _ = group.done[key]
-            if done_digest != digest:
+        if key in group.done:  # sent twice into one group: the second is a replay of the first
+            first = group.done[key]
+            if first.digest != digest:
                 raise conflict
-            raise WriteRefused(
-                Refused.FAILED_PRECONDITION,
-                f"request_id {statement.request_id!r} is being written: send it again",
-            )
+            return _Again(first)
         row = group.stored.get(key)
         if row is None:
             return None

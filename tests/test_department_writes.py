@@ -425,3 +425,32 @@ def test_reads_need_an_enrolled_departments_certificate(world: World) -> None:
             stub.GetCase(pb.GetRequest(id="C-read"), timeout=10)
     assert isinstance(info.value, grpc.Call)
     assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED)
+
+
+def test_one_group_with_good_bad_and_repeated_writes(world: World) -> None:
+    """Writes in one group are checked each on its own: a refused one changes nothing, the
+    others go in under one head; the same request twice in the group is one write."""
+    from registry.department_writes import DepartmentWrites, WriteRefused, WriteRequest
+
+    writes = DepartmentWrites(world.registry.db, world.registry.signer, world.state_dir)
+    good = world.statement("city-enforcement", "open_case", case_write("C-g1", stage="reported"))
+    bad = world.statement("city-enforcement", "open_case", case_write("C-g2", stage="nope"))
+    other = world.statement("city-planning", "move_case", {"case": "C-1", "stage": "closed"})
+    heads = world.counts()[1]
+    outcomes = writes.write(
+        [
+            WriteRequest(good, "open_case", "city-enforcement"),
+            WriteRequest(bad, "open_case", "city-enforcement"),
+            WriteRequest(good, "open_case", "city-enforcement"),
+            WriteRequest(other, "move_case", "city-planning"),
+        ]
+    )
+    first, refused, again, moved = outcomes
+    assert isinstance(refused, WriteRefused) and "write.case.stage" in refused.message
+    assert not isinstance(first, WriteRefused) and not isinstance(again, WriteRefused)
+    assert not isinstance(moved, WriteRefused)
+    assert again.replayed and again.seq == first.seq and not first.replayed
+    assert moved.registry_version == first.registry_version  # one head for the group
+    assert world.counts()[1] == heads + 1
+    assert world.registry.sql("SELECT count(*) FROM violation_case WHERE id = 'C-g1'") == [(1,)]
+    assert world.registry.sql("SELECT count(*) FROM violation_case WHERE id = 'C-g2'") == [(0,)]
