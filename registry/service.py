@@ -505,15 +505,15 @@ class RegistryApp:
         """The one line the service logs at start."""
         return (
             f"permitgate registry service listening on {self.address} (plaintext); "
-            + (
-                "department calls: none (no --tls-cert/--tls-key/--client-ca); "
-                if self.departments_address is None
-                else f"department calls on {self.departments_address} (mutual TLS); "
-            )
-            + f"registry key {self.key_id}; data: {self.db}; state: {self.state_dir}; "
+            f"registry key {self.key_id}; data: {self.db}; state: {self.state_dir}; "
             f"heartbeat every {self.heartbeat_interval:g} s, refresh every "
             f"{self.refresh_every:g} s"
             + ("" if self.publisher is None else f"; publishing to {self.publisher}")
+            + (
+                ""
+                if self.departments_address is None
+                else f"; department calls on {self.departments_address} (mutual TLS)"
+            )
         )
 
     async def stop(self, grace: float = 5.0) -> None:

@@ -185,3 +185,80 @@ def test_an_event_inserted_claiming_a_department_wrote_it_is_caught(world: World
     problems = verify(world)
     assert any(p.startswith(f"event {size}: statement") for p in problems), problems
     assert any("added" in p for p in problems), problems
+
+
+def test_serve_with_departments_mutual_tls(db_url: str, tmp_path: Path) -> None:
+    """``permitgate registry serve --tls-cert --tls-key --client-ca``: department calls on
+    their own mutual-TLS port, named in the start line; a write goes through and the service
+    stops cleanly."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from gate_helpers import stderr_lines, wait_for
+
+    world = make_world(db_url, tmp_path)
+    permitgate = str(Path(sys.executable).with_name("permitgate"))
+    process = subprocess.Popen(
+        [
+            permitgate,
+            "registry",
+            "serve",
+            "--db",
+            world.registry.url,
+            "--keys",
+            str(world.registry.keys_dir),
+            "--listen",
+            "127.0.0.1:0",
+            "--departments-listen",
+            "127.0.0.1:0",
+            "--heartbeat",
+            "0.5",
+            "--tls-cert",
+            str(world.pki.server_cert),
+            "--tls-key",
+            str(world.pki.server_key),
+            "--client-ca",
+            str(world.pki.ca),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines, reader = stderr_lines(process)
+    try:
+        line = lines.get(timeout=20)
+        match = re.search(r"department calls on (127\.0\.0\.1:\d+) \(mutual TLS\)$", line.strip())
+        assert match, line
+        address = match.group(1)
+
+        class Started:
+            departments_address = address
+
+        world.app = Started()  # type: ignore[assignment]
+        envelope = world.statement("city-enforcement", "open_case", case_write("C-served"))
+
+        def written() -> bool | None:
+            try:
+                return (
+                    world.send(envelope, "open_case", as_="city-enforcement").case.id == "C-served"
+                    or None
+                )
+            except grpc.RpcError as exc:
+                assert isinstance(exc, grpc.Call)
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:  # (still loading)
+                    raise
+                return None
+
+        wait_for(written, timeout=20)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        world.app = None
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    reader.join(5)
+    assert world.registry.sql("SELECT count(*) FROM violation_case WHERE id = 'C-served'") == [(1,)]
