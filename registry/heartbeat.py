@@ -10,6 +10,11 @@ deleted or rolled back, a row rewritten, records that do not give the signed map
 service stops answering (health NOT_SERVING, calls UNAVAILABLE saying why) and cosigns nothing,
 so gates turn to REVIEW once their data ages, until the database agrees again.
 
+**Follow**, on demand (``follow.run_soon()``, after the service's own department writes
+commit): adopt the database's newer head at once, without cosigning (a head is cosigned when it
+is signed), so the service answers and publishes it within the moment, and the writer's lock
+is not taken between one group of writes and the next.
+
 **Refresh**, once the registry is first verified and then every ``refresh_every`` seconds
 (``--refresh-every``, default an hour): re-sign the records due; the new head is followed at once.
 
@@ -66,6 +71,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_FOLLOW_ONLY_ON_DEMAND = 3600.0  # seconds: the follow job runs when asked (the beat follows too)
 
 
 # --- The writer every signature goes through ------------------------------------------------------
@@ -300,7 +306,11 @@ class Heartbeat:
         self.refusal: str | None = f"loading the registry from {db} (not verified yet)"
         self.cosigned = 0  # cosignatures made
         self._writer_refusal: str | None = None  # why the writer refused, until it signs again
+        self._following = asyncio.Lock()  # one _follow at a time: the beat's or follow's
         self.beat = Job("heartbeat", interval, self._beat, max_backoff=min(60.0, 8 * interval))
+        self.follow = Job(
+            "follow", _FOLLOW_ONLY_ON_DEMAND, self._follow_only, at_once=False, retry=interval
+        )
         self.refresh = Job(
             "refresh",
             refresh_every,
@@ -312,10 +322,12 @@ class Heartbeat:
 
     def start(self) -> None:
         self.beat.start()
+        self.follow.start()
         self.refresh.start()
 
     async def close(self, grace: float = 5.0) -> None:
         await self.beat.close(grace)
+        await self.follow.close(grace)
         await self.refresh.close(grace)
 
     def serving(self) -> ServedState:
@@ -355,8 +367,22 @@ class Heartbeat:
         self._writer_refusal = None
         await self._set(None)
 
+    async def _follow_only(self) -> None:
+        """Adopt the database's newer head (the heartbeat loads the registry first)."""
+        if self.state is None or self.refusal is not None:
+            return
+        try:
+            await self._follow()
+        except RegistryMismatch as exc:
+            await self._set(f"the database disagrees with the signed registry: {exc}")
+            raise
+
     async def _follow(self) -> ServedState:
         """Load the registry, or adopt the database's newer head; raise if they disagree."""
+        async with self._following:
+            return await self._follow_locked()
+
+    async def _follow_locked(self) -> ServedState:
         held = self.state
         if held is None:
             started = time.monotonic()

@@ -3,9 +3,10 @@
 Whoever can write the database (any row, any table, a restored backup) but holds no key must not
 be able to make the registry sign anything derived from what they wrote. So the registry keeps
 its own verified state beside its key (``registry.trusted_state``: the last head it signed, the
-log's frontier at that head, and each structure's record digest) and trusts the database only
-where it agrees with that state. Every writer (import, refresh, the registry service) comes
-through ``open_writer``, which:
+log's frontier at that head, each structure's record digest, and the departments enrolled in
+its log with their keys) and trusts the database only where it agrees with that state. Every
+writer (import, refresh, the registry service, a department's write) comes through
+``open_writer``, which:
 
 1. takes the state directory's lock, then the database's writer lock;
 2. loads the state; an empty one (the first run with this directory) is rebuilt from the
@@ -20,8 +21,11 @@ through ``open_writer``, which:
 and hands out a ``Writer``. The log continues from the state's frontier (never from a stored
 ``tree_state``); a structure's current state is its previous record as read back from the
 database and checked against the state's digest (``verified_records``); what is due for
-refresh comes from the state too. After the database transaction commits, the new head, the
-frontier and the changed digests are saved to the state: the database first, so a crash between
+refresh comes from the state too, and so does each department's current key (``department``;
+a department event appended through ``change_department`` reaches the state with the head that
+signs it; a head adopted from another writer brings the department events it covers). After the
+database transaction commits, the new head, the frontier, the changed digests and departments
+are saved to the state: the database first, so a crash between
 the two leaves a database one head ahead, which step 3 adopts next time.
 """
 
@@ -55,7 +59,7 @@ from registry.admin import (
 from registry.audit import audit_session
 from registry.errors import RegistryBusy
 from registry.heads import cosign_head, sign_head
-from registry.log import decode_event
+from registry.log import DepartmentChange, DepartmentEntry, decode_event, fold_department
 from registry.merkle import CompactTree, leaf_hash
 from registry.records import StatusRecord, format_time
 from registry.signing import Signer
@@ -71,7 +75,7 @@ from registry.statusmap import StatusMap
 from registry.storage import Database, EventRow, HeadRow, MetaRow, StatusRow, id_in
 from registry.trusted_state import StateLocked, TrustedState
 
-__all__ = ["STATE_LOCK_WAIT", "Writer", "open_writer", "refresh_records"]
+__all__ = ["STATE_LOCK_WAIT", "HeldMap", "Writer", "open_writer", "refresh_records"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,20 @@ STATE_LOCK_WAIT = 30.0
 """Seconds a writer waits for the state directory's lock (held by another import or refresh, or
 for a moment by the registry service) before giving up."""
 _READ_BATCH = 5000
+_LOOKUPS_BEFORE_LOADING = 2000  # single digest lookups before all entries are read at once
+
+
+class HeldMap:
+    """A status map a long-running writer (the service) keeps between its writes, so that a
+    head over a few changed records costs those records' hashes, not a rebuild of the whole map
+    (at least 65,536 bucket hashes, and every entry's at a million structures).
+
+    It is used only while its root and count are the trusted head's (the state's): a write that
+    changed it and then did not commit leaves it at another root, and the next head rebuilds it
+    from the state's entries."""
+
+    def __init__(self) -> None:
+        self.status_map: StatusMap | None = None
 
 
 class Writer:
@@ -98,15 +116,19 @@ class Writer:
         head: RegistryHead,
         tree: CompactTree,
         entries: dict[str, bytes] | None,
+        held_map: HeldMap | None = None,
     ) -> None:
         self.session = session
+        self._held_map = held_map
         self.signer = signer
         self.origin = origin
         self.head = head
         self.tree = tree
         self._state = state
         self._entries = entries  # read from the state when first needed
+        self._lookups = 0
         self._new: dict[str, tuple[bytes, datetime]] = {}
+        self._departments: dict[str, DepartmentEntry] = {}  # changed in this write
         self._signed_head: HeadRow | None = None
         self._cosigned: HeadRow | None = None
 
@@ -125,7 +147,17 @@ class Writer:
     def knows(self, structure_id: str) -> bool:
         """Whether the registry holds a signed record of ``structure_id`` (signed before, or
         in this write)."""
-        return structure_id in self._new or structure_id in self._trusted
+        return structure_id in self._new or self._trusted_digest(structure_id) is not None
+
+    def _trusted_digest(self, structure_id: str) -> bytes | None:
+        """The digest the state holds for ``structure_id``: looked up one by one for a write
+        that touches a few structures, from all the entries, read once, for one that touches
+        many (an import)."""
+        if self._entries is None and self._lookups < _LOOKUPS_BEFORE_LOADING:
+            self._lookups += 1
+            entry = self._state.entry(structure_id)
+            return None if entry is None else entry[1]
+        return self._trusted.get(structure_id)
 
     def structure_ids(self) -> list[str]:
         """Every structure with a signed record, sorted."""
@@ -134,6 +166,29 @@ class Writer:
     def due(self, before: datetime) -> list[str]:
         """The structures whose signed record lapses before ``before``, from the state."""
         return self._state.due(before)
+
+    def department(self, department_id: str) -> DepartmentEntry | None:
+        """The department as the registry's state holds it (with this write's changes): its
+        current key and whether it is revoked; None when it is not enrolled."""
+        changed = self._departments.get(department_id)
+        if changed is not None:
+            return changed
+        row = self._state.department(department_id)
+        return None if row is None else DepartmentEntry(*row)
+
+    def departments(self) -> list[DepartmentEntry]:
+        """Every department enrolled, by id (with this write's changes)."""
+        held = {row[0]: DepartmentEntry(*row) for row in self._state.departments()}
+        held.update(self._departments)
+        return [held[d] for d in sorted(held)]
+
+    def change_department(self, change: DepartmentChange, seq: int) -> DepartmentEntry:
+        """Note a department event appended at ``seq`` (the caller writes its row); it is saved
+        to the state with the head. ``ValueError`` when it does not follow from the department
+        as it is (``registry.log.fold_department``)."""
+        entry = fold_department(self.department(change.id), change, seq)
+        self._departments[change.id] = entry
+        return entry
 
     @property
     def signed_records(self) -> int:
@@ -152,7 +207,7 @@ class Writer:
         expected: dict[str, bytes] = {}
         for sid in structure_ids:
             new = self._new.get(sid)
-            digest = new[0] if new is not None else self._trusted.get(sid)
+            digest = new[0] if new is not None else self._trusted_digest(sid)
             if digest is not None:
                 expected[sid] = digest
         found: dict[str, StatusRecord] = {}
@@ -184,20 +239,36 @@ class Writer:
         records with those signed in this write (serial: the last one's plus 1)."""
         if self._signed_head is not None or self._cosigned is not None:
             raise RuntimeError("a write signs or cosigns one head")
-        entries = dict(self._trusted)
-        for sid, (digest, _) in self._new.items():
-            entries[sid] = digest
         row = sign_head(
             self.signer,
             origin=self.origin,
             tree=self.tree,
-            status_map=StatusMap(entries.items()),
+            status_map=self._status_map(),
             serial=self.serial + 1,
             now=now,
         )
         self.session.add(row)
         self._signed_head = row
         return row
+
+    def _status_map(self) -> StatusMap:
+        """The map of the registry's records with those signed in this write."""
+        held = self._held_map
+        status_map = None if held is None else held.status_map
+        if status_map is not None and (status_map.root(), len(status_map)) == (
+            self.head.map.root,
+            self.head.map.count,
+        ):
+            for sid, (digest, _) in self._new.items():
+                status_map.set(sid, digest)
+            return status_map
+        entries = dict(self._trusted)
+        for sid, (digest, _) in self._new.items():
+            entries[sid] = digest
+        status_map = StatusMap(entries.items())
+        if held is not None:
+            held.status_map = status_map
+        return status_map
 
     def cosign_head(self, now: datetime) -> HeadRow:
         """Cosign the registry's last head again, dated ``now`` (the heartbeat that keeps
@@ -226,14 +297,18 @@ class Writer:
             self._signed_head.cosigned_note(),
             frontier=self.tree.state,
             changed=[(sid, digest, at) for sid, (digest, at) in self._new.items()],
+            departments=list(self._departments.values()),
         )
 
 
 @contextmanager
-def open_writer(db: Database, signer: Signer, state_dir: Path) -> Iterator[Writer]:
+def open_writer(
+    db: Database, signer: Signer, state_dir: Path, *, held_map: HeldMap | None = None
+) -> Iterator[Writer]:
     """Hold the registry's write locks and hand out a ``Writer`` over what it trusts; commit
     when the block ends, then save the state. Raises ``RegistryRolledBack`` or
-    ``RegistryDamaged`` (nothing written) when the database is not what the registry signed."""
+    ``RegistryDamaged`` (nothing written) when the database is not what the registry signed.
+    ``held_map``: the status map a writer that writes often keeps between writes."""
     if not db.is_initialised():
         raise NotInitialised(NOT_INITIALISED)
     state = TrustedState(state_dir, STATE_NAME)
@@ -250,7 +325,7 @@ def open_writer(db: Database, signer: Signer, state_dir: Path) -> Iterator[Write
                     raise WrongKey(
                         f"this registry is signed by {public_key}, not by {signer.verifier.text}"
                     )
-                writer = _open(session, signer, origin, state)
+                writer = _open(session, signer, origin, state, held_map)
                 yield writer
                 writer._check_complete()
             # The transaction committed as the block above ended. The state is saved before the
@@ -272,7 +347,13 @@ def _locked(state: TrustedState) -> Iterator[None]:
         ) from exc
 
 
-def _open(session: Session, signer: Signer, origin: str, state: TrustedState) -> Writer:
+def _open(
+    session: Session,
+    signer: Signer,
+    origin: str,
+    state: TrustedState,
+    held_map: HeldMap | None = None,
+) -> Writer:
     key = signer.verifier
     if state.head() is None:
         _adopt_after_full_check(session, key, origin, state)
@@ -309,7 +390,7 @@ def _open(session: Session, signer: Signer, origin: str, state: TrustedState) ->
             f"registry signed: {REPAIR_ADVICE}"
         )
     _check_event_count(session, head)
-    return Writer(session, signer, origin, state, head, tree, entries)
+    return Writer(session, signer, origin, state, head, tree, entries, held_map)
 
 
 def _cosigned(head: RegistryHead) -> str:
@@ -371,6 +452,7 @@ def _catch_up(
             f"{head.size} of serial {head.map.serial}, which this registry signed: {REPAIR_ADVICE}"
         )
     extended = CompactTree.from_state(tree.size, tree.state)
+    departments: dict[str, DepartmentEntry] = {}
     events = select(EventRow.seq, EventRow.body).where(
         EventRow.seq >= head.size, EventRow.seq < stored.size
     )
@@ -383,6 +465,15 @@ def _catch_up(
             raise RegistryDamaged(f"event {seq}: {exc}: {REPAIR_ADVICE}") from exc
         if event.seq != seq:
             raise RegistryDamaged(f"event {seq}: its bytes say it is event {event.seq}")
+        if event.department is not None:  # trusted once the head's root covers it (below)
+            change = event.department
+            held = departments.get(change.id)
+            if held is None and (row_now := state.department(change.id)) is not None:
+                held = DepartmentEntry(*row_now)
+            try:
+                departments[change.id] = fold_department(held, change, seq)
+            except ValueError as exc:
+                raise RegistryDamaged(f"event {seq}: {exc}: {REPAIR_ADVICE}") from exc
         extended.append(leaf_hash(bytes(body)))
     if extended.size != stored.size:
         raise RegistryDamaged(f"event {extended.size}: missing ({where} covers it)")
@@ -407,7 +498,13 @@ def _catch_up(
             f"records against {stored.map.count} signed): {REPAIR_ADVICE}"
         )
     removed = entries.keys() - digests.keys()
-    state.save(row.cosigned_note(), frontier=extended.state, changed=changed, removed=removed)
+    state.save(
+        row.cosigned_note(),
+        frontier=extended.state,
+        changed=changed,
+        removed=removed,
+        departments=list(departments.values()),
+    )
     log.info(
         "adopted head serial %d (log size %d) from the database: signed by another writer of "
         "this registry after serial %d",
@@ -435,6 +532,7 @@ def _adopt_after_full_check(
         report.newest.cosigned_note(),
         frontier=report.frontier.state,
         changed=report.entries,
+        departments=list(report.departments.values()),
         replace=True,
     )
     log.warning(

@@ -1,0 +1,264 @@
+"""Attacks on department writes by someone who can write the database (or holds a certificate)
+but not a department's current key, on SQLite and PostgreSQL, through the real service."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import pytest
+from department_support import S2, World, make_world
+from permitgate_client._statements import DepartmentKey
+
+from registry.audit import audit_registry
+from registry.demo_pki import make_demo_pki
+from registry.department_keys import revoke_department, rotate_department_key
+from registry.log import encode_event
+from registry.signing import load_verifier
+
+
+@pytest.fixture
+def world(db_url: str, tmp_path: Path) -> Iterator[World]:
+    world = make_world(db_url, tmp_path)
+    world.start()
+    try:
+        yield world
+    finally:
+        world.stop()
+
+
+def case_write(cid: str) -> dict[str, object]:
+    return {
+        "case": {
+            "id": cid,
+            "structure": S2,
+            "kind": "no_planning_permit",
+            "stage": "filed",
+            "source": "patrol",
+            "opened": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    }
+
+
+def verify(world: World) -> list[str]:
+    report = audit_registry(world.registry.db, load_verifier(world.registry.keys_dir, "registry"))
+    return report.problems
+
+
+def rpc(call: object) -> tuple[grpc.StatusCode, str]:
+    assert isinstance(call, grpc.Call)
+    return call.code(), call.details() or ""
+
+
+def test_a_key_written_into_the_database_is_not_believed(world: World) -> None:
+    rogue = DepartmentKey.generate("city-enforcement")
+    world.registry.sql(
+        "INSERT INTO registry_meta (key, value) VALUES ('department:city-enforcement', :v)",
+        v=rogue.verifier.text,
+    )
+    before = world.counts()
+    code, details = world.refused("city-enforcement", "open_case", case_write("C-x"), key=rogue)
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    assert "does not verify with city-enforcement's current key" in details
+    assert world.counts() == before
+
+
+def test_an_unenrolled_department_with_a_certificate_is_refused(world: World) -> None:
+    from registry.demo_pki import issue_client_certificate
+
+    issue_client_certificate(world.pki, "rogue-office")
+    world.keys["rogue-office"] = DepartmentKey.generate("rogue-office")
+    code, details = world.refused("rogue-office", "open_case", case_write("C-x"))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert "'rogue-office'" in details and "not enrolled" in details
+
+
+def test_a_statement_of_a_sent_with_bs_certificate(world: World) -> None:
+    envelope = world.statement("city-enforcement", "open_case", case_write("C-x"))
+    before = world.counts()
+    with pytest.raises(grpc.RpcError) as info:
+        world.send(envelope, "open_case", as_="city-planning")
+    code, details = rpc(info.value)
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert "'city-planning'" in details and "'city-enforcement'" in details
+    assert world.counts() == before
+
+
+def test_a_statement_signed_with_another_departments_key(world: World) -> None:
+    planning = world.keys["city-planning"]
+    forged = DepartmentKey("city-enforcement", planning._key)  # planning's key, enforcement's name
+    code, details = world.refused("city-enforcement", "open_case", case_write("C-x"), key=forged)
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "signature does not verify" in details
+
+
+def test_a_certificate_from_another_ca(world: World, tmp_path: Path) -> None:
+    other = make_demo_pki(tmp_path / "other-pki", ["city-enforcement"], ca_name="another CA")
+    envelope = world.statement("city-enforcement", "open_case", case_write("C-x"))
+    before = world.counts()
+    with pytest.raises(grpc.RpcError) as info:
+        world.send(envelope, "open_case", as_="city-enforcement", pki=other)
+    assert rpc(info.value)[0] == grpc.StatusCode.UNAVAILABLE  # the handshake fails
+    assert world.counts() == before
+
+
+def test_no_certificate_and_no_tls(world: World) -> None:
+    envelope = world.statement("city-enforcement", "open_case", case_write("C-x"))
+    assert world.app is not None
+    with grpc.insecure_channel(world.app.address) as channel:
+        from permitgate_client.v1 import registry_pb2 as pb
+        from permitgate_client.v1 import registry_pb2_grpc
+
+        stub = registry_pb2_grpc.RegistryStub(channel)  # type: ignore[no-untyped-call]
+        with pytest.raises(grpc.RpcError) as info:
+            stub.OpenCase(pb.SignedWrite(statement=envelope), timeout=10)
+    code, details = rpc(info.value)
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    assert f"need mutual TLS: call {world.app.departments_address}" in details
+
+
+def test_a_revoked_key_is_refused_and_earlier_writes_still_verify(world: World) -> None:
+    world.write("city-enforcement", "open_case", case_write("C-before"))
+    revoke_department(
+        world.registry.db,
+        world.registry.signer,
+        world.state_dir,
+        department_id="city-enforcement",
+        reason="key lost",
+    )
+    code, details = world.refused("city-enforcement", "open_case", case_write("C-after"))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in details
+    assert verify(world) == []
+
+
+def test_a_rotated_key(world: World) -> None:
+    old = world.keys["city-enforcement"]
+    world.write("city-enforcement", "open_case", case_write("C-old-key"))
+    new = DepartmentKey.generate("city-enforcement")
+    rotate_department_key(
+        world.registry.db,
+        world.registry.signer,
+        world.state_dir,
+        department_id="city-enforcement",
+        key=new.verifier,
+    )
+    code, details = world.refused("city-enforcement", "open_case", case_write("C-x"), key=old)
+    assert code == grpc.StatusCode.UNAUTHENTICATED and new.verifier.keyid_text in details
+    world.write("city-enforcement", "open_case", case_write("C-new-key"), key=new)
+    assert verify(world) == []
+
+
+def test_a_replayed_statement_gives_the_stored_result(world: World) -> None:
+    envelope = world.statement("city-enforcement", "open_case", case_write("C-once"))
+    first = world.send(envelope, "open_case", as_="city-enforcement")
+    before = world.counts()
+    again = world.send(envelope, "open_case", as_="city-enforcement")
+    assert again.replayed and again.seq == first.seq
+    assert world.counts() == before
+
+
+def test_a_statement_altered_in_the_log_is_caught(world: World) -> None:
+    result = world.write("city-enforcement", "open_case", case_write("C-alter"))
+    [(body,)] = world.registry.sql("SELECT body FROM event WHERE seq = :s", s=result.seq)
+    event = json.loads(bytes(body))
+    forger = DepartmentKey.generate("city-enforcement")
+    statement = forger.statement("open_case", case_write("C-alter"), request_id="forged")
+    event["statement"] = json.loads(forger.sign(statement))
+    forged = encode_event(event["seq"], event["at"], event["record"], statement=event["statement"])
+    world.registry.sql("UPDATE event SET body = :b WHERE seq = :s", b=forged, s=result.seq)
+    problems = verify(world)
+    assert any(p.startswith(f"event {result.seq}: statement") for p in problems), problems
+
+
+def test_an_event_inserted_claiming_a_department_wrote_it_is_caught(world: World) -> None:
+    size = world.registry.version()
+    forger = DepartmentKey.generate("city-planning")
+    statement = forger.statement(
+        "refer_case", {"case": "C-1", "to": "city-planning"}, request_id="forged"
+    )
+    body = encode_event(size, "2026-11-30T00:00:00Z", statement=json.loads(forger.sign(statement)))
+    world.registry.sql(
+        "INSERT INTO event (seq, structure_id, body) VALUES (:s, :i, :b)", s=size, i=S2, b=body
+    )
+    problems = verify(world)
+    assert any(p.startswith(f"event {size}: statement") for p in problems), problems
+    assert any("added" in p for p in problems), problems
+
+
+def test_serve_with_departments_mutual_tls(db_url: str, tmp_path: Path) -> None:
+    """``permitgate registry serve --tls-cert --tls-key --client-ca``: department calls on
+    their own mutual-TLS port, named in the start line; a write goes through and the service
+    stops cleanly."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from gate_helpers import stderr_lines, wait_for
+
+    world = make_world(db_url, tmp_path)
+    permitgate = str(Path(sys.executable).with_name("permitgate"))
+    process = subprocess.Popen(
+        [
+            permitgate,
+            "registry",
+            "serve",
+            "--db",
+            world.registry.url,
+            "--keys",
+            str(world.registry.keys_dir),
+            "--listen",
+            "127.0.0.1:0",
+            "--departments-listen",
+            "127.0.0.1:0",
+            "--heartbeat",
+            "0.5",
+            "--tls-cert",
+            str(world.pki.server_cert),
+            "--tls-key",
+            str(world.pki.server_key),
+            "--client-ca",
+            str(world.pki.ca),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines, reader = stderr_lines(process)
+    try:
+        line = lines.get(timeout=20)
+        match = re.search(r"department calls on (127\.0\.0\.1:\d+) \(mutual TLS\)$", line.strip())
+        assert match, line
+        address = match.group(1)
+
+        class Started:
+            departments_address = address
+
+        world.app = Started()  # type: ignore[assignment]
+        envelope = world.statement("city-enforcement", "open_case", case_write("C-served"))
+
+        def written() -> bool | None:
+            try:
+                return (
+                    world.send(envelope, "open_case", as_="city-enforcement").case.id == "C-served"
+                    or None
+                )
+            except grpc.RpcError as exc:
+                assert isinstance(exc, grpc.Call)
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:  # (still loading)
+                    raise
+                return None
+
+        wait_for(written, timeout=20)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        world.app = None
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    reader.join(5)
+    assert world.registry.sql("SELECT count(*) FROM violation_case WHERE id = 'C-served'") == [(1,)]
