@@ -16,7 +16,13 @@ Trust starts from the registry's public key on disk, never from the database. Th
    each record comes from;
 5. with the registry's state directory (``compare_with_state``): a database older than the
    state is named as rolled back; the head the state holds must be stored as signed; and, when
-   it is the newest, every record's digest must be the one the state holds.
+   it is the newest, every record's digest must be the one the state holds, and every
+   department the one its log enrolled;
+6. folds the department events in log order (which key each department had at each index) and
+   checks every statement a department wrote: its signature verifies with the key the
+   department held at that index (not rotated out, not revoked), the key names the department
+   the statement claims, its action produced that event's record, and each ``department_write``
+   row points at an event carrying its statement.
 
 Every difference is reported, naming the row and the field; memory holds one structure at a time
 besides the map (about 200 bytes a structure). A writer that finds its state empty runs steps
@@ -25,6 +31,7 @@ besides the map (about 200 bytes a structure). A writer that finds its state emp
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,15 +39,18 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
+import orjson
 from permitgate_client import VerificationError, VerifierKey
+from permitgate_client._errors import MalformedError
 from permitgate_client._proofs import RegistryHead, verify_registry_head
+from permitgate_client._statements import statement_department, verify_statement
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from registry.admin import STATE_NAME
-from registry.log import State, decode_event, fold
+from registry.log import DepartmentEntry, Event, State, decode_event, fold, fold_department
 from registry.merkle import CompactTree, leaf_hash
-from registry.records import Record, format_time
+from registry.records import Case, Permit, Record, format_time, parse_record
 from registry.statusmap import StatusMap
 from registry.storage import (
     CASE_COLUMNS,
@@ -54,6 +64,7 @@ from registry.storage import (
     PermitRow,
     StatusRow,
     StructureRow,
+    WriteRow,
     case_of,
     permit_of,
     structure_of,
@@ -81,6 +92,10 @@ class AuditReport:
     """Every record that verifies: (structure id, SHA-256 of its envelope, its next_update)."""
     digests: dict[str, bytes] = field(default_factory=dict, repr=False)
     """Every stored record's SHA-256, by structure id."""
+    departments: dict[str, DepartmentEntry] = field(default_factory=dict)
+    """The departments as the log's department events leave them, by id."""
+    statements: int = 0
+    """How many department statements in the log were checked."""
 
     @property
     def ok(self) -> bool:
@@ -129,6 +144,7 @@ def audit_session(
         return report
     report.frontier = _check_log(session, heads, report)
     _check_states(session, key, heads[-1], report, tables=tables)
+    _check_statements(session, report)
     return report
 
 
@@ -245,19 +261,33 @@ def _replayed(session: Session, report: AuditReport) -> Iterator[tuple[str, Stat
             except ValueError as exc:
                 report.problems.append(f"event {seq}: {exc}")
                 continue
-            if event.seq != seq or event.record.structure_id != sid:
+            if event.seq != seq or _filed_under(event) not in (None, sid):
                 report.problems.append(f"event {seq}: its columns differ from its signed bytes")
+                continue
+            if event.record is None:  # a statement or department event: no record to fold
                 continue
             key = (type(event.record), event.record.id)
             records[key] = event.record
             sources[key] = seq
             last = seq
+        if not records:
+            continue  # statement or department events only (their checks are step 6)
         try:
             state = fold(sid, records.values())
         except ValueError as exc:
             report.problems.append(str(exc))
             continue
         yield sid, state, last, sources
+
+
+def _filed_under(event: Event) -> str | None:
+    """The structure an event's row must name: its record's; "" for a department event; None
+    (not known from the bytes alone) for a statement event."""
+    if event.record is not None:
+        return event.record.structure_id
+    if event.department is not None:
+        return ""
+    return None
 
 
 def _table_rows(session: Session) -> Iterator[RawState]:
@@ -515,3 +545,120 @@ def compare_with_state(
                 report.problems.append(f"{where}: not the record the registry signed")
     finally:
         state.close()
+
+
+# --- Step 6: who wrote what -------------------------------------------------------------------
+
+
+def _check_statements(session: Session, report: AuditReport) -> None:
+    """Fold the department events and check every statement against the key its department
+    held at that index; then every ``department_write`` row against the event it names."""
+    departments: dict[str, DepartmentEntry] = {}
+    written: dict[int, tuple[str, str, bytes]] = {}  # seq -> (department, request id, digest)
+    query = select(EventRow.seq, EventRow.body).order_by(EventRow.seq)
+    for seq, body in session.execute(query, execution_options=_OPTS):
+        try:
+            event = decode_event(bytes(body))
+        except ValueError:
+            continue  # named in step 4
+        if event.department is not None:
+            change = event.department
+            try:
+                departments[change.id] = fold_department(departments.get(change.id), change, seq)
+            except ValueError as exc:
+                report.problems.append(f"event {seq}: {exc}")
+            continue
+        if event.statement is None:
+            continue
+        report.statements += 1
+        checked = _check_statement(seq, event, departments, report)
+        if checked is not None:
+            written[seq] = checked
+    report.departments = departments
+    for row in session.scalars(select(WriteRow).order_by(WriteRow.seq)):
+        where = f"department_write row {row.department}/{row.request_id}"
+        found = written.get(row.seq)
+        if found is None:
+            report.problems.append(
+                f"{where}: event {row.seq} carries no verified statement of that write"
+            )
+        elif found != (row.department, row.request_id, bytes(row.digest)):
+            report.problems.append(f"{where}: event {row.seq} carries another statement")
+
+
+def _check_statement(
+    seq: int, event: Event, departments: dict[str, DepartmentEntry], report: AuditReport
+) -> tuple[str, str, bytes] | None:
+    """One statement: signed by its department's key of the time, and the cause of the event's
+    record. Returns (department, request id, SHA-256 of the payload) when it verifies."""
+    assert event.statement is not None
+    where = f"event {seq}: statement"
+    envelope = orjson.dumps(event.statement, option=orjson.OPT_SORT_KEYS)
+    try:
+        claimed = statement_department(envelope)
+    except MalformedError as exc:
+        report.problems.append(f"{where}: {exc}")
+        return None
+    held = departments.get(claimed)
+    if held is None:
+        report.problems.append(f"{where}: department {claimed!r} was not enrolled at that index")
+        return None
+    if not held.active:
+        report.problems.append(
+            f"{where}: department {claimed!r}'s key was revoked at event {held.seq}, before it"
+        )
+        return None
+    try:
+        statement = verify_statement(envelope, [held.verifier()])
+    except (VerificationError, MalformedError) as exc:
+        report.problems.append(
+            f"{where}: does not verify with {claimed}'s key of that index "
+            f"({held.verifier().keyid_text}): {exc}"
+        )
+        return None
+    why = _effect_mismatch(statement.action, statement.write, event.record)
+    if why is not None:
+        report.problems.append(f"{where}: {statement.action} by {claimed} did not {why}")
+        return None
+    payload = base64.b64decode(event.statement["payload"])
+    return statement.department, statement.request_id, hashlib.sha256(payload).digest()
+
+
+def _effect_mismatch(action: str, write: dict[str, Any], record: Record | None) -> str | None:
+    """Why ``record`` (None: a statement event) is not what ``action`` with ``write`` makes;
+    None when it is."""
+    try:
+        if action in ("refer_case", "answer_referral", "acknowledge_notice"):
+            return None if record is None else "change a record"
+        if action == "issue_permit":
+            wanted = parse_record({"type": "permit", **write["permit"]})
+            return None if record == wanted else "issue this permit"
+        if action == "change_permit_status":
+            ok = (
+                isinstance(record, Permit)
+                and record.id == write["permit"]
+                and record.status.value == write["status"]
+            )
+            return None if ok else "give this permit this status"
+        if action == "open_case":
+            made = [parse_record({"type": "case", **write["case"]})]
+            if "structure" in write:
+                made.append(parse_record({"type": "structure", **write["structure"]}))
+            return None if record in made else "open this case or structure"
+        if action == "move_case":
+            ok = (
+                isinstance(record, Case)
+                and record.id == write["case"]
+                and record.stage.value == write["stage"]
+            )
+            return None if ok else "move this case to this stage"
+        if action == "suspend_party":
+            ok = (
+                isinstance(record, Case)
+                and record.id == write["case"]
+                and record.party_suspended is write["suspended"]
+            )
+            return None if ok else "set this case's party suspension"
+    except (KeyError, TypeError, ValueError):
+        return "make this record (its write is malformed)"
+    return f"make this record (unknown action {action!r})"

@@ -43,9 +43,10 @@ from permitgate_client.formats import Checkpoint
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
-from registry.admin import REPAIR_ADVICE, NotInitialised, RegistryDamaged, WrongKey
+from registry.admin import NotInitialised, WrongKey
 from registry.log import event_bytes
 from registry.merkle import leaf_hash
+from registry.record_checks import filed_elsewhere, stage_move_error, unknown_structure
 from registry.records import (
     InvalidRecord,
     Permit,
@@ -78,7 +79,7 @@ from registry.storage import (
     table_of,
     values_of,
 )
-from registry.vocabulary import STAGE_MOVES, CaseStage, may_move
+from registry.vocabulary import CaseStage
 from registry.writer import Writer, open_writer
 
 __all__ = [
@@ -557,7 +558,7 @@ class _Applier:
         and the tables file it under ``filed``."""
         kind, rid = key
         if holding is None:
-            self.report.error(line, "structure", f"unknown structure {sid!r}")
+            self.report.error(line, "structure", unknown_structure(sid))
             return False
         if old is None:
             if filed is None:
@@ -565,26 +566,14 @@ class _Applier:
             # The tables file it under a structure: that structure's signed record must hold
             # it, else the row was added or changed behind the registry's back.
             elsewhere = holdings.get(filed)
-            what = _KIND_NAME[kind]
-            if elsewhere is None or key not in elsewhere.records:
-                raise RegistryDamaged(
-                    f"{what} row of {rid}: names structure {filed!r}, whose signed record "
-                    f"does not hold it: {REPAIR_ADVICE}"
-                )
-            self.report.error(
-                line, "structure", f"{what} {rid} belongs to {filed!r}; it cannot move to {sid!r}"
-            )
+            backed = elsewhere is not None and key in elsewhere.records
+            why = filed_elsewhere(_KIND_NAME[kind], rid, filed, sid, backed)
+            self.report.error(line, "structure", why)
             return False
         if kind == CASE and old[1] != stage:
-            was, now = CaseStage(str(old[1])), CaseStage(str(stage))
-            if not may_move(was, now):
-                allowed = ", ".join(sorted(s.value for s in STAGE_MOVES[was])) or "none"
-                self.report.error(
-                    line,
-                    "stage",
-                    f"case {rid} cannot move from {was.value} to {now.value} "
-                    f"(allowed from {was.value}: {allowed})",
-                )
+            moved = stage_move_error(rid, CaseStage(str(old[1])), CaseStage(str(stage)))
+            if moved is not None:
+                self.report.error(line, "stage", moved)
                 return False
         return True
 

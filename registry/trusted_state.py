@@ -9,7 +9,11 @@ directory:
 * ``frontier``: the log's compact Merkle state at that head (the registry appends from it);
 * ``entries``: the status map at that head, structure id to record digest (and, for the
   registry, when each record lapses), so a record read back from the database can be checked
-  one by one and a disagreement named.
+  one by one and a disagreement named;
+* ``departments`` (the registry only): the departments enrolled in its log at that head, each
+  with its current key and whether it is revoked (``registry.department_keys``). A department's
+  key is believed from here, never from the database: a key row someone writes into the
+  database means nothing.
 
 The store is one SQLite file opened with the standard library's ``sqlite3``: a local file with
 one writer needs no pool, no ORM and no migrations (``_SCHEMA`` is created when missing).
@@ -29,16 +33,22 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-__all__ = ["StateLocked", "TrustedState"]
+__all__ = ["DepartmentRow", "Entry", "StateLocked", "TrustedState"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS head (one INTEGER PRIMARY KEY CHECK (one = 1), note BLOB NOT NULL,
                                  frontier BLOB);
 CREATE TABLE IF NOT EXISTS entry (structure_id TEXT PRIMARY KEY, digest BLOB NOT NULL,
                                   next_update REAL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS department (id TEXT PRIMARY KEY, role TEXT NOT NULL,
+                                       name TEXT NOT NULL, key TEXT NOT NULL,
+                                       state TEXT NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
 """
 
 Entry = tuple[str, bytes, datetime | None]
+DepartmentRow = tuple[str, str, str, str, str, int]
+"""A department: id, role, name, verifier key text, state (active or revoked), and the log
+index of the event that last changed it."""
 
 
 class StateLocked(Exception):
@@ -105,6 +115,20 @@ class TrustedState:
         ).fetchone()
         return None if row is None else (row[0], bytes(row[1]), _time(row[2]))
 
+    def departments(self) -> list[DepartmentRow]:
+        """Every department enrolled, by id."""
+        rows = self._db.execute(
+            "SELECT id, role, name, key, state, seq FROM department ORDER BY id"
+        ).fetchall()
+        return [(r[0], r[1], r[2], r[3], r[4], int(r[5])) for r in rows]
+
+    def department(self, department_id: str) -> DepartmentRow | None:
+        row = self._db.execute(
+            "SELECT id, role, name, key, state, seq FROM department WHERE id = ?",
+            (department_id,),
+        ).fetchone()
+        return None if row is None else (row[0], row[1], row[2], row[3], row[4], int(row[5]))
+
     def due(self, before: datetime) -> list[str]:
         """The structures whose record lapses before ``before`` (the registry's refresh list)."""
         rows = self._db.execute(
@@ -120,17 +144,24 @@ class TrustedState:
         frontier: bytes | None = None,
         changed: Iterable[Entry] = (),
         removed: Iterable[str] = (),
+        departments: Iterable[DepartmentRow] = (),
         replace: bool = False,
     ) -> None:
-        """Adopt ``head`` and the entries that changed with it, in one durable transaction.
+        """Adopt ``head`` and the entries and departments that changed with it, in one durable
+        transaction.
 
-        ``replace`` drops every entry first (a full load). ``frontier`` None keeps none.
+        ``replace`` drops every entry and department first (a full load). ``frontier`` None
+        keeps none.
         """
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
             if replace:
                 db.execute("DELETE FROM entry")
+                db.execute("DELETE FROM department")
+            db.executemany(
+                "INSERT OR REPLACE INTO department VALUES (?, ?, ?, ?, ?, ?)", departments
+            )
             db.executemany(
                 "INSERT OR REPLACE INTO entry VALUES (?, ?, ?)",
                 ((sid, digest, None if t is None else t.timestamp()) for sid, digest, t in changed),

@@ -3,9 +3,10 @@
 Whoever can write the database (any row, any table, a restored backup) but holds no key must not
 be able to make the registry sign anything derived from what they wrote. So the registry keeps
 its own verified state beside its key (``registry.trusted_state``: the last head it signed, the
-log's frontier at that head, and each structure's record digest) and trusts the database only
-where it agrees with that state. Every writer (import, refresh, the registry service) comes
-through ``open_writer``, which:
+log's frontier at that head, each structure's record digest, and the departments enrolled in
+its log with their keys) and trusts the database only where it agrees with that state. Every
+writer (import, refresh, the registry service, a department's write) comes through
+``open_writer``, which:
 
 1. takes the state directory's lock, then the database's writer lock;
 2. loads the state; an empty one (the first run with this directory) is rebuilt from the
@@ -20,8 +21,11 @@ through ``open_writer``, which:
 and hands out a ``Writer``. The log continues from the state's frontier (never from a stored
 ``tree_state``); a structure's current state is its previous record as read back from the
 database and checked against the state's digest (``verified_records``); what is due for
-refresh comes from the state too. After the database transaction commits, the new head, the
-frontier and the changed digests are saved to the state: the database first, so a crash between
+refresh comes from the state too, and so does each department's current key (``department``;
+a department event appended through ``change_department`` reaches the state with the head that
+signs it; a head adopted from another writer brings the department events it covers). After the
+database transaction commits, the new head, the frontier, the changed digests and departments
+are saved to the state: the database first, so a crash between
 the two leaves a database one head ahead, which step 3 adopts next time.
 """
 
@@ -55,7 +59,7 @@ from registry.admin import (
 from registry.audit import audit_session
 from registry.errors import RegistryBusy
 from registry.heads import cosign_head, sign_head
-from registry.log import decode_event
+from registry.log import DepartmentChange, DepartmentEntry, decode_event, fold_department
 from registry.merkle import CompactTree, leaf_hash
 from registry.records import StatusRecord, format_time
 from registry.signing import Signer
@@ -107,6 +111,7 @@ class Writer:
         self._state = state
         self._entries = entries  # read from the state when first needed
         self._new: dict[str, tuple[bytes, datetime]] = {}
+        self._departments: dict[str, DepartmentEntry] = {}  # changed in this write
         self._signed_head: HeadRow | None = None
         self._cosigned: HeadRow | None = None
 
@@ -134,6 +139,29 @@ class Writer:
     def due(self, before: datetime) -> list[str]:
         """The structures whose signed record lapses before ``before``, from the state."""
         return self._state.due(before)
+
+    def department(self, department_id: str) -> DepartmentEntry | None:
+        """The department as the registry's state holds it (with this write's changes): its
+        current key and whether it is revoked; None when it is not enrolled."""
+        changed = self._departments.get(department_id)
+        if changed is not None:
+            return changed
+        row = self._state.department(department_id)
+        return None if row is None else DepartmentEntry(*row)
+
+    def departments(self) -> list[DepartmentEntry]:
+        """Every department enrolled, by id (with this write's changes)."""
+        held = {row[0]: DepartmentEntry(*row) for row in self._state.departments()}
+        held.update(self._departments)
+        return [held[d] for d in sorted(held)]
+
+    def change_department(self, change: DepartmentChange, seq: int) -> DepartmentEntry:
+        """Note a department event appended at ``seq`` (the caller writes its row); it is saved
+        to the state with the head. ``ValueError`` when it does not follow from the department
+        as it is (``registry.log.fold_department``)."""
+        entry = fold_department(self.department(change.id), change, seq)
+        self._departments[change.id] = entry
+        return entry
 
     @property
     def signed_records(self) -> int:
@@ -226,6 +254,7 @@ class Writer:
             self._signed_head.cosigned_note(),
             frontier=self.tree.state,
             changed=[(sid, digest, at) for sid, (digest, at) in self._new.items()],
+            departments=list(self._departments.values()),
         )
 
 
@@ -371,6 +400,7 @@ def _catch_up(
             f"{head.size} of serial {head.map.serial}, which this registry signed: {REPAIR_ADVICE}"
         )
     extended = CompactTree.from_state(tree.size, tree.state)
+    departments: dict[str, DepartmentEntry] = {}
     events = select(EventRow.seq, EventRow.body).where(
         EventRow.seq >= head.size, EventRow.seq < stored.size
     )
@@ -383,6 +413,15 @@ def _catch_up(
             raise RegistryDamaged(f"event {seq}: {exc}: {REPAIR_ADVICE}") from exc
         if event.seq != seq:
             raise RegistryDamaged(f"event {seq}: its bytes say it is event {event.seq}")
+        if event.department is not None:  # trusted once the head's root covers it (below)
+            change = event.department
+            held = departments.get(change.id)
+            if held is None and (row_now := state.department(change.id)) is not None:
+                held = DepartmentEntry(*row_now)
+            try:
+                departments[change.id] = fold_department(held, change, seq)
+            except ValueError as exc:
+                raise RegistryDamaged(f"event {seq}: {exc}: {REPAIR_ADVICE}") from exc
         extended.append(leaf_hash(bytes(body)))
     if extended.size != stored.size:
         raise RegistryDamaged(f"event {extended.size}: missing ({where} covers it)")
@@ -407,7 +446,13 @@ def _catch_up(
             f"records against {stored.map.count} signed): {REPAIR_ADVICE}"
         )
     removed = entries.keys() - digests.keys()
-    state.save(row.cosigned_note(), frontier=extended.state, changed=changed, removed=removed)
+    state.save(
+        row.cosigned_note(),
+        frontier=extended.state,
+        changed=changed,
+        removed=removed,
+        departments=list(departments.values()),
+    )
     log.info(
         "adopted head serial %d (log size %d) from the database: signed by another writer of "
         "this registry after serial %d",
@@ -435,6 +480,7 @@ def _adopt_after_full_check(
         report.newest.cosigned_note(),
         frontier=report.frontier.state,
         changed=report.entries,
+        departments=list(report.departments.values()),
         replace=True,
     )
     log.warning(
