@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -42,7 +43,6 @@ import platform
 import queue
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -349,9 +349,7 @@ def server(label: str, args: list[str], health: grpc.ChannelCredentials | None) 
             raise RuntimeError(f"{label} did not listen:\n{''.join(said)}")
         target = address[0]
         channel = (
-            grpc.insecure_channel(target)
-            if health is None
-            else grpc.secure_channel(target, health)
+            grpc.insecure_channel(target) if health is None else grpc.secure_channel(target, health)
         )
         with channel:
             stub = health_pb2_grpc.HealthStub(channel)
@@ -474,10 +472,8 @@ def writer(
                 log.lateness.append(max(0.0, began - due))
                 log.replayed += result.replayed
             if probe is not None:
-                try:
+                with contextlib.suppress(queue.Full):  # the prober is busy with an earlier write
                     probe.work.put_nowait((structure, wanted, answered))
-                except queue.Full:
-                    pass  # the prober is busy with an earlier write
             n += 1
 
 

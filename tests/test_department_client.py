@@ -4,6 +4,7 @@ statement, paging, and every refusal mapped to its typed error with the registry
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -15,6 +16,7 @@ import grpc
 import pytest
 from department_registry import DepartmentPKI, Identity, Registry, loopback_registry
 from permitgate_client import (
+    AsyncDepartmentClient,
     CaseInfo,
     ConflictError,
     DepartmentClient,
@@ -375,3 +377,40 @@ def test_arguments_are_checked_before_anything_is_sent(
     with pytest.raises(ValueError, match="cert: cannot read"):
         DepartmentClient(registry.target, key=None, cert=tmp_path / "none.crt", cert_key=b"")
     assert registry.statements == []
+
+
+def test_async_client_writes_retries_and_pages(registry: Registry, pki: DepartmentPKI) -> None:
+    identity = pki.client("city-planning")
+    registry.lose_answers["r-async"] = 1
+
+    async def work() -> tuple[WriteResult, WriteResult, list[str]]:
+        async with AsyncDepartmentClient(
+            registry.target,
+            key=identity.key,
+            cert=identity.cert,
+            cert_key=identity.cert_key,
+            ca=registry.ca,
+        ) as planning:
+            opened = await planning.open_case(
+                "C-A", "110228-0001-0001", "temporary_overdue", "filed", "report", OPENED,
+                request_id="r-async",
+            )  # fmt: skip
+            for n in range(7):
+                await planning.issue_permit(
+                    f"P-A{n}", structure_id="110228-0001-0001", kind="construction_planning",
+                    issued=OPENED,
+                )  # fmt: skip
+            with pytest.raises(PermissionDeniedError, match=r"^Art\. 8: land issues"):
+                await planning.issue_permit(
+                    "P-X", structure_id="110228-0001-0001", kind="land_certificate",
+                    issued=OPENED,
+                )  # fmt: skip
+            moved = await planning.move_case("C-A", "closed")
+            ids = [p.id async for p in planning.permits(page_size=3)]
+            return opened, moved, ids
+
+    opened, moved, ids = asyncio.run(work())
+    assert opened.replayed  # its first answer was lost; the resend got the first result
+    assert registry.statements[0] == registry.statements[1]
+    assert moved.case is not None and (moved.case.stage, moved.case.blocking) == ("closed", False)
+    assert ids == [f"P-A{n}" for n in range(7)]

@@ -44,6 +44,7 @@ from permitgate_client._client import (
 from permitgate_client._departments import (
     DEFAULT_PAGE_SIZE,
     WRITE_RETRIES,
+    AsyncDepartmentClient,
     CaseInfo,
     DepartmentClient,
     MonthlyReport,
@@ -108,6 +109,7 @@ __all__ = [
     "WATCH_RETRIES",
     "WRITE_RETRIES",
     "AsyncClient",
+    "AsyncDepartmentClient",
     "BadSignatureError",
     "CaseInfo",
     "ChangeCause",

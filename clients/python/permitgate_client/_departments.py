@@ -1,4 +1,5 @@
-"""``DepartmentClient``: a department writes to the registry and reads it, as itself.
+"""``DepartmentClient`` (blocking) and ``AsyncDepartmentClient`` (asyncio): a department writes
+to the registry and reads it, as itself.
 
 Every write is a statement (``_statements.WriteStatement``) signed with the department's own
 Ed25519 key and sent over mutual TLS with the department's client certificate; the registry
@@ -20,9 +21,10 @@ registry's page tokens. Failed calls raise the package's ``GateError`` subclasse
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +47,7 @@ from permitgate_client.v1 import registry_pb2_grpc
 __all__ = [
     "DEFAULT_PAGE_SIZE",
     "WRITE_RETRIES",
+    "AsyncDepartmentClient",
     "CaseInfo",
     "DepartmentClient",
     "MonthlyReport",
@@ -347,22 +350,97 @@ def _certificate_organisation(pem: bytes) -> str | None:
     return value if isinstance(value, str) else None
 
 
-# --- the client ------------------------------------------------------------------------------
+# --- what each write sends ------------------------------------------------------------------
 
 
-class DepartmentClient:
-    """A blocking client for one department at the registry service. Use it as a context
-    manager, or call ``close``.
+def _issue_permit(
+    permit_id: str,
+    structure_id: str,
+    kind: str,
+    issued: datetime,
+    status: str,
+    expires: datetime | None,
+    use: str | None,
+) -> dict[str, Any]:
+    permit: dict[str, Any] = {
+        "id": _id("permit_id", permit_id),
+        "structure": _id("structure_id", structure_id),
+        "kind": _id("kind", kind),
+        "status": _id("status", status),
+        "issued": _when("issued", issued),
+    }
+    if expires is not None:
+        permit["expires"] = _when("expires", expires)
+    if use is not None:
+        permit["use"] = use
+    return {"permit": permit}
 
-    ``DepartmentClient("registry.example:50060", key=Path("city-planning.key"),
-    cert=Path("city-planning.crt"), cert_key=Path("city-planning.tls.key"), ca=Path("ca.crt"))``:
-    ``key`` is the department's signing key (a ``DepartmentKey``, or the path of its
-    ``<department>.key``; without it the client only reads); ``cert`` and ``cert_key`` its
-    mutual-TLS client certificate and key; ``ca`` the CA that signed the registry's server
-    certificate (each a path or the PEM bytes; None: the system's roots). ``timeout`` bounds
-    each call (each attempt of a write); ``retries`` how often a write is sent again when the
-    registry is unreachable or silent. One client may be shared by threads.
-    """
+
+def _open_case(
+    case_id: str,
+    structure_id: str,
+    kind: str,
+    stage: str,
+    source: str,
+    opened: datetime,
+    party: str | None,
+    structure: NewStructure | None,
+) -> dict[str, Any]:
+    case: dict[str, Any] = {
+        "id": _id("case_id", case_id),
+        "structure": _id("structure_id", structure_id),
+        "kind": _id("kind", kind),
+        "stage": _id("stage", stage),
+        "source": _id("source", source),
+        "opened": _when("opened", opened),
+    }
+    if party is not None:
+        case["party"] = _id("party", party)
+    write: dict[str, Any] = {"case": case}
+    if structure is not None:
+        if not isinstance(structure, NewStructure):
+            raise TypeError(f"structure: a NewStructure, not {type(structure).__name__}")
+        write["structure"] = structure.to_json(structure_id)
+    return write
+
+
+def _suspend_party(case_id: str, suspended: bool) -> dict[str, Any]:
+    if not isinstance(suspended, bool):
+        raise TypeError(f"suspended: True or False, not {suspended!r}")
+    return {"case": _id("case_id", case_id), "suspended": suspended}
+
+
+def _list(page_size: int, **filters: Any) -> pb.ListRequest:
+    if not isinstance(page_size, int) or not 1 <= page_size <= 1000:
+        raise ValueError(f"page_size: 1 to 1000, not {page_size!r}")
+    request = pb.ListRequest(page_size=page_size)
+    for name, value in filters.items():
+        if value is None or value is False:
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            raise ValueError(f"{name}: 0 or more, not {value!r}")
+        setattr(request, name, value)
+    return request
+
+
+def _next_token(rpc: str, page: Any, seen: set[str]) -> str | None:
+    """The page's next token; None at the end; a token given twice is the registry's fault
+    (following it would loop forever)."""
+    token: str = page.next_page_token
+    if not token:
+        return None
+    if token in seen:
+        raise GateError(f"{rpc}: the registry gave page token {token!r} twice")
+    seen.add(token)
+    return token
+
+
+# --- the clients -----------------------------------------------------------------------------
+
+
+class _DepartmentBase:
+    """What both clients share: the options, the TLS credentials, the signing of a statement.
+    No I/O here."""
 
     def __init__(
         self,
@@ -371,9 +449,9 @@ class DepartmentClient:
         key: DepartmentKey | str | Path | None,
         cert: Material,
         cert_key: Material,
-        ca: Material | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        retries: int = WRITE_RETRIES,
+        ca: Material | None,
+        timeout: float,
+        retries: int,
     ) -> None:
         if not isinstance(target, str) or not target:
             raise ValueError(f"target: give the registry's host:port, not {target!r}")
@@ -402,16 +480,68 @@ class DepartmentClient:
         self.retries = retries
         self.key = key
         self.department = key.department if key is not None else organisation
-        credentials = grpc.ssl_channel_credentials(
+        self.credentials = grpc.ssl_channel_credentials(
             root_certificates=_pem("ca", ca),
             private_key=private_key,
             certificate_chain=certificate,
         )
-        self._channel = grpc.secure_channel(target, credentials)
-        self._stub = registry_pb2_grpc.RegistryStub(self._channel)  # type: ignore[no-untyped-call]
 
     def __repr__(self) -> str:
-        return f"DepartmentClient({self.target!r}, department={self.department!r})"
+        return f"{type(self).__name__}({self.target!r}, department={self.department!r})"
+
+    def _signed(self, action: str, write: dict[str, Any], request_id: str | None) -> pb.SignedWrite:
+        """The statement, signed once: every attempt sends these same bytes."""
+        if self.key is None:
+            raise ValueError(f"{action}: a write needs the department's signing key (key=...)")
+        if request_id is None:
+            request_id = str(uuid.uuid4())
+        statement = self.key.statement(action, write, request_id=_id("request_id", request_id))
+        return pb.SignedWrite(statement=self.key.sign(statement))
+
+    def _retry(self, exc: grpc.RpcError, failures: int) -> GateError:
+        """The typed error; raised at once unless it is worth sending the write again."""
+        error = from_rpc(exc)
+        if error.code not in RETRIED or failures >= self.retries:
+            raise error from exc
+        return error
+
+
+class DepartmentClient(_DepartmentBase):
+    """A blocking client for one department at the registry service. Use it as a context
+    manager, or call ``close``.
+
+    ``DepartmentClient("registry.example:50060", key=Path("city-planning.key"),
+    cert=Path("city-planning.pem"), cert_key=Path("city-planning.tls.key"), ca=Path("ca.pem"))``:
+    ``key`` is the department's signing key (a ``DepartmentKey``, or the path of its
+    ``<department>.key``; without it the client only reads); ``cert`` and ``cert_key`` its
+    mutual-TLS client certificate and key; ``ca`` the CA that signed the registry's server
+    certificate (each a path or the PEM bytes; None: the system's roots). ``timeout`` bounds
+    each call (each attempt of a write); ``retries`` how often a write is sent again when the
+    registry is unreachable or silent. One client may be shared by threads.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        key: DepartmentKey | str | Path | None,
+        cert: Material,
+        cert_key: Material,
+        ca: Material | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = WRITE_RETRIES,
+    ) -> None:
+        super().__init__(
+            target,
+            key=key,
+            cert=cert,
+            cert_key=cert_key,
+            ca=ca,
+            timeout=timeout,
+            retries=retries,
+        )
+        self._channel = grpc.secure_channel(target, self.credentials)
+        self._stub = registry_pb2_grpc.RegistryStub(self._channel)  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> DepartmentClient:
         return self
@@ -437,21 +567,14 @@ class DepartmentClient:
         self, rpc: str, action: str, write: dict[str, Any], request_id: str | None
     ) -> WriteResult:
         """Sign the statement once, then send it until answered (the same bytes each time)."""
-        if self.key is None:
-            raise ValueError(f"{action}: a write needs the department's signing key (key=...)")
-        if request_id is None:
-            request_id = str(uuid.uuid4())
-        statement = self.key.statement(action, write, request_id=_id("request_id", request_id))
-        request = pb.SignedWrite(statement=self.key.sign(statement))
+        request = self._signed(action, write, request_id)
         method = getattr(self._stub, rpc)
         failures = 0
         while True:
             try:
                 return WriteResult.from_proto(method(request, timeout=self.timeout))
             except grpc.RpcError as exc:
-                error = from_rpc(exc)
-                if error.code not in RETRIED or failures >= self.retries:
-                    raise error from exc
+                self._retry(exc, failures)
             failures += 1
             time.sleep(backoff(failures))
 
@@ -462,12 +585,9 @@ class DepartmentClient:
             page = self._call(rpc, request)
             for item in getattr(page, items):
                 yield convert(item)
-            token: str = page.next_page_token
-            if not token:
+            token = _next_token(rpc, page, seen)
+            if token is None:
                 return
-            if token in seen:
-                raise GateError(f"{rpc}: the registry gave page token {token!r} twice")
-            seen.add(token)
             request.page_token = token
 
     # --- writes ----------------------------------------------------------------------------
@@ -485,18 +605,8 @@ class DepartmentClient:
         request_id: str | None = None,
     ) -> WriteResult:
         """Issue a permit of ``kind`` for an existing structure (only the kind's issuer may)."""
-        permit: dict[str, Any] = {
-            "id": _id("permit_id", permit_id),
-            "structure": _id("structure_id", structure_id),
-            "kind": _id("kind", kind),
-            "status": _id("status", status),
-            "issued": _when("issued", issued),
-        }
-        if expires is not None:
-            permit["expires"] = _when("expires", expires)
-        if use is not None:
-            permit["use"] = use
-        return self._write("IssuePermit", "issue_permit", {"permit": permit}, request_id)
+        write = _issue_permit(permit_id, structure_id, kind, issued, status, expires, use)
+        return self._write("IssuePermit", "issue_permit", write, request_id)
 
     def change_permit_status(
         self, permit_id: str, status: str, *, request_id: str | None = None
@@ -521,21 +631,7 @@ class DepartmentClient:
         """Open a case found at ``opened``. Outside the department's remit only as
         ``reported``; it then awaits referral (Art. 19). ``structure`` creates the structure
         when the registry has none (a building found without any permit)."""
-        case: dict[str, Any] = {
-            "id": _id("case_id", case_id),
-            "structure": _id("structure_id", structure_id),
-            "kind": _id("kind", kind),
-            "stage": _id("stage", stage),
-            "source": _id("source", source),
-            "opened": _when("opened", opened),
-        }
-        if party is not None:
-            case["party"] = _id("party", party)
-        write: dict[str, Any] = {"case": case}
-        if structure is not None:
-            if not isinstance(structure, NewStructure):
-                raise TypeError(f"structure: a NewStructure, not {type(structure).__name__}")
-            write["structure"] = structure.to_json(structure_id)
+        write = _open_case(case_id, structure_id, kind, stage, source, opened, party, structure)
         return self._write("OpenCase", "open_case", write, request_id)
 
     def move_case(self, case_id: str, stage: str, *, request_id: str | None = None) -> WriteResult:
@@ -565,9 +661,7 @@ class DepartmentClient:
     ) -> WriteResult:
         """Suspend the party a case names, its order ignored (Art. 22), or lift that
         (``suspended=False``)."""
-        if not isinstance(suspended, bool):
-            raise TypeError(f"suspended: True or False, not {suspended!r}")
-        write = {"case": _id("case_id", case_id), "suspended": suspended}
+        write = _suspend_party(case_id, suspended)
         return self._write("SuspendParty", "suspend_party", write, request_id)
 
     # --- reads -----------------------------------------------------------------------------
@@ -674,14 +768,242 @@ class DepartmentClient:
         return MonthlyReport.from_proto(self._call("Report", request))
 
 
-def _list(page_size: int, **filters: Any) -> pb.ListRequest:
-    if not isinstance(page_size, int) or not 1 <= page_size <= 1000:
-        raise ValueError(f"page_size: 1 to 1000, not {page_size!r}")
-    request = pb.ListRequest(page_size=page_size)
-    for name, value in filters.items():
-        if value is None or value is False:
-            continue
-        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
-            raise ValueError(f"{name}: 0 or more, not {value!r}")
-        setattr(request, name, value)
-    return request
+class AsyncDepartmentClient(_DepartmentBase):
+    """The asyncio twin of ``DepartmentClient``: the same options and calls, awaited; the
+    lists are async iterators. Use it as an async context manager, or await ``close``."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        key: DepartmentKey | str | Path | None,
+        cert: Material,
+        cert_key: Material,
+        ca: Material | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = WRITE_RETRIES,
+    ) -> None:
+        super().__init__(
+            target,
+            key=key,
+            cert=cert,
+            cert_key=cert_key,
+            ca=ca,
+            timeout=timeout,
+            retries=retries,
+        )
+        self._channel = grpc.aio.secure_channel(target, self.credentials)
+        self._stub = registry_pb2_grpc.RegistryStub(self._channel)  # type: ignore[no-untyped-call]
+
+    async def __aenter__(self) -> AsyncDepartmentClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel; calls in flight are cancelled."""
+        await self._channel.close()
+
+    # --- the send path ---------------------------------------------------------------------
+
+    async def _call(self, rpc: str, request: Any) -> Any:
+        try:
+            return await getattr(self._stub, rpc)(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc(exc) from exc
+
+    async def _write(
+        self, rpc: str, action: str, write: dict[str, Any], request_id: str | None
+    ) -> WriteResult:
+        request = self._signed(action, write, request_id)
+        method = getattr(self._stub, rpc)
+        failures = 0
+        while True:
+            try:
+                return WriteResult.from_proto(await method(request, timeout=self.timeout))
+            except grpc.RpcError as exc:
+                self._retry(exc, failures)
+            failures += 1
+            await asyncio.sleep(backoff(failures))
+
+    async def _pages(
+        self, rpc: str, request: pb.ListRequest, items: str, convert: Any
+    ) -> AsyncIterator[Any]:
+        seen: set[str] = set()
+        while True:
+            page = await self._call(rpc, request)
+            for item in getattr(page, items):
+                yield convert(item)
+            token = _next_token(rpc, page, seen)
+            if token is None:
+                return
+            request.page_token = token
+
+    # --- writes ----------------------------------------------------------------------------
+
+    async def issue_permit(
+        self,
+        permit_id: str,
+        *,
+        structure_id: str,
+        kind: str,
+        issued: datetime,
+        status: str = "valid",
+        expires: datetime | None = None,
+        use: str | None = None,
+        request_id: str | None = None,
+    ) -> WriteResult:
+        """``DepartmentClient.issue_permit``, awaited."""
+        write = _issue_permit(permit_id, structure_id, kind, issued, status, expires, use)
+        return await self._write("IssuePermit", "issue_permit", write, request_id)
+
+    async def change_permit_status(
+        self, permit_id: str, status: str, *, request_id: str | None = None
+    ) -> WriteResult:
+        write = {"permit": _id("permit_id", permit_id), "status": _id("status", status)}
+        return await self._write("ChangePermitStatus", "change_permit_status", write, request_id)
+
+    async def open_case(
+        self,
+        case_id: str,
+        structure_id: str,
+        kind: str,
+        stage: str,
+        source: str,
+        opened: datetime,
+        *,
+        party: str | None = None,
+        structure: NewStructure | None = None,
+        request_id: str | None = None,
+    ) -> WriteResult:
+        """``DepartmentClient.open_case``, awaited."""
+        write = _open_case(case_id, structure_id, kind, stage, source, opened, party, structure)
+        return await self._write("OpenCase", "open_case", write, request_id)
+
+    async def move_case(
+        self, case_id: str, stage: str, *, request_id: str | None = None
+    ) -> WriteResult:
+        write = {"case": _id("case_id", case_id), "stage": _id("stage", stage)}
+        return await self._write("MoveCase", "move_case", write, request_id)
+
+    async def refer_case(
+        self, case_id: str, to: str, *, request_id: str | None = None
+    ) -> WriteResult:
+        write = {"case": _id("case_id", case_id), "to": _id("to", to)}
+        return await self._write("ReferCase", "refer_case", write, request_id)
+
+    async def answer_referral(
+        self, case_id: str, answer: str, *, request_id: str | None = None
+    ) -> WriteResult:
+        write = {"case": _id("case_id", case_id), "answer": _id("answer", answer)}
+        return await self._write("AnswerReferral", "answer_referral", write, request_id)
+
+    async def acknowledge_notice(
+        self, notice_id: str, *, request_id: str | None = None
+    ) -> WriteResult:
+        write = {"notice": _id("notice_id", notice_id)}
+        return await self._write("AcknowledgeNotice", "acknowledge_notice", write, request_id)
+
+    async def suspend_party(
+        self, case_id: str, suspended: bool = True, *, request_id: str | None = None
+    ) -> WriteResult:
+        write = _suspend_party(case_id, suspended)
+        return await self._write("SuspendParty", "suspend_party", write, request_id)
+
+    # --- reads -----------------------------------------------------------------------------
+
+    async def get_permit(self, permit_id: str) -> PermitInfo:
+        return PermitInfo.from_proto(await self._call("GetPermit", pb.GetRequest(id=permit_id)))
+
+    async def get_case(self, case_id: str) -> CaseInfo:
+        return CaseInfo.from_proto(await self._call("GetCase", pb.GetRequest(id=case_id)))
+
+    async def get_referral(self, case_id: str) -> ReferralInfo:
+        request = pb.GetRequest(id=case_id)
+        return ReferralInfo.from_proto(await self._call("GetReferral", request))
+
+    async def get_notice(self, notice_id: str) -> NoticeInfo:
+        return NoticeInfo.from_proto(await self._call("GetNotice", pb.GetRequest(id=notice_id)))
+
+    async def get_party(self, party_id: str) -> PartyInfo:
+        return PartyInfo.from_proto(await self._call("GetParty", pb.GetRequest(id=party_id)))
+
+    def permits(
+        self,
+        *,
+        structure_id: str | None = None,
+        kind: str | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> AsyncIterator[PermitInfo]:
+        request = _list(page_size, structure_id=structure_id, kind=kind)
+        return self._pages("ListPermits", request, "permits", PermitInfo.from_proto)
+
+    def cases(
+        self,
+        *,
+        structure_id: str | None = None,
+        district: str | None = None,
+        kind: str | None = None,
+        party: str | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> AsyncIterator[CaseInfo]:
+        request = _list(
+            page_size, structure_id=structure_id, district=district, kind=kind, party=party
+        )
+        return self._pages("ListCases", request, "cases", CaseInfo.from_proto)
+
+    def referrals(
+        self,
+        *,
+        structure_id: str | None = None,
+        district: str | None = None,
+        state: str | None = None,
+        department: str | None = None,
+        min_age_days: int | None = None,
+        max_age_days: int | None = None,
+        overdue: bool = False,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> AsyncIterator[ReferralInfo]:
+        request = _list(
+            page_size,
+            structure_id=structure_id,
+            district=district,
+            state=state,
+            department=department,
+            min_age_days=min_age_days,
+            max_age_days=max_age_days,
+            overdue_only=overdue,
+        )
+        return self._pages("ListReferrals", request, "referrals", ReferralInfo.from_proto)
+
+    def notices(
+        self,
+        *,
+        structure_id: str | None = None,
+        district: str | None = None,
+        state: str | None = None,
+        office: str | None = None,
+        min_age_days: int | None = None,
+        max_age_days: int | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> AsyncIterator[NoticeInfo]:
+        request = _list(
+            page_size,
+            structure_id=structure_id,
+            district=district,
+            state=state,
+            office=office,
+            min_age_days=min_age_days,
+            max_age_days=max_age_days,
+        )
+        return self._pages("ListNotices", request, "notices", NoticeInfo.from_proto)
+
+    def parties(self, *, page_size: int = DEFAULT_PAGE_SIZE) -> AsyncIterator[PartyInfo]:
+        return self._pages("ListParties", _list(page_size), "parties", PartyInfo.from_proto)
+
+    async def report(self, month: str, district: str | None = None) -> MonthlyReport:
+        request = pb.ReportRequest(month=_id("month", month), district=district or "")
+        return MonthlyReport.from_proto(await self._call("Report", request))
