@@ -20,6 +20,7 @@ import click
 import orjson
 import uvloop
 from permitgate_client import VerifierKey
+from permitgate_client._statements import DepartmentKey
 from tqdm import tqdm
 
 from registry.admin import (
@@ -35,6 +36,14 @@ from registry.admin import (
 )
 from registry.audit import audit_registry
 from registry.demo import demo_lines
+from registry.department_keys import (
+    enrol_department,
+    list_departments,
+    load_department_key,
+    revoke_department,
+    rotate_department_key,
+)
+from registry.departments import Role
 from registry.errors import PlainError
 from registry.importer import MAX_REPORTED_ERRORS, import_lines
 from registry.notifications import iter_notifications
@@ -42,9 +51,11 @@ from registry.publisher import redis_client
 from registry.records import format_time
 from registry.redis_layout import DEFAULT_PREFIX
 from registry.service import (
+    DEFAULT_DEPARTMENTS_LISTEN,
     DEFAULT_HEARTBEAT,
     DEFAULT_LISTEN,
     DEFAULT_REFRESH_EVERY,
+    DepartmentTls,
     serve_until_signalled,
 )
 from registry.signing import DEFAULT_KEYS_DIR, load_verifier
@@ -500,6 +511,31 @@ Exit codes:
     show_default=True,
     help="Prefix of the registry's keys in Redis (several registries can share one).",
 )
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The service's TLS certificate (PEM), for departments' mutual TLS.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Its private key (PEM).",
+)
+@click.option(
+    "--client-ca",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The CA that issues departments' client certificates (subject O = department id).",
+)
+@click.option(
+    "--departments-listen",
+    default=DEFAULT_DEPARTMENTS_LISTEN,
+    show_default=True,
+    help="HOST:PORT where departments call over mutual TLS (with --tls-cert, --tls-key and "
+    "--client-ca; port 0: any).",
+)
 def serve(
     db_url: str | None,
     keys_dir: Path,
@@ -509,12 +545,25 @@ def serve(
     refresh_every: float,
     redis_url: str | None,
     redis_prefix: str,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    client_ca: Path | None,
+    departments_listen: str,
 ) -> None:
     """Run the registry service: keep the newest head cosigned, and serve heads, status records
     with their map proofs, and consistency proofs over gRPC (permitgate.v1.Registry). With
     --redis, also publish the verified heads, records and proofs' data to Redis, where gates
-    read them (and check them against the signed head)."""
+    read them (and check them against the signed head). With --tls-cert, --tls-key and
+    --client-ca, departments write and read over mutual TLS on --departments-listen."""
     address = parse_listen(listen)
+    given = [tls_cert is not None, tls_key is not None, client_ca is not None]
+    if any(given) and not all(given):
+        fail("--tls-cert, --tls-key and --client-ca go together (departments' mutual TLS)")
+    tls = None
+    departments_address = None
+    if tls_cert is not None and tls_key is not None and client_ca is not None:
+        tls = DepartmentTls(tls_cert, tls_key, client_ca)
+        departments_address = parse_listen(departments_listen)
     if redis_url is not None:
         try:
             redis_client(redis_url).close()
@@ -526,6 +575,8 @@ def serve(
     finally:
         db.dispose()
     check_free(address)
+    if departments_address is not None:
+        check_free(departments_address)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         uvloop.run(
@@ -538,6 +589,8 @@ def serve(
                 refresh_every=refresh_every,
                 redis_url=redis_url,
                 redis_prefix=redis_prefix,
+                tls=tls,
+                departments_listen=str(departments_address or DEFAULT_DEPARTMENTS_LISTEN),
             )
         )
     except RuntimeError as exc:  # gRPC's bind failed after check_free passed (a race)
@@ -545,3 +598,147 @@ def serve(
             raise
         why = bind_failure(address) or "gRPC could not bind it"
         raise ListenError(f"cannot listen on {address}: {why}") from exc
+
+
+@registry.group(epilog=EXIT_CODES)
+def department() -> None:
+    """The departments that write as themselves: enrol one with its key, rotate or revoke the
+    key, list them. Each change is an event in the registry's log, signed into a head; the
+    directory itself is kept in the registry's own state (--state), never in the database."""
+
+
+@department.command("enrol", epilog=EXIT_CODES)
+@click.option("--id", "department_id", required=True, help="The department's id (an id).")
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice([r.value for r in Role]),
+    help="What it is, which fixes what it may write.",
+)
+@click.option("--name", required=True, help="Its name, for people.")
+@click.option(
+    "--key",
+    "key_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Its verifier key file (ID.pub, from 'department keygen').",
+)
+@db_option
+@keys_option
+@state_option
+def department_enrol(
+    department_id: str,
+    role: str,
+    name: str,
+    key_file: Path,
+    db_url: str | None,
+    keys_dir: Path,
+    state_dir: Path | None,
+) -> None:
+    """Enrol a department with its first key."""
+    db = existing(db_url)
+    key = load_department_key(key_file, department_id)
+    entry = enrol_department(
+        db,
+        load_registry_signer(db, keys_dir),
+        registry_state_dir(keys_dir, state_dir),
+        department_id=department_id,
+        role=role,
+        name=name,
+        key=key,
+    )
+    click.echo(
+        f"enrolled {entry.id} ({entry.role}, {entry.name}) with key {key.keyid_text} at "
+        f"event {entry.seq}"
+    )
+
+
+@department.command("rotate", epilog=EXIT_CODES)
+@click.option("--id", "department_id", required=True, help="The department's id.")
+@click.option(
+    "--key",
+    "key_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Its new verifier key file.",
+)
+@db_option
+@keys_option
+@state_option
+def department_rotate(
+    department_id: str, key_file: Path, db_url: str | None, keys_dir: Path, state_dir: Path | None
+) -> None:
+    """Give a department a new key; the old one is refused from now on."""
+    db = existing(db_url)
+    key = load_department_key(key_file, department_id)
+    entry = rotate_department_key(
+        db,
+        load_registry_signer(db, keys_dir),
+        registry_state_dir(keys_dir, state_dir),
+        department_id=department_id,
+        key=key,
+    )
+    click.echo(f"{entry.id}: key {key.keyid_text} from event {entry.seq} on")
+
+
+@department.command("revoke", epilog=EXIT_CODES)
+@click.option("--id", "department_id", required=True, help="The department's id.")
+@click.option("--reason", default=None, help="Why (kept in the log).")
+@db_option
+@keys_option
+@state_option
+def department_revoke(
+    department_id: str,
+    reason: str | None,
+    db_url: str | None,
+    keys_dir: Path,
+    state_dir: Path | None,
+) -> None:
+    """Revoke a department's key: its writes are refused from now on; earlier ones still
+    verify."""
+    db = existing(db_url)
+    entry = revoke_department(
+        db,
+        load_registry_signer(db, keys_dir),
+        registry_state_dir(keys_dir, state_dir),
+        department_id=department_id,
+        reason=reason,
+    )
+    click.echo(f"{entry.id}: key {entry.verifier().keyid_text} revoked at event {entry.seq}")
+
+
+@department.command("list", epilog=EXIT_CODES)
+@db_option
+@keys_option
+@state_option
+def department_list(db_url: str | None, keys_dir: Path, state_dir: Path | None) -> None:
+    """List the departments: id, role, name, key id, state."""
+    db = existing(db_url)
+    entries = list_departments(
+        db, load_registry_signer(db, keys_dir), registry_state_dir(keys_dir, state_dir)
+    )
+    rows = [("ID", "ROLE", "NAME", "KEY ID", "STATE")]
+    rows += [(e.id, e.role, e.name, e.verifier().keyid_text, e.state) for e in entries]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        click.echo(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[4]
+        )
+
+
+@department.command("keygen", epilog=EXIT_CODES)
+@click.option("--id", "department_id", required=True, help="The department's id.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for ID.key (mode 0600) and ID.pub.",
+)
+def department_keygen(department_id: str, out: Path) -> None:
+    """Make a department's signing key: OUT/ID.key and OUT/ID.pub (enrol the .pub)."""
+    try:
+        path = DepartmentKey.generate(department_id).save(out)
+    except FileExistsError:
+        fail(f"{out / (department_id + '.key')} exists already; not overwritten")
+        return
+    click.echo(f"wrote {path} and {path.with_suffix('.pub')}")

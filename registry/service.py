@@ -17,11 +17,29 @@ the registry in the background; ``stop`` turns health to NOT_SERVING first, lets
 finish, and stops the jobs (a cosignature under way may finish; nothing is left half written).
 With a Redis URL, the verified state is also published there for gates (``registry.publisher``);
 Redis being down never stops the service answering.
+
+**Departments** write through the same service (``IssuePermit`` ... ``SuspendParty``, one table
+``WRITE_METHODS`` from method to action) and read through it (``registry.department_reads``,
+when present, given ``authorise``). Their calls need mutual TLS: with ``tls`` (``--tls-cert``,
+``--tls-key``, ``--client-ca``), the service also listens on ``departments_listen``, where every
+caller must present a client certificate from the client CA (gRPC's Python server cannot make
+client certificates optional on one port, so the gates' port stays as it was). The certificate's
+department (``registry.identity``) must be enrolled and, for a write, be the statement's.
+Writes are taken in groups: one task takes every write waiting (up to ``MAX_GROUP``) and
+applies them in one transaction and one head (``registry.department_writes``); then the
+heartbeat runs at once, so the new head is cosigned and published within the second, while
+gates polling the database see it as soon as it commits.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import importlib
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
@@ -29,8 +47,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from permitgate_client.v1 import registry_pb2 as pb
 
-from registry.admin import load_registry_signer
+from registry.admin import RegistryRefused, load_registry_signer
+from registry.department_keys import DepartmentDirectory
+from registry.department_writes import DepartmentWrites, WriteOutcome, WriteRefused, WriteRequest
+from registry.errors import plain_error
 from registry.heartbeat import Heartbeat, NotServing, open_registry_writer, run_blocking
+from registry.identity import IdentityRefused, certificate_department
+from registry.log import DepartmentEntry
 from registry.publisher import RedisPublisher
 from registry.redis_layout import DEFAULT_PREFIX
 from registry.service_state import ServedState
@@ -41,10 +64,14 @@ from server.listen import serve_until_signalled as serve_app_until_signalled
 from server.reflection import enable_reflection
 
 __all__ = [
+    "DEFAULT_DEPARTMENTS_LISTEN",
     "DEFAULT_HEARTBEAT",
     "DEFAULT_LISTEN",
     "DEFAULT_REFRESH_EVERY",
+    "MAX_GROUP",
     "SERVICE_NAME",
+    "WRITE_METHODS",
+    "DepartmentTls",
     "RegistryApp",
     "RegistryService",
     "serve_until_signalled",
@@ -54,6 +81,20 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["Registry"].full_name
 DEFAULT_LISTEN: Final = "127.0.0.1:50060"
+DEFAULT_DEPARTMENTS_LISTEN: Final = "127.0.0.1:50061"
+MAX_GROUP: Final = 100
+"""At most this many department writes go into one transaction and head."""
+WRITE_METHODS: Final[dict[str, str]] = {
+    "IssuePermit": "issue_permit",
+    "ChangePermitStatus": "change_permit_status",
+    "OpenCase": "open_case",
+    "MoveCase": "move_case",
+    "ReferCase": "refer_case",
+    "AnswerReferral": "answer_referral",
+    "AcknowledgeNotice": "acknowledge_notice",
+    "SuspendParty": "suspend_party",
+}
+"""The write RPCs, each with the statement action it takes: the one dispatch table."""
 DEFAULT_HEARTBEAT: Final = 10.0
 DEFAULT_REFRESH_EVERY: Final = 3600.0
 MAX_CONCURRENT_RPCS: Final = 1000
@@ -66,15 +107,161 @@ async def _abort(context: Context, code: grpc.StatusCode, details: str) -> NoRet
     raise AssertionError("context.abort returned")  # pragma: no cover
 
 
-class RegistryService:
-    """``permitgate.v1.Registry``: GetHead, GetStatus, GetConsistency, from the held state."""
+@dataclass(frozen=True)
+class DepartmentTls:
+    """The mutual TLS departments call through: the service's certificate and key, and the CA
+    that issues departments' client certificates (``registry.demo_pki`` makes a throwaway one)."""
 
-    def __init__(self, heartbeat: Heartbeat) -> None:
+    cert: Path
+    key: Path
+    client_ca: Path
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.key.read_bytes(), self.cert.read_bytes())],
+            root_certificates=self.client_ca.read_bytes(),
+            require_client_auth=True,
+        )
+
+
+class WriteQueue:
+    """Group commit: one task takes every write waiting (up to ``max_group``), writes them in
+    one transaction (each checked on its own), answers each, then calls ``committed``."""
+
+    def __init__(
+        self,
+        writes: DepartmentWrites,
+        committed: Callable[[], None],
+        max_group: int = MAX_GROUP,
+    ) -> None:
+        self._writes = writes
+        self._committed = committed
+        self._max_group = max_group
+        self._queue: asyncio.Queue[tuple[WriteRequest, asyncio.Future[WriteOutcome]]] = (
+            asyncio.Queue()
+        )
+        self._task: asyncio.Task[None] | None = None
+        self.groups = 0  # groups written
+        self.largest = 0  # the most writes in one group
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="writes")
+
+    async def write(self, request: WriteRequest) -> WriteOutcome:
+        done: asyncio.Future[WriteOutcome] = asyncio.get_running_loop().create_future()
+        await self._queue.put((request, done))
+        return await done
+
+    async def _run(self) -> None:
+        while True:
+            waiting = [await self._queue.get()]
+            while len(waiting) < self._max_group and not self._queue.empty():
+                waiting.append(self._queue.get_nowait())
+            waiting = [(r, f) for r, f in waiting if not f.done()]  # callers gone
+            if not waiting:
+                continue
+            requests = [request for request, _ in waiting]
+            try:
+                outcomes = await run_blocking(partial(self._writes.write, requests), "writes")
+            except Exception as exc:
+                for _, future in waiting:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            self.groups += 1
+            self.largest = max(self.largest, len(requests))
+            for (_, future), outcome in zip(waiting, outcomes, strict=True):
+                if not future.done():
+                    future.set_result(outcome)
+            if any(not isinstance(o, WriteRefused) and not o.replayed for o in outcomes):
+                self._committed()
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+Authorise = Callable[[Any], Any]
+"""``authorise(context)``: the enrolled department calling (a ``DepartmentEntry``), or the call
+is aborted (``UNAUTHENTICATED``/``PERMISSION_DENIED`` saying why). Awaitable."""
+
+
+class RegistryService:
+    """``permitgate.v1.Registry``: GetHead, GetStatus, GetConsistency, from the held state;
+    the departments' writes (through ``writes``) and reads (``read_handlers``)."""
+
+    def __init__(
+        self,
+        heartbeat: Heartbeat,
+        *,
+        writes: WriteQueue | None = None,
+        directory: DepartmentDirectory | None = None,
+        departments_address: str | None = None,
+        read_handlers: Callable[[Authorise], dict[str, grpc.RpcMethodHandler]] | None = None,
+    ) -> None:
         self._heartbeat = heartbeat
+        self._writes = writes
+        self._directory = directory
+        self._departments_address = departments_address
+        self._read_handlers = read_handlers
+
+    async def authorise(self, context: Context) -> DepartmentEntry:
+        """The enrolled department whose client certificate made this call; else the call is
+        aborted saying why."""
+        try:
+            claimed = certificate_department(context, self._departments_address)
+        except IdentityRefused as exc:
+            await _abort(context, getattr(grpc.StatusCode, exc.code), exc.message)
+        department = None if self._directory is None else self._directory.lookup(claimed)
+        if department is None:
+            await _abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"the client certificate names department {claimed!r}, which is not enrolled",
+            )
+        if not department.active:
+            await _abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"department {claimed!r}: its key was revoked",
+            )
+        return department
+
+    def _write_handler(self, action: str) -> grpc.RpcMethodHandler:
+        async def write(request: pb.SignedWrite, context: Context) -> pb.WriteResult:
+            department = await self.authorise(context)
+            if self._writes is None:
+                await _abort(context, grpc.StatusCode.UNAVAILABLE, "registry service: no writes")
+            try:
+                outcome = await self._writes.write(
+                    WriteRequest(bytes(request.statement), action, department.id)
+                )
+            except RegistryRefused as exc:
+                await _abort(context, grpc.StatusCode.UNAVAILABLE, f"registry service: {exc}")
+            except Exception as exc:
+                plain = plain_error(exc)
+                if plain is None:
+                    raise
+                await _abort(context, grpc.StatusCode.UNAVAILABLE, f"registry service: {plain}")
+            if isinstance(outcome, WriteRefused):
+                await _abort(context, getattr(grpc.StatusCode, outcome.code.value), outcome.message)
+            return outcome
+
+        return grpc.unary_unary_rpc_method_handler(
+            write,
+            request_deserializer=pb.SignedWrite.FromString,
+            response_serializer=pb.WriteResult.SerializeToString,
+        )
 
     def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         """Every method of the service by name (register them through a ``GuardedServer``)."""
-        return {
+        handlers = {method: self._write_handler(action) for method, action in WRITE_METHODS.items()}
+        if self._read_handlers is not None:
+            handlers.update(self._read_handlers(self.authorise))
+        return handlers | {
             "GetHead": grpc.unary_unary_rpc_method_handler(
                 self.get_head,
                 request_deserializer=pb.GetHeadRequest.FromString,
@@ -183,8 +370,14 @@ class RegistryApp:
         refresh_every: float,
         state_dir: Path,
         publisher: RedisPublisher | None = None,
+        writes: WriteQueue | None = None,
+        directory: DepartmentDirectory | None = None,
+        departments_address: str | None = None,
     ) -> None:
         self.db = db
+        self.writes = writes
+        self.directory = directory
+        self.departments_address = departments_address
         self.publisher = publisher
         self.heartbeat = heartbeat
         self.health = health
@@ -207,9 +400,14 @@ class RegistryApp:
         refresh_every: float = DEFAULT_REFRESH_EVERY,
         redis_url: str | None = None,
         redis_prefix: str = DEFAULT_PREFIX,
+        tls: DepartmentTls | None = None,
+        departments_listen: str = DEFAULT_DEPARTMENTS_LISTEN,
+        writes: DepartmentWrites | None = None,
     ) -> RegistryApp:
         """The service on ``listen``; with ``redis_url``, its verified state is also published
-        there under ``redis_prefix`` (``registry.publisher``) at each heartbeat."""
+        there under ``redis_prefix`` (``registry.publisher``) at each heartbeat; with ``tls``,
+        departments' calls are served over mutual TLS on ``departments_listen``. ``writes``
+        (default: a ``DepartmentWrites`` with the shipped working-day calendar) makes them."""
         if heartbeat <= 0 or refresh_every <= 0:
             raise ValueError(
                 f"heartbeat ({heartbeat:g} s) and refresh_every ({refresh_every:g} s) must be "
@@ -241,7 +439,23 @@ class RegistryApp:
                 ]
             )
             guarded = GuardedServer(server, MalformedRequests(), CallLimit(MAX_CONCURRENT_RPCS))
-            RegistryService(beat).add_to_server(guarded)
+            directory = DepartmentDirectory(state_dir)
+            queue = WriteQueue(
+                writes or DepartmentWrites(db, signer, state_dir), beat.beat.run_soon
+            )
+            departments_address: str | None = None
+            if tls is not None:
+                tls_port = server.add_secure_port(departments_listen, tls.credentials())
+                if tls_port == 0:
+                    raise OSError(f"cannot listen on {departments_listen}")
+                departments_address = f"{departments_listen.rsplit(':', 1)[0]}:{tls_port}"
+            RegistryService(
+                beat,
+                writes=queue,
+                directory=directory,
+                departments_address=departments_address,
+                read_handlers=_department_reads(db),
+            ).add_to_server(guarded)
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, guarded)
             enable_reflection((SERVICE_NAME, health.SERVICE_NAME), guarded)
             guarded.check()
@@ -262,6 +476,9 @@ class RegistryApp:
             refresh_every=refresh_every,
             state_dir=state_dir,
             publisher=publisher,
+            writes=queue,
+            directory=directory,
+            departments_address=departments_address,
         )
 
     async def start(self) -> None:
@@ -269,6 +486,8 @@ class RegistryApp:
         await self.health.start()
         await self.server.start()
         self.heartbeat.start()
+        if self.writes is not None:
+            self.writes.start()
         if self.publisher is not None:
             self.publisher.start()
 
@@ -276,7 +495,12 @@ class RegistryApp:
         """The one line the service logs at start."""
         return (
             f"permitgate registry service listening on {self.address} (plaintext); "
-            f"registry key {self.key_id}; data: {self.db}; state: {self.state_dir}; "
+            + (
+                "department calls: none (no --tls-cert/--tls-key/--client-ca); "
+                if self.departments_address is None
+                else f"department calls on {self.departments_address} (mutual TLS); "
+            )
+            + f"registry key {self.key_id}; data: {self.db}; state: {self.state_dir}; "
             f"heartbeat every {self.heartbeat_interval:g} s, refresh every "
             f"{self.refresh_every:g} s"
             + ("" if self.publisher is None else f"; publishing to {self.publisher}")
@@ -285,10 +509,27 @@ class RegistryApp:
     async def stop(self, grace: float = 5.0) -> None:
         await self.health.stop()  # NOT_SERVING first, so balancers move on
         await self.server.stop(grace)
+        if self.writes is not None:
+            await self.writes.close()
         await self.heartbeat.close(grace)
         if self.publisher is not None:
             await self.publisher.close(grace)
+        if self.directory is not None:
+            self.directory.close()
         self.db.dispose()
+
+
+def _department_reads(
+    db: Database,
+) -> Callable[[Authorise], dict[str, grpc.RpcMethodHandler]] | None:
+    """The department read RPCs (``registry.department_reads``), when that module is there."""
+    try:
+        reads = importlib.import_module("registry.department_reads")
+    except ModuleNotFoundError:
+        return None
+    handlers: Callable[[Authorise], dict[str, grpc.RpcMethodHandler]]
+    handlers = reads.DepartmentReads(db).method_handlers
+    return handlers
 
 
 async def serve_until_signalled(**options: Any) -> None:
