@@ -66,6 +66,14 @@ WRITE_RETRIES: Final = 4
 DEFAULT_PAGE_SIZE: Final = 100
 """Items asked for per page by the list iterators (the registry takes 1 to 1000)."""
 
+CHANNEL_OPTIONS: Final = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
+"""Reconnect soon after the registry comes back, so that a write's retries can reach it (gRPC's
+own default waits a second, then longer, between attempts to connect)."""
+
 RETRIED: Final = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 """Failures after which the same signed write is sent again: it may not have arrived, or its
 answer may have been lost; the request id makes a second arrival harmless."""
@@ -540,7 +548,7 @@ class DepartmentClient(_DepartmentBase):
             timeout=timeout,
             retries=retries,
         )
-        self._channel = grpc.secure_channel(target, self.credentials)
+        self._channel = grpc.secure_channel(target, self.credentials, options=CHANNEL_OPTIONS)
         self._stub = registry_pb2_grpc.RegistryStub(self._channel)  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> DepartmentClient:
@@ -792,7 +800,9 @@ class AsyncDepartmentClient(_DepartmentBase):
             timeout=timeout,
             retries=retries,
         )
-        self._channel = grpc.aio.secure_channel(target, self.credentials)
+        self._channel = grpc.aio.secure_channel(
+            target, self.credentials, options=CHANNEL_OPTIONS
+        )
         self._stub = registry_pb2_grpc.RegistryStub(self._channel)  # type: ignore[no-untyped-call]
 
     async def __aenter__(self) -> AsyncDepartmentClient:

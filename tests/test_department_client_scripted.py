@@ -1,6 +1,8 @@
-"""``DepartmentClient`` against a registry over mutual TLS on loopback: each write signed by the
-department's key and sent to its RPC, typed results, retries that resend the same signed
-statement, paging, and every refusal mapped to its typed error with the registry's text."""
+"""``DepartmentClient`` and ``AsyncDepartmentClient`` against a scripted registry over mutual TLS
+on loopback (``department_registry``): what the real service cannot be made to do on demand
+(lose the answer to a write it made, so that the client must resend the very same signed
+statement), the wire form of each statement, and every refusal mapped to its typed error. The
+same calls against the real registry service: ``test_department_client``."""
 
 from __future__ import annotations
 
