@@ -22,8 +22,11 @@ registry's page tokens. Failed calls raise the package's ``GateError`` subclasse
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,6 +65,10 @@ __all__ = [
 
 WRITE_RETRIES: Final = 4
 """How many times a write is sent again after ``UNAVAILABLE`` or ``DEADLINE_EXCEEDED``."""
+
+KEPT_STATEMENTS: Final = 1024
+"""How many signed statements a client keeps by request id, to send the same bytes when a
+caller retries a write under its request id."""
 
 DEFAULT_PAGE_SIZE: Final = 100
 """Items asked for per page by the list iterators (the registry takes 1 to 1000)."""
@@ -488,6 +495,8 @@ class _DepartmentBase:
         self.retries = retries
         self.key = key
         self.department = key.department if key is not None else organisation
+        self._sent: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
         self.credentials = grpc.ssl_channel_credentials(
             root_certificates=_pem("ca", ca),
             private_key=private_key,
@@ -498,13 +507,28 @@ class _DepartmentBase:
         return f"{type(self).__name__}({self.target!r}, department={self.department!r})"
 
     def _signed(self, action: str, write: dict[str, Any], request_id: str | None) -> pb.SignedWrite:
-        """The statement, signed once: every attempt sends these same bytes."""
+        """The statement, signed once: every attempt sends these same bytes. Asked again for
+        the same request id, action and arguments (a caller retrying a call that failed), the
+        bytes signed the first time are sent again, so the registry answers with the first
+        result; a request id the client has not kept gets a new statement."""
         if self.key is None:
             raise ValueError(f"{action}: a write needs the department's signing key (key=...)")
         if request_id is None:
             request_id = str(uuid.uuid4())
-        statement = self.key.statement(action, write, request_id=_id("request_id", request_id))
-        return pb.SignedWrite(statement=self.key.sign(statement))
+        _id("request_id", request_id)
+        what = json.dumps([action, write], sort_keys=True, separators=(",", ":"))
+        with self._lock:
+            kept = self._sent.get(request_id)
+            if kept is not None and kept[0] == what:
+                self._sent.move_to_end(request_id)
+                return pb.SignedWrite(statement=kept[1])
+        statement = self.key.statement(action, write, request_id=request_id)
+        envelope = self.key.sign(statement)
+        with self._lock:
+            self._sent[request_id] = (what, envelope)
+            while len(self._sent) > KEPT_STATEMENTS:
+                self._sent.popitem(last=False)
+        return pb.SignedWrite(statement=envelope)
 
     def _retry(self, exc: grpc.RpcError, failures: int) -> GateError:
         """The typed error; raised at once unless it is worth sending the write again."""
@@ -800,9 +824,7 @@ class AsyncDepartmentClient(_DepartmentBase):
             timeout=timeout,
             retries=retries,
         )
-        self._channel = grpc.aio.secure_channel(
-            target, self.credentials, options=CHANNEL_OPTIONS
-        )
+        self._channel = grpc.aio.secure_channel(target, self.credentials, options=CHANNEL_OPTIONS)
         self._stub = registry_pb2_grpc.RegistryStub(self._channel)  # type: ignore[no-untyped-call]
 
     async def __aenter__(self) -> AsyncDepartmentClient:
