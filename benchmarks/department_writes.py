@@ -88,6 +88,7 @@ ROLES = (  # role, a case kind in its remit
 )
 RESULTS = REPO / "benchmarks" / "results"
 _LISTENING = re.compile(r"listening on (\S+) ")
+_DEPARTMENT_CALLS = re.compile(r"department calls on (\S+) \(mutual TLS\)")
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
@@ -288,6 +289,7 @@ def build(home: Path, db_url: str, departments: int) -> Setup:
     state = home / "registry-state"
     db = ("--db", db_url)
     keys = ("--keys", str(registry_keys), "--state", str(state))
+    vouch_keys = ("--keys", str(registry_keys))
     permitgate("registry", "init", *db, *keys)
     demo = home / "registry.jsonl"
     with demo.open("wb") as out:
@@ -296,15 +298,15 @@ def build(home: Path, db_url: str, departments: int) -> Setup:
             stdout=out,
             check=True,
         )
-    permitgate("registry", "import", str(demo), *db, *keys, timeout=1800)
+    permitgate("registry", "import", str(demo), *db, *vouch_keys, timeout=1800)
     gate_keys.mkdir(mode=0o700)
     shutil.copyfile(registry_keys / "registry.pub", gate_keys / "registry.pub")
     ensure_signer(gate_keys, GATE_ROLE, DEFAULT_GATE_NAME)
-    permitgate("registry", "vouch", str(gate_keys / f"{GATE_ROLE}.pub"), *db, *keys)
+    permitgate("registry", "vouch", str(gate_keys / f"{GATE_ROLE}.pub"), *db, *vouch_keys)
     made = _departments(home, departments)
     for d in made:
         permitgate(
-            "registry", "department", "enrol", d.id, "--role", d.role,
+            "registry", "department", "enrol", "--id", d.id, "--role", d.role,
             "--name", f"{d.role} department {d.id}", "--key", str(d.key.with_suffix(".pub")),
             *db, *keys,
         )  # fmt: skip
@@ -322,8 +324,9 @@ def build(home: Path, db_url: str, departments: int) -> Setup:
 
 
 @contextmanager
-def server(label: str, args: list[str], health: grpc.ChannelCredentials | None) -> Iterator[str]:
-    """Run a ``permitgate`` server until SERVING (its health service); its address."""
+def server(label: str, args: list[str], also: re.Pattern[str] | None = None) -> Iterator[list[str]]:
+    """Run a ``permitgate`` server until SERVING (its health service, on its plaintext
+    address); that address, and what ``also`` found in its log (another address)."""
     process = subprocess.Popen(
         [permitgate_command(), *args, "--listen", "127.0.0.1:0"],
         stderr=subprocess.PIPE,
@@ -341,17 +344,18 @@ def server(label: str, args: list[str], health: grpc.ChannelCredentials | None) 
             said.append(line)
             if not address and (m := _LISTENING.search(line)):
                 address.append(m.group(1))
+                if also is not None and (extra := also.search(line)):
+                    address.append(extra.group(1))
                 seen.set()
 
     threading.Thread(target=read, daemon=True).start()
     try:
         if not seen.wait(300):
             raise RuntimeError(f"{label} did not listen:\n{''.join(said)}")
+        if also is not None and len(address) < 2:
+            raise RuntimeError(f"{label}: no {also.pattern!r} in its log:\n{''.join(said)}")
         target = address[0]
-        channel = (
-            grpc.insecure_channel(target) if health is None else grpc.secure_channel(target, health)
-        )
-        with channel:
+        with grpc.insecure_channel(target) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             deadline = time.monotonic() + 300
             while True:
@@ -364,7 +368,7 @@ def server(label: str, args: list[str], health: grpc.ChannelCredentials | None) 
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{label} never SERVING:\n{''.join(said)}")
                 time.sleep(0.05)
-        yield target
+        yield address
     finally:
         process.terminate()
         try:
@@ -532,23 +536,21 @@ def run_backend(
 ) -> BackendRun:  # fmt: skip
     print(f"[{label}] building the registry ({STRUCTURES:,} structures, {departments} departments)")
     setup = build(home, db_url, departments)
-    tls = grpc.ssl_channel_credentials(
-        root_certificates=setup.ca.read_bytes(),
-        private_key=setup.departments[0].cert_key.read_bytes(),
-        certificate_chain=setup.departments[0].cert.read_bytes(),
-    )
     registry_args = [
         "registry", "serve", "--db", db_url, "--keys", str(setup.registry_keys),
         "--state", str(setup.state), "--tls-cert", str(setup.server_cert),
         "--tls-key", str(setup.server_key), "--client-ca", str(setup.ca),
+        "--departments-listen", "127.0.0.1:0",
     ]  # fmt: skip
     gate_args = [
         "serve", "--db", db_url, "--keys", str(setup.gate_keys),
         "--state", str(home / "gate-state"),
     ]  # fmt: skip
     with ExitStack() as stack:
-        registry = stack.enter_context(server("the registry service", registry_args, tls))
-        gate = stack.enter_context(server("the gate", gate_args, None))
+        _, registry = stack.enter_context(
+            server("the registry service", registry_args, _DEPARTMENT_CALLS)
+        )
+        (gate,) = stack.enter_context(server("the gate", gate_args))
         print(f"[{label}] registry at {registry} (mutual TLS), gate at {gate}")
         print(f"[{label}] checks alone: {check_rate:g}/s for {seconds:g} s")
         alone = check_figures(run_check_load(gate, check_rate, seconds))

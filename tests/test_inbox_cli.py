@@ -147,6 +147,7 @@ def test_ack_acknowledges_and_the_state_filter_sees_it(box: Inbox, group: dict[s
         ("notice", "N-3"),
     ]
     shown = inbox(group, "show", notice, "--json")
+    assert shown.exit_code == 0, shown.output
     assert json.loads(shown.stdout)["state"] == "acknowledged"
     assert json.loads(shown.stdout)["acknowledged_by"] == "working-group"
 

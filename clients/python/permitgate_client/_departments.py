@@ -64,7 +64,8 @@ __all__ = [
 ]
 
 WRITE_RETRIES: Final = 4
-"""How many times a write is sent again after ``UNAVAILABLE`` or ``DEADLINE_EXCEEDED``."""
+"""How many times a call (a write, the same signed statement; or a read) is sent again after
+``UNAVAILABLE`` or ``DEADLINE_EXCEEDED``."""
 
 KEPT_STATEMENTS: Final = 1024
 """How many signed statements a client keeps by request id, to send the same bytes when a
@@ -531,7 +532,7 @@ class _DepartmentBase:
         return pb.SignedWrite(statement=envelope)
 
     def _retry(self, exc: grpc.RpcError, failures: int) -> GateError:
-        """The typed error; raised at once unless it is worth sending the write again."""
+        """The typed error; raised at once unless it is worth sending the call again."""
         error = from_rpc(exc)
         if error.code not in RETRIED or failures >= self.retries:
             raise error from exc
@@ -590,10 +591,17 @@ class DepartmentClient(_DepartmentBase):
     # --- the send path ---------------------------------------------------------------------
 
     def _call(self, rpc: str, request: Any) -> Any:
-        try:
-            return getattr(self._stub, rpc)(request, timeout=self.timeout)
-        except grpc.RpcError as exc:
-            raise from_rpc(exc) from exc
+        """A read, asked again (it changes nothing) when the registry is unreachable or
+        silent, as a write is."""
+        method = getattr(self._stub, rpc)
+        failures = 0
+        while True:
+            try:
+                return method(request, timeout=self.timeout)
+            except grpc.RpcError as exc:
+                self._retry(exc, failures)
+            failures += 1
+            time.sleep(backoff(failures))
 
     def _write(
         self, rpc: str, action: str, write: dict[str, Any], request_id: str | None
@@ -842,10 +850,15 @@ class AsyncDepartmentClient(_DepartmentBase):
     # --- the send path ---------------------------------------------------------------------
 
     async def _call(self, rpc: str, request: Any) -> Any:
-        try:
-            return await getattr(self._stub, rpc)(request, timeout=self.timeout)
-        except grpc.RpcError as exc:
-            raise from_rpc(exc) from exc
+        method = getattr(self._stub, rpc)
+        failures = 0
+        while True:
+            try:
+                return await method(request, timeout=self.timeout)
+            except grpc.RpcError as exc:
+                self._retry(exc, failures)
+            failures += 1
+            await asyncio.sleep(backoff(failures))
 
     async def _write(
         self, rpc: str, action: str, write: dict[str, Any], request_id: str | None
