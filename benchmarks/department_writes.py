@@ -35,12 +35,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import json
 import os
 import platform
-import queue
 import re
 import shutil
 import subprocess
@@ -49,7 +47,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -68,6 +67,7 @@ from permitgate_client import (
     Verdict,
 )
 
+from benchmarks.proctree import cpu_seconds
 from benchmarks.support import REPO, permitgate, permitgate_command, private_pg_database
 from registry.demo import SCENARIOS, structure_id
 from registry.demo_pki import make_demo_pki
@@ -80,6 +80,12 @@ RATE = 10.0  # writes/s per department
 SECONDS = 30.0
 CHECK_RATE = 200.0  # the gate's usual rate for this run (checks/s)
 CHECKED = structure_id(0)  # scenario 0: ALLOW, never written to
+PROBE_STRUCTURES = tuple(structure_id(len(SCENARIOS) * k) for k in range(1, 9))
+"""ALLOW structures only the prober writes cases on (the write-to-gate samples)."""
+WARMUP = 2.0
+"""Seconds of checks before each measured phase (not counted)."""
+IN_FLIGHT = 16
+"""Writes a department may have in flight at once (its clerks)."""
 ROLES = (  # role, a case kind in its remit
     ("planning", "deviates_from_permit"),
     ("land", "illegal_land_use"),
@@ -152,6 +158,7 @@ class BackendRun:
     checks_with_writes: CheckFigures
     writes: WriteFigures
     write_to_gate: VisibilityFigures
+    cores: dict[str, float]  # CPU time per second of the writes phase, per process
     notes: list[str] = field(default_factory=list)
 
 
@@ -159,14 +166,15 @@ class BackendRun:
 
 
 async def _check_load(target: str, rate: float, seconds: float) -> dict[str, Any]:
-    """CheckConnection open-loop at ``rate``/s for ``seconds``; every answer must be ALLOW."""
+    """CheckConnection open-loop at ``rate``/s for ``WARMUP`` seconds, then ``seconds``
+    measured; every answer must be ALLOW."""
     latencies: list[float] = []
     failed = Counter[str]()
     in_flight: set[asyncio.Task[None]] = set()
     async with AsyncClient(target, timeout=5) as client:
         await client.check_connection(CHECKED, utility="water")  # connected and warm
 
-        async def one() -> None:
+        async def one(measured: bool) -> None:
             started = time.perf_counter()
             try:
                 decision = await client.check_connection(CHECKED, utility="water")
@@ -176,23 +184,26 @@ async def _check_load(target: str, rate: float, seconds: float) -> dict[str, Any
             if decision.verdict is not Verdict.ALLOW:
                 failed[f"verdict {decision.verdict.value}"] += 1
                 return
-            latencies.append(time.perf_counter() - started)
+            if measured:
+                latencies.append(time.perf_counter() - started)
 
         start = time.perf_counter()
-        sent = 0
-        while (now := time.perf_counter() - start) < seconds:
+        sent = measured_sent = 0
+        while (now := time.perf_counter() - start) < WARMUP + seconds:
             due = int(now * rate) + 1
             while sent < due:
-                task = asyncio.ensure_future(one())
+                measured = now >= WARMUP
+                task = asyncio.ensure_future(one(measured))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
                 sent += 1
+                measured_sent += measured
             await asyncio.sleep(max(0.0, (sent / rate) - (time.perf_counter() - start)))
         if in_flight:
             await asyncio.wait(in_flight, timeout=10)
-        elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - start - WARMUP
     return {
-        "sent": sent,
+        "sent": measured_sent,
         "answered": len(latencies),
         "failed": sum(failed.values()),
         "failures": dict(failed),
@@ -259,6 +270,7 @@ def _departments(home: Path, n: int) -> list[Department]:
     ids = [f"bench-{ROLES[i % len(ROLES)][0]}-{i + 1:02d}" for i in range(n)]
     pki = make_demo_pki(home / "pki", ids)
     allow = [structure_id(i) for i in range(len(SCENARIOS), STRUCTURES, len(SCENARIOS))]
+    allow = [sid for sid in allow if sid not in PROBE_STRUCTURES]
     departments = []
     for i, department in enumerate(ids):
         key = DepartmentKey.generate(department).save(home / "department-keys")
@@ -324,9 +336,11 @@ def build(home: Path, db_url: str, departments: int) -> Setup:
 
 
 @contextmanager
-def server(label: str, args: list[str], also: re.Pattern[str] | None = None) -> Iterator[list[str]]:
+def server(
+    label: str, args: list[str], also: re.Pattern[str] | None = None
+) -> Iterator[tuple[int, list[str]]]:
     """Run a ``permitgate`` server until SERVING (its health service, on its plaintext
-    address); that address, and what ``also`` found in its log (another address)."""
+    address); its pid, that address and what ``also`` found in its log (another address)."""
     process = subprocess.Popen(
         [permitgate_command(), *args, "--listen", "127.0.0.1:0"],
         stderr=subprocess.PIPE,
@@ -368,7 +382,7 @@ def server(label: str, args: list[str], also: re.Pattern[str] | None = None) -> 
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{label} never SERVING:\n{''.join(said)}")
                 time.sleep(0.05)
-        yield address
+        yield process.pid, address
     finally:
         process.terminate()
         try:
@@ -389,122 +403,159 @@ class WriteLog:
     replayed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def done(self, began: float, due: float, replayed: bool) -> None:
+        with self.lock:
+            self.latencies.append(time.perf_counter() - began)
+            self.lateness.append(max(0.0, began - due))
+            self.replayed += replayed
 
-@dataclass
-class Probe:
-    """The visibility samples: a write answered at ``answered``; the gate's verdict ``wanted``."""
-
-    delays: list[float] = field(default_factory=list)
-    not_seen: int = 0
-    work: queue.Queue[tuple[str, Verdict, float]] = field(
-        default_factory=lambda: queue.Queue(maxsize=1)
-    )
-
-
-def prober(gate: str, probe: Probe, stop: threading.Event) -> None:
-    """Ask the gate about each handed structure every 2 ms until its verdict is the new one."""
-    with Client(gate, timeout=5) as client:
-        while not stop.is_set() or not probe.work.empty():
-            try:
-                structure, wanted, answered = probe.work.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            while True:
-                verdict = client.check_connection(structure, utility="water").verdict
-                now = time.perf_counter()
-                if verdict is wanted:
-                    probe.delays.append(now - answered)
-                    break
-                if now - answered > 10:
-                    probe.not_seen += 1
-                    break
-                time.sleep(0.002)
+    def fail(self, exc: Exception) -> None:
+        with self.lock:
+            self.failed[f"{type(exc).__name__}: {str(exc)[:100]}"] += 1
 
 
-def writer(
-    setup: Setup,
-    registry: str,
-    department: Department,
-    rate: float,
-    seconds: float,
-    start: float,
-    log: WriteLog,
-    probe: Probe | None,
-) -> None:
-    """Write on a fixed schedule: open a case on a structure, close it, next structure ..."""
-    structures = itertools.cycle(department.structures)
-    with DepartmentClient(
+def _client(setup: Setup, registry: str, department: Department) -> DepartmentClient:
+    return DepartmentClient(
         registry,
         key=department.key,
         cert=department.cert,
         cert_key=department.cert_key,
         ca=setup.ca,
-        timeout=10,
-    ) as client:
+        timeout=30,
+    )
+
+
+def writer(
+    client: DepartmentClient,
+    department: Department,
+    structures: tuple[str, ...],
+    rate: float,
+    seconds: float,
+    start: float,
+    log: WriteLog,
+) -> None:
+    """Write on a fixed schedule, open loop: write ``n`` is sent at ``start + n / rate`` on a
+    pool of its own (so a slow answer does not hold the next write back): even ``n`` opens a
+    case at ``filed`` on the next structure, odd ``n`` closes that case once it is open."""
+    cycle = itertools.cycle(structures)
+    opened: dict[int, Future[None]] = {}
+
+    def open_case(n: int, structure: str, due: float) -> None:
+        began = time.perf_counter()
+        result = client.open_case(
+            f"{department.id}-{n // 2:06d}",
+            structure,
+            department.case_kind,
+            "filed",
+            "patrol",
+            datetime.now(UTC),
+        )
+        log.done(began, due, result.replayed)
+
+    def close_case(n: int, due: float) -> None:
+        opened[n - 1].result()  # the case is open (or its opening failed: then so does this)
+        began = time.perf_counter()
+        result = client.move_case(f"{department.id}-{n // 2:06d}", "closed")
+        log.done(began, due, result.replayed)
+
+    def logged(work: Callable[..., None], *args: Any) -> None:
+        try:
+            work(*args)
+        except Exception as exc:
+            log.fail(exc)
+            raise
+
+    with ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix=department.id) as pool:
         n = 0
-        case = ""
-        structure = ""
         while (due := start + n / rate) < start + seconds:
             wait = due - time.perf_counter()
             if wait > 0:
                 time.sleep(wait)
-            began = time.perf_counter()
-            try:
-                if n % 2 == 0:
-                    structure = next(structures)
-                    case = f"{department.id}-{n // 2:06d}"
-                    result = client.open_case(
-                        case,
-                        structure,
-                        department.case_kind,
-                        "filed",
-                        "patrol",
-                        datetime.now(UTC),
-                    )
-                    wanted = Verdict.DENY
-                else:
-                    result = client.move_case(case, "closed")
-                    wanted = Verdict.ALLOW
-            except GateError as exc:
-                with log.lock:
-                    log.failed[f"{type(exc).__name__}: {str(exc)[:80]}"] += 1
-                n += 1
-                continue
-            answered = time.perf_counter()
-            with log.lock:
-                log.latencies.append(answered - began)
-                log.lateness.append(max(0.0, began - due))
-                log.replayed += result.replayed
-            if probe is not None:
-                with contextlib.suppress(queue.Full):  # the prober is busy with an earlier write
-                    probe.work.put_nowait((structure, wanted, answered))
+            if n % 2 == 0:
+                opened[n] = pool.submit(logged, open_case, n, next(cycle), due)
+            else:
+                pool.submit(logged, close_case, n, due)
             n += 1
+
+
+def prober(
+    client: DepartmentClient,
+    department: Department,
+    structures: tuple[str, ...],
+    gate: str,
+    stop: threading.Event,
+    log: WriteLog,
+    delays: list[float],
+) -> int:
+    """Open a case on a structure of its own and ask the gate every 2 ms, from the write's
+    answer on, until it answers DENY; close it and wait for ALLOW; next structure. How many
+    writes the gate did not show within 10 s."""
+    not_seen = 0
+    with Client(gate, timeout=5) as gate_client:
+        for n, structure in enumerate(itertools.cycle(structures)):
+            if stop.is_set():
+                return not_seen
+            case = f"{department.id}-probe-{n:05d}"
+            for write, wanted in (("open", Verdict.DENY), ("close", Verdict.ALLOW)):
+                began = time.perf_counter()
+                try:
+                    if write == "open":
+                        result = client.open_case(
+                            case, structure, department.case_kind, "filed", "patrol",
+                            datetime.now(UTC),
+                        )  # fmt: skip
+                    else:
+                        result = client.move_case(case, "closed")
+                except GateError as exc:
+                    log.fail(exc)
+                    break
+                answered = time.perf_counter()
+                log.done(began, began, result.replayed)
+                while True:
+                    verdict = gate_client.check_connection(structure, utility="water").verdict
+                    now = time.perf_counter()
+                    if verdict is wanted:
+                        delays.append(now - answered)
+                        break
+                    if now - answered > 10:
+                        not_seen += 1
+                        break
+                    time.sleep(0.002)
+    return not_seen
 
 
 def run_writes(
     setup: Setup, registry: str, gate: str, rate: float, seconds: float
 ) -> tuple[WriteFigures, VisibilityFigures]:
     log = WriteLog()
-    probe = Probe()
+    delays: list[float] = []
     stop = threading.Event()
-    probing = threading.Thread(target=prober, args=(gate, probe, stop), daemon=True)
-    probing.start()
+    probe_structures = PROBE_STRUCTURES
+    clients = [_client(setup, registry, d) for d in setup.departments]
+    probe_client = _client(setup, registry, setup.departments[0])
+    seen: list[int] = []
+    probing = threading.Thread(
+        target=lambda: seen.append(
+            prober(probe_client, setup.departments[0], probe_structures, gate, stop, log, delays)
+        ),
+        daemon=True,
+    )
     start = time.perf_counter() + 0.5
     threads = [
-        threading.Thread(
-            target=writer,
-            args=(setup, registry, d, rate, seconds, start, log, probe if i == 0 else None),
-        )
-        for i, d in enumerate(setup.departments)
+        threading.Thread(target=writer, args=(client, d, d.structures, rate, seconds, start, log))
+        for client, d in zip(clients, setup.departments, strict=True)
     ]
+    probing.start()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - start
     stop.set()
-    probing.join(30)
-    planned = int(rate * seconds) * len(threads)
+    probing.join(60)
+    for client in (*clients, probe_client):
+        client.close()
+    planned = 2 * int(rate * seconds / 2) * len(threads)
     writes = WriteFigures(
         planned,
         len(log.latencies),
@@ -517,12 +568,13 @@ def run_writes(
         _ms(percentile(log.lateness, 99)),
         log.replayed,
     )
+    not_seen = seen[0] if seen else 0
     visibility = VisibilityFigures(
-        len(probe.delays) + probe.not_seen,
-        probe.not_seen,
-        _ms(percentile(probe.delays, 50)),
-        _ms(percentile(probe.delays, 99)),
-        _ms(max(probe.delays, default=None)),
+        len(delays) + not_seen,
+        not_seen,
+        _ms(percentile(delays, 50)),
+        _ms(percentile(delays, 99)),
+        _ms(max(delays, default=None)),
     )
     return writes, visibility
 
@@ -547,10 +599,10 @@ def run_backend(
         "--state", str(home / "gate-state"),
     ]  # fmt: skip
     with ExitStack() as stack:
-        _, registry = stack.enter_context(
+        registry_pid, (_, registry) = stack.enter_context(
             server("the registry service", registry_args, _DEPARTMENT_CALLS)
         )
-        (gate,) = stack.enter_context(server("the gate", gate_args))
+        gate_pid, (gate,) = stack.enter_context(server("the gate", gate_args))
         print(f"[{label}] registry at {registry} (mutual TLS), gate at {gate}")
         print(f"[{label}] checks alone: {check_rate:g}/s for {seconds:g} s")
         alone = check_figures(run_check_load(gate, check_rate, seconds))
@@ -560,20 +612,36 @@ def run_backend(
             f"for {seconds:g} s"
         )
         load = run_check_load(gate, check_rate, seconds + 1.0)
+        time.sleep(WARMUP)  # the load's warm-up: its measured part begins with the writes
+        cpu = _cpu(registry_pid, gate_pid)
         writes, visibility = run_writes(setup, registry, gate, rate, seconds)
+        used = {
+            k: round((v - cpu[k]) / writes.seconds, 2)
+            for k, v in _cpu(registry_pid, gate_pid).items()
+        }
         beside = check_figures(load)
         print(
             f"[{label}]   {writes.rate:g} writes/s (p50 {writes.p50_ms} ms, p99 "
             f"{writes.p99_ms} ms, failed {sum(writes.failed.values())}); gate {beside.rate:g} "
             f"checks/s, p99 {beside.p99_ms} ms; write to gate p50 {visibility.p50_ms} ms, "
-            f"p99 {visibility.p99_ms} ms"
+            f"p99 {visibility.p99_ms} ms; cores used: {used}"
         )
     notes = []
     if writes.failed:
         notes.append(f"failed writes: {writes.failed}")
     if visibility.not_seen:
         notes.append(f"{visibility.not_seen} probed writes not seen at the gate within 10 s")
-    return BackendRun(label, alone, beside, writes, visibility, notes)
+    return BackendRun(label, alone, beside, writes, visibility, used, notes)
+
+
+def _cpu(registry_pid: int, gate_pid: int) -> dict[str, float]:
+    """CPU seconds so far: the registry service, the gate, and this process (the departments'
+    clients and the prober; the check load is a process of its own)."""
+    return {
+        "registry": cpu_seconds(registry_pid) or 0.0,
+        "gate": cpu_seconds(gate_pid) or 0.0,
+        "departments": time.process_time(),
+    }
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -626,6 +694,8 @@ def markdown(out: dict[str, Any]) -> str:
             f"write to gate p99 within 1 s {'met' if met_gate else 'MISSED'}"
             f" ({run['write_to_gate']['probed']} writes probed)."
         )
+        cores = ", ".join(f"{k} {v:g}" for k, v in run["cores"].items())
+        lines.append(f"  - cores used during the writes: {cores} (of {out['machine']['cores']})")
         lines += [f"  - note: {note}" for note in run["notes"]]
     return "\n".join(lines) + "\n"
 
