@@ -335,8 +335,9 @@ def _choice(values: Iterable[str]) -> click.Choice[str]:
 
 request_id_option = click.option(
     "--request-id",
-    help="The write's request id (default: a fresh UUID): sending the same write again under "
-    "it is answered with the first result, never written twice.",
+    help="The write's request id (default: a fresh UUID). The registry makes one write per "
+    "department and request id: the same statement sent again is answered with the first "
+    "result; another write under it is refused.",
 )
 
 

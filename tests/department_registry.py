@@ -6,16 +6,16 @@ the client certificate's organisation (O), the statement's department and the si
 must be one enrolled department (``verify_statement`` with that department's key); the statement's
 action must be the method's; the remit comes from ``registry.departments`` (PERMISSION_DENIED
 names the rule); a request id's write is done once and a retry answers the first result with
-``replayed`` (another write under the same id: ALREADY_EXISTS); lists are paged. It can also be
-told to lose the answer of a write it made (``lose_answers``), which the real service cannot be
-made to do on demand. State is kept in memory; the tests read it to check what was written.
+``replayed`` when its statement is the same (its payload's SHA-256), else ALREADY_EXISTS; lists
+are paged. It can also be told to lose the answer of a write it made (``lose_answers``), which
+the real service cannot be made to do on demand. State is kept in memory; the tests read it to
+check what was written.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -264,11 +264,7 @@ class _Servicer(registry_pb2_grpc.RegistryServicer):
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"action: {statement.action!r} sent to {rpc}",
                 )
-            digest = hashlib.sha256(
-                json.dumps(
-                    {"action": statement.action, "write": statement.write}, sort_keys=True
-                ).encode()
-            ).digest()
+            digest = hashlib.sha256(statement.payload()).digest()  # as the registry: the payload
             done = r.writes.get((department, statement.request_id))
             if done is not None:
                 if done[0] != digest:
