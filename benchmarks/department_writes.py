@@ -656,7 +656,9 @@ def markdown(out: dict[str, Any]) -> str:
         "# Department writes beside a gate",
         "",
         f"{out['date']}, {out['machine']['cpu']} ({out['machine']['cores']} cores), "
-        f"Python {out['machine']['python']}, commit {out['commit']}. "
+        f"Python {out['machine']['python']}, commit {out['commit']}; load average "
+        f"{out['machine']['load_average_at_start']:.2f} at the start, "
+        f"{out['load_average_at_end']:.2f} at the end (the machine is shared). "
         f"{out['departments']} departments x {out['rate']:g} writes/s for {out['seconds']:g} s "
         f"(target {out['departments'] * out['rate']:g}/s); the gate at {out['check_rate']:g} "
         f"checks/s open loop; {STRUCTURES:,} structures. `python -m benchmarks.department_writes`.",
@@ -709,7 +711,12 @@ def _machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average_at_start": os.getloadavg()[0],
+    }
 
 
 def _commit() -> str:
@@ -741,6 +748,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.buffer.write(orjson.dumps(got))
         return 0
     runs: list[BackendRun] = []
+    machine = _machine()
     with tempfile.TemporaryDirectory(prefix="permitgate-dept-writes-") as tmp, ExitStack() as st:
         urls = args.db or [
             f"sqlite:///{Path(tmp) / 'sqlite' / 'registry.db'}",
@@ -759,7 +767,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     out = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": _machine(),
+        "machine": machine,
+        "load_average_at_end": os.getloadavg()[0],
         "commit": _commit(),
         "departments": args.departments,
         "rate": args.rate,
