@@ -170,6 +170,7 @@ class Registry:
     writes: dict[tuple[str, str], tuple[bytes, pb.WriteResult]] = field(default_factory=dict)
     statements: list[bytes] = field(default_factory=list)  # every statement received, in order
     lose_answers: dict[str, int] = field(default_factory=dict)  # request id -> answers to lose
+    lost_status: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE  # what a lost answer says
     figures: list[tuple[str, str, int]] = field(default_factory=list)
     target: str = ""
     ca: Path = Path()
@@ -293,7 +294,7 @@ class _Servicer(registry_pb2_grpc.RegistryServicer):
         lost = r.lose_answers.get(statement.request_id, 0)
         if lost:
             r.lose_answers[statement.request_id] = lost - 1
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "answer lost (scripted)")
+            await context.abort(r.lost_status, "answer lost (scripted)")
         return result
 
     def _apply(self, role: Role, department: str, action: str, w: dict[str, Any]) -> pb.WriteResult:

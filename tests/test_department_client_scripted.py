@@ -119,9 +119,14 @@ def test_issue_permit_is_signed_sent_and_answered_typed(
     assert planning.get_permit("P-1").status == "valid"
 
 
+@pytest.mark.parametrize(
+    "status",
+    [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED],
+)
 def test_a_lost_answer_is_retried_with_the_same_signed_statement(
-    registry: Registry, planning: DepartmentClient
+    registry: Registry, planning: DepartmentClient, status: grpc.StatusCode
 ) -> None:
+    registry.lost_status = status
     registry.lose_answers["r-lost"] = 2  # the write is made, its answer lost twice
     result = planning.open_case(
         "C-3", "110228-0001-0001", "unauthorized_use_change", "filed", "media", OPENED,

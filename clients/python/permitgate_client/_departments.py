@@ -8,7 +8,8 @@ key's name are the same enrolled department, and the department's remit allows t
 
 Each write has a request id (a fresh UUID4 unless the caller gives one). The statement is signed
 once; when the registry cannot be reached or does not answer in time (``UNAVAILABLE``,
-``DEADLINE_EXCEEDED``) the very same signed bytes are sent again, a few times with backoff. The
+``DEADLINE_EXCEEDED``), or finds the same request still being written (``ABORTED``), the very
+same signed bytes are sent again, a few times with backoff. The
 registry does a request id's write once and answers a retry with the first result
 (``WriteResult.replayed``), so a retry never opens a second case.
 
@@ -82,9 +83,12 @@ CHANNEL_OPTIONS: Final = (
 """Reconnect soon after the registry comes back, so that a write's retries can reach it (gRPC's
 own default waits a second, then longer, between attempts to connect)."""
 
-RETRIED: Final = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-"""Failures after which the same signed write is sent again: it may not have arrived, or its
-answer may have been lost; the request id makes a second arrival harmless."""
+RETRIED: Final = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED}
+)
+"""Failures after which the same signed write is sent again: it may not have arrived, its
+answer may have been lost, or it met itself still being written (ABORTED); the request id
+makes a second arrival harmless."""
 
 
 # --- results ---------------------------------------------------------------------------------
