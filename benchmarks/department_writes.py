@@ -748,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.buffer.write(orjson.dumps(got))
         return 0
     runs: list[BackendRun] = []
-    machine = _machine()
+    machine, commit = _machine(), _commit()
     with tempfile.TemporaryDirectory(prefix="permitgate-dept-writes-") as tmp, ExitStack() as st:
         urls = args.db or [
             f"sqlite:///{Path(tmp) / 'sqlite' / 'registry.db'}",
@@ -769,7 +769,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine,
         "load_average_at_end": os.getloadavg()[0],
-        "commit": _commit(),
+        "commit": commit,
         "departments": args.departments,
         "rate": args.rate,
         "seconds": args.seconds,
