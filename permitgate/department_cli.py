@@ -49,7 +49,8 @@ from permitgate_client.formats import format_time, parse_time
 from registry.vocabulary import Area, CaseKind, CaseSource, CaseStage, PermitKind, PermitStatus
 from server.listen import ListenError, parse_target
 
-DEFAULT_REGISTRY = "127.0.0.1:50060"
+DEFAULT_REGISTRY = "127.0.0.1:50061"
+"""Where ``permitgate registry serve`` takes department calls by default (--departments-listen)."""
 
 DEPARTMENT_ENV = {
     "--registry": "PERMITGATE_REGISTRY",
@@ -169,7 +170,8 @@ def registry_options(command: Callable[..., None]) -> Callable[..., None]:
             show_default=True,
             callback=_target,
             envvar=DEPARTMENT_ENV["--registry"],
-            help="The registry service's HOST:PORT (env PERMITGATE_REGISTRY).",
+            help="Where the registry service takes department calls, HOST:PORT (its "
+            "--departments-listen; env PERMITGATE_REGISTRY).",
         ),
     ):
         wrapper = option(wrapper)

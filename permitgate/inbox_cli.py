@@ -74,7 +74,7 @@ def list_items(
     access: RegistryAccess,
     as_json: bool,
 ) -> None:
-    """List the notices and referrals in the inbox, oldest first as the registry keeps them."""
+    """List the notices, then the referrals, in the inbox (in the registry's order)."""
     only_referrals = only_referrals or overdue
     if only_notices and only_referrals:
         raise click.UsageError("--notices and --referrals (or --overdue): give one, or neither")
