@@ -13,6 +13,8 @@ import click
 
 from permitgate.check_cli import check, keys, receipt
 from permitgate.check_file import check_file
+from permitgate.department_cli import department
+from permitgate.inbox_cli import inbox
 from permitgate.report_cli import report
 from permitgate.watch_cli import watch
 from registry.cli import registry
@@ -40,5 +42,16 @@ def main() -> None:
     """permitgate: a signed permit registry and the gate in front of utilities and registries."""
 
 
-for command in (registry, serve, check, check_file, watch, keys, receipt, report):
+for command in (
+    registry,
+    serve,
+    check,
+    check_file,
+    watch,
+    keys,
+    receipt,
+    department,
+    inbox,
+    report,
+):
     main.add_command(command)

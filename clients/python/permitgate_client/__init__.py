@@ -13,6 +13,17 @@
     for change in client.watch(Check.connection("", utility="water"), structure_ids=ids):
         ...  # each structure's answer, then every change to it (resumed after a dropped stream)
 
+A department writes and reads as itself (its signing key and its mutual-TLS certificate)::
+
+    from permitgate_client import DepartmentClient
+
+    with DepartmentClient("registry:50060", key="keys/city-planning.key",
+                          cert="city-planning.crt", cert_key="city-planning.tls.key",
+                          ca="registry-ca.crt") as dept:
+        result = dept.open_case("C-1", "110228-0042-0007", "deviates_from_permit", "filed",
+                                "patrol", opened=datetime.now(UTC))
+        for referral in dept.referrals(overdue=True): ...
+
 Errors: ``GateError`` and its subclasses when the gate does not answer, ``VerificationError`` and
 its subclasses when signed data does not verify, both under ``PermitgateError``.
 
@@ -30,16 +41,34 @@ from permitgate_client._client import (
     AsyncClient,
     Client,
 )
+from permitgate_client._departments import (
+    DEFAULT_PAGE_SIZE,
+    WRITE_RETRIES,
+    AsyncDepartmentClient,
+    CaseInfo,
+    DepartmentClient,
+    MonthlyReport,
+    NewStructure,
+    NoticeInfo,
+    PartyInfo,
+    PermitInfo,
+    ReferralInfo,
+    ReportFigure,
+    WriteResult,
+)
 from permitgate_client._errors import (
     BadSignatureError,
+    ConflictError,
     DeadlineError,
     ExpiredError,
+    FailedPreconditionError,
     ForkError,
     FromTheFutureError,
     GateError,
     InvalidCheckError,
     MalformedError,
     MapMismatchError,
+    NotFoundError,
     OverloadedError,
     PermissionDeniedError,
     PermitgateError,
@@ -64,12 +93,14 @@ from permitgate_client._models import (
     Verdict,
 )
 from permitgate_client._receipts import Receipt, VerifiedReceipt, verify_receipt
+from permitgate_client._statements import DepartmentKey
 from permitgate_client._trust import VerifierKey
 from permitgate_client._watch import MAX_WATCHED_IDS, ChangeCause, StatusChange, WatchPosition
 
 __all__ = [
     "ASKING",
     "CONNECTION_KINDS",
+    "DEFAULT_PAGE_SIZE",
     "DEFAULT_TIMEOUT",
     "DEFAULT_WINDOW",
     "MAX_BATCH",
@@ -78,14 +109,21 @@ __all__ = [
     "REGISTRATION_KINDS",
     "UTILITIES",
     "WATCH_RETRIES",
+    "WRITE_RETRIES",
     "AsyncClient",
+    "AsyncDepartmentClient",
     "BadSignatureError",
+    "CaseInfo",
     "ChangeCause",
     "Check",
     "Client",
+    "ConflictError",
     "DeadlineError",
     "Decision",
+    "DepartmentClient",
+    "DepartmentKey",
     "ExpiredError",
+    "FailedPreconditionError",
     "ForkError",
     "FromTheFutureError",
     "GateError",
@@ -93,13 +131,21 @@ __all__ = [
     "KeySet",
     "MalformedError",
     "MapMismatchError",
+    "MonthlyReport",
+    "NewStructure",
+    "NotFoundError",
+    "NoticeInfo",
     "OverloadedError",
+    "PartyInfo",
     "PermissionDeniedError",
+    "PermitInfo",
     "PermitgateError",
     "Reason",
     "Receipt",
     "ReceiptError",
+    "ReferralInfo",
     "Refused",
+    "ReportFigure",
     "RollbackError",
     "StatusChange",
     "UnavailableError",
@@ -108,6 +154,7 @@ __all__ = [
     "VerifiedReceipt",
     "VerifierKey",
     "WatchPosition",
+    "WriteResult",
     "WrongOriginError",
     "WrongStructureError",
     "verify_receipt",

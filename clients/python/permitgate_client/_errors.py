@@ -11,7 +11,13 @@ never the message text)::
     │   ├── DeadlineError           DEADLINE_EXCEEDED: no answer within the timeout
     │   ├── UnavailableError        UNAVAILABLE: unreachable, loading, or cannot log; retry later
     │   ├── OverloadedError         RESOURCE_EXHAUSTED: too many calls in flight; retry later
-    │   └── PermissionDeniedError   PERMISSION_DENIED / UNAUTHENTICATED
+    │   ├── PermissionDeniedError   PERMISSION_DENIED / UNAUTHENTICATED (a refused department
+    │   │                           write: the message names the rule, e.g. "Art. 9: ...")
+    │   ├── NotFoundError           NOT_FOUND: no permit, case, notice ... of that id
+    │   ├── ConflictError           ALREADY_EXISTS: the id is taken, or the request id was
+    │   │                           used for another write
+    │   └── FailedPreconditionError FAILED_PRECONDITION: not now (a case not at an order stage,
+    │                               a referral not yet decided ...)
     └── VerificationError
         ├── MalformedError          not the documented shape (bad JSON, base64, note layout ...)
         ├── BadSignatureError       no valid signature by a trusted key
@@ -39,14 +45,17 @@ import grpc
 
 __all__ = [
     "BadSignatureError",
+    "ConflictError",
     "DeadlineError",
     "ExpiredError",
+    "FailedPreconditionError",
     "ForkError",
     "FromTheFutureError",
     "GateError",
     "InvalidCheckError",
     "MalformedError",
     "MapMismatchError",
+    "NotFoundError",
     "OverloadedError",
     "PermissionDeniedError",
     "PermitgateError",
@@ -109,6 +118,26 @@ class PermissionDeniedError(GateError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
+class NotFoundError(GateError):
+    """The registry holds nothing of that id (a permit, case, referral, notice or party)."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class ConflictError(GateError):
+    """The write would make something that exists already (a permit or case id taken), or its
+    request id was used before for a different write."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPreconditionError(GateError):
+    """The write is allowed but not in the record's present state (a party suspended before
+    its order, a referral answered before it was decided, a stage it cannot move to)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 _BY_CODE: dict[grpc.StatusCode, type[GateError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidCheckError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineError,
@@ -116,6 +145,9 @@ _BY_CODE: dict[grpc.StatusCode, type[GateError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: OverloadedError,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
     grpc.StatusCode.UNAUTHENTICATED: PermissionDeniedError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: ConflictError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
 }
 
 
