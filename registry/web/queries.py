@@ -298,7 +298,7 @@ def notices(
             acknowledged_at=row.acknowledged_at,
             acknowledged_by=row.acknowledged_by,
         )
-        for row, district in rows.tuples()
+        for row, district in rows
     ]
 
 
@@ -525,7 +525,7 @@ def month_figures(
         .group_by(CaseRow.kind)
         .order_by(CaseRow.kind)
     )
-    figures += [Figure("cases_opened", kind, int(n)) for kind, n in opened.tuples()]
+    figures += [Figure("cases_opened", kind, int(n)) for kind, n in opened]
     blocking = session.execute(
         select(CaseRow.kind, func.count())
         .join(StructureRow, StructureRow.id == CaseRow.structure_id)
@@ -533,7 +533,7 @@ def month_figures(
         .group_by(CaseRow.kind)
         .order_by(CaseRow.kind)
     )
-    figures += [Figure("open_blocking_cases", kind, int(n)) for kind, n in blocking.tuples()]
+    figures += [Figure("open_blocking_cases", kind, int(n)) for kind, n in blocking]
     received = session.execute(
         select(NotificationRow.office, func.count())
         .outerjoin(StructureRow, StructureRow.id == NotificationRow.structure_id)
@@ -541,7 +541,7 @@ def month_figures(
         .group_by(NotificationRow.office)
         .order_by(NotificationRow.office)
     )
-    figures += [Figure("notices", office, int(n)) for office, n in received.tuples()]
+    figures += [Figure("notices", office, int(n)) for office, n in received]
     late = overdue_referrals(session, now=now, since=start, until=end, district=district)
     figures += [Figure("overdue_referrals", dept, n) for dept, n in late.per_department]
     suspended = session.scalar(
