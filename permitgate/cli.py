@@ -13,6 +13,7 @@ import click
 
 from permitgate.check_cli import check, keys, receipt
 from permitgate.check_file import check_file
+from permitgate.report_cli import report
 from permitgate.watch_cli import watch
 from registry.cli import registry
 from registry.errors import plain_error
@@ -39,5 +40,5 @@ def main() -> None:
     """permitgate: a signed permit registry and the gate in front of utilities and registries."""
 
 
-for command in (registry, serve, check, check_file, watch, keys, receipt):
+for command in (registry, serve, check, check_file, watch, keys, receipt, report):
     main.add_command(command)
