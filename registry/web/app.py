@@ -25,7 +25,7 @@ browser's Accept-Language (``registry.web.catalog``).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -43,6 +43,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from registry import inbox
+from registry.monthly_report import CITY_TZ, MonthlyReport, month_bounds, monthly_report
 from registry.storage import Database
 from registry.web import queries
 from registry.web.catalog import Words, choose_language
@@ -55,7 +57,9 @@ READ_METHODS: Final = frozenset({"GET", "HEAD"})
 LANG_COOKIE: Final = "lang"
 SEARCH_MAX: Final = 200  # characters of a search query
 SEARCH_LIMIT: Final = 50  # structures a search lists
-INBOX_LIMIT: Final = 200  # notices and referrals the inbox lists, each
+INBOX_PAGE: Final = 100  # notices and referrals a page of the inbox lists, each
+NOTICE_STATES: Final = tuple(state.value for state in inbox.NoticeState)
+REFERRAL_STATES: Final = tuple(state.value for state in inbox.ReferralState)
 TEXT_MAX: Final = 500  # characters of a filter value (a district, an office)
 AGE_MAX: Final = 3650  # days
 
@@ -113,7 +117,7 @@ def _city_time(value: datetime | None) -> str:
     """A time as the city reads it (Asia/Shanghai), to the minute."""
     if value is None:
         return ""
-    return value.astimezone(queries.CITY_TZ).strftime("%Y-%m-%d %H:%M")
+    return value.astimezone(CITY_TZ).strftime("%Y-%m-%d %H:%M")
 
 
 def _templates() -> Jinja2Templates:
@@ -162,17 +166,23 @@ def _relative(url: URL) -> str:
     return f"{url.path}?{url.query}" if url.query else url.path
 
 
-def _month_options(this_month: date, count: int = 12) -> list[str]:
-    months, year, month = [], this_month.year, this_month.month
-    for _ in range(count):
-        months.append(f"{year:04d}-{month:02d}")
-        year, month = (year - 1, 12) if month == 1 else (year, month - 1)
-    return months
+def _shift_month(month: str, by: int) -> str:
+    """``YYYY-MM`` moved by ``by`` months (a month already checked by ``month_bounds``)."""
+    year, number = (int(part) for part in month.split("-"))
+    index = year * 12 + number - 1 + by
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
-def _shift_month(first: date, by: int) -> date:
-    index = first.year * 12 + first.month - 1 + by
-    return date(index // 12, index % 12 + 1, 1)
+def _month_options(this_month: str, count: int = 12) -> list[str]:
+    """The months the month menu offers: this one and the ones before it."""
+    return [_shift_month(this_month, -back) for back in range(count)]
+
+
+def _next_page(request: Request, name: str, token: str | None) -> str | None:
+    """This page's link with ``name`` set to the next page's token; None on the last page."""
+    if token is None:
+        return None
+    return _relative(request.url.include_query_params(**{name: token}))
 
 
 def create_app(
@@ -238,33 +248,30 @@ def create_app(
             )
         return response
 
-    def this_month() -> date:
-        today = now().astimezone(queries.CITY_TZ).date()
-        return today.replace(day=1)
+    def this_month() -> str:
+        return f"{now().astimezone(CITY_TZ):%Y-%m}"
 
-    def chart_of(words: Words, figures: list[queries.Figure]) -> Chart:
-        return lay_out(figures, section_name=words.term, key_name=words.term)
+    def chart_of(words: Words, report: MonthlyReport) -> Chart:
+        shown = [figure for figure in report.figures if figure.value > 0]
+        return lay_out(shown, section_name=words.term, key_name=words.key)
+
+    def report_of(month: str, district: str | None) -> Callable[[], MonthlyReport]:
+        at = now()
+        return lambda: monthly_report(db, month, district, now=at)
 
     async def home(request: Request) -> Response:
         page = _int_param(request, "page", low=1, high=1_000_000) or 1
         month = this_month()
-        at = now()
-
-        def load(session: Session) -> tuple[queries.FlaggedPage, list[queries.Figure]]:
-            flagged = queries.flagged_structures(session, page=page, page_size=page_size)
-            return flagged, queries.month_figures(session, month, now=at)
-
-        flagged, figures = await read(load)
+        flagged = await read(
+            lambda s: queries.flagged_structures(s, page=page, page_size=page_size)
+        )
         if page > flagged.pages:
             raise HTTPException(404, f"page {page} of {flagged.pages}")
+        report = await run_in_threadpool(report_of(month, None))
         return render(
             request,
             "home.html",
-            {
-                "flagged": flagged,
-                "month": f"{month:%Y-%m}",
-                "chart": chart_of(words_of(request), figures),
-            },
+            {"flagged": flagged, "month": month, "chart": chart_of(words_of(request), report)},
         )
 
     async def structure(request: Request) -> Response:
@@ -275,83 +282,119 @@ def create_app(
             raise HTTPException(404, f"no structure {structure_id[:80]!r}")
         return render(request, "structure.html", {"d": detail})
 
-    async def inbox(request: Request) -> Response:
+    async def inbox_page(request: Request) -> Response:
         office = _text_param(request, "office")
         district = _text_param(request, "district")
-        state = _text_param(
-            request, "state", allowed=queries.NOTICE_STATES + queries.REFERRAL_STATES
-        )
+        state = _text_param(request, "state", allowed=NOTICE_STATES + REFERRAL_STATES)
         age = _int_param(request, "age", low=0, high=AGE_MAX)
+        notices_from = _text_param(request, "notices_from") or ""
+        referrals_from = _text_param(request, "referrals_from") or ""
         at = now()
-        notice_state = state if state in queries.NOTICE_STATES else None
-        referral_state = state if state in queries.REFERRAL_STATES else None
+        # A state names notices or referrals; the other list is then empty.
+        notice_state = state if state in NOTICE_STATES else None
+        referral_state = state if state in REFERRAL_STATES else None
 
-        def load(session: Session) -> tuple[list[queries.NoticeView], list[queries.ReferralView]]:
-            found_notices = (
-                []
+        no_notices: inbox.Page[inbox.NoticeView] = inbox.Page((), None)
+        no_referrals: inbox.Page[inbox.ReferralView] = inbox.Page((), None)
+
+        def load(
+            session: Session,
+        ) -> tuple[inbox.Page[inbox.NoticeView], inbox.Page[inbox.ReferralView]]:
+            notices = (
+                no_notices
                 if referral_state is not None
-                else queries.notices(
+                else inbox.notices(
                     session,
-                    queries.NoticeFilter(office, district, notice_state, age),
                     now=at,
-                    limit=INBOX_LIMIT,
+                    office=office,
+                    district=district,
+                    state=notice_state,
+                    min_age_days=age,
+                    page_size=INBOX_PAGE,
+                    page_token=notices_from,
                 )
             )
-            found_referrals = (
-                []
+            referrals = (
+                no_referrals
                 if notice_state is not None
-                else queries.referrals(
+                else inbox.referrals(
                     session,
-                    queries.ReferralFilter(office, district, referral_state, age),
                     now=at,
-                    limit=INBOX_LIMIT,
+                    department=office,
+                    district=district,
+                    state=referral_state,
+                    min_age_days=age,
+                    page_size=INBOX_PAGE,
+                    page_token=referrals_from,
                 )
             )
-            return found_notices, found_referrals
+            return notices, referrals
 
-        found_notices, found_referrals = await read(load)
+        try:
+            notices, referrals = await read(load)
+        except inbox.BadPageToken as exc:
+            raise HTTPException(400, str(exc)) from None
         return render(
             request,
             "inbox.html",
             {
-                "notices": found_notices,
-                "referrals": found_referrals,
-                "limit": INBOX_LIMIT,
+                "notices": notices.items,
+                "referrals": referrals.items,
+                "more_notices": _next_page(request, "notices_from", notices.next_page_token),
+                "more_referrals": _next_page(request, "referrals_from", referrals.next_page_token),
                 "filters": {
                     "office": office or "",
                     "district": district or "",
                     "state": state or "",
                     "age": "" if age is None else str(age),
                 },
-                "states": queries.NOTICE_STATES + queries.REFERRAL_STATES,
+                "states": NOTICE_STATES + REFERRAL_STATES,
             },
         )
 
     async def overdue(request: Request) -> Response:
+        start = _text_param(request, "from") or ""
         at = now()
-        report = await read(lambda s: queries.overdue_referrals(s, now=at))
-        return render(request, "overdue.html", {"report": report})
+
+        def load(session: Session) -> tuple[inbox.Page[inbox.ReferralView], dict[str, int]]:
+            late = inbox.referrals(
+                session, now=at, overdue_only=True, page_size=INBOX_PAGE, page_token=start
+            )
+            return late, inbox.overdue_by_department(session, at)
+
+        try:
+            late, per_department = await read(load)
+        except inbox.BadPageToken as exc:
+            raise HTTPException(400, str(exc)) from None
+        return render(
+            request,
+            "overdue.html",
+            {
+                "referrals": late.items,
+                "more": _next_page(request, "from", late.next_page_token),
+                "per_department": sorted(per_department.items(), key=lambda kv: (-kv[1], kv[0])),
+            },
+        )
 
     async def figures(request: Request) -> Response:
-        raw_month = request.query_params.get("month", "").strip()
+        month = request.query_params.get("month", "").strip() or this_month()
         try:
-            month = queries.parse_month(raw_month) if raw_month else this_month()
+            month_bounds(month)
         except ValueError as exc:
-            raise _bad("month", raw_month, str(exc)) from None
+            raise _bad("month", month, str(exc)) from None
         district = _text_param(request, "district")
-        at = now()
-        found = await read(lambda s: queries.month_figures(s, month, now=at, district=district))
+        report = await run_in_threadpool(report_of(month, district))
         return render(
             request,
             "figures.html",
             {
-                "month": f"{month:%Y-%m}",
-                "previous_month": f"{_shift_month(month, -1):%Y-%m}",
-                "next_month": f"{_shift_month(month, 1):%Y-%m}",
+                "month": month,
+                "previous_month": _shift_month(month, -1),
+                "next_month": _shift_month(month, 1),
                 "months": _month_options(this_month()),
                 "district": district or "",
-                "figures": found,
-                "chart": chart_of(words_of(request), found),
+                "figures": [f for f in report.figures if f.value > 0],
+                "chart": chart_of(words_of(request), report),
             },
         )
 
@@ -400,7 +443,7 @@ def create_app(
         routes=[
             Route("/", home, methods=["GET"]),
             Route("/structures/{structure_id:path}", structure, methods=["GET"]),
-            Route("/inbox", inbox, methods=["GET"]),
+            Route("/inbox", inbox_page, methods=["GET"]),
             Route("/overdue", overdue, methods=["GET"]),
             Route("/figures", figures, methods=["GET"]),
             Route("/search", search, methods=["GET"]),

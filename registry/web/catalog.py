@@ -209,6 +209,20 @@ TERMS: Final[dict[str, tuple[str, str]]] = {
     "notices": ("Notices", "通报"),
     "overdue_referrals": ("Overdue referrals", "逾期移送"),
     "suspended_parties": ("Suspended parties", "被暂停受理的当事人"),
+    # The monthly report's keys: kinds of caller, verdicts
+    "utility": ("Utility", "市政公用"),
+    "water": ("water", "供水"),
+    "power": ("power", "供电"),
+    "gas": ("gas", "供气"),
+    "heat": ("heat", "供热"),
+    "registration": ("Property registration", "不动产登记"),
+    "office": ("Office", "职能部门"),
+    "parties": ("Parties", "当事人"),
+    "ALLOW": ("Allow", "准予"),
+    "ALLOW_TEMPORARY": ("Allow for a time", "临时准予"),
+    "NOTIFY": ("Notify", "通报"),
+    "REVIEW": ("Review", "复核"),
+    "DENY": ("Deny", "不予办理"),
     # Notice reason codes
     "MISSING_PERMIT": ("Permit missing", "缺少许可证件"),
     "PERMIT_EXPIRED": ("Permit expired", "许可证件已过期"),
@@ -247,6 +261,13 @@ class Words:
         if names is None:
             return value
         return names[1] if self.lang == "zh" else names[0]
+
+    def key(self, value: str) -> str:
+        """A figure's key in this language: each part of ``kind/source`` or ``utility:water``
+        named on its own (``No construction planning permit / Patrol``)."""
+        return " / ".join(
+            " ".join(self.term(word) for word in part.split(":")) for part in value.split("/")
+        )
 
     def knows(self, value: str | None) -> bool:
         """True when ``value`` is a vocabulary value with names (so the page shows its id too)."""

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from registry.web.queries import Figure
+from registry.monthly_report import Figure
 
 __all__ = ["Bar", "Chart", "Heading", "lay_out"]
 

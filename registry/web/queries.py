@@ -1,71 +1,47 @@
-"""What the working group's page reads: plain query functions over the registry's tables.
+"""What the working group's page reads that no other part of the registry does: flagged
+structures (a blocking case) with their cases, one structure's file, and the search by id or
+address. Everything else the page shows (notices, referrals, parties, the monthly figures) comes
+from ``registry.inbox`` and ``registry.monthly_report``, as the read RPCs and the command line
+have it, so the page and they agree.
 
 Each function takes an open ``Session`` (the page opens one read-only snapshot per request, off
 the event loop) and returns plain, fully loaded objects the templates show; none of them writes.
-The Art. 19 lateness rules (``referral_state``, ``overdue_kind``) are pure functions of a
-referral row and the time, as the issue's contract states them, so the inbox, the overdue list
-and the figures agree.
-
-Paging is by page number over a stable order (structure id); searches are bounded (``limit``)
-and report whether more matched. Address search is a case-insensitive substring match with the
-query's ``%`` and ``_`` taken literally.
+Flagged structures are paged by number over a stable order (structure id), so a reader can jump
+to a page; searches are bounded (``limit``) and say whether more matched. Address search is a
+case-insensitive substring match with the query's ``%`` and ``_`` taken literally.
 """
 
 from __future__ import annotations
 
-import calendar
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Final, Literal
-from zoneinfo import ZoneInfo
 
-import orjson
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session
 
-from registry.storage import CaseRow, NotificationRow, PermitRow, ReferralRow, StructureRow
+from registry import inbox
+from registry.storage import CaseRow, PermitRow, StructureRow
 from registry.vocabulary import BLOCKING_STAGES, CaseStage, id_error
 
 __all__ = [
-    "CITY_TZ",
-    "NOTICE_STATES",
-    "REFERRAL_STATES",
-    "Figure",
     "FlaggedPage",
     "FlaggedStructure",
-    "NoticeFilter",
-    "NoticeView",
-    "OverdueReport",
-    "ReferralFilter",
-    "ReferralView",
     "SearchResult",
+    "Standing",
     "StructureDetail",
     "flagged_structures",
-    "month_bounds",
-    "month_figures",
-    "notices",
-    "overdue_kind",
-    "overdue_referrals",
-    "parse_month",
-    "referral_state",
-    "referrals",
     "search_structures",
+    "standing_of",
     "structure_detail",
 ]
 
-CITY_TZ: Final = ZoneInfo("Asia/Shanghai")
-"""Months (and so the monthly figures) run in the city's own time."""
-
 BLOCKING: Final[tuple[str, ...]] = tuple(sorted(stage.value for stage in BLOCKING_STAGES))
-NOTICE_STATES: Final[tuple[str, ...]] = ("open", "acknowledged")
-REFERRAL_STATES: Final[tuple[str, ...]] = ("awaiting_referral", "referred", "decided", "answered")
-ReferralState = Literal["awaiting_referral", "referred", "decided", "answered"]
-Lateness = Literal["referral", "answer"]
+DETAIL_LIMIT: Final = 200  # notices and referrals a structure's file lists, each
 
 
-# --- Flagged structures and a structure's detail -------------------------------------------------
+# --- Flagged structures --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -128,18 +104,9 @@ def flagged_structures(session: Session, *, page: int, page_size: int) -> Flagge
     )
 
 
+# --- One structure's file ------------------------------------------------------------------------
+
 Standing = Literal["flagged", "pending", "clear"]
-
-
-@dataclass(frozen=True)
-class StructureDetail:
-    structure: StructureRow
-    permits: list[PermitRow]
-    cases: list[CaseRow]
-    notices: list[NoticeView]
-    referrals: list[ReferralView]
-    standing: Standing  # a blocking case; a reported lead only; neither
-    parties: dict[str, bool] = field(default_factory=dict)  # party id -> suspended by a case
 
 
 def standing_of(cases: Sequence[CaseRow]) -> Standing:
@@ -150,6 +117,17 @@ def standing_of(cases: Sequence[CaseRow]) -> Standing:
     if any(case.stage == CaseStage.REPORTED for case in cases):
         return "pending"
     return "clear"
+
+
+@dataclass(frozen=True)
+class StructureDetail:
+    structure: StructureRow
+    permits: list[PermitRow]  # newest first
+    cases: list[CaseRow]  # blocking ones first
+    parties: list[inbox.PartyView]  # the organisations its cases name
+    notices: list[inbox.NoticeView]
+    referrals: list[inbox.ReferralView]
+    standing: Standing
 
 
 def structure_detail(
@@ -169,19 +147,20 @@ def structure_detail(
         )
     )
     cases = _cases_of(session, [structure_id])[structure_id]
-    parties: dict[str, bool] = {}
-    for case in cases:
-        if case.party is not None:
-            suspends = bool(case.party_suspended) and case.stage in BLOCKING  # Case.suspends_party
-            parties[case.party] = parties.get(case.party, False) or suspends
+    named = sorted({case.party for case in cases if case.party is not None})
+    parties = [p for p in (inbox.get_party(session, party) for party in named) if p is not None]
     return StructureDetail(
         structure=structure,
         permits=permits,
         cases=cases,
-        notices=notices(session, NoticeFilter(structure_id=structure_id), now=now, limit=200),
-        referrals=referrals(session, ReferralFilter(structure_id=structure_id), now=now, limit=200),
-        standing=standing_of(cases),
         parties=parties,
+        notices=list(
+            inbox.notices(session, now=now, structure=structure_id, page_size=DETAIL_LIMIT).items
+        ),
+        referrals=list(
+            inbox.referrals(session, now=now, structure=structure_id, page_size=DETAIL_LIMIT).items
+        ),
+        standing=standing_of(cases),
     )
 
 
@@ -217,343 +196,3 @@ def search_structures(session: Session, query: str, *, limit: int) -> SearchResu
     )
     found.extend(by_address)
     return SearchResult(found[:limit], more=len(found) > limit)
-
-
-# --- Notices (Art. 13) ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NoticeView:
-    id: str
-    structure_id: str
-    district: str | None  # None when the structure is not in the registry
-    office: str
-    application_id: str | None
-    reasons: list[str]  # reason codes
-    created_at: datetime
-    acknowledged_at: datetime | None
-    acknowledged_by: str | None
-
-    @property
-    def state(self) -> str:
-        return "open" if self.acknowledged_at is None else "acknowledged"
-
-
-@dataclass(frozen=True)
-class NoticeFilter:
-    office: str | None = None
-    district: str | None = None
-    state: str | None = None  # one of NOTICE_STATES
-    min_age_days: int | None = None
-    structure_id: str | None = None
-
-
-def _reason_codes(text: str) -> list[str]:
-    try:
-        reasons = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return [text]
-    if not isinstance(reasons, list):
-        return [str(reasons)]
-    return [
-        str(reason.get("code", reason)) if isinstance(reason, dict) else str(reason)
-        for reason in reasons
-    ]
-
-
-def notices(
-    session: Session, where: NoticeFilter, *, now: datetime, limit: int
-) -> list[NoticeView]:
-    """Notices to the working group, newest first, filtered by office, the structure's
-    district, state (open or acknowledged) and age; at most ``limit``."""
-    conditions: list[ColumnElement[bool]] = []
-    if where.office:
-        conditions.append(NotificationRow.office == where.office)
-    if where.district:
-        conditions.append(StructureRow.district == where.district)
-    if where.state == "open":
-        conditions.append(NotificationRow.acknowledged_at.is_(None))
-    elif where.state == "acknowledged":
-        conditions.append(NotificationRow.acknowledged_at.is_not(None))
-    if where.min_age_days is not None:
-        conditions.append(NotificationRow.created_at <= now - timedelta(days=where.min_age_days))
-    if where.structure_id:
-        conditions.append(NotificationRow.structure_id == where.structure_id)
-    rows = session.execute(
-        select(NotificationRow, StructureRow.district)
-        .outerjoin(StructureRow, StructureRow.id == NotificationRow.structure_id)
-        .where(and_(True, *conditions))
-        .order_by(NotificationRow.created_at.desc(), NotificationRow.id)
-        .limit(limit)
-    )
-    return [
-        NoticeView(
-            id=row.id,
-            structure_id=row.structure_id,
-            district=district,
-            office=row.office,
-            application_id=row.application_id,
-            reasons=_reason_codes(row.reasons),
-            created_at=row.created_at,
-            acknowledged_at=row.acknowledged_at,
-            acknowledged_by=row.acknowledged_by,
-        )
-        for row, district in rows
-    ]
-
-
-# --- Referrals (Art. 19) -------------------------------------------------------------------------
-
-
-def referral_state(row: ReferralRow) -> ReferralState:
-    """awaiting_referral (not referred), referred (not decided), decided (not answered), or
-    answered."""
-    if row.referred_at is None:
-        return "awaiting_referral"
-    if row.decided_at is None:
-        return "referred"
-    if row.answered_at is None:
-        return "decided"
-    return "answered"
-
-
-def overdue_kind(row: ReferralRow, now: datetime) -> Lateness | None:
-    """ "referral" when the finder referred late or has not referred and the due time passed;
-    "answer" when the decision was reported back late or is still due and the time passed."""
-    if row.referred_at is None:
-        if now > row.referral_due:
-            return "referral"
-    elif row.referred_at > row.referral_due:
-        return "referral"
-    if row.decided_at is not None and row.answer_due is not None:
-        if row.answered_at is None:
-            if now > row.answer_due:
-                return "answer"
-        elif row.answered_at > row.answer_due:
-            return "answer"
-    return None
-
-
-def responsible_for(row: ReferralRow, lateness: Lateness) -> str:
-    """The department a late referral counts against: the finder for a late referral, the
-    receiving department for a late answer."""
-    if lateness == "answer" and row.referred_to is not None:
-        return row.referred_to
-    return row.found_by
-
-
-@dataclass(frozen=True)
-class ReferralView:
-    case_id: str
-    structure_id: str
-    district: str
-    case_kind: str
-    found_by: str
-    found_at: datetime
-    referral_due: datetime
-    referred_to: str | None
-    referred_at: datetime | None
-    decided_at: datetime | None
-    decision: str | None
-    answer_due: datetime | None
-    answered_at: datetime | None
-    state: ReferralState
-    overdue: Lateness | None
-
-
-def _view(row: ReferralRow, now: datetime) -> ReferralView:
-    return ReferralView(
-        case_id=row.case_id,
-        structure_id=row.structure_id,
-        district=row.district,
-        case_kind=row.case_kind,
-        found_by=row.found_by,
-        found_at=row.found_at,
-        referral_due=row.referral_due,
-        referred_to=row.referred_to,
-        referred_at=row.referred_at,
-        decided_at=row.decided_at,
-        decision=row.decision,
-        answer_due=row.answer_due,
-        answered_at=row.answered_at,
-        state=referral_state(row),
-        overdue=overdue_kind(row, now),
-    )
-
-
-@dataclass(frozen=True)
-class ReferralFilter:
-    office: str | None = None  # the finder or the receiving department
-    district: str | None = None
-    state: str | None = None  # one of REFERRAL_STATES
-    min_age_days: int | None = None
-    structure_id: str | None = None
-
-
-def _state_condition(state: str) -> ColumnElement[bool]:
-    r = ReferralRow
-    return {
-        "awaiting_referral": r.referred_at.is_(None),
-        "referred": and_(r.referred_at.is_not(None), r.decided_at.is_(None)),
-        "decided": and_(r.decided_at.is_not(None), r.answered_at.is_(None)),
-        "answered": r.answered_at.is_not(None),
-    }[state]
-
-
-def referrals(
-    session: Session, where: ReferralFilter, *, now: datetime, limit: int
-) -> list[ReferralView]:
-    """Referrals, newest finding first, filtered by department (finder or receiver),
-    district, state and age (days since the finding); at most ``limit``."""
-    conditions: list[ColumnElement[bool]] = []
-    if where.office:
-        conditions.append(
-            or_(ReferralRow.found_by == where.office, ReferralRow.referred_to == where.office)
-        )
-    if where.district:
-        conditions.append(ReferralRow.district == where.district)
-    if where.state:
-        conditions.append(_state_condition(where.state))
-    if where.min_age_days is not None:
-        conditions.append(ReferralRow.found_at <= now - timedelta(days=where.min_age_days))
-    if where.structure_id:
-        conditions.append(ReferralRow.structure_id == where.structure_id)
-    rows = session.scalars(
-        select(ReferralRow)
-        .where(and_(True, *conditions))
-        .order_by(ReferralRow.found_at.desc(), ReferralRow.case_id)
-        .limit(limit)
-    )
-    return [_view(row, now) for row in rows]
-
-
-def _may_be_overdue(now: datetime) -> ColumnElement[bool]:
-    """A superset of the overdue referrals, in SQL; ``overdue_kind`` decides each."""
-    r = ReferralRow
-    return or_(
-        and_(r.referred_at.is_(None), r.referral_due < now),
-        r.referred_at > r.referral_due,
-        and_(r.decided_at.is_not(None), r.answered_at.is_(None), r.answer_due < now),
-        r.answered_at > r.answer_due,
-    )
-
-
-@dataclass(frozen=True)
-class OverdueReport:
-    referrals: list[ReferralView]
-    per_department: list[tuple[str, int]]  # most overdue first, then by id
-
-
-def overdue_referrals(
-    session: Session,
-    *,
-    now: datetime,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    district: str | None = None,
-) -> OverdueReport:
-    """The overdue referrals (found in [since, until) when given), counted per department
-    they count against (``responsible_for``)."""
-    conditions = [_may_be_overdue(now)]
-    if since is not None:
-        conditions.append(ReferralRow.found_at >= since)
-    if until is not None:
-        conditions.append(ReferralRow.found_at < until)
-    if district:
-        conditions.append(ReferralRow.district == district)
-    rows = session.scalars(
-        select(ReferralRow)
-        .where(*conditions)
-        .order_by(ReferralRow.referral_due, ReferralRow.case_id)
-    )
-    late: list[ReferralView] = []
-    counts: Counter[str] = Counter()
-    for row in rows:
-        view = _view(row, now)
-        if view.overdue is not None:
-            late.append(view)
-            counts[responsible_for(row, view.overdue)] += 1
-    return OverdueReport(late, sorted(counts.items(), key=lambda item: (-item[1], item[0])))
-
-
-# --- Monthly figures (Art. 6) --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Figure:
-    section: str  # cases_opened, open_blocking_cases, notices, overdue_referrals, ...
-    key: str  # a case kind, an office, a department, ...
-    value: int
-
-
-def parse_month(text: str) -> date:
-    """``YYYY-MM`` as the month's first day; ``ValueError`` naming the value otherwise."""
-    try:
-        year, month = text.split("-")
-        if len(year) != 4 or len(month) != 2:
-            raise ValueError
-        first = date(int(year), int(month), 1)
-    except ValueError:
-        raise ValueError(f"month {text!r} is not YYYY-MM (e.g. 2026-10)") from None
-    if first.year < 2000:
-        raise ValueError(f"month {text!r} is before 2000")
-    return first
-
-
-def month_bounds(first: date) -> tuple[datetime, datetime]:
-    """The month's start and end (exclusive) in the city's time, as UTC datetimes."""
-    days = calendar.monthrange(first.year, first.month)[1]
-    start = datetime(first.year, first.month, 1, tzinfo=CITY_TZ)
-    return start.astimezone(UTC), (start + timedelta(days=days)).astimezone(UTC)
-
-
-def month_figures(
-    session: Session, first: date, *, now: datetime, district: str | None = None
-) -> list[Figure]:
-    """The month's figures: cases found in it by kind, notices received by office, overdue
-    referrals of cases found in it per department; and, as of now, open blocking cases by kind
-    and suspended parties."""
-    start, end = month_bounds(first)
-    in_district: list[ColumnElement[bool]] = (
-        [] if not district else [StructureRow.district == district]
-    )
-    figures: list[Figure] = []
-    opened = session.execute(
-        select(CaseRow.kind, func.count())
-        .join(StructureRow, StructureRow.id == CaseRow.structure_id)
-        .where(CaseRow.opened >= start, CaseRow.opened < end, *in_district)
-        .group_by(CaseRow.kind)
-        .order_by(CaseRow.kind)
-    )
-    figures += [Figure("cases_opened", kind, int(n)) for kind, n in opened]
-    blocking = session.execute(
-        select(CaseRow.kind, func.count())
-        .join(StructureRow, StructureRow.id == CaseRow.structure_id)
-        .where(CaseRow.stage.in_(BLOCKING), *in_district)
-        .group_by(CaseRow.kind)
-        .order_by(CaseRow.kind)
-    )
-    figures += [Figure("open_blocking_cases", kind, int(n)) for kind, n in blocking]
-    received = session.execute(
-        select(NotificationRow.office, func.count())
-        .outerjoin(StructureRow, StructureRow.id == NotificationRow.structure_id)
-        .where(NotificationRow.created_at >= start, NotificationRow.created_at < end, *in_district)
-        .group_by(NotificationRow.office)
-        .order_by(NotificationRow.office)
-    )
-    figures += [Figure("notices", office, int(n)) for office, n in received]
-    late = overdue_referrals(session, now=now, since=start, until=end, district=district)
-    figures += [Figure("overdue_referrals", dept, n) for dept, n in late.per_department]
-    suspended = session.scalar(
-        select(func.count(func.distinct(CaseRow.party)))
-        .join(StructureRow, StructureRow.id == CaseRow.structure_id)
-        .where(
-            CaseRow.party.is_not(None),
-            CaseRow.party_suspended.is_(True),
-            CaseRow.stage.in_(BLOCKING),
-            *in_district,
-        )
-    )
-    if suspended:
-        figures.append(Figure("suspended_parties", "parties", int(suspended)))
-    return figures
