@@ -9,10 +9,16 @@ and the pure rules under them (the language choice, Art. 19 lateness, month boun
 
 from __future__ import annotations
 
+import asyncio
 import re
+import signal
+import socket
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -28,7 +34,10 @@ from web_support import (
     throwaway_tls,
 )
 
+from registry.storage import Database
 from registry.web.catalog import LABELS, TERMS, Words, choose_language
+from registry.web.server import WebServeError, WebServer
+from server.listen import ListenError
 
 PAGE_SIZE = 2
 
@@ -304,3 +313,57 @@ def test_figure_keys_are_named_part_by_part() -> None:
     assert chinese.key("no_planning_permit/patrol") == "未取得建设工程规划许可证 / 巡查"
     assert chinese.key("utility:water/DENY") == "市政公用 供水 / 不予办理"
     assert Words("en").key("city-land") == "city-land"  # a department id, as written
+
+
+# --- Serving ------------------------------------------------------------------------------------
+
+
+def test_the_page_alone_serves_until_sigterm_and_stops_cleanly(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    registry = Registry(url, tmp_path / "keys", tmp_path)
+    try:
+        registry.init()
+        fill(registry)
+    finally:
+        registry.close()
+    tls = throwaway_tls(tmp_path / "tls")
+    args = ["--db", url, "--listen", "127.0.0.1:0", "--cert", str(tls.cert), "--key", str(tls.key)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "registry.web", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()  # the start line, once serving
+        found = re.search(r"page at (https://127\.0\.0\.1:\d+/)", line)
+        assert found is not None, line
+        context = ssl.create_default_context(cafile=tls.ca)
+        with httpx.Client(base_url=found[1], verify=context, timeout=10) as client:
+            home = client.get("/")
+            assert home.status_code == 200 and FLAGGED in home.text
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_a_port_in_use_or_an_unusable_certificate_is_a_plain_error(tmp_path: Path) -> None:
+    tls = throwaway_tls(tmp_path / "tls")
+    db = Database(f"sqlite:///{tmp_path / 'empty.db'}")
+    taken = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = taken.getsockname()[1]
+        busy = WebServer(db, f"127.0.0.1:{port}", tls.cert, tls.key)
+        with pytest.raises(WebServeError, match=re.escape(f"cannot listen on 127.0.0.1:{port}")):
+            asyncio.run(busy.start())
+        swapped = WebServer(db, "127.0.0.1:0", tls.key, tls.cert)  # key and certificate swapped
+        with pytest.raises(WebServeError, match=r"TLS certificate .* cannot be used"):
+            asyncio.run(swapped.start())
+        with pytest.raises(ListenError, match="--listen"):
+            WebServer(db, "127.0.0.1:99999", tls.cert, tls.key)
+    finally:
+        taken.close()
+        db.dispose()
