@@ -367,3 +367,20 @@ def test_a_port_in_use_or_an_unusable_certificate_is_a_plain_error(tmp_path: Pat
     finally:
         taken.close()
         db.dispose()
+
+
+def test_a_database_out_of_reach_is_503_with_the_headers(tmp_path: Path) -> None:
+    tls = throwaway_tls(tmp_path / "tls")
+    nowhere = "postgresql://postgres@127.0.0.1:5432/permitgate_no_such_database"
+    with (
+        serving(nowhere, tls) as server,
+        httpx.Client(
+            base_url=server.url, verify=ssl.create_default_context(cafile=tls.ca), timeout=20
+        ) as client,
+    ):
+        for path in ("/", "/inbox", "/figures", f"/structures/{FLAGGED}", "/search?q=x"):
+            answer = client.get(path, headers={"accept-language": "zh-CN"})
+            assert answer.status_code == 503, path
+            assert "暂时无法读取登记数据" in answer.text
+            assert "permitgate_no_such_database" not in answer.text
+            assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]

@@ -24,6 +24,7 @@ browser's Accept-Language (``registry.web.catalog``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any, Final, TypeVar
 
 import jinja2
 from markupsafe import Markup
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -51,6 +53,8 @@ from registry.web.catalog import Words, choose_language
 from registry.web.chart import Chart, lay_out
 
 __all__ = ["READ_METHODS", "SECURITY_HEADERS", "create_app"]
+
+log = logging.getLogger(__name__)
 
 _HERE = Path(__file__).parent
 READ_METHODS: Final = frozenset({"GET", "HEAD"})
@@ -190,7 +194,7 @@ def create_app(
     *,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     page_size: int = 20,
-) -> Starlette:
+) -> ASGIApp:
     """The page over ``db`` (read only). ``now`` is the clock that overdue referrals and the
     current month are judged by; ``page_size`` is the number of flagged structures a page shows."""
     if page_size < 1:
@@ -436,8 +440,22 @@ def create_app(
             status_code=exc.status_code,
         )
 
+    async def database_down(request: Request, exc: Exception) -> Response:
+        log.warning("the page cannot read %s: %s", db, exc)
+        return render(
+            request,
+            "error.html",
+            {
+                "title": "unavailable_title",
+                "detail": words_of(request).t("unavailable"),
+                "status": 503,
+            },
+            status_code=503,
+        )
+
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
-        HTTPException: http_error
+        HTTPException: http_error,
+        OperationalError: database_down,  # the database is down or cannot be reached
     }
     app = Starlette(
         routes=[
@@ -451,5 +469,4 @@ def create_app(
         ],
         exception_handlers=handlers,
     )
-    app.add_middleware(ReadOnlyGuard)
-    return app
+    return ReadOnlyGuard(app)  # outermost: errors Starlette answers get the headers too

@@ -128,6 +128,11 @@ LABELS: Final[dict[str, tuple[str, str]]] = {
     "not_found_title": ("Not found", "未找到"),
     "not_found": ("There is no such page or structure.", "没有这个页面或建筑。"),
     "bad_request_title": ("Bad request", "请求有误"),
+    "unavailable_title": ("Registry unavailable", "登记数据暂不可用"),
+    "unavailable": (
+        "The page cannot read the registry just now; try again shortly.",
+        "暂时无法读取登记数据，请稍后再试。",
+    ),
     "home": ("Back to the flagged structures", "返回违法建设列表"),
     "read_only": (
         "Read-only: changes are made by the departments' signed writes.",
