@@ -57,6 +57,7 @@ def browser() -> Iterator[WebDriver]:
     ):
         options.add_argument(argument)
     options.accept_insecure_certs = True
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(30)
     try:
@@ -155,6 +156,11 @@ def test_the_working_group_sees_its_page_in_chromium(
     assert width >= 800 and height >= 600
     click(browser, "nav-inbox")
     assert "通报" in visible(browser) and "市场监管" in visible(browser)
+
+    # Nothing the page uses was refused by its own Content-Security-Policy, nothing failed.
+    console = [entry["message"] for entry in browser.get_log("browser")]
+    assert not [m for m in console if "Content Security Policy" in m or "Refused" in m], console
+    assert not [e for e in console if "error" in e.lower()], console
 
     # A write is refused: a form posted from the page gets 405.
     old = browser.find_element(By.TAG_NAME, "html")
