@@ -38,7 +38,7 @@ SCREENSHOT = ARTIFACTS / "web-page.png"
 
 
 @pytest.fixture
-def browser() -> Iterator[WebDriver]:
+def browser() -> Iterator[webdriver.Chrome]:
     """Headless Chromium, fresh profile; missing browser or driver fails the test, naming the
     package (``make services`` installs both)."""
     for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
@@ -96,7 +96,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def test_the_working_group_sees_its_page_in_chromium(
-    browser: WebDriver, sample_page: tuple[WebServer, Sample]
+    browser: webdriver.Chrome, sample_page: tuple[WebServer, Sample]
 ) -> None:
     page, sample = sample_page
     browser.get(page.url)
