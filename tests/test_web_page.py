@@ -24,6 +24,7 @@ from registry_support import Registry
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.command import Command
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -158,7 +159,8 @@ def test_the_working_group_sees_its_page_in_chromium(
     assert "通报" in visible(browser) and "市场监管" in visible(browser)
 
     # Nothing the page uses was refused by its own Content-Security-Policy, nothing failed.
-    console = [entry["message"] for entry in browser.get_log("browser")]
+    logged = browser.execute(Command.GET_LOG, {"type": "browser"})["value"]
+    console = [str(entry["message"]) for entry in logged]
     assert not [m for m in console if "Content Security Policy" in m or "Refused" in m], console
     assert not [e for e in console if "error" in e.lower()], console
 
