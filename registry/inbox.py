@@ -255,14 +255,12 @@ def _untoken(list_name: str, token: str, types: Sequence[type]) -> list[Any] | N
         value = orjson.loads(raw)
     except (binascii.Error, ValueError) as exc:
         raise BadPageToken(f"page_token: not a page token of this list ({exc})") from None
-    if (
-        not isinstance(value, list)
-        or len(value) != len(types) + 1
-        or not all(isinstance(v, str) for v in value)
-    ):
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise BadPageToken("page_token: not a page token of this list")
     if value[0] != list_name:
         raise BadPageToken(f"page_token: a token of the {value[0]!r} list, not of {list_name!r}")
+    if len(value) != len(types) + 1:
+        raise BadPageToken("page_token: not a page token of this list")
     key: list[Any] = []
     for text, kind in zip(value[1:], types, strict=True):
         if kind is datetime:
