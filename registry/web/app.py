@@ -7,16 +7,22 @@ Pages, all server-rendered HTML (Jinja2, every value escaped):
     /structures/{id}        one structure: its standing, permits, cases, parties, notices,
                             referrals
     /inbox                  Art. 13 notices and Art. 19 referrals, filtered by ?office=,
-                            ?district=, ?state=, ?age= (days)
-    /overdue                the overdue referrals, counted per department
+                            ?district=, ?state=, ?age= (days), each paged by token
+                            (?notices_from=, ?referrals_from=)
+    /overdue                the overdue referrals (?from= a token), counted per department
     /figures                the month's figures (?month=YYYY-MM, ?district=) as a chart and
                             a table
     /search                 ?q= a structure id (exact) or a part of an address
     /static/...             the style sheet and the one small script (month switch)
 
+Notices, referrals, parties and the monthly figures are read through ``registry.inbox`` and
+``registry.monthly_report`` (as the read RPCs and ``permitgate report monthly`` read them); the
+flagged structures and the search through ``registry.web.queries``.
+
 The page only reads: any method other than GET and HEAD is answered 405 before routing, and
-each request reads through one snapshot session, run in a worker thread so the event loop (which
-the registry service shares) never waits on the database. Every answer carries a strict
+each read is one snapshot session (the monthly report takes its own), run in a worker thread so
+the event loop (which the registry service shares) never waits on the database. A database out
+of reach is a 503 page, not a stack trace. Every answer carries a strict
 Content-Security-Policy (scripts and styles from this origin only, no framing) and ``nosniff``.
 The language comes from ``?lang=en|zh`` (remembered in a cookie), else the cookie, else the
 browser's Accept-Language (``registry.web.catalog``).
