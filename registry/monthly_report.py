@@ -476,14 +476,29 @@ def write_chart(report: MonthlyReport, path: Path) -> None:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
+    from matplotlib.ticker import MaxNLocator
 
     rows = [(s, sorted(report.section(s).items())) for s in SECTIONS]
-    heights = [max(1.2, 0.28 * len(items) + 0.9) for _, items in rows]
+    heights = [max(0.5, 0.26 * len(items) + 0.3) for _, items in rows]  # inches of bars
+    gap, top, bottom = 0.85, 0.9, 0.4  # inches between charts, above and below them all
+    tall = sum(heights) + gap * (len(rows) - 1) + top + bottom
     figure, axes = pyplot.subplots(
-        len(rows), 1, figsize=(11, sum(heights)), gridspec_kw={"height_ratios": heights}
+        len(rows),
+        1,
+        figsize=(11, tall),
+        gridspec_kw={
+            "height_ratios": heights,
+            "hspace": gap / (sum(heights) / len(rows)),
+            "left": 0.34,  # room for the longest keys: measuring each label costs more
+            "right": 0.95,  # than drawing the chart
+            "top": 1 - top / tall,
+            "bottom": bottom / tall,
+        },
     )
     where = f"district {report.district}" if report.district else "the whole city"
-    figure.suptitle(f"Monthly report {report.month} (Beijing time), {where}", fontsize=13)
+    figure.suptitle(
+        f"Monthly report {report.month} (Beijing time), {where}", fontsize=13, y=1 - 0.3 / tall
+    )
     for axis, (section, items) in zip(axes, rows, strict=True):
         axis.set_title(_TITLES[section], loc="left", fontsize=10)
         if not items:
@@ -495,10 +510,10 @@ def write_chart(report: MonthlyReport, path: Path) -> None:
         values = [value for _, value in items]
         bars = axis.barh(range(len(items)), values, color="#3b6ea5")
         axis.set_yticks(range(len(items)), labels, fontsize=8)
-        axis.invert_yaxis()
+        axis.set_ylim(len(items) - 0.5, -0.5)  # the first key on top, no blank margin
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.bar_label(bars, fontsize=8, padding=2)
         axis.set_xlim(0, max(values) * 1.15 + 1)
         axis.tick_params(axis="x", labelsize=8)
-    figure.tight_layout(rect=(0, 0, 1, 0.98))
     figure.savefig(path, format="png", dpi=100)
     pyplot.close(figure)

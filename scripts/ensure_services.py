@@ -1,5 +1,7 @@
 """Make sure the PostgreSQL and Redis that the tests use are reachable, and that
 ``redis-server`` is installed: the fault tests start private Redis servers of their own.
+The web page's tests drive Debian's ``chromium`` through its ``chromedriver``, with CJK fonts to
+draw the Chinese page: those packages are installed the same way when missing.
 
 Each is tried at its URL (PERMITGATE_TEST_PG, PERMITGATE_TEST_REDIS). One that does not answer
 is started when its server is installed here; a missing ``redis-server`` is installed with
@@ -73,6 +75,33 @@ def install_redis_server() -> str | None:
     return None
 
 
+BROWSER_PACKAGES = {
+    # what must be there -> the Debian package that brings it
+    "/usr/bin/chromium": "chromium",
+    "/usr/bin/chromedriver": "chromium-driver",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc": "fonts-noto-cjk",
+}
+
+
+def install_browser() -> str | None:
+    """Install Debian's chromium, chromium-driver and CJK fonts where missing; returns what is
+    missing, or None."""
+    missing = [package for path, package in BROWSER_PACKAGES.items() if not os.path.exists(path)]
+    if not missing:
+        return None
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        return f"{', '.join(missing)} not installed (Debian: apt-get install {' '.join(missing)})"
+    print(f"{', '.join(missing)}: not installed; installing with apt-get")
+    quiet = {"DEBIAN_FRONTEND": "noninteractive", **os.environ}
+    subprocess.run([apt, "update", "-qq"], check=False, env=quiet)
+    subprocess.run([apt, "install", "-y", "-qq", *missing], check=False, env=quiet)
+    still = [package for path, package in BROWSER_PACKAGES.items() if not os.path.exists(path)]
+    if still:
+        return f"{', '.join(still)} could not be installed (apt-get install {' '.join(still)})"
+    return None
+
+
 def start_redis() -> str | None:
     if shutil.which("redis-server") is None:
         return "Redis is not installed (Debian: apt-get install redis-server)"
@@ -117,6 +146,7 @@ def main() -> int:
         p
         for p in (
             install_redis_server(),
+            install_browser(),
             ensure("PostgreSQL", PG_URL, postgres_up, start_postgres),
             ensure("Redis", REDIS_URL, redis_up, start_redis),
         )
