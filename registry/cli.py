@@ -548,6 +548,13 @@ Exit codes:
     help="HOST:PORT where departments call over mutual TLS (with --tls-cert, --tls-key and "
     "--client-ca; port 0: any).",
 )
+@click.option(
+    "--web-listen",
+    default=None,
+    metavar="HOST:PORT",
+    help="Also serve the working group's page, read-only over HTTPS with --tls-cert and "
+    "--tls-key, on HOST:PORT (port 0: any).",
+)
 def serve(
     db_url: str | None,
     keys_dir: Path,
@@ -561,12 +568,14 @@ def serve(
     tls_key: Path | None,
     client_ca: Path | None,
     departments_listen: str,
+    web_listen: str | None,
 ) -> None:
     """Run the registry service: keep the newest head cosigned, and serve heads, status records
     with their map proofs, and consistency proofs over gRPC (permitgate.v1.Registry). With
     --redis, also publish the verified heads, records and proofs' data to Redis, where gates
     read them (and check them against the signed head). With --tls-cert, --tls-key and
-    --client-ca, departments write and read over mutual TLS on --departments-listen."""
+    --client-ca, departments write and read over mutual TLS on --departments-listen. With
+    --web-listen too, the working group's page is served there over HTTPS."""
     address = parse_listen(listen)
     given = [tls_cert is not None, tls_key is not None, client_ca is not None]
     if any(given) and not all(given):
@@ -576,6 +585,9 @@ def serve(
     if tls_cert is not None and tls_key is not None and client_ca is not None:
         tls = DepartmentTls(tls_cert, tls_key, client_ca)
         departments_address = parse_listen(departments_listen)
+    web_address = None if web_listen is None else parse_listen(web_listen)
+    if web_address is not None and tls is None:
+        fail("--web-listen needs --tls-cert, --tls-key and --client-ca (the page is HTTPS only)")
     if redis_url is not None:
         try:
             redis_client(redis_url).close()
@@ -589,6 +601,8 @@ def serve(
     check_free(address)
     if departments_address is not None:
         check_free(departments_address)
+    if web_address is not None:
+        check_free(web_address)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         uvloop.run(
@@ -603,6 +617,7 @@ def serve(
                 redis_prefix=redis_prefix,
                 tls=tls,
                 departments_listen=str(departments_address or DEFAULT_DEPARTMENTS_LISTEN),
+                web_listen=None if web_address is None else str(web_address),
             )
         )
     except RuntimeError as exc:  # gRPC's bind failed after check_free passed (a race)

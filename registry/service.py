@@ -59,6 +59,7 @@ from registry.redis_layout import DEFAULT_PREFIX
 from registry.service_state import ServedState
 from registry.storage import Database
 from registry.vocabulary import id_error
+from registry.web.server import WebServer
 from server.guard import CallLimit, GuardedServer, MalformedRequests
 from server.listen import serve_until_signalled as serve_app_until_signalled
 from server.reflection import enable_reflection
@@ -383,8 +384,10 @@ class RegistryApp:
         writes: WriteQueue | None = None,
         directory: DepartmentDirectory | None = None,
         departments_address: str | None = None,
+        web: WebServer | None = None,
     ) -> None:
         self.db = db
+        self.web = web
         self.writes = writes
         self.directory = directory
         self.departments_address = departments_address
@@ -413,11 +416,16 @@ class RegistryApp:
         tls: DepartmentTls | None = None,
         departments_listen: str = DEFAULT_DEPARTMENTS_LISTEN,
         writes: DepartmentWrites | None = None,
+        web_listen: str | None = None,
     ) -> RegistryApp:
         """The service on ``listen``; with ``redis_url``, its verified state is also published
         there under ``redis_prefix`` (``registry.publisher``) at each heartbeat; with ``tls``,
         departments' calls are served over mutual TLS on ``departments_listen``. ``writes``
-        (default: a ``DepartmentWrites`` with the shipped working-day calendar) makes them."""
+        (default: a ``DepartmentWrites`` with the shipped working-day calendar) makes them.
+        With ``web_listen`` (and ``tls``), the working group's page is served read-only over
+        HTTPS there, with the same certificate and key (``registry.web``)."""
+        if web_listen is not None and tls is None:
+            raise ValueError("web_listen: the page is served over TLS; give tls too")
         if heartbeat <= 0 or refresh_every <= 0:
             raise ValueError(
                 f"heartbeat ({heartbeat:g} s) and refresh_every ({refresh_every:g} s) must be "
@@ -472,6 +480,11 @@ class RegistryApp:
             port = server.add_insecure_port(listen)
             if port == 0:
                 raise OSError(f"cannot listen on {listen}")
+            web = (
+                None
+                if web_listen is None or tls is None
+                else WebServer(db, web_listen, tls.cert, tls.key)
+            )
         except BaseException:
             db.dispose()
             raise
@@ -489,6 +502,7 @@ class RegistryApp:
             writes=queue,
             directory=directory,
             departments_address=departments_address,
+            web=web,
         )
 
     async def start(self) -> None:
@@ -500,6 +514,8 @@ class RegistryApp:
             self.writes.start()
         if self.publisher is not None:
             self.publisher.start()
+        if self.web is not None:
+            await self.web.start()
 
     def describe(self) -> str:
         """The one line the service logs at start."""
@@ -514,11 +530,14 @@ class RegistryApp:
                 if self.departments_address is None
                 else f"; department calls on {self.departments_address} (mutual TLS)"
             )
+            + ("" if self.web is None else f"; {self.web.describe()}")
         )
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.health.stop()  # NOT_SERVING first, so balancers move on
         await self.server.stop(grace)
+        if self.web is not None:
+            await self.web.stop(grace)
         if self.writes is not None:
             await self.writes.close()
         await self.heartbeat.close(grace)
