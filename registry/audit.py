@@ -31,7 +31,6 @@ besides the map (about 200 bytes a structure). A writer that finds its state emp
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -48,7 +47,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from registry.admin import STATE_NAME
-from registry.log import DepartmentEntry, Event, State, decode_event, fold, fold_department
+from registry.log import (
+    DepartmentEntry,
+    Event,
+    State,
+    decode_event,
+    fold,
+    fold_department,
+    write_digest,
+)
 from registry.merkle import CompactTree, leaf_hash
 from registry.records import Case, Permit, Record, format_time, parse_record
 from registry.statusmap import StatusMap
@@ -634,8 +641,11 @@ def _check_statement(
     if why is not None:
         report.problems.append(f"{where}: {statement.action} by {claimed} did not {why}")
         return None
-    payload = base64.b64decode(event.statement["payload"])
-    return statement.department, statement.request_id, hashlib.sha256(payload).digest()
+    return (
+        statement.department,
+        statement.request_id,
+        write_digest(statement.action, statement.write),
+    )
 
 
 def _effect_mismatch(action: str, write: dict[str, Any], record: Record | None) -> str | None:

@@ -28,8 +28,6 @@ What each action's ``write`` holds: ``spec/department-write.md``.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -65,7 +63,7 @@ from registry.departments import (
     may_receive_referral,
     may_suspend_party,
 )
-from registry.log import DepartmentEntry, encode_event
+from registry.log import DepartmentEntry, encode_event, write_digest
 from registry.merkle import leaf_hash
 from registry.record_checks import filed_elsewhere, stage_move_error, unknown_structure
 from registry.records import (
@@ -200,6 +198,7 @@ class _Change:
     referral: ReferralRow | None = None
     new_referral: bool = False
     notice: NotificationRow | None = None
+    notice_district: str = ""
 
 
 @dataclass(frozen=True)
@@ -568,6 +567,8 @@ def _acknowledge_notice(group: _Group, change: _Change, role: Role) -> None:
     notice.acknowledged_at = group.now
     notice.acknowledged_by = change.department.id
     change.notice = notice
+    structure = group.session.get(StructureRow, notice.structure_id)
+    change.notice_district = "" if structure is None else structure.district
     change.statement_under = notice.structure_id
 
 
@@ -724,8 +725,9 @@ class DepartmentWrites:
                 f"statement: action {statement.action!r} sent to the {request.action} call",
             )
         envelope = orjson.loads(request.envelope)
-        payload = base64.b64decode(envelope["payload"])
-        digest = hashlib.sha256(payload).digest()
+        # What was asked, not when it was signed: the same write signed again under its
+        # request id (a department's client restarted, say) is a replay, not a conflict.
+        digest = write_digest(statement.action, statement.write)
         # 2. once
         stored = self._stored(group, statement, digest)
         if stored is not None:
@@ -753,7 +755,7 @@ class DepartmentWrites:
         conflict = WriteRefused(
             Refused.ALREADY_EXISTS,
             f"request_id {statement.request_id!r} of {statement.department} was used by "
-            "another statement: a new write needs a new request id",
+            "another write: a new write needs a new request id",
         )
         if key in group.done:  # sent twice into one group: the second is a replay of the first
             first = group.done[key]
@@ -875,7 +877,7 @@ class DepartmentWrites:
         if change.referral is not None:
             result.referral.CopyFrom(referral_info(change.referral, group.now))
         if change.notice is not None:
-            result.notice.CopyFrom(_notice_info(change.notice))
+            result.notice.CopyFrom(_notice_info(change.notice, change.notice_district))
         return result
 
 
@@ -984,7 +986,7 @@ def referral_info(row: ReferralRow, now: datetime) -> pb.Referral:
     return info
 
 
-def _notice_info(row: NotificationRow) -> pb.Notice:
+def _notice_info(row: NotificationRow, district: str) -> pb.Notice:
     try:
         reasons = [str(r.get("code", r)) for r in orjson.loads(row.reasons)]
     except (orjson.JSONDecodeError, AttributeError, TypeError):
@@ -992,6 +994,7 @@ def _notice_info(row: NotificationRow) -> pb.Notice:
     info = pb.Notice(
         id=row.id,
         structure_id=row.structure_id,
+        district=district,
         office=row.office,
         application_id=row.application_id or "",
         reasons=reasons,

@@ -22,6 +22,7 @@ from the events: a writer signs from the previous signed record (``registry.writ
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,6 +47,7 @@ __all__ = [
     "event_bytes",
     "fold",
     "fold_department",
+    "write_digest",
 ]
 
 DEPARTMENT_CHANGES: Final = ("enrol", "rotate", "revoke")
@@ -261,3 +263,10 @@ def fold(structure_id: str, records: Iterable[Record]) -> State:
 
 def _by_id(record: Record) -> str:
     return record.id
+
+
+def write_digest(action: str, write: Any) -> bytes:
+    """What identifies a department's write for its request id: SHA-256 of the RFC 8785 JSON of
+    ``{"action", "write"}``. Not the signed payload: the same write signed again (a client
+    restarted) is a replay of it, not another write."""
+    return hashlib.sha256(canonical_json({"action": action, "write": write})).digest()

@@ -239,8 +239,9 @@ class NotificationRow(Base):
 class WriteRow(Base):
     """A department's write, done once: a retried request id gives back ``result`` (idempotency).
 
-    ``digest`` is SHA-256 of the signed statement; the same request id with another statement
-    is refused. ``seq`` is the log index of the write's first event (its statement is there).
+    ``digest`` is SHA-256 of the canonical JSON of the statement's action and write: the same
+    write signed again under its request id is a replay; another write under it is refused.
+    ``seq`` is the log index of the write's first event (its statement is there).
     """
 
     __tablename__ = "department_write"

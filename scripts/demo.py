@@ -1,5 +1,6 @@
 """`make demo`: build a demo registry on the embedded default (SQLite), verify it, and serve it:
-the registry service and the gate, as two processes with two key directories.
+the registry service and the gate, as two processes with two key directories; then let two
+departments and the working group write and read as themselves (``demo_departments``).
 
 Everything lives in ./demo and is rebuilt on each run: the database, the registry's keys
 (demo/registry-keys: its private key, with the registry service alone) and state, the gate's
@@ -7,10 +8,15 @@ keys (demo/gate-keys: a copy of registry.pub and the gate's own key, made at its
 and state, the data file. The registry service cosigns the newest head every few seconds, so the
 gate's data stays provably fresh; stop it and the gate answers REVIEW once its data ages. Before
 serving, the demo prints `permitgate check ...` lines to try from another terminal, one for each
-rule of DOMAIN.md. Ctrl-C stops both.
+rule of DOMAIN.md; once both serve, it runs the departments' story (a case found, referred,
+decided and answered; a structure turning from ALLOW to DENY at the gate; a notice in the
+working group's inbox; the page, opened in headless Chromium when there is one). Ctrl-C stops
+both.
 
-The addresses (PERMITGATE_DEMO_LISTEN for the gate, default 127.0.0.1:50051, and
-PERMITGATE_DEMO_REGISTRY_LISTEN for the registry service, default 127.0.0.1:50060) are checked
+The addresses (PERMITGATE_DEMO_LISTEN for the gate, default 127.0.0.1:50051,
+PERMITGATE_DEMO_REGISTRY_LISTEN for the registry service, default 127.0.0.1:50060,
+PERMITGATE_DEMO_DEPARTMENTS_LISTEN for its departments' port, default 127.0.0.1:50061, and
+PERMITGATE_DEMO_WEB_LISTEN for the working group's page, default 127.0.0.1:8443) are checked
 before anything is built; a step that fails has printed its one line already, and the demo
 exits with its status.
 """
@@ -27,6 +33,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from demo_departments import Paths, enrol, scenario
+from permitgate_client import Client, GateError
+
 from registry.demo import SCENARIOS, structure_id
 from registry.signing import ensure_signer
 from server.listen import ListenError, check_free, parse_listen
@@ -38,6 +47,8 @@ PERMITGATE = str(Path(sys.executable).with_name("permitgate"))
 STRUCTURES = 3000
 LISTEN = os.environ.get("PERMITGATE_DEMO_LISTEN", "127.0.0.1:50051")
 REGISTRY_LISTEN = os.environ.get("PERMITGATE_DEMO_REGISTRY_LISTEN", "127.0.0.1:50060")
+DEPARTMENTS_LISTEN = os.environ.get("PERMITGATE_DEMO_DEPARTMENTS_LISTEN", "127.0.0.1:50061")
+WEB_LISTEN = os.environ.get("PERMITGATE_DEMO_WEB_LISTEN", "127.0.0.1:8443")
 REGISTRY_KEYS = DEMO / "registry-keys"
 GATE_KEYS = DEMO / "gate-keys"
 HEARTBEAT = 5
@@ -151,16 +162,19 @@ def try_these() -> list[tuple[str, str]]:
 def main() -> int:
     for variable, address, example in (
         ("PERMITGATE_DEMO_LISTEN", LISTEN, "127.0.0.1:50052"),
-        ("PERMITGATE_DEMO_REGISTRY_LISTEN", REGISTRY_LISTEN, "127.0.0.1:50061"),
+        ("PERMITGATE_DEMO_REGISTRY_LISTEN", REGISTRY_LISTEN, "127.0.0.1:50062"),
+        ("PERMITGATE_DEMO_DEPARTMENTS_LISTEN", DEPARTMENTS_LISTEN, "127.0.0.1:50063"),
+        ("PERMITGATE_DEMO_WEB_LISTEN", WEB_LISTEN, "127.0.0.1:8444"),
     ):
         try:
             check_free(parse_listen(address))
         except ListenError as exc:
-            listens = (
-                "the demo listens"
-                if variable == "PERMITGATE_DEMO_LISTEN"
-                else ("the demo's registry service listens")
-            )
+            listens = {
+                "PERMITGATE_DEMO_LISTEN": "the demo listens",
+                "PERMITGATE_DEMO_REGISTRY_LISTEN": "the demo's registry service listens",
+                "PERMITGATE_DEMO_DEPARTMENTS_LISTEN": "the departments call",
+                "PERMITGATE_DEMO_WEB_LISTEN": "the working group's page listens",
+            }[variable]
             print(
                 f"permitgate: {exc} ({listens} on {variable}, e.g. {variable}={example} make demo)",
                 file=sys.stderr,
@@ -191,6 +205,10 @@ def build() -> None:
     # registry can vouch for it: receipts then verify with registry.pub alone.
     ensure_signer(GATE_KEYS, GATE_ROLE, DEFAULT_GATE_NAME)
     run("registry", "vouch", _shown(GATE_KEYS / f"{GATE_ROLE}.pub"))
+    enrol(PATHS, run)
+
+
+PATHS = Paths(ROOT, DEMO, PERMITGATE)
 
 
 def _shown(path: Path) -> str:
@@ -229,6 +247,16 @@ def serve() -> int:
             _shown(DEMO / "registry-state"),
             "--heartbeat",
             str(HEARTBEAT),
+            "--tls-cert",
+            _shown(PATHS.pki / "server.pem"),
+            "--tls-key",
+            _shown(PATHS.pki / "server.key"),
+            "--client-ca",
+            _shown(PATHS.pki / "ca.pem"),
+            "--departments-listen",
+            DEPARTMENTS_LISTEN,
+            "--web-listen",
+            WEB_LISTEN,
         ],
         "gate": [
             "serve",
@@ -252,11 +280,46 @@ def serve() -> int:
         for name, args in commands.items():
             print("$ " + " ".join(shlex.quote(a) for a in ("permitgate", *args)), flush=True)
             processes[name] = subprocess.Popen([PERMITGATE, *args], cwd=ROOT, env=ENV)
+        departments_story(processes)
         while not stopping and all(p.poll() is None for p in processes.values()):
             time.sleep(0.2)
     except KeyboardInterrupt:  # the terminal sent SIGINT to both of them as well
         pass
     return _stop_all(processes, stopping)
+
+
+def departments_story(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    """Once the gate allows the structure the story starts on, run it; a step that fails is
+    printed, and the services go on serving."""
+    every = next(i for i, s in enumerate(SCENARIOS) if s.name.startswith("urban, every"))
+    found, own = structure_id(every), structure_id(every + len(SCENARIOS))
+    other_use = next(
+        structure_id(i) for i, s in enumerate(SCENARIOS) if s.name.startswith("urban, property")
+    )
+    client = Client(LISTEN, timeout=2.0)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and all(p.poll() is None for p in processes.values()):
+        try:
+            if client.check_connection(found, utility="water").verdict == "ALLOW":
+                break
+        except GateError:
+            pass
+        time.sleep(0.2)
+    else:
+        print("\nthe gate did not start allowing checks within 60 s: no departments' story")
+        return
+    try:
+        scenario(
+            PATHS,
+            gate=LISTEN,
+            departments=DEPARTMENTS_LISTEN,
+            web=WEB_LISTEN,
+            allowed=(found, own),
+            other_use=other_use,
+        )
+    except (RuntimeError, GateError, subprocess.SubprocessError) as exc:
+        print(f"\nthe departments' story stopped: {exc}")
+    print("\nThe services go on serving; stop both with Ctrl-C.\n", flush=True)
 
 
 def _stop_all(processes: dict[str, subprocess.Popen[bytes]], asked: bool) -> int:

@@ -141,7 +141,7 @@ class GateApp:
         keys_dir: Path,
         listen: str = "127.0.0.1:50051",
         max_staleness: float = 300.0,
-        poll_interval: float = 1.0,
+        poll_interval: float = 0.25,
         tls: TlsFiles | None = None,
         gate_name: str = DEFAULT_GATE_NAME,
         state_dir: Path | None = None,

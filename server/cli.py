@@ -131,10 +131,11 @@ def _run_workers(
 )
 @click.option(
     "--poll-interval",
-    default=1.0,
+    default=0.25,
     show_default=True,
     type=click.FloatRange(min=0.05),
-    help="Seconds between looks at the registry for changes.",
+    help="Seconds between looks at the registry for changes (a department's write reaches "
+    "the gate within this, plus the time to verify it).",
 )
 @click.option(
     "--audit-interval",

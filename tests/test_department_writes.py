@@ -326,6 +326,32 @@ def test_a_retried_write_answers_the_stored_result(world: World) -> None:
     assert cases == [(1,)]
 
 
+def test_the_same_write_signed_again_is_a_replay(world: World) -> None:
+    """A client that restarts signs its write again (another signed_at) under the same request
+    id: the registry answers the first result, and opens no second case."""
+    write = case_write("C-resigned")
+    first = world.send(
+        world.statement(
+            "city-enforcement",
+            "open_case",
+            write,
+            request_id="r-resigned",
+            signed_at=datetime.now(UTC) - timedelta(seconds=30),
+        ),
+        "open_case",
+        as_="city-enforcement",
+    )
+    after_first = world.counts()
+    again = world.send(
+        world.statement("city-enforcement", "open_case", write, request_id="r-resigned"),
+        "open_case",
+        as_="city-enforcement",
+    )
+    assert again.replayed and not first.replayed
+    assert (again.seq, again.case.id) == (first.seq, first.case.id)
+    assert world.counts() == after_first
+
+
 def test_a_request_id_reused_for_another_statement_is_refused(world: World) -> None:
     world.write("city-enforcement", "open_case", case_write("C-r1"), request_id="same")
     before = world.counts()
