@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import platform
 import random
 import statistics
@@ -384,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {platform.processor() or '?'}, Python "
         f"{platform.python_version()}, {pg_version}",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_average": os.getloadavg(),  # the machine is shared: what else ran
         "options": wanted,
         "rows": sizes,
         "fill_seconds": fill_seconds,
@@ -407,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# The monthly report on a city-sized registry (PostgreSQL)",
         "",
-        f"{figures['date']}; {figures['machine']}.",
+        f"{figures['date']}; {figures['machine']}; load average "
+        f"{', '.join(f'{x:.1f}' for x in figures['load_average'])} ({os.cpu_count()} cores).",
         "",
         "| rows | |",
         "|---|---:|",
