@@ -10,8 +10,10 @@ referral is overdue), so a caller, and a test, chooses the moment.
 
 Paging is by keyset: each list has one total order (notices and referrals by their time, then
 id; the others by id), and a page token is the URL-safe base64 of the last item's sort key
-with the list's name, so a token is opaque to callers, fits only its own list, and a row written
-between two pages is neither lost nor repeated. A token that is not one raises ``BadPageToken``.
+with the list's name, so a token is opaque to callers and fits only its own list. Rows written
+between two pages neither shift nor repeat the rest: every row there when the listing began is
+listed once, and a new row appears on a later page when it sorts after the last one given (else
+in the next listing). A token that is not one raises ``BadPageToken``.
 
 Referral states and lateness follow Art. 19 (``referral_state``, ``referral_overdue``):
 

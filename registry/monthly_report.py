@@ -47,7 +47,7 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import LargeBinary, String, and_, case, cast, func, literal, or_, select
+from sqlalchemy import LargeBinary, String, and_, case, cast, func, literal, or_, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -62,7 +62,7 @@ from registry.storage import (
     StructureRow,
     id_in,
 )
-from registry.vocabulary import BLOCKING_STAGES, CaseStage
+from registry.vocabulary import BLOCKING_STAGES, CaseStage, Office, Utility
 
 __all__ = [
     "CITY_TZ",
@@ -145,6 +145,11 @@ def monthly_report(
     start, end = month_bounds(month)
     now = datetime.now(UTC) if now is None else now.astimezone(UTC)
     with db.snapshot() as session:
+        if db.dialect == "postgresql":
+            # One read of a month of answers: compiling it (JIT) costs more than it saves, and
+            # its groups are counted in memory rather than sorted on disk.
+            session.execute(text("SET LOCAL jit = off"))
+            session.execute(text("SET LOCAL work_mem = '64MB'"))
         counts: dict[str, Counter[str]] = {}
         counts["cases_opened"] = _cases_opened(session, start, end, district)
         log = _Log(session)
@@ -186,17 +191,35 @@ def _cases_opened(
     return Counter({f"{kind}/{source}": int(n) for kind, source, n in rows})
 
 
+def _named(field: str, values: Iterable[str], parsed: Any) -> Any:
+    """``field:value`` for the request's ``field``. The gate writes requests as compact JSON
+    (``"utility":"water"``, no spaces), and a quote inside a JSON string is escaped, so finding
+    that text is finding the field; it costs a third of parsing the JSON, which is left for a
+    value outside the vocabulary (``parsed``)."""
+    whens = [
+        (func.strpos(DecisionRow.request, f'"{field}":"{value}"') > 0, literal(f"{field}:{value}"))
+        for value in values
+    ]
+    return case(*whens, else_=literal(f"{field}:") + cast(parsed, String))
+
+
 def _caller_kind(dialect: str) -> Any:
-    """The kind of caller from the request JSON: ``utility:water``, ``registration``, ..."""
+    """The kind of caller from the request JSON: ``utility:water``, ``registration``,
+    ``office:tax`` ..."""
     if dialect == "postgresql":
         request: Any = cast(DecisionRow.request, postgresql.JSON)
-        utility, office = request["utility"].astext, request["office"].astext
+        utility = _named("utility", [u.value for u in Utility], request["utility"].astext)
+        office = _named("office", [o.value for o in Office], request["office"].astext)
     else:
-        utility = func.json_extract(DecisionRow.request, "$.utility")
-        office = func.json_extract(DecisionRow.request, "$.office")
+        utility = literal("utility:") + cast(
+            func.json_extract(DecisionRow.request, "$.utility"), String
+        )
+        office = literal("office:") + cast(
+            func.json_extract(DecisionRow.request, "$.office"), String
+        )
     return case(
-        (DecisionRow.check_type == "connection", literal("utility:") + cast(utility, String)),
-        (DecisionRow.check_type == "premises", literal("office:") + cast(office, String)),
+        (DecisionRow.check_type == "connection", utility),
+        (DecisionRow.check_type == "premises", office),
         else_=DecisionRow.check_type,
     )
 

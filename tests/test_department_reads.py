@@ -1,6 +1,7 @@
 """The department read RPCs (registry.department_reads) over a real grpc.aio server on loopback.
 
-The server carries only the read handlers, with an ``authorise`` the test controls: it lets in
+The server carries only the read handlers, registered through ``server.guard`` as the Registry
+service registers its methods, with an ``authorise`` the test controls: it lets in
 the callers whose ``department`` metadata it was told to, and refuses the others with
 PERMISSION_DENIED, as the service's mTLS identity check would. Rows are prepared with the
 importer and the ORM on SQLite and PostgreSQL; expectations come from the prepared lists.
@@ -22,6 +23,7 @@ from registry_support import Registry, case, permit, structure
 from registry.department_reads import LIST_FILTERS, DepartmentReads
 from registry.monthly_report import monthly_report
 from registry.storage import Database, NotificationRow, ReferralRow
+from server.guard import CallLimit, GuardedServer, MalformedRequests
 
 SERVICE = "permitgate.v1.Registry"
 T0 = datetime.fromisoformat("2026-10-10T00:00:00+00:00")
@@ -117,7 +119,9 @@ def serve(
     async def main() -> None:
         server = grpc.aio.server()
         handlers = DepartmentReads(database, clock=clock).method_handlers(gate)
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        guarded = GuardedServer(server, MalformedRequests(), CallLimit(100))  # as the service
+        guarded.add_registered_method_handlers(SERVICE, handlers)
+        guarded.check()
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         try:

@@ -93,6 +93,7 @@ def prepared(reg: Registry) -> dict[str, Any]:
         ("registration", {"kind": "transfer"}, "DENY"),
         ("premises", {"office": "tax", "declared_use": "office"}, "NOTIFY"),
         ("premises", {"office": "fire", "declared_use": "office"}, "REVIEW"),
+        ("connection", {"utility": "steam"}, "REVIEW"),  # outside the vocabulary
     ]
     times = [
         OCT_START - timedelta(seconds=1),
@@ -166,7 +167,9 @@ def prepared(reg: Registry) -> dict[str, Any]:
                     caller="test",
                     check_type=check_type,
                     structure_id=sid,
-                    request=json.dumps(request),
+                    request=json.dumps(
+                        request, separators=(",", ":") if int(did[2:]) % 2 else None
+                    ),
                     verdict=verdict,
                     reasons="[]",
                     registry_version=1,
