@@ -23,9 +23,12 @@ from gate_helpers import gate_loop
 from permitgate_client import (
     Check,
     Client,
+    ConflictError,
     DeadlineError,
+    FailedPreconditionError,
     GateError,
     InvalidCheckError,
+    NotFoundError,
     OverloadedError,
     PermissionDeniedError,
     Reason,
@@ -45,6 +48,9 @@ TYPED: dict[grpc.StatusCode, type[GateError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: OverloadedError,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
     grpc.StatusCode.UNAUTHENTICATED: PermissionDeniedError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: ConflictError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
 }
 """The typed error each status becomes; every other status is a plain ``GateError``."""
 

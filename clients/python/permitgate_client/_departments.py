@@ -333,6 +333,7 @@ class NewStructure:
     declared_use: str | None = None
 
     def to_json(self, structure_id: str) -> dict[str, Any]:
+        """The structure as a write's ``structure`` member."""
         out: dict[str, Any] = {"id": structure_id, "area": self.area, "district": self.district}
         if self.address is not None:
             out["address"] = self.address
@@ -711,9 +712,11 @@ class DepartmentClient(_DepartmentBase):
     # --- reads -----------------------------------------------------------------------------
 
     def get_permit(self, permit_id: str) -> PermitInfo:
+        """Permit ``permit_id`` as the registry holds it; ``NotFoundError`` when none."""
         return PermitInfo.from_proto(self._call("GetPermit", pb.GetRequest(id=permit_id)))
 
     def get_case(self, case_id: str) -> CaseInfo:
+        """Case ``case_id`` (with its district, decider and lead); ``NotFoundError`` when none."""
         return CaseInfo.from_proto(self._call("GetCase", pb.GetRequest(id=case_id)))
 
     def get_referral(self, case_id: str) -> ReferralInfo:
@@ -721,9 +724,11 @@ class DepartmentClient(_DepartmentBase):
         return ReferralInfo.from_proto(self._call("GetReferral", pb.GetRequest(id=case_id)))
 
     def get_notice(self, notice_id: str) -> NoticeInfo:
+        """Notice ``notice_id`` of the working group's inbox; ``NotFoundError`` when none."""
         return NoticeInfo.from_proto(self._call("GetNotice", pb.GetRequest(id=notice_id)))
 
     def get_party(self, party_id: str) -> PartyInfo:
+        """Party ``party_id``: the cases naming it and those that suspend it."""
         return PartyInfo.from_proto(self._call("GetParty", pb.GetRequest(id=party_id)))
 
     def permits(
@@ -912,6 +917,7 @@ class AsyncDepartmentClient(_DepartmentBase):
     async def change_permit_status(
         self, permit_id: str, status: str, *, request_id: str | None = None
     ) -> WriteResult:
+        """``DepartmentClient.change_permit_status``, awaited."""
         write = {"permit": _id("permit_id", permit_id), "status": _id("status", status)}
         return await self._write("ChangePermitStatus", "change_permit_status", write, request_id)
 
@@ -935,49 +941,59 @@ class AsyncDepartmentClient(_DepartmentBase):
     async def move_case(
         self, case_id: str, stage: str, *, request_id: str | None = None
     ) -> WriteResult:
+        """``DepartmentClient.move_case``, awaited."""
         write = {"case": _id("case_id", case_id), "stage": _id("stage", stage)}
         return await self._write("MoveCase", "move_case", write, request_id)
 
     async def refer_case(
         self, case_id: str, to: str, *, request_id: str | None = None
     ) -> WriteResult:
+        """``DepartmentClient.refer_case``, awaited."""
         write = {"case": _id("case_id", case_id), "to": _id("to", to)}
         return await self._write("ReferCase", "refer_case", write, request_id)
 
     async def answer_referral(
         self, case_id: str, answer: str, *, request_id: str | None = None
     ) -> WriteResult:
+        """``DepartmentClient.answer_referral``, awaited."""
         write = {"case": _id("case_id", case_id), "answer": _id("answer", answer)}
         return await self._write("AnswerReferral", "answer_referral", write, request_id)
 
     async def acknowledge_notice(
         self, notice_id: str, *, request_id: str | None = None
     ) -> WriteResult:
+        """``DepartmentClient.acknowledge_notice``, awaited."""
         write = {"notice": _id("notice_id", notice_id)}
         return await self._write("AcknowledgeNotice", "acknowledge_notice", write, request_id)
 
     async def suspend_party(
         self, case_id: str, suspended: bool = True, *, request_id: str | None = None
     ) -> WriteResult:
+        """``DepartmentClient.suspend_party``, awaited."""
         write = _suspend_party(case_id, suspended)
         return await self._write("SuspendParty", "suspend_party", write, request_id)
 
     # --- reads -----------------------------------------------------------------------------
 
     async def get_permit(self, permit_id: str) -> PermitInfo:
+        """``DepartmentClient.get_permit``, awaited."""
         return PermitInfo.from_proto(await self._call("GetPermit", pb.GetRequest(id=permit_id)))
 
     async def get_case(self, case_id: str) -> CaseInfo:
+        """``DepartmentClient.get_case``, awaited."""
         return CaseInfo.from_proto(await self._call("GetCase", pb.GetRequest(id=case_id)))
 
     async def get_referral(self, case_id: str) -> ReferralInfo:
+        """``DepartmentClient.get_referral``, awaited."""
         request = pb.GetRequest(id=case_id)
         return ReferralInfo.from_proto(await self._call("GetReferral", request))
 
     async def get_notice(self, notice_id: str) -> NoticeInfo:
+        """``DepartmentClient.get_notice``, awaited."""
         return NoticeInfo.from_proto(await self._call("GetNotice", pb.GetRequest(id=notice_id)))
 
     async def get_party(self, party_id: str) -> PartyInfo:
+        """``DepartmentClient.get_party``, awaited."""
         return PartyInfo.from_proto(await self._call("GetParty", pb.GetRequest(id=party_id)))
 
     def permits(
@@ -987,6 +1003,7 @@ class AsyncDepartmentClient(_DepartmentBase):
         kind: str | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
     ) -> AsyncIterator[PermitInfo]:
+        """``DepartmentClient.permits``, awaited."""
         request = _list(page_size, structure_id=structure_id, kind=kind)
         return self._pages("ListPermits", request, "permits", PermitInfo.from_proto)
 
@@ -999,6 +1016,7 @@ class AsyncDepartmentClient(_DepartmentBase):
         party: str | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
     ) -> AsyncIterator[CaseInfo]:
+        """``DepartmentClient.cases``, awaited."""
         request = _list(
             page_size, structure_id=structure_id, district=district, kind=kind, party=party
         )
@@ -1016,6 +1034,7 @@ class AsyncDepartmentClient(_DepartmentBase):
         overdue: bool = False,
         page_size: int = DEFAULT_PAGE_SIZE,
     ) -> AsyncIterator[ReferralInfo]:
+        """``DepartmentClient.referrals``, awaited."""
         request = _list(
             page_size,
             structure_id=structure_id,
@@ -1039,6 +1058,7 @@ class AsyncDepartmentClient(_DepartmentBase):
         max_age_days: int | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
     ) -> AsyncIterator[NoticeInfo]:
+        """``DepartmentClient.notices``, awaited."""
         request = _list(
             page_size,
             structure_id=structure_id,
@@ -1051,8 +1071,10 @@ class AsyncDepartmentClient(_DepartmentBase):
         return self._pages("ListNotices", request, "notices", NoticeInfo.from_proto)
 
     def parties(self, *, page_size: int = DEFAULT_PAGE_SIZE) -> AsyncIterator[PartyInfo]:
+        """``DepartmentClient.parties``, awaited."""
         return self._pages("ListParties", _list(page_size), "parties", PartyInfo.from_proto)
 
     async def report(self, month: str, district: str | None = None) -> MonthlyReport:
+        """``DepartmentClient.report``, awaited."""
         request = pb.ReportRequest(month=_id("month", month), district=district or "")
         return MonthlyReport.from_proto(await self._call("Report", request))

@@ -166,10 +166,12 @@ class DepartmentKey:
 
     @property
     def department(self) -> str:
+        """The department's id, the key's name."""
         return self.verifier.name
 
     @classmethod
     def generate(cls, department: str) -> DepartmentKey:
+        """A new key for ``department``."""
         return cls(department, Ed25519PrivateKey.generate())
 
     @classmethod
@@ -208,6 +210,7 @@ class DepartmentKey:
         request_id: str,
         signed_at: datetime | None = None,
     ) -> WriteStatement:
+        """A statement of ``action`` with ``write``, as this department, not yet signed."""
         return WriteStatement(
             action, self.department, request_id, signed_at or datetime.now(UTC), write
         )
