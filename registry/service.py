@@ -52,7 +52,7 @@ from registry.department_keys import DepartmentDirectory
 from registry.department_writes import DepartmentWrites, WriteOutcome, WriteRefused, WriteRequest
 from registry.errors import plain_error
 from registry.heartbeat import Heartbeat, NotServing, open_registry_writer, run_blocking
-from registry.identity import IdentityRefused, certificate_department
+from registry.identity import IdentityRefused, certificate_department, enrolled_department
 from registry.log import DepartmentEntry
 from registry.publisher import RedisPublisher
 from registry.redis_layout import DEFAULT_PREFIX
@@ -224,22 +224,9 @@ class RegistryService:
         aborted saying why."""
         try:
             claimed = certificate_department(context, self._departments_address)
+            return enrolled_department(self._directory, claimed)
         except IdentityRefused as exc:
             await _abort(context, getattr(grpc.StatusCode, exc.code), exc.message)
-        department = None if self._directory is None else self._directory.lookup(claimed)
-        if department is None:
-            await _abort(
-                context,
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"the client certificate names department {claimed!r}, which is not enrolled",
-            )
-        if not department.active:
-            await _abort(
-                context,
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"department {claimed!r}: its key was revoked",
-            )
-        return department
 
     def _write_handler(self, action: str) -> grpc.RpcMethodHandler:
         async def write(request: pb.SignedWrite, context: Context) -> pb.WriteResult:
@@ -423,7 +410,8 @@ class RegistryApp:
         departments' calls are served over mutual TLS on ``departments_listen``. ``writes``
         (default: a ``DepartmentWrites`` with the shipped working-day calendar) makes them.
         With ``web_listen`` (and ``tls``), the working group's page is served read-only over
-        HTTPS there, with the same certificate and key (``registry.web``)."""
+        HTTPS there, with the same certificate and key, to enrolled departments' client
+        certificates from the same CA (``registry.web``)."""
         if web_listen is not None and tls is None:
             raise ValueError("web_listen: the page is served over TLS; give tls too")
         if heartbeat <= 0 or refresh_every <= 0:
@@ -483,7 +471,14 @@ class RegistryApp:
             web = (
                 None
                 if web_listen is None or tls is None
-                else WebServer(db, web_listen, tls.cert, tls.key)
+                else WebServer(
+                    db,
+                    web_listen,
+                    tls.cert,
+                    tls.key,
+                    client_ca=tls.client_ca,
+                    directory=directory,
+                )
             )
         except BaseException:
             db.dispose()
