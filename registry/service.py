@@ -57,6 +57,7 @@ from registry.log import DepartmentEntry
 from registry.publisher import RedisPublisher
 from registry.redis_layout import DEFAULT_PREFIX
 from registry.service_state import ServedState
+from registry.signed_reads import SignedState
 from registry.storage import Database
 from registry.vocabulary import id_error
 from registry.web.server import WebServer
@@ -460,7 +461,7 @@ class RegistryApp:
                 writes=queue,
                 directory=directory,
                 departments_address=departments_address,
-                read_handlers=_department_reads(db),
+                read_handlers=_department_reads(db, _signed_state(beat)),
             ).add_to_server(guarded)
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, guarded)
             enable_reflection((SERVICE_NAME, health.SERVICE_NAME), guarded)
@@ -544,16 +545,34 @@ class RegistryApp:
 
 
 def _department_reads(
-    db: Database,
+    db: Database, signed: SignedState
 ) -> Callable[[Authorise], dict[str, grpc.RpcMethodHandler]] | None:
-    """The department read RPCs (``registry.department_reads``), when that module is there."""
+    """The department read RPCs (``registry.department_reads``), when that module is there;
+    cases and permits are checked against ``signed``."""
     try:
         reads = importlib.import_module("registry.department_reads")
     except ModuleNotFoundError:
         return None
     handlers: Callable[[Authorise], dict[str, grpc.RpcMethodHandler]]
-    handlers = reads.DepartmentReads(db).method_handlers
+    handlers = reads.DepartmentReads(db, signed=signed).method_handlers
     return handlers
+
+
+def _signed_state(beat: Heartbeat, wait: float = 2.0) -> SignedState:
+    """The heartbeat's held state for the reads, and that state once it has followed the
+    database's newest head (asked at once; given up after ``wait`` s: the state as it is)."""
+
+    async def caught_up() -> ServedState:
+        before = beat.serving().size
+        beat.follow.run_soon()
+        deadline = asyncio.get_running_loop().time() + wait
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+            if beat.serving().size != before:
+                break
+        return beat.serving()
+
+    return SignedState(beat.serving, caught_up)
 
 
 async def serve_until_signalled(**options: Any) -> None:
