@@ -218,6 +218,12 @@ def test_lists_and_gets(db: Any) -> None:
         ]
         party = await stub.GetParty(pb.GetRequest(id="ORG-1"), metadata=AS_PLANNING)
         assert list(party.suspending_cases) == ["C-1"]
+        typed = await stub.GetParty(pb.GetRequest(id="org-1"), metadata=AS_PLANNING)  # party_key
+        assert (typed.id, list(typed.suspending_cases)) == ("ORG-1", ["C-1"])
+        assert [c.id for c in await pages(stub.ListCases, "cases", party="org-1")] == [
+            "C-1",
+            "C-3",
+        ]
         permit_one = await stub.GetPermit(pb.GetRequest(id="P-2"), metadata=AS_PLANNING)
         assert permit_one.kind == "land_certificate" and permit_one.structure_id == "S-1"
 
