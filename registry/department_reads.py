@@ -12,12 +12,19 @@ read on the event loop) and answers from ``registry.inbox`` and ``registry.month
 * a get with an id that is not one is ``INVALID_ARGUMENT``; with an unknown id, ``NOT_FOUND``
   naming it;
 * ages (``min_age_days``, ``max_age_days``; 0: no bound), states and lateness are as of the
-  service's clock (``clock``), read once per call.
+  service's clock (``clock``), read once per call;
+* a case or permit (``GetCase``, ``GetPermit``, each item of ``ListCases`` and ``ListPermits``)
+  is answered only when its row is what the registry signed: it is compared with the current
+  status record of its structure in the service's held, verified state (``signed``;
+  ``registry.signed_reads``). On a difference the state is brought up to the newest head and the
+  rows read again (a write just committed); a difference that remains is ``DATA_LOSS`` naming
+  it, never the row. Referrals, notices and parties are answered from their rows (what
+  ``registry.signed_reads`` says is not checked).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, NoReturn, TypeVar
@@ -32,6 +39,7 @@ from registry import inbox
 from registry.heartbeat import run_blocking
 from registry.inbox import CaseView, NoticeView, PartyView, PermitView, ReferralView
 from registry.monthly_report import month_bounds, monthly_report
+from registry.signed_reads import SignedState, disagreement
 from registry.storage import Database
 from registry.vocabulary import id_error
 
@@ -207,14 +215,24 @@ class _Get:
     fetch: Callable[[Session, str, datetime], Any]
     convert: Callable[[Any], Any]
     response: type[Message]
+    signed: bool = False  # checked against the registry's signed record
 
 
 class DepartmentReads:
-    """The read RPCs over ``db``; ``clock`` gives the moment ages and lateness are taken at."""
+    """The read RPCs over ``db``; ``clock`` gives the moment ages and lateness are taken at;
+    ``signed``, the registry's signed state cases and permits are checked against (the service
+    always gives it; without it they are answered from their rows)."""
 
-    def __init__(self, db: Database, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        signed: SignedState | None = None,
+    ) -> None:
         self._db = db
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._signed = signed
 
     def method_handlers(self, authorise: Authorise) -> dict[str, grpc.RpcMethodHandler]:
         """Every read method by name, each calling ``authorise(context)`` first."""
@@ -239,9 +257,9 @@ class DepartmentReads:
 
         gets = {
             "GetPermit": _Get(
-                "permit", lambda s, i, _: inbox.get_permit(s, i), _permit, pb.PermitInfo
+                "permit", lambda s, i, _: inbox.get_permit(s, i), _permit, pb.PermitInfo, True
             ),
-            "GetCase": _Get("case", lambda s, i, _: inbox.get_case(s, i), _case, pb.CaseInfo),
+            "GetCase": _Get("case", lambda s, i, _: inbox.get_case(s, i), _case, pb.CaseInfo, True),
             "GetReferral": _Get(
                 "referral of case",
                 lambda s, i, now: inbox.get_referral(s, i, now=now),
@@ -279,12 +297,41 @@ class DepartmentReads:
             if why is not None:
                 raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, f"id: {why}")
             now = self._clock()
-            view = await self._read(lambda session: get.fetch(session, request.id, now))
+
+            def read_one() -> Awaitable[Any]:
+                return self._read(lambda session: get.fetch(session, request.id, now))
+
+            view = await (self._signed_read(read_one, lambda v: [v]) if get.signed else read_one())
             if view is None:
                 raise _Refused(grpc.StatusCode.NOT_FOUND, f"no {get.noun} {request.id}")
             return get.convert(view)
 
         return call
+
+    async def _signed_read(
+        self, fetch: Callable[[], Awaitable[T]], views: Callable[[T], Iterable[Any]]
+    ) -> T:
+        """``fetch()``'s answer once every case or permit in it (``views``) is what the registry
+        signed; read again once after the held state has followed the newest head."""
+        answer = await fetch()
+        if self._signed is None:
+            return answer
+        try:
+            state = self._signed.held()
+        except Exception as exc:
+            raise _Refused(grpc.StatusCode.UNAVAILABLE, f"registry service: {exc}") from None
+        if disagreement(state, [v for v in views(answer) if v is not None]) is None:
+            return answer
+        state = await self._signed.caught_up()
+        answer = await fetch()
+        why = disagreement(state, [v for v in views(answer) if v is not None])
+        if why is None:
+            return answer
+        raise _Refused(
+            grpc.StatusCode.DATA_LOSS,
+            f"registry service: {why}; the database's tables disagree with what the registry "
+            "signed, so the read is refused rather than answered from the table",
+        )
 
     # --- lists ---------------------------------------------------------------------------------
 
@@ -309,8 +356,14 @@ class DepartmentReads:
                     page_token=request.page_token,
                 )
 
+            def read_page() -> Awaitable[inbox.Page[Any]]:
+                return self._read(read)
+
             try:
-                page = await self._read(read)
+                if method in ("ListCases", "ListPermits"):
+                    page = await self._signed_read(read_page, lambda p: p.items)
+                else:
+                    page = await read_page()
             except ValueError as exc:  # a bad token, state or size: the caller's to mend
                 raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
             return page_type(

@@ -8,17 +8,28 @@ then requires that department to be enrolled (``registry.department_keys``) and,
 to be the statement's department and the signing key's name (``registry.department_writes``).
 
 A call without a client certificate (plaintext, or TLS without one) is ``UNAUTHENTICATED``,
-saying where mutual TLS is served.
+saying where mutual TLS is served. ``subject_department`` (the certificate's O) and
+``enrolled_department`` (the directory's active entry for it) are the same two steps for the
+working group's page (``registry.web.admission``), whose TLS hands over the certificate itself.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-__all__ = ["IdentityRefused", "certificate_department"]
+if TYPE_CHECKING:
+    from registry.department_keys import DepartmentDirectory
+    from registry.log import DepartmentEntry
+
+__all__ = [
+    "IdentityRefused",
+    "certificate_department",
+    "enrolled_department",
+    "subject_department",
+]
 
 
 class IdentityRefused(Exception):
@@ -53,6 +64,11 @@ def certificate_department(context: Any, where: str | None) -> str:
         raise IdentityRefused(
             "UNAUTHENTICATED", f"client certificate: not a PEM certificate ({exc})"
         ) from exc
+    return subject_department(cert)
+
+
+def subject_department(cert: x509.Certificate) -> str:
+    """The department a client certificate names: its subject's one organisation (O)."""
     names = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     if len(names) != 1 or not isinstance(names[0].value, str) or not names[0].value:
         raise IdentityRefused(
@@ -61,3 +77,17 @@ def certificate_department(context: Any, where: str | None) -> str:
             "organisation (O), the department id",
         )
     return names[0].value
+
+
+def enrolled_department(directory: DepartmentDirectory | None, claimed: str) -> DepartmentEntry:
+    """The enrolled, active department ``claimed`` (a certificate's O); ``PERMISSION_DENIED``
+    saying why when it is not enrolled or its key was revoked (no directory: none is)."""
+    department = None if directory is None else directory.lookup(claimed)
+    if department is None:
+        raise IdentityRefused(
+            "PERMISSION_DENIED",
+            f"the client certificate names department {claimed!r}, which is not enrolled",
+        )
+    if not department.active:
+        raise IdentityRefused("PERMISSION_DENIED", f"department {claimed!r}: its key was revoked")
+    return department

@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session
 from registry.departments import CASE_REMIT, LEAD
 from registry.records import format_time, parse_time
 from registry.storage import CaseRow, NotificationRow, PermitRow, ReferralRow, StructureRow
-from registry.vocabulary import BLOCKING_STAGES, CaseKind, CaseStage
+from registry.vocabulary import BLOCKING_STAGES, CaseKind, CaseStage, party_key
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -390,7 +390,7 @@ def cases(
     if kind is not None:
         query = query.where(CaseRow.kind == kind)
     if party is not None:
-        query = query.where(CaseRow.party == party)
+        query = query.where(_party_column() == party_key(party))
     if after is not None:
         query = query.where(CaseRow.id > after[0])
     rows = session.execute(query.order_by(CaseRow.id).limit(size + 1)).all()
@@ -597,18 +597,23 @@ def _suspending() -> ColumnElement[int]:
     return case((and_(CaseRow.party_suspended.is_(True), CaseRow.stage.in_(_BLOCKING)), 1), else_=0)
 
 
+def _party_column() -> ColumnElement[str]:
+    """A case's party as its comparison key (``party_key``: ids are ASCII, so upper case)."""
+    return func.upper(CaseRow.party)
+
+
 def _party_views(session: Session, ids: Sequence[str]) -> list[PartyView]:
+    """The parties ``ids`` (party keys), each with the cases naming it however it was typed."""
     if not ids:
         return []
+    key = _party_column()
     rows = session.execute(
-        select(CaseRow.party, CaseRow.id, _suspending())
-        .where(CaseRow.party.in_(list(ids)))
-        .order_by(CaseRow.party, CaseRow.id)
+        select(key, CaseRow.id, _suspending()).where(key.in_(list(ids))).order_by(key, CaseRow.id)
     ).all()
     named: dict[str, list[str]] = {i: [] for i in ids}
     suspending: dict[str, list[str]] = {i: [] for i in ids}
     for party, case_id, suspends in rows:
-        if party is None:
+        if party is None or party not in named:
             continue
         named[party].append(case_id)
         if suspends:
@@ -618,7 +623,7 @@ def _party_views(session: Session, ids: Sequence[str]) -> list[PartyView]:
 
 def get_party(session: Session, party_id: str) -> PartyView | None:
     """An organisation named by at least one case; None when no case names it."""
-    views = _party_views(session, [party_id])
+    views = _party_views(session, [party_key(party_id)])
     return views[0] if views and views[0].cases else None
 
 
@@ -634,21 +639,22 @@ def parties(
     (False); ``district`` those named by a case on a structure of that district."""
     size = _page_size(page_size)
     after = _untoken("parties", page_token, [str])
-    query = select(CaseRow.party).where(CaseRow.party.is_not(None))
+    key = _party_column()
+    query = select(key).where(CaseRow.party.is_not(None))
     if district is not None:
         in_district = (
-            select(CaseRow.party)
+            select(key)
             .join(StructureRow, StructureRow.id == CaseRow.structure_id)
             .where(StructureRow.district == district)
         )
-        query = query.where(CaseRow.party.in_(in_district))
+        query = query.where(key.in_(in_district))
     if after is not None:
-        query = query.where(CaseRow.party > after[0])
-    query = query.group_by(CaseRow.party)
+        query = query.where(key > after[0])
+    query = query.group_by(key)
     if suspended is not None:
         flag = func.max(_suspending())
         query = query.having(flag == 1 if suspended else flag == 0)
-    ids = [p for p in session.scalars(query.order_by(CaseRow.party).limit(size + 1)) if p]
+    ids = [p for p in session.scalars(query.order_by(key).limit(size + 1)) if p]
     items = tuple(_party_views(session, ids[:size]))
     more = len(ids) > size
     return Page(items, _token("parties", [items[-1].id]) if more else None)

@@ -52,11 +52,12 @@ from registry.department_keys import DepartmentDirectory
 from registry.department_writes import DepartmentWrites, WriteOutcome, WriteRefused, WriteRequest
 from registry.errors import plain_error
 from registry.heartbeat import Heartbeat, NotServing, open_registry_writer, run_blocking
-from registry.identity import IdentityRefused, certificate_department
+from registry.identity import IdentityRefused, certificate_department, enrolled_department
 from registry.log import DepartmentEntry
 from registry.publisher import RedisPublisher
 from registry.redis_layout import DEFAULT_PREFIX
 from registry.service_state import ServedState
+from registry.signed_reads import SignedState
 from registry.storage import Database
 from registry.vocabulary import id_error
 from registry.web.server import WebServer
@@ -224,22 +225,9 @@ class RegistryService:
         aborted saying why."""
         try:
             claimed = certificate_department(context, self._departments_address)
+            return enrolled_department(self._directory, claimed)
         except IdentityRefused as exc:
             await _abort(context, getattr(grpc.StatusCode, exc.code), exc.message)
-        department = None if self._directory is None else self._directory.lookup(claimed)
-        if department is None:
-            await _abort(
-                context,
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"the client certificate names department {claimed!r}, which is not enrolled",
-            )
-        if not department.active:
-            await _abort(
-                context,
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"department {claimed!r}: its key was revoked",
-            )
-        return department
 
     def _write_handler(self, action: str) -> grpc.RpcMethodHandler:
         async def write(request: pb.SignedWrite, context: Context) -> pb.WriteResult:
@@ -423,7 +411,8 @@ class RegistryApp:
         departments' calls are served over mutual TLS on ``departments_listen``. ``writes``
         (default: a ``DepartmentWrites`` with the shipped working-day calendar) makes them.
         With ``web_listen`` (and ``tls``), the working group's page is served read-only over
-        HTTPS there, with the same certificate and key (``registry.web``)."""
+        HTTPS there, with the same certificate and key, to enrolled departments' client
+        certificates from the same CA (``registry.web``)."""
         if web_listen is not None and tls is None:
             raise ValueError("web_listen: the page is served over TLS; give tls too")
         if heartbeat <= 0 or refresh_every <= 0:
@@ -472,7 +461,7 @@ class RegistryApp:
                 writes=queue,
                 directory=directory,
                 departments_address=departments_address,
-                read_handlers=_department_reads(db),
+                read_handlers=_department_reads(db, _signed_state(beat)),
             ).add_to_server(guarded)
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, guarded)
             enable_reflection((SERVICE_NAME, health.SERVICE_NAME), guarded)
@@ -483,7 +472,14 @@ class RegistryApp:
             web = (
                 None
                 if web_listen is None or tls is None
-                else WebServer(db, web_listen, tls.cert, tls.key)
+                else WebServer(
+                    db,
+                    web_listen,
+                    tls.cert,
+                    tls.key,
+                    client_ca=tls.client_ca,
+                    directory=directory,
+                )
             )
         except BaseException:
             db.dispose()
@@ -549,16 +545,34 @@ class RegistryApp:
 
 
 def _department_reads(
-    db: Database,
+    db: Database, signed: SignedState
 ) -> Callable[[Authorise], dict[str, grpc.RpcMethodHandler]] | None:
-    """The department read RPCs (``registry.department_reads``), when that module is there."""
+    """The department read RPCs (``registry.department_reads``), when that module is there;
+    cases and permits are checked against ``signed``."""
     try:
         reads = importlib.import_module("registry.department_reads")
     except ModuleNotFoundError:
         return None
     handlers: Callable[[Authorise], dict[str, grpc.RpcMethodHandler]]
-    handlers = reads.DepartmentReads(db).method_handlers
+    handlers = reads.DepartmentReads(db, signed=signed).method_handlers
     return handlers
+
+
+def _signed_state(beat: Heartbeat, wait: float = 2.0) -> SignedState:
+    """The heartbeat's held state for the reads, and that state once it has followed the
+    database's newest head (asked at once; given up after ``wait`` s: the state as it is)."""
+
+    async def caught_up() -> ServedState:
+        before = beat.serving().size
+        beat.follow.run_soon()
+        deadline = asyncio.get_running_loop().time() + wait
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+            if beat.serving().size != before:
+                break
+        return beat.serving()
+
+    return SignedState(beat.serving, caught_up)
 
 
 async def serve_until_signalled(**options: Any) -> None:

@@ -4,11 +4,14 @@ These identifiers appear in data files, signed records and the API, so they are 
 renaming one is a format change. The registry's records use the first half (areas, permits,
 cases); the checks the gate answers use the second (utilities, offices, kinds of connection
 and registration). ``id_error`` is the one id rule: the importer and the gate both apply it.
+``party_key`` is the one way party ids (Art. 22) are compared: a unified social credit code is
+one code however it was typed.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from enum import StrEnum
 from typing import Final
 
@@ -32,6 +35,13 @@ def id_error(value: str) -> str | None:
     if len(value) > _SHOWN:
         return f"not a valid id: {value[:_SHOWN]!r}... ({len(value)} characters; {ID_RULE})"
     return f"not a valid id: {value!r} ({ID_RULE})"
+
+
+def party_key(party_id: str) -> str:
+    """What a party id is compared by: NFKC (full-width digits and letters as ASCII), without
+    surrounding white space, in upper case. Records keep the party as written (they are signed);
+    every comparison of parties (the gate's index, the Art. 22 rule, the inbox) uses this key."""
+    return unicodedata.normalize("NFKC", party_id).strip().upper()
 
 
 # --- Records -------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ is one, and its screenshot kept.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 import shutil
@@ -32,6 +33,7 @@ from pathlib import Path
 from permitgate_client import Client, Decision, DepartmentClient, Reason
 
 from registry.demo_pki import make_demo_pki
+from registry.web.client_proxy import ClientCertificateProxy
 
 __all__ = ["DEPARTMENTS", "Department", "enrol", "scenario"]
 
@@ -257,16 +259,43 @@ def scenario(
 
 def screenshot(paths: Paths, web: str) -> None:
     """Open the working group's page in headless Chromium, when there is one, and keep what it
-    shows."""
-    url = f"https://{web}/?lang=zh"
-    print(f"\n# The working group's page (read-only, HTTPS): https://{web}/ (English: ?lang=en)")
+    shows. The page admits enrolled departments by their client certificate, and headless
+    Chromium has no certificate store: it reads the page through a loopback proxy presenting
+    the working group's certificate (``registry.web.client_proxy``)."""
+    print(
+        f"\n# The working group's page (read-only, HTTPS): https://{web}/ (English: ?lang=en);"
+        f"\n  it needs an enrolled department's client certificate ({WORKING_GROUP.id}'s:"
+        f" {paths.shown(paths.pki / WORKING_GROUP.id)}.pem and .key, in the browser's store)"
+    )
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         print("  (no chromium here to open it in; open the address in a browser)")
         return
     out = paths.demo / "web-page.png"
-    done = subprocess.run(
-        [
+    code = asyncio.run(_screenshot_through_proxy(paths, web, browser, out))
+    if code == 0 and out.exists():
+        print(
+            f"  opened in headless Chromium as {WORKING_GROUP.id} (through a loopback proxy"
+            f" presenting its certificate); what it shows: {paths.shown(out)}"
+        )
+    else:
+        print(f"  chromium could not open it (exit {code})")
+
+
+async def _screenshot_through_proxy(paths: Paths, web: str, browser: str, out: Path) -> int:
+    host, port = web.rsplit(":", 1)
+    proxy = ClientCertificateProxy(
+        host,
+        int(port),
+        trust=paths.pki / "ca.pem",
+        client_cert=paths.pki / f"{WORKING_GROUP.id}.pem",
+        client_key=paths.pki / f"{WORKING_GROUP.id}.key",
+        serve_cert=paths.pki / "server.pem",
+        serve_key=paths.pki / "server.key",
+    )
+    await proxy.start()
+    try:
+        chromium = await asyncio.create_subprocess_exec(
             browser,
             "--headless",
             "--no-sandbox",
@@ -275,13 +304,15 @@ def screenshot(paths: Paths, web: str) -> None:
             "--hide-scrollbars",
             "--window-size=1280,1400",
             f"--screenshot={out}",
-            url,
-        ],
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    if done.returncode == 0 and out.exists():
-        print(f"  opened in headless Chromium; what it shows: {paths.shown(out)}")
-    else:
-        print(f"  chromium could not open it (exit {done.returncode})")
+            f"{proxy.url}?lang=zh",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            return await asyncio.wait_for(chromium.wait(), timeout=60)
+        except TimeoutError:
+            chromium.kill()
+            await chromium.wait()
+            return -1
+    finally:
+        await proxy.stop()

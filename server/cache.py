@@ -13,7 +13,8 @@ but whose record in the database is not the one the map signs (*doubtful*): neve
 record as if current, never NOT_IN_REGISTRY.
 
 The embedded cache also knows every case that names a party (Art. 22), from verified records
-only: an index party -> structures (``PartyIndex``), so that ``cases_naming`` is a dictionary
+only: an index party key (``party_key``: a party however typed) -> structures (``PartyIndex``),
+so that ``cases_naming`` is a dictionary
 read plus those structures' records. The verifier keeps the index with the records it verified,
 in its own thread, changing it for exactly the structures whose records it changed, and hands it
 over with them: installing it is a swap, however many structures the registry holds, and the
@@ -49,6 +50,7 @@ from permitgate_client.formats import Checkpoint, parse_envelope
 
 from registry.records import Case, StatusRecord
 from registry.trust import STATUS_PAYLOAD_TYPE
+from registry.vocabulary import party_key
 from server.incidents import Incidents
 
 __all__ = [
@@ -174,7 +176,7 @@ def _parties_named(
         except VerificationError as exc:
             return _NO_PARTY, str(exc)
         held.record, held.envelope = record, b""
-    return frozenset(c.party for c in record.cases if c.party is not None), None
+    return frozenset(party_key(c.party) for c in record.cases if c.party is not None), None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,9 +194,9 @@ class PartyIndex:
     size: int
     """The log size its records were read against (a record from beyond it cannot be read)."""
     structures: Mapping[str, frozenset[str]]
-    """party -> the structures whose record names it."""
+    """party key (``party_key``) -> the structures whose record names it."""
     parties: Mapping[str, frozenset[str]]
-    """structure -> the parties its record names (only structures whose record names one)."""
+    """structure -> the party keys its record names (only structures whose record names one)."""
     unreadable: Mapping[str, str]
     """structure -> why its record, verified by hash, cannot be read (it may name any party)."""
 
@@ -356,14 +358,15 @@ class RegistryCache:
     def cases_naming(self, party_id: str) -> PartyCases:
         """Every case of a verified current record that names ``party_id`` (a dictionary read and
         those records), and the structures whose record cannot be verified."""
+        key = party_key(party_id)
         cases: list[Case] = []
         next_update: datetime | None = None
-        for structure_id in sorted(self._parties.structures.get(party_id, ())):
+        for structure_id in sorted(self._parties.structures.get(key, ())):
             held = self.get(structure_id)
             if held is None or held.record is None:  # unreadable now: doubtful, reported below
                 continue
             record = held.record
-            named = [case for case in record.cases if case.party == party_id]
+            named = [c for c in record.cases if c.party is not None and party_key(c.party) == key]
             if named:
                 cases.extend(named)
                 if next_update is None or record.next_update < next_update:

@@ -40,6 +40,7 @@ from registry.vocabulary import (
     RegistrationKind,
     Utility,
     id_error,
+    party_key,
 )
 from server.cache import PartyCases, WholeRegistryNeeded
 from server.rules import (
@@ -408,10 +409,12 @@ _NO_REGISTRY: Final = _NoRegistry()
 
 
 def _party_id(value: str) -> str:
-    why = id_error(value)
+    """The party asked about, as its comparison key (``party_key``), once it is a valid id."""
+    key = party_key(value)
+    why = id_error(key)
     if why is not None:
         raise InvalidCheck("party_id", why)
-    return value
+    return key
 
 
 @dataclass(slots=True)

@@ -29,6 +29,7 @@ from registry.vocabulary import (
     PermitStatus,
     RegistrationKind,
     Utility,
+    party_key,
 )
 
 __all__ = [
@@ -411,8 +412,14 @@ def decide_applicant(
                 " name the party",
             )
         )
+    asked = None if party is None else party_key(party)
     suspending = sorted(
-        (c for c in cases_naming_party if c.suspends_party and (party is None or c.party == party)),
+        (
+            c
+            for c in cases_naming_party
+            if c.suspends_party
+            and (asked is None or (c.party is not None and party_key(c.party) == asked))
+        ),
         key=_case_id,
     )
     for case in suspending:

@@ -59,7 +59,7 @@ from registry_support import case as case_line
 from registry.records import Case, StatusRecord, Structure
 from registry.signing import Signer
 from registry.status import StatusSigner
-from registry.vocabulary import Area, CaseKind, CaseSource, CaseStage
+from registry.vocabulary import Area, CaseKind, CaseSource, CaseStage, party_key
 from server.cache import CachedStatus, RegistryCache, _may_name_party
 from server.checks import CHECK_KINDS, ApplicantRequest, Asking, InvalidCheck
 from server.rules import ARTICLE_APPLICANT, Decision, ReasonCode, Verdict, decide_applicant
@@ -566,4 +566,54 @@ def test_a_shared_gate_refuses(pg_url: str, tmp_path: Path) -> None:
             finally:
                 gate.stop()
     finally:
+        registry.close()
+
+
+# --- a party id however typed ---------------------------------------------------------------------
+
+
+def test_a_party_id_is_compared_by_one_key_however_typed() -> None:
+    assert party_key(" 91110000ma01abcd2x ") == PARTY
+    assert party_key("\uff19\uff11110000MA01ABCD2X") == PARTY  # full-width digits
+    assert party_key(PARTY) == PARTY
+    assert party_key(OTHER) != PARTY
+
+
+def test_a_case_naming_the_party_in_lower_case_counts_in_the_rule() -> None:
+    lower = _case("C-1", CaseStage.STOP_ORDER, suspended=True, party=PARTY.lower())
+    decision = decide_applicant([lower], NOW, False, party=PARTY)
+    assert decision.verdict is Verdict.DENY, decision
+
+
+def test_a_party_written_in_lower_case_is_still_suspended(db_url: str, tmp_path: Path) -> None:
+    """A unified social credit code is one code however it is typed: the deciding department
+    records the party as 91110000ma01abcd2x, planning asks about 91110000MA01ABCD2X; the gate
+    answers DENY (compared byte for byte, the suspension would be missed: failing open)."""
+    registry = GateRegistry(db_url, tmp_path / "keys")
+    line = case_line(
+        "C-2026-0001", "110228-0001-0001", "stop_order", "no_planning_permit", "patrol"
+    )
+    registry.load(
+        [
+            *urban_ok("110228-0001-0001"),
+            {**line, "party": PARTY.lower(), "party_suspended": True},
+        ]
+    )
+    gate = start_gate(registry.url, registry.keys_dir, poll_interval=0.2)
+    try:
+        ask = pb.ApplicantCheck(
+            party_id=PARTY, asking=pb.ASKING_PLANNING, application_id="PA-2026-0001"
+        )
+
+        def answer() -> pb.Decision | None:
+            with grpc.insecure_channel(gate.target) as channel:
+                stub = gate_pb2_grpc.PermitGateStub(channel)  # type: ignore[no-untyped-call]
+                decision: pb.Decision = stub.CheckApplicant(ask, timeout=10)
+            return decision if decision.registry_version == registry.version() else None
+
+        decision = wait_for(answer, timeout=10)
+        assert verdict(decision) == "DENY", reasons(decision)
+        assert "PARTY_SUSPENDED" in codes(decision), reasons(decision)
+    finally:
+        gate.stop()
         registry.close()

@@ -10,12 +10,14 @@ importer and the ORM on SQLite and PostgreSQL; expectations come from the prepar
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from department_support import World, make_world
 from permitgate_client.v1 import registry_pb2 as pb
 from permitgate_client.v1 import registry_pb2_grpc
 from registry_support import Registry, case, permit, structure
@@ -216,6 +218,12 @@ def test_lists_and_gets(db: Any) -> None:
         ]
         party = await stub.GetParty(pb.GetRequest(id="ORG-1"), metadata=AS_PLANNING)
         assert list(party.suspending_cases) == ["C-1"]
+        typed = await stub.GetParty(pb.GetRequest(id="org-1"), metadata=AS_PLANNING)  # party_key
+        assert (typed.id, list(typed.suspending_cases)) == ("ORG-1", ["C-1"])
+        assert [c.id for c in await pages(stub.ListCases, "cases", party="org-1")] == [
+            "C-1",
+            "C-3",
+        ]
         permit_one = await stub.GetPermit(pb.GetRequest(id="P-2"), metadata=AS_PLANNING)
         assert permit_one.kind == "land_certificate" and permit_one.structure_id == "S-1"
 
@@ -343,3 +351,66 @@ def test_report(db: Any) -> None:
         }
 
     serve(database, Gatekeeper("city-planning"), test, clock=lambda: now)
+
+
+# --- What a department reads of cases and permits is what the registry signed -------------------
+
+
+@pytest.fixture
+def world(db_url: str, tmp_path: Path) -> Iterator[World]:
+    """The real registry service (mutual TLS, the heartbeat following), every department
+    enrolled, over ``department_support.base_records``."""
+    world = make_world(db_url, tmp_path)
+    world.start()
+    try:
+        yield world
+    finally:
+        world.stop()
+
+
+def _refusal(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
+    try:
+        call()
+    except grpc.RpcError as exc:
+        assert isinstance(exc, grpc.Call)
+        return exc.code(), exc.details() or ""
+    raise AssertionError("the read was answered")
+
+
+def test_a_department_reads_a_case_as_the_registry_signed_it(world: World) -> None:
+    """A database writer closes C-1 in its table row and lifts its party's suspension; the
+    signed record still says filed (the gates DENY). GetCase and ListCases refuse, naming the
+    difference, rather than show the row as fact; the other case reads are unaffected."""
+    with world.channel("city-planning") as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)  # type: ignore[no-untyped-call]
+        before: pb.CaseInfo = stub.GetCase(pb.GetRequest(id="C-1"), timeout=10)
+        assert before.stage == "filed"
+        world.registry.sql("UPDATE violation_case SET stage = 'closed' WHERE id = 'C-1'")
+        code, details = _refusal(lambda: stub.GetCase(pb.GetRequest(id="C-1"), timeout=10))
+        assert code is grpc.StatusCode.DATA_LOSS, details
+        assert "case C-1" in details and "stage = closed" in details and "filed" in details
+        code, details = _refusal(lambda: stub.ListCases(pb.ListRequest(), timeout=10))
+        assert code is grpc.StatusCode.DATA_LOSS and "case C-1" in details, details
+        permits: pb.PermitPage = stub.ListPermits(pb.ListRequest(), timeout=10)
+        assert [p.id for p in permits.permits] == ["P-1"]
+
+
+def test_a_permit_row_changed_or_added_in_the_database_is_refused(world: World) -> None:
+    with world.channel("city-planning") as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)  # type: ignore[no-untyped-call]
+        assert stub.GetPermit(pb.GetRequest(id="P-1"), timeout=10).status == "valid"
+        world.registry.sql("UPDATE permit SET use = 'industrial' WHERE id = 'P-1'")
+        code, details = _refusal(lambda: stub.GetPermit(pb.GetRequest(id="P-1"), timeout=10))
+        assert code is grpc.StatusCode.DATA_LOSS and "use = industrial" in details, details
+
+
+def test_a_case_written_is_read_at_once_as_signed(world: World) -> None:
+    """A write answered, then read at once: the held state follows the new head before the
+    read is answered (no refusal for a write the heartbeat has not followed yet)."""
+    with world.channel("city-planning") as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)  # type: ignore[no-untyped-call]
+        for stage in ("stop_order", "rectify_order"):
+            world.write("city-planning", "move_case", {"case": "C-1", "stage": stage})
+            read: pb.CaseInfo = stub.GetCase(pb.GetRequest(id="C-1"), timeout=10)
+            assert read.stage == stage
+            assert [c.stage for c in stub.ListCases(pb.ListRequest(), timeout=10).cases] == [stage]

@@ -28,12 +28,18 @@ from web_support import (
     FLAGGED,
     FLAGGED_CASE,
     SCRIPT_STRUCTURE,
+    STRANGER,
+    WORKING_GROUP,
     Sample,
+    Tls,
     fill,
+    page_tls,
     serving,
-    throwaway_tls,
 )
 
+from registry.admin import load_registry_signer
+from registry.demo_pki import make_demo_pki
+from registry.department_keys import DepartmentDirectory, revoke_department
 from registry.storage import Database
 from registry.web.catalog import LABELS, TERMS, Words, choose_language
 from registry.web.server import WebServeError, WebServer
@@ -44,8 +50,10 @@ PAGE_SIZE = 2
 
 @dataclass(frozen=True)
 class Page:
-    client: httpx.Client
+    client: httpx.Client  # the enrolled working group's
     sample: Sample
+    url: str
+    tls: Tls
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -64,14 +72,71 @@ def page(
     try:
         registry.init()
         sample = fill(registry, extra_flagged=2)
-        tls = throwaway_tls(scratch / "tls")
+        tls = page_tls(scratch / "tls", registry)
         with (
             serving(url, tls, page_size=PAGE_SIZE) as server,
-            httpx.Client(
-                base_url=server.url, verify=ssl.create_default_context(cafile=tls.ca), timeout=10
-            ) as client,
+            httpx.Client(base_url=server.url, verify=tls.context(), timeout=10) as client,
         ):
-            yield Page(client, sample)
+            yield Page(client, sample, server.url, tls)
+    finally:
+        registry.close()
+
+
+# --- Who may read it -----------------------------------------------------------------------------
+
+
+def test_the_page_is_not_served_to_a_caller_without_a_client_certificate(page: Page) -> None:
+    """The department read calls refuse a caller without a department's client certificate; the
+    page, serving the same parties, cases and inbox, refuses it in the TLS handshake."""
+    with (
+        pytest.raises(httpx.TransportError),
+        httpx.Client(base_url=page.url, verify=page.tls.context(None), timeout=10) as client,
+    ):
+        client.get(f"/structures/{FLAGGED}")
+
+
+def test_a_certificate_from_another_ca_is_refused_in_the_handshake(
+    page: Page, tmp_path: Path
+) -> None:
+    other = make_demo_pki(tmp_path / "other", [WORKING_GROUP], days=1)
+    context = ssl.create_default_context(cafile=page.tls.ca)
+    context.load_cert_chain(*other.client(WORKING_GROUP))
+    with (
+        pytest.raises(httpx.TransportError),
+        httpx.Client(base_url=page.url, verify=context, timeout=10) as client,
+    ):
+        client.get("/")
+
+
+def test_a_department_not_enrolled_is_403_and_shown_nothing(page: Page) -> None:
+    with httpx.Client(base_url=page.url, verify=page.tls.context(STRANGER), timeout=10) as client:
+        for path in ("/", "/inbox", f"/structures/{FLAGGED}", "/search?q=C-2026"):
+            answer = client.get(path)
+            assert answer.status_code == 403, path
+            assert "not enrolled" in answer.text and FLAGGED not in answer.text, path
+            assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+    assert page.client.get(f"/structures/{FLAGGED}").status_code == 200
+
+
+def test_a_department_whose_key_is_revoked_is_403_at_once(tmp_path: Path) -> None:
+    registry = Registry(f"sqlite:///{tmp_path / 'registry.db'}", tmp_path / "keys", tmp_path)
+    try:
+        registry.init()
+        fill(registry)
+        tls = page_tls(tmp_path / "tls", registry)
+        with (
+            serving(registry.url, tls) as server,
+            httpx.Client(base_url=server.url, verify=tls.context(), timeout=10) as client,
+        ):
+            assert client.get("/inbox").status_code == 200
+            db = Database(registry.url, create=False)
+            try:
+                signer = load_registry_signer(db, registry.keys)
+                revoke_department(db, signer, registry.state_dir, department_id=WORKING_GROUP)
+            finally:
+                db.dispose()
+            refused = client.get("/inbox")
+            assert refused.status_code == 403 and "revoked" in refused.text
     finally:
         registry.close()
 
@@ -324,10 +389,14 @@ def test_the_page_alone_serves_until_sigterm_and_stops_cleanly(tmp_path: Path) -
     try:
         registry.init()
         fill(registry)
+        tls = page_tls(tmp_path / "tls", registry)
     finally:
         registry.close()
-    tls = throwaway_tls(tmp_path / "tls")
-    args = ["--db", url, "--listen", "127.0.0.1:0", "--cert", str(tls.cert), "--key", str(tls.key)]
+    args = [
+        *("--db", url, "--listen", "127.0.0.1:0", "--cert", str(tls.cert)),
+        *("--key", str(tls.key), "--client-ca", str(tls.client_ca)),
+        *("--state", str(tls.state_dir)),
+    ]
     process = subprocess.Popen(
         [sys.executable, "-m", "registry.web", *args],
         stderr=subprocess.PIPE,
@@ -338,10 +407,11 @@ def test_the_page_alone_serves_until_sigterm_and_stops_cleanly(tmp_path: Path) -
         line = process.stderr.readline()  # the start line, once serving
         found = re.search(r"page at (https://127\.0\.0\.1:\d+/)", line)
         assert found is not None, line
-        context = ssl.create_default_context(cafile=tls.ca)
-        with httpx.Client(base_url=found[1], verify=context, timeout=10) as client:
+        with httpx.Client(base_url=found[1], verify=tls.context(), timeout=10) as client:
             home = client.get("/")
             assert home.status_code == 200 and FLAGGED in home.text
+        with httpx.Client(base_url=found[1], verify=tls.context(STRANGER), timeout=10) as client:
+            assert client.get("/").status_code == 403
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
     finally:
@@ -351,32 +421,58 @@ def test_the_page_alone_serves_until_sigterm_and_stops_cleanly(tmp_path: Path) -
 
 
 def test_a_port_in_use_or_an_unusable_certificate_is_a_plain_error(tmp_path: Path) -> None:
-    tls = throwaway_tls(tmp_path / "tls")
+    tls = small_registry_tls(tmp_path)
     db = Database(f"sqlite:///{tmp_path / 'empty.db'}")
+    directory = DepartmentDirectory(tls.state_dir)
     taken = socket.create_server(("127.0.0.1", 0))
     try:
         port = taken.getsockname()[1]
-        busy = WebServer(db, f"127.0.0.1:{port}", tls.cert, tls.key)
+        busy = WebServer(
+            db, f"127.0.0.1:{port}", tls.cert, tls.key, client_ca=tls.client_ca, directory=directory
+        )
         with pytest.raises(WebServeError, match=re.escape(f"cannot listen on 127.0.0.1:{port}")):
             asyncio.run(busy.start())
-        swapped = WebServer(db, "127.0.0.1:0", tls.key, tls.cert)  # key and certificate swapped
+        swapped = WebServer(
+            db, "127.0.0.1:0", tls.key, tls.cert, client_ca=tls.client_ca, directory=directory
+        )  # key and cert swapped
         with pytest.raises(WebServeError, match=r"TLS certificate .* cannot be used"):
             asyncio.run(swapped.start())
+        no_ca = WebServer(
+            db, "127.0.0.1:0", tls.cert, tls.key, client_ca=tls.key, directory=directory
+        )
+        with pytest.raises(WebServeError, match=r"client CA .* cannot be used"):
+            asyncio.run(no_ca.start())
         with pytest.raises(ListenError, match="--listen"):
-            WebServer(db, "127.0.0.1:99999", tls.cert, tls.key)
+            WebServer(
+                db,
+                "127.0.0.1:99999",
+                tls.cert,
+                tls.key,
+                client_ca=tls.client_ca,
+                directory=directory,
+            )
     finally:
         taken.close()
+        directory.close()
         db.dispose()
 
 
+def small_registry_tls(scratch: Path) -> Tls:
+    """The page's TLS over a registry of its own (SQLite) where the working group is enrolled."""
+    registry = Registry(f"sqlite:///{scratch / 'enrolment.db'}", scratch / "keys", scratch)
+    try:
+        registry.init()
+        return page_tls(scratch / "tls", registry)
+    finally:
+        registry.close()
+
+
 def test_a_database_out_of_reach_is_503_with_the_headers(tmp_path: Path) -> None:
-    tls = throwaway_tls(tmp_path / "tls")
+    tls = small_registry_tls(tmp_path)
     nowhere = "postgresql://postgres@127.0.0.1:5432/permitgate_no_such_database"
     with (
         serving(nowhere, tls) as server,
-        httpx.Client(
-            base_url=server.url, verify=ssl.create_default_context(cafile=tls.ca), timeout=20
-        ) as client,
+        httpx.Client(base_url=server.url, verify=tls.context(), timeout=20) as client,
     ):
         for path in ("/", "/inbox", "/figures", f"/structures/{FLAGGED}", "/search?q=x"):
             answer = client.get(path, headers={"accept-language": "zh-CN"})

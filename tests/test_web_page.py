@@ -7,9 +7,12 @@ month menu, whose script switches the month), and keeps a screenshot of the page
 artefact: ``test-artifacts/web-page.png``. The registry (on PostgreSQL) holds a flagged structure
 with its case, a notice and an overdue referral (``web_support.fill``).
 
-The browser is told to accept the self-signed certificate (``acceptInsecureCerts``), the
-WebDriver way of trusting a test certificate; httpx checks the certificate properly in
-``test_web_http.py``.
+The page admits enrolled departments by their client certificate; headless Chromium has no
+certificate store to present one from, so it reads the page through a loopback
+``ClientCertificateProxy`` that presents the enrolled working group's certificate (the way the
+demo takes its screenshot), after being shown that the page itself refuses it without one. The
+browser is told to accept the test CA's certificate (``acceptInsecureCerts``), the WebDriver way
+of trusting a test certificate; httpx checks certificates properly in ``test_web_http.py``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from selenium.webdriver.remote.command import Command
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
-from web_support import FLAGGED, FLAGGED_CASE, Sample, fill, serving, throwaway_tls
+from web_support import FLAGGED, FLAGGED_CASE, Sample, fill, page_tls, serving, through_proxy
 
 from registry.web.server import WebServer
 
@@ -68,13 +71,15 @@ def browser() -> Iterator[webdriver.Chrome]:
 
 
 @pytest.fixture
-def sample_page(pg_url: str, tmp_path: Path) -> Iterator[tuple[WebServer, Sample]]:
+def sample_page(pg_url: str, tmp_path: Path) -> Iterator[tuple[WebServer, str, Sample]]:
+    """The page, the URL of the working group's proxy to it, and what the registry holds."""
     registry = Registry(pg_url, tmp_path / "keys", tmp_path)
     try:
         registry.init()
         sample = fill(registry)
-        with serving(pg_url, throwaway_tls(tmp_path / "tls")) as page:
-            yield page, sample
+        tls = page_tls(tmp_path / "tls", registry)
+        with serving(pg_url, tls) as page, through_proxy(page, tls) as url:
+            yield page, url, sample
     finally:
         registry.close()
 
@@ -97,10 +102,13 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def test_the_working_group_sees_its_page_in_chromium(
-    browser: webdriver.Chrome, sample_page: tuple[WebServer, Sample]
+    browser: webdriver.Chrome, sample_page: tuple[WebServer, str, Sample]
 ) -> None:
-    page, sample = sample_page
+    page, url, sample = sample_page
+    # Straight to the page, without a client certificate: refused in the handshake.
     browser.get(page.url)
+    assert FLAGGED not in browser.page_source
+    browser.get(url)
 
     # The flagged structure with its case, in English by default.
     flagged = browser.find_element(By.CSS_SELECTOR, "ol.flagged").text

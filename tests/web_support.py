@@ -1,5 +1,6 @@
-"""Helpers for the web page's tests: a registry with something to show, a throwaway TLS
-certificate, and the page served over HTTPS from a thread of its own.
+"""Helpers for the web page's tests: a registry with something to show, a throwaway CA (the
+page's certificate, an enrolled working group's client certificate and a stranger's), and the
+page served over HTTPS from a thread of its own.
 
 The registry's structures, permits and cases go in through the importer (signed, as in use);
 the working group's notice and the referral are rows as the gate and the department write path
@@ -10,7 +11,7 @@ the tests run.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,13 +20,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from permitgate_client._statements import DepartmentKey
 from registry_support import Registry, case, permit, structure
 
+from registry.admin import load_registry_signer
+from registry.demo_pki import make_demo_pki
+from registry.department_keys import DepartmentDirectory, enrol_department
 from registry.storage import Database, NotificationRow, ReferralRow
+from registry.web.client_proxy import ClientCertificateProxy
 from registry.web.server import WebServer
 
 NOW = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)
@@ -131,46 +133,52 @@ def fill(registry: Registry, *, extra_flagged: int = 0) -> Sample:
     )
 
 
+WORKING_GROUP = "working-group"
+"""The department the tests read the page as (enrolled, role working_group)."""
+STRANGER = "not-enrolled"
+"""A department with a client certificate from the same CA, never enrolled."""
+
+
 @dataclass(frozen=True)
 class Tls:
     cert: Path
     key: Path
-    ca: Path  # the self-signed certificate itself, to trust
+    ca: Path  # the CA of the page's certificate, to trust; it also issues client certificates
+    client_ca: Path
+    state_dir: Path  # the registry state where enrolment is read
+
+    def client_certificate(self, department: str = WORKING_GROUP) -> tuple[Path, Path]:
+        return self.ca.parent / f"{department}.pem", self.ca.parent / f"{department}.key"
+
+    def context(self, department: str | None = WORKING_GROUP) -> ssl.SSLContext:
+        """What a reader's TLS is: trusting the page's CA, presenting ``department``'s client
+        certificate (None: none)."""
+        context = ssl.create_default_context(cafile=self.ca)
+        if department is not None:
+            cert, key = self.client_certificate(department)
+            context.load_cert_chain(cert, key)
+        return context
 
 
-def throwaway_tls(folder: Path) -> Tls:
-    """A self-signed certificate for 127.0.0.1 and localhost (P-256, one day)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "permitgate page test")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
+def page_tls(folder: Path, registry: Registry) -> Tls:
+    """A throwaway CA with the page's certificate (127.0.0.1, localhost) and client certificates
+    for ``WORKING_GROUP`` and ``STRANGER``; ``WORKING_GROUP`` is enrolled in ``registry`` (made
+    already), as ``registry department enrol`` does."""
+    pki = make_demo_pki(folder, [WORKING_GROUP, STRANGER], days=1)
+    db = Database(registry.url, create=False)
+    try:
+        enrol_department(
+            db,
+            load_registry_signer(db, registry.keys),
+            registry.state_dir,
+            department_id=WORKING_GROUP,
+            role="working_group",
+            name="Working group",
+            key=DepartmentKey.generate(WORKING_GROUP).verifier,
         )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = folder / "page.crt", folder / "page.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return Tls(cert_path, key_path, cert_path)
+    finally:
+        db.dispose()
+    return Tls(pki.server_cert, pki.server_key, pki.ca, pki.ca, registry.state_dir)
 
 
 @contextmanager
@@ -181,7 +189,17 @@ def serving(db_url: str, tls: Tls, *, page_size: int = 20) -> Iterator[WebServer
     thread = threading.Thread(target=loop.run_forever, name="web page loop", daemon=True)
     thread.start()
     db = Database(db_url, create=False)
-    page = WebServer(db, "127.0.0.1:0", tls.cert, tls.key, now=lambda: NOW, page_size=page_size)
+    directory = DepartmentDirectory(tls.state_dir)
+    page = WebServer(
+        db,
+        "127.0.0.1:0",
+        tls.cert,
+        tls.key,
+        client_ca=tls.client_ca,
+        directory=directory,
+        now=lambda: NOW,
+        page_size=page_size,
+    )
     try:
         asyncio.run_coroutine_threadsafe(page.start(), loop).result(timeout=20)
         try:
@@ -192,4 +210,36 @@ def serving(db_url: str, tls: Tls, *, page_size: int = 20) -> Iterator[WebServer
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+        directory.close()
         db.dispose()
+
+
+@contextmanager
+def through_proxy(page: WebServer, tls: Tls, department: str = WORKING_GROUP) -> Iterator[str]:
+    """The page as a browser without a certificate store reads it: through a loopback
+    ``ClientCertificateProxy`` presenting ``department``'s client certificate; its URL."""
+    assert page.address is not None
+    host, port = page.address.rsplit(":", 1)
+    cert, key = tls.client_certificate(department)
+    proxy = ClientCertificateProxy(
+        host,
+        int(port),
+        trust=tls.ca,
+        client_cert=cert,
+        client_key=key,
+        serve_cert=tls.cert,
+        serve_key=tls.key,
+    )
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="page proxy loop", daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(proxy.start(), loop).result(timeout=20)
+        try:
+            yield proxy.url
+        finally:
+            asyncio.run_coroutine_threadsafe(proxy.stop(), loop).result(timeout=20)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()

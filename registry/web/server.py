@@ -8,7 +8,10 @@ socket is bound in ``start()`` by this module, so a port in use is a plain ``Web
 installs signal handlers: the process that embeds the page owns its signals.
 
 The page has no plaintext port: TLS 1.2 at least, the certificate chain from ``cert`` (PEM, leaf
-first) and its private key from ``key``.
+first) and its private key from ``key``. It is read by departments only, as the department read
+calls are (``registry.web.admission``): the handshake requires a client certificate issued by
+``client_ca`` (the service's ``--client-ca``), and a request is answered only when that
+certificate names a department enrolled and active in ``directory`` (else 403).
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from pathlib import Path
 
 import uvicorn
 
+from registry.department_keys import DepartmentDirectory
 from registry.errors import PlainError
 from registry.storage import Database
+from registry.web.admission import ClientCertificateH11, DepartmentsOnly, require_client_ca
 from registry.web.app import create_app
 from server.listen import ListenAddress, parse_listen
 
@@ -43,7 +48,7 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-def _tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+def _tls_context(cert: Path, key: Path, client_ca: Path) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
@@ -52,6 +57,10 @@ def _tls_context(cert: Path, key: Path) -> ssl.SSLContext:
         raise WebServeError(
             f"the page's TLS certificate {cert} or key {key} cannot be used: {exc}"
         ) from exc
+    try:
+        require_client_ca(context, client_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise WebServeError(f"the page's client CA {client_ca} cannot be used: {exc}") from exc
     return context
 
 
@@ -64,11 +73,12 @@ def _bind(address: ListenAddress) -> socket.socket:
 
 
 class WebServer:
-    """The page over ``db``, served on ``listen`` (``HOST:PORT``; port 0: any free one) with TLS.
+    """The page over ``db``, served on ``listen`` (``HOST:PORT``; port 0: any free one) with TLS,
+    to the departments ``directory`` holds enrolled, by client certificates ``client_ca`` issued.
 
     ``start()`` binds the port and returns once the page answers; ``stop()`` stops taking new
     connections, lets requests in flight finish (up to ``grace`` seconds), and returns. The
-    database handle belongs to the caller; ``stop()`` does not dispose of it.
+    database handle and the directory belong to the caller; ``stop()`` closes neither.
     """
 
     def __init__(
@@ -78,6 +88,8 @@ class WebServer:
         cert: Path | str,
         key: Path | str,
         *,
+        client_ca: Path | str,
+        directory: DepartmentDirectory,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         page_size: int = 20,
     ) -> None:
@@ -85,7 +97,8 @@ class WebServer:
         self.listen = parse_listen(listen)
         self.cert = Path(cert)
         self.key = Path(key)
-        self.app = create_app(db, now=now, page_size=page_size)
+        self.client_ca = Path(client_ca)
+        self.app = DepartmentsOnly(create_app(db, now=now, page_size=page_size), directory)
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._socket: socket.socket | None = None
@@ -100,18 +113,21 @@ class WebServer:
 
     def describe(self) -> str:
         """The one line the service logs when the page is up."""
-        return f"the working group's page at {self.url} (TLS, read-only)"
+        return (
+            f"the working group's page at {self.url} (mutual TLS: enrolled departments; read-only)"
+        )
 
     async def start(self) -> None:
         """Bind, then serve on the running loop until ``stop()``; returns once serving."""
         if self._task is not None:
             raise RuntimeError("WebServer.start() was called twice; call stop() first")
-        context = _tls_context(self.cert, self.key)
+        context = _tls_context(self.cert, self.key, self.client_ca)
         sock = _bind(self.listen)
         host, port = sock.getsockname()[:2]
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         config = uvicorn.Config(
             self.app,
+            http=ClientCertificateH11,  # keeps the client certificate for DepartmentsOnly
             lifespan="off",
             log_level="warning",
             access_log=False,
