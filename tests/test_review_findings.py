@@ -1,0 +1,221 @@
+"""Holes in the departments' side, each shown against the real service on SQLite and PostgreSQL.
+
+Every test here is what the registry should do; each fails on main at 3f65f4d:
+
+* a ``department_write`` row written into the database makes a department's write answered as
+  done (``replayed``) without being done;
+* a case row deleted from the database lets a department "open" a case under an id the signed
+  record already holds, replacing another department's blocking case;
+* the working group's page serves parties, cases and the inbox to a caller without a client
+  certificate, which the department read calls refuse;
+* a referral row changed in the database (Art. 19: answered, on time) is not noticed by
+  ``registry verify``;
+* a case decided by its remit department before it was referred can never be answered.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import ssl
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from department_support import S1, S2, World, make_world
+from permitgate_client.v1 import registry_pb2 as pb
+from permitgate_client.v1 import registry_pb2_grpc
+
+from registry.admin import STATE_NAME
+from registry.audit import audit_registry
+from registry.log import write_digest
+from registry.signing import load_verifier
+from registry.storage import ReferralRow, WriteRow
+from registry.trusted_state import TrustedState
+
+PARTY = "91110000MA0000001X"  # the party of C-1 in department_support.base_records
+
+
+@pytest.fixture
+def world(db_url: str, tmp_path: Path) -> Iterator[World]:
+    world = make_world(db_url, tmp_path)
+    world.start(web_listen="127.0.0.1:0")
+    try:
+        yield world
+    finally:
+        world.stop()
+
+
+def signed_case(world: World, structure_id: str, case_id: str) -> dict[str, Any] | None:
+    """Case ``case_id`` as the registry's signed status record of ``structure_id`` holds it (the
+    record whose digest the registry's own state holds, as of the last write)."""
+    [(stored,)] = world.registry.sql(
+        "SELECT envelope FROM status_record WHERE structure_id = :s", s=structure_id
+    )
+    state = TrustedState(world.state_dir, STATE_NAME)
+    try:
+        entry = state.entry(structure_id)
+    finally:
+        state.close()
+    assert entry is not None and hashlib.sha256(bytes(stored)).digest() == entry[1]
+    envelope = json.loads(bytes(stored))
+    record = json.loads(base64.b64decode(envelope["payload"]))
+    for case in record["cases"]:
+        if case["id"] == case_id:
+            return dict(case)
+    return None
+
+
+def verify(world: World) -> list[str]:
+    report = audit_registry(world.registry.db, load_verifier(world.registry.keys_dir, "registry"))
+    return report.problems
+
+
+def now_text() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- 1. idempotency rows are believed from the database ---------------------------------------
+
+
+def test_a_write_row_put_into_the_database_does_not_answer_a_write_as_done(world: World) -> None:
+    """A database writer who knows (or guesses) a department's next request id and its write
+    puts a ``department_write`` row under it. The department's write must not then be answered
+    ``replayed`` (done) while nothing was done: the case stays ``filed``, no order is in force,
+    and the department is told it is."""
+    write = {"case": "C-1", "stage": "stop_order"}
+    with world.registry.db.session() as session:
+        session.add(
+            WriteRow(
+                department="city-planning",
+                request_id="r-2026-0002",
+                action="move_case",
+                digest=write_digest("move_case", write),
+                seq=1,
+                written_at=datetime.now(UTC),
+                result=json.dumps({"department": "city-planning", "seq": "1"}),
+            )
+        )
+    try:
+        result = world.write("city-planning", "move_case", write, request_id="r-2026-0002")
+    except grpc.RpcError:
+        return  # refused (the row is not backed by the log): fails closed
+    stage = (signed_case(world, S1, "C-1") or {}).get("stage")
+    assert not result.replayed or stage == "stop_order", (
+        f"answered replayed (seq {result.seq}) but the signed case C-1 is at {stage}"
+    )
+
+
+# --- 2. "a new id" is asked of the database's index -------------------------------------------
+
+
+def test_a_case_row_deleted_from_the_database_does_not_let_a_case_be_replaced(
+    world: World,
+) -> None:
+    """C-1 (deviates_from_permit, planning's, filed: blocking) is in S1's signed record. A
+    database writer deletes its row; the enforcement department then 'opens' a case C-1 on S1
+    in its own remit, already dismissed. The registry must refuse (the id is taken in the signed
+    record), not replace planning's blocking case in the record it signs."""
+    world.registry.sql("DELETE FROM violation_case WHERE id = 'C-1'")
+    write = {
+        "case": {
+            "id": "C-1",
+            "structure": S1,
+            "kind": "no_planning_permit",
+            "stage": "dismissed",
+            "source": "patrol",
+            "opened": now_text(),
+        }
+    }
+    with contextlib.suppress(grpc.RpcError):  # refused: right
+        world.write("city-enforcement", "open_case", write)
+    case = signed_case(world, S1, "C-1")
+    assert case is not None and case["kind"] == "deviates_from_permit", case
+    assert case["stage"] == "filed", case
+
+
+# --- 3. the page has no authentication --------------------------------------------------------
+
+
+def test_the_page_is_not_served_to_a_caller_without_a_client_certificate(world: World) -> None:
+    """The department read calls refuse a caller without a department's client certificate;
+    the working group's page, serving the same parties, cases and inbox, must too."""
+    assert world.app is not None and world.app.web is not None
+    with world.channel(None) as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)  # type: ignore[no-untyped-call]
+        with pytest.raises(grpc.RpcError):
+            stub.GetParty(pb.GetRequest(id=PARTY), timeout=10)
+    context = ssl.create_default_context(cafile=str(world.pki.ca))
+    try:
+        with httpx.Client(base_url=world.app.web.url, verify=context, timeout=10) as client:
+            page = client.get(f"/structures/{S1}")
+    except httpx.TransportError:
+        return  # the handshake asks for a client certificate: refused
+    assert page.status_code in (401, 403), (page.status_code, PARTY in page.text)
+
+
+# --- 4. Art. 19 rows are not checked by registry verify ---------------------------------------
+
+
+def _referred(world: World) -> str:
+    """A deviates_from_permit case found by enforcement on S2 (not its remit) and referred to
+    planning; its id."""
+    case = {
+        "id": "C-ref",
+        "structure": S2,
+        "kind": "deviates_from_permit",
+        "stage": "reported",
+        "source": "patrol",
+        "opened": now_text(),
+    }
+    world.write("city-enforcement", "open_case", {"case": case})
+    world.write("city-enforcement", "refer_case", {"case": "C-ref", "to": "city-planning"})
+    return "C-ref"
+
+
+def test_a_referral_changed_in_the_database_is_caught_by_verify(world: World) -> None:
+    """The referral was referred to planning and never answered (the log's statements say so).
+    A database writer marks it answered, on time, by a made-up answer: the monthly report, the
+    inbox and the page now say planning answered. ``registry verify`` must name the row."""
+    case_id = _referred(world)
+    assert verify(world) == []
+    with world.registry.db.session() as session:
+        row = session.get(ReferralRow, case_id)
+        assert row is not None and row.referred_to == "city-planning"
+        row.decided_at = row.answered_at = datetime.now(UTC)
+        row.decision, row.answer = "dismissed", "forged"
+        row.answer_due = datetime.now(UTC) + timedelta(days=3)
+    problems = verify(world)
+    assert any("referral" in p for p in problems), problems
+
+
+# --- 5. Art. 19: a decision made before the referral ------------------------------------------
+
+
+def test_a_case_decided_before_it_was_referred_can_be_answered(world: World) -> None:
+    """Enforcement finds a planning case (reported, on the clock); planning learns of it on its
+    own and dismisses it; enforcement then refers it to planning, on time. Planning's decision
+    exists: it must be able to report it back (Art. 19), not be told forever that the case 'is
+    not decided yet'."""
+    case = {
+        "id": "C-early",
+        "structure": S2,
+        "kind": "deviates_from_permit",
+        "stage": "reported",
+        "source": "patrol",
+        "opened": now_text(),
+    }
+    world.write("city-enforcement", "open_case", {"case": case})
+    world.write("city-planning", "move_case", {"case": "C-early", "stage": "dismissed"})
+    world.write("city-enforcement", "refer_case", {"case": "C-early", "to": "city-planning"})
+    try:
+        world.write("city-planning", "answer_referral", {"case": "C-early", "answer": "dismissed"})
+    except grpc.RpcError as exc:
+        assert isinstance(exc, grpc.Call)
+        pytest.fail(f"{exc.code()}: {exc.details()}")
