@@ -10,7 +10,8 @@ Every test here is what the registry should do; each fails on main at 3f65f4d:
   certificate, which the department read calls refuse;
 * a referral row changed in the database (Art. 19: answered, on time) is not noticed by
   ``registry verify``;
-* a case decided by its remit department before it was referred can never be answered.
+* a case decided by its remit department before it was referred can never be answered;
+* a party id typed in another case is not found by CheckApplicant (fails open).
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ import grpc
 import httpx
 import pytest
 from department_support import S1, S2, World, make_world
+from gate_helpers import GateRegistry, reasons, start_gate, urban_ok, verdict, wait_for
+from permitgate_client.v1 import gate_pb2 as gate_pb
+from permitgate_client.v1 import gate_pb2_grpc, registry_pb2_grpc
 from permitgate_client.v1 import registry_pb2 as pb
-from permitgate_client.v1 import registry_pb2_grpc
+from registry_support import case as case_line
 
 from registry.admin import STATE_NAME
 from registry.audit import audit_registry
@@ -219,3 +223,42 @@ def test_a_case_decided_before_it_was_referred_can_be_answered(world: World) -> 
     except grpc.RpcError as exc:
         assert isinstance(exc, grpc.Call)
         pytest.fail(f"{exc.code()}: {exc.details()}")
+
+
+# --- 6. Art. 22: a party id written another way ------------------------------------------------
+
+
+def test_a_party_written_in_lower_case_is_still_suspended(db_url: str, tmp_path: Path) -> None:
+    """A unified social credit code is one code however it is typed: the deciding department
+    records the party as 91110000ma01abcd2x, planning asks about 91110000MA01ABCD2X. The gate
+    must not ALLOW that party's application (today the ids are compared byte for byte and the
+    suspension is missed: the check fails open)."""
+    registry = GateRegistry(db_url, tmp_path / "keys")
+    line = case_line(
+        "C-2026-0001", "110228-0001-0001", "stop_order", "no_planning_permit", "patrol"
+    )
+    registry.load(
+        [
+            *urban_ok("110228-0001-0001"),
+            {**line, "party": "91110000ma01abcd2x", "party_suspended": True},
+        ]
+    )
+    gate = start_gate(registry.url, registry.keys_dir, poll_interval=0.2)
+    try:
+        ask = gate_pb.ApplicantCheck(
+            party_id="91110000MA01ABCD2X",
+            asking=gate_pb.ASKING_PLANNING,
+            application_id="PA-2026-0001",
+        )
+
+        def answer() -> gate_pb.Decision | None:
+            with grpc.insecure_channel(gate.target) as channel:
+                stub = gate_pb2_grpc.PermitGateStub(channel)  # type: ignore[no-untyped-call]
+                decision: gate_pb.Decision = stub.CheckApplicant(ask, timeout=10)
+            return decision if decision.registry_version == registry.version() else None
+
+        decision = wait_for(answer, timeout=10)
+        assert verdict(decision) != "ALLOW", reasons(decision)
+    finally:
+        gate.stop()
+        registry.close()
