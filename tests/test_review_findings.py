@@ -11,7 +11,8 @@ Every test here is what the registry should do; each fails on main at 3f65f4d:
 * a referral row changed in the database (Art. 19: answered, on time) is not noticed by
   ``registry verify``;
 * a case decided by its remit department before it was referred can never be answered;
-* a party id typed in another case is not found by CheckApplicant (fails open).
+* a party id typed in another case is not found by CheckApplicant (fails open);
+* a department reading a case is shown the table row, not what the registry signed.
 """
 
 from __future__ import annotations
@@ -262,3 +263,25 @@ def test_a_party_written_in_lower_case_is_still_suspended(db_url: str, tmp_path:
     finally:
         gate.stop()
         registry.close()
+
+
+# --- 7. department reads answer from rows nobody signed -----------------------------------------
+
+
+def test_a_department_reads_a_case_as_the_registry_signed_it(world: World) -> None:
+    """A database writer closes C-1 in its table row; the signed record still says filed (and
+    the gates DENY). A department reading C-1 (GetCase) must be told what the registry signed,
+    or be refused, not be shown the row as fact."""
+    world.registry.sql(
+        "UPDATE violation_case SET stage = 'closed', party_suspended = :f WHERE id = 'C-1'",
+        f=False,
+    )
+    with world.channel("city-planning") as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)  # type: ignore[no-untyped-call]
+        try:
+            read: pb.CaseInfo = stub.GetCase(pb.GetRequest(id="C-1"), timeout=10)
+        except grpc.RpcError:
+            return  # refused: the row is not the signed record
+    signed = signed_case(world, S1, "C-1")
+    assert signed is not None
+    assert read.stage == signed["stage"], (read.stage, signed["stage"])
