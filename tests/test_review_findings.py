@@ -12,7 +12,8 @@ Every test here is what the registry should do; each fails on main at 3f65f4d:
   ``registry verify``;
 * a case decided by its remit department before it was referred can never be answered;
 * a party id typed in another case is not found by CheckApplicant (fails open);
-* a department reading a case is shown the table row, not what the registry signed.
+* a department reading a case is shown the table row, not what the registry signed;
+* members a department adds to its envelope are kept in the log as sent (1 MB each).
 """
 
 from __future__ import annotations
@@ -285,3 +286,33 @@ def test_a_department_reads_a_case_as_the_registry_signed_it(world: World) -> No
     signed = signed_case(world, S1, "C-1")
     assert signed is not None
     assert read.stage == signed["stage"], (read.stage, signed["stage"])
+
+
+# --- 8. what a department sends is kept in the log as sent --------------------------------------
+
+
+def test_members_the_statement_does_not_need_are_not_kept_in_the_log(world: World) -> None:
+    """A DSSE envelope is payload, payloadType and signatures. A department that adds a member
+    of its own (here 1 MB of it) must not have it kept, for good, in the registry's log: the
+    envelope is refused or kept without it."""
+    envelope = json.loads(world.statement("city-enforcement", "open_case", case_write("C-junk")))
+    envelope["junk"] = "x" * 1_000_000
+    try:
+        result = world.send(json.dumps(envelope).encode(), "open_case", as_="city-enforcement")
+    except grpc.RpcError:
+        return  # refused: right
+    [(body,)] = world.registry.sql("SELECT body FROM event WHERE seq = :s", s=result.seq)
+    assert len(bytes(body)) < 100_000, f"event {result.seq} keeps {len(bytes(body))} bytes"
+
+
+def case_write(cid: str) -> dict[str, Any]:
+    return {
+        "case": {
+            "id": cid,
+            "structure": S2,
+            "kind": "no_planning_permit",
+            "stage": "filed",
+            "source": "patrol",
+            "opened": now_text(),
+        }
+    }
