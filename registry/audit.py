@@ -54,6 +54,7 @@ from registry.log import (
     decode_event,
     fold,
     fold_department,
+    statement_write,
     write_digest,
 )
 from registry.merkle import CompactTree, leaf_hash
@@ -77,7 +78,7 @@ from registry.storage import (
     structure_of,
 )
 from registry.trust import verify_status_record
-from registry.trusted_state import Entry, TrustedState
+from registry.trusted_state import Entry, TrustedState, WrittenRow
 
 __all__ = ["AuditReport", "audit_registry", "audit_session", "compare_with_state"]
 
@@ -103,6 +104,9 @@ class AuditReport:
     """The departments as the log's department events leave them, by id."""
     statements: int = 0
     """How many department statements in the log were checked."""
+    written: dict[tuple[str, str], WrittenRow] = field(default_factory=dict)
+    """The departments' writes as the verified statements say, by (department, request id):
+    the idempotency index a rebuilt state starts from (first event; no result digest)."""
 
     @property
     def ok(self) -> bool:
@@ -274,6 +278,12 @@ def _replayed(session: Session, report: AuditReport) -> Iterator[tuple[str, Stat
             if event.record is None:  # a statement or department event: no record to fold
                 continue
             key = (type(event.record), event.record.id)
+            if key in records and _creates(event):
+                report.problems.append(
+                    f"event {seq}: {type(event.record).__name__.lower()} {event.record.id} is "
+                    f"opened or issued again on {sid}, whose state holds it since event "
+                    f"{sources[key]}"
+                )
             records[key] = event.record
             sources[key] = seq
             last = seq
@@ -285,6 +295,12 @@ def _replayed(session: Session, report: AuditReport) -> Iterator[tuple[str, Stat
             report.problems.append(str(exc))
             continue
         yield sid, state, last, sources
+
+
+def _creates(event: Event) -> bool:
+    """Whether a department wrote the event's record as a new permit or case."""
+    said = None if event.statement is None else statement_write(event.statement)
+    return said is not None and said.action in ("open_case", "issue_permit")
 
 
 def _filed_under(event: Event) -> str | None:
@@ -595,6 +611,15 @@ def _check_statements(session: Session, report: AuditReport) -> None:
         checked = _check_statement(seq, event, departments, report)
         if checked is not None:
             written[seq] = checked
+            department, request_id, digest = checked
+            if (department, request_id) not in report.written:
+                report.written[(department, request_id)] = (
+                    department,
+                    request_id,
+                    digest,
+                    seq,
+                    None,
+                )
     report.departments = departments
     for row in session.scalars(select(WriteRow).order_by(WriteRow.seq)):
         where = f"department_write row {row.department}/{row.request_id}"
