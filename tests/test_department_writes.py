@@ -480,3 +480,22 @@ def test_one_group_with_good_bad_and_repeated_writes(world: World) -> None:
     assert world.counts()[1] == heads + 1
     assert world.registry.sql("SELECT count(*) FROM violation_case WHERE id = 'C-g1'") == [(1,)]
     assert world.registry.sql("SELECT count(*) FROM violation_case WHERE id = 'C-g2'") == [(0,)]
+
+
+def test_a_case_decided_before_it_was_referred_can_be_answered(world: World) -> None:
+    """Art. 19: enforcement finds a planning case; planning dismisses it on its own; enforcement
+    then refers it. The referral is decided at once (at the referral), and planning answers."""
+    world.write("city-enforcement", "open_case", case_write("C-early"))
+    world.write("city-planning", "move_case", {"case": "C-early", "stage": "dismissed"})
+    referred = world.write(
+        "city-enforcement", "refer_case", {"case": "C-early", "to": "city-planning"}
+    )
+    referral = referred.referral
+    assert referral.state == "decided" and referral.decision == "dismissed", referral
+    assert referral.decided_at == referral.referred_at
+    due = WorkCalendar.default().due(referral.referred_at.ToDatetime(UTC), 2)
+    assert referral.answer_due.ToDatetime(UTC) == due
+    answered = world.write(
+        "city-planning", "answer_referral", {"case": "C-early", "answer": "dismissed"}
+    )
+    assert answered.referral.state == "answered"
