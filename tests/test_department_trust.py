@@ -21,6 +21,7 @@ from registry.audit import audit_registry
 from registry.demo_pki import make_demo_pki
 from registry.department_keys import revoke_department, rotate_department_key
 from registry.log import encode_event, write_digest
+from registry.notifications import record_notification
 from registry.signing import load_verifier
 from registry.storage import WriteRow
 from registry.trusted_state import TrustedState
@@ -446,3 +447,58 @@ def test_an_envelope_with_more_than_dsse_holds_is_refused(
     else:
         raise AssertionError("the envelope was taken")
     assert world.counts() == before
+
+
+# --- Art. 19 and the inbox: rows rebuilt from the statements by registry verify -----------------
+
+
+def test_referral_and_notice_rows_changed_in_the_database_are_named_by_verify(
+    world: World,
+) -> None:
+    """The log's statements say: C-ref found by enforcement and referred to planning, C-done
+    decided before it was referred and answered, a notice acknowledged by the working group.
+    ``registry verify`` agrees with the rows as written, then names each row a database writer
+    changes: a referral marked answered, a referral deleted, an acknowledgement made up."""
+    for cid in ("C-ref", "C-done"):
+        case = dict(case_write(cid)["case"])  # type: ignore[call-overload]
+        case.update(kind="deviates_from_permit", stage="reported")
+        world.write("city-enforcement", "open_case", {"case": case})
+    world.write("city-planning", "move_case", {"case": "C-done", "stage": "dismissed"})
+    for cid in ("C-ref", "C-done"):
+        world.write("city-enforcement", "refer_case", {"case": cid, "to": "city-planning"})
+    world.write("city-planning", "answer_referral", {"case": "C-done", "answer": "dismissed"})
+    notices = [
+        record_notification(
+            world.registry.db,
+            structure_id=S1,
+            office="market",
+            application_id=f"A-{n}",
+            reasons=[{"code": "NO_PERMIT"}],
+            at=datetime.now(UTC),
+        )
+        for n in range(2)
+    ]
+    world.write("working-group", "acknowledge_notice", {"notice": notices[0]})
+    assert verify(world) == []
+    now = datetime.now(UTC)
+    world.registry.sql(
+        "UPDATE referral SET decided_at = :t, answered_at = :t, decision = 'dismissed', "
+        "answer = 'forged' WHERE case_id = 'C-ref'",
+        t=now,
+    )
+    world.registry.sql("DELETE FROM referral WHERE case_id = 'C-done'")
+    world.registry.sql(
+        "UPDATE notification SET acknowledged_at = :t, acknowledged_by = 'working-group' "
+        "WHERE id = :i",
+        t=now,
+        i=notices[1],
+    )
+    problems = verify(world)
+    assert any(p.startswith("referral row of C-ref: answer is 'forged'") for p in problems), (
+        problems
+    )
+    assert "referral row of C-done: missing (the log's statements open it)" in problems
+    assert any(p.startswith(f"notice row {notices[1]}: acknowledged by") for p in problems), (
+        problems
+    )
+    assert not any(notices[0] in p for p in problems), problems
