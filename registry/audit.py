@@ -21,8 +21,11 @@ Trust starts from the registry's public key on disk, never from the database. Th
 6. folds the department events in log order (which key each department had at each index) and
    checks every statement a department wrote: its signature verifies with the key the
    department held at that index (not rotated out, not revoked), the key names the department
-   the statement claims, its action produced that event's record, and each ``department_write``
-   row points at an event carrying its statement.
+   the statement claims, its action produced that event's record (never an id its structure
+   already holds opened or issued again), and each ``department_write`` row points at an event
+   carrying its statement; with the tables, the ``referral`` rows and notices'
+   acknowledgements are rebuilt from the statements and compared (the dues, which need the
+   registry's working-day calendar, are not).
 
 Every difference is reported, naming the row and the field; memory holds one structure at a time
 besides the map (about 200 bytes a structure). A writer that finds its state empty runs steps

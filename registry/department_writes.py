@@ -7,17 +7,22 @@ in order, against the registry's state as the writes before it in the group left
 refused gets its own ``WriteRefused`` and changes nothing; the others are applied in ONE
 ``open_writer`` transaction under one new head. For each write, in this order:
 
+0. **as sent**: the envelope holds DSSE's members only and at most ``MAX_ENVELOPE`` bytes (it
+   is kept in the log as sent);
 1. **who**: the statement's department is the one the certificate names, is enrolled in the
    registry's own state (``registry.department_keys``; never the database), and the signature
    verifies with its current key (not rotated out, not revoked);
 2. **once**: the same department and request id again is the stored result (``replayed``) when
-   the statement is the same (its payload's SHA-256), else ``ALREADY_EXISTS``;
+   the write is the same (``log.write_digest``), else ``ALREADY_EXISTS``; the stored row is
+   believed only where it agrees with the registry's own state (``Writer.written``: digest,
+   first event, result digest), else ``DATA_LOSS``;
 3. **when**: the statement was signed within ``MAX_SKEW`` of the registry's clock;
 4. **what**: the write's arguments, validated like an import line (``registry.records``; an
    error names the field, ``write.case.stage: ...``), the department's remit
    (``registry.departments``; the refusal names the rule), and the change against each
    structure's current *signed* state (``registry.record_checks``: the structure exists, an id
-   is not another's, a case's stage moves as ``registry.vocabulary`` allows);
+   is not another's nor held by the structure's signed record, a case's stage moves as
+   ``registry.vocabulary`` allows);
 5. **apply**: the changed records' rows and one event each carrying the statement (a write that
    changes no record: one statement event), the structures' status records re-signed, the
    referral and notice rows (Art. 19 dues from ``registry.workdays``), and the

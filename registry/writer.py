@@ -26,7 +26,10 @@ a department event appended through ``change_department`` reaches the state with
 signs it; a head adopted from another writer brings the department events it covers). After the
 database transaction commits, the new head, the frontier, the changed digests and departments
 are saved to the state: the database first, so a crash between
-the two leaves a database one head ahead, which step 3 adopts next time.
+the two leaves a database one head ahead, which step 3 adopts next time. The departments'
+writes made (their idempotency index, ``Writer.written``) are saved with the head too; a state
+rebuilt after the full check, or a head adopted from another writer, takes them from the
+statement events it covers (without the result's digest, which the log does not hold).
 """
 
 from __future__ import annotations
