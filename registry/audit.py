@@ -754,11 +754,10 @@ def _check_referrals(session: Session, followed: _Followed, report: AuditReport)
 
 def _check_acknowledged(session: Session, followed: _Followed, report: AuditReport) -> None:
     """Every acknowledged notice row was acknowledged by a statement, by its department then."""
-    query = select(NotificationRow).where(
-        NotificationRow.acknowledged_at.is_not(None)
-        | NotificationRow.id.in_(list(followed.acknowledged))
-    )
-    for row in session.scalars(query):
+    query = select(NotificationRow).where(NotificationRow.acknowledged_at.is_not(None))
+    seen: set[str] = set()
+    for row in session.scalars(query, execution_options=_OPTS):
+        seen.add(row.id)
         made = followed.acknowledged.get(row.id)
         have = (row.acknowledged_by, _second(row.acknowledged_at))
         want = (None, None) if made is None else (made[0], _second(made[1]))
@@ -767,6 +766,12 @@ def _check_acknowledged(session: Session, followed: _Followed, report: AuditRepo
                 f"notice row {row.id}: acknowledged by {_shown(have[0])} at {_shown(have[1])}, "
                 f"the log's statements say {_shown(want[0])} at {_shown(want[1])}"
             )
+    for notice_id in sorted(followed.acknowledged.keys() - seen):
+        by, at = followed.acknowledged[notice_id]
+        report.problems.append(
+            f"notice row {notice_id}: not acknowledged (or missing), the log's statements say "
+            f"acknowledged by {by!r} at {format_time(at)}"
+        )
 
 
 def _shown(value: object) -> str:

@@ -458,7 +458,8 @@ def test_referral_and_notice_rows_changed_in_the_database_are_named_by_verify(
     """The log's statements say: C-ref found by enforcement and referred to planning, C-done
     decided before it was referred and answered, a notice acknowledged by the working group.
     ``registry verify`` agrees with the rows as written, then names each row a database writer
-    changes: a referral marked answered, a referral deleted, an acknowledgement made up."""
+    changes: a referral marked answered, a referral deleted, an acknowledgement made up or
+    taken back."""
     for cid in ("C-ref", "C-done"):
         case = dict(case_write(cid)["case"])  # type: ignore[call-overload]
         case.update(kind="deviates_from_permit", stage="reported")
@@ -476,9 +477,10 @@ def test_referral_and_notice_rows_changed_in_the_database_are_named_by_verify(
             reasons=[{"code": "NO_PERMIT"}],
             at=datetime.now(UTC),
         )
-        for n in range(2)
+        for n in range(3)
     ]
-    world.write("working-group", "acknowledge_notice", {"notice": notices[0]})
+    for notice in (notices[0], notices[2]):
+        world.write("working-group", "acknowledge_notice", {"notice": notice})
     assert verify(world) == []
     now = datetime.now(UTC)
     world.registry.sql(
@@ -493,12 +495,19 @@ def test_referral_and_notice_rows_changed_in_the_database_are_named_by_verify(
         t=now,
         i=notices[1],
     )
+    world.registry.sql(
+        "UPDATE notification SET acknowledged_at = NULL, acknowledged_by = NULL WHERE id = :i",
+        i=notices[2],
+    )
     problems = verify(world)
     assert any(p.startswith("referral row of C-ref: answer is 'forged'") for p in problems), (
         problems
     )
     assert "referral row of C-done: missing (the log's statements open it)" in problems
     assert any(p.startswith(f"notice row {notices[1]}: acknowledged by") for p in problems), (
+        problems
+    )
+    assert any(p.startswith(f"notice row {notices[2]}: not acknowledged") for p in problems), (
         problems
     )
     assert not any(notices[0] in p for p in problems), problems
