@@ -21,8 +21,11 @@ Trust starts from the registry's public key on disk, never from the database. Th
 6. folds the department events in log order (which key each department had at each index) and
    checks every statement a department wrote: its signature verifies with the key the
    department held at that index (not rotated out, not revoked), the key names the department
-   the statement claims, its action produced that event's record, and each ``department_write``
-   row points at an event carrying its statement.
+   the statement claims, its action produced that event's record (never an id its structure
+   already holds opened or issued again), and each ``department_write`` row points at an event
+   carrying its statement; with the tables, the ``referral`` rows and notices'
+   acknowledgements are rebuilt from the statements and compared (the dues, which need the
+   registry's working-day calendar, are not).
 
 Every difference is reported, naming the row and the field; memory holds one structure at a time
 besides the map (about 200 bytes a structure). A writer that finds its state empty runs steps
@@ -34,6 +37,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -42,11 +46,16 @@ import orjson
 from permitgate_client import VerificationError, VerifierKey
 from permitgate_client._errors import MalformedError
 from permitgate_client._proofs import RegistryHead, verify_registry_head
-from permitgate_client._statements import statement_department, verify_statement
+from permitgate_client._statements import (
+    WriteStatement,
+    statement_department,
+    verify_statement,
+)
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from registry.admin import STATE_NAME
+from registry.departments import DECISION_STAGES, Role, in_remit
 from registry.log import (
     DepartmentEntry,
     Event,
@@ -54,6 +63,7 @@ from registry.log import (
     decode_event,
     fold,
     fold_department,
+    statement_write,
     write_digest,
 )
 from registry.merkle import CompactTree, leaf_hash
@@ -68,7 +78,9 @@ from registry.storage import (
     EventRow,
     HeadRow,
     MetaRow,
+    NotificationRow,
     PermitRow,
+    ReferralRow,
     StatusRow,
     StructureRow,
     WriteRow,
@@ -77,7 +89,8 @@ from registry.storage import (
     structure_of,
 )
 from registry.trust import verify_status_record
-from registry.trusted_state import Entry, TrustedState
+from registry.trusted_state import Entry, TrustedState, WrittenRow
+from registry.vocabulary import CaseStage
 
 __all__ = ["AuditReport", "audit_registry", "audit_session", "compare_with_state"]
 
@@ -103,6 +116,9 @@ class AuditReport:
     """The departments as the log's department events leave them, by id."""
     statements: int = 0
     """How many department statements in the log were checked."""
+    written: dict[tuple[str, str], WrittenRow] = field(default_factory=dict)
+    """The departments' writes as the verified statements say, by (department, request id):
+    the idempotency index a rebuilt state starts from (first event; no result digest)."""
 
     @property
     def ok(self) -> bool:
@@ -151,7 +167,7 @@ def audit_session(
         return report
     report.frontier = _check_log(session, heads, report)
     _check_states(session, key, heads[-1], report, tables=tables)
-    _check_statements(session, report)
+    _check_statements(session, report, tables=tables)
     return report
 
 
@@ -274,6 +290,12 @@ def _replayed(session: Session, report: AuditReport) -> Iterator[tuple[str, Stat
             if event.record is None:  # a statement or department event: no record to fold
                 continue
             key = (type(event.record), event.record.id)
+            if key in records and _creates(event):
+                report.problems.append(
+                    f"event {seq}: {type(event.record).__name__.lower()} {event.record.id} is "
+                    f"opened or issued again on {sid}, whose state holds it since event "
+                    f"{sources[key]}"
+                )
             records[key] = event.record
             sources[key] = seq
             last = seq
@@ -285,6 +307,12 @@ def _replayed(session: Session, report: AuditReport) -> Iterator[tuple[str, Stat
             report.problems.append(str(exc))
             continue
         yield sid, state, last, sources
+
+
+def _creates(event: Event) -> bool:
+    """Whether a department wrote the event's record as a new permit or case."""
+    said = None if event.statement is None else statement_write(event.statement)
+    return said is not None and said.action in ("open_case", "issue_permit")
 
 
 def _filed_under(event: Event) -> str | None:
@@ -571,11 +599,41 @@ def _described(entry: DepartmentEntry | None) -> str:
 # --- Step 6: who wrote what -------------------------------------------------------------------
 
 
-def _check_statements(session: Session, report: AuditReport) -> None:
+@dataclass
+class _Referral:
+    """An Art. 19 referral as the log's statements make it (the row's fields, but the dues)."""
+
+    structure_id: str
+    case_kind: str
+    found_by: str
+    found_at: datetime
+    referred_to: str | None = None
+    referred_at: datetime | None = None
+    decided_at: datetime | None = None
+    decision: str | None = None
+    answered_at: datetime | None = None
+    answer: str | None = None
+
+
+_REFERRAL_FIELDS = tuple(f for f in _Referral.__dataclass_fields__)
+
+
+@dataclass
+class _Followed:
+    """What the statements say of the referral and notice rows, folded in log order."""
+
+    stages: dict[str, CaseStage] = field(default_factory=dict)  # each case's stage so far
+    referrals: dict[str, _Referral] = field(default_factory=dict)
+    acknowledged: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+
+
+def _check_statements(session: Session, report: AuditReport, *, tables: bool = True) -> None:
     """Fold the department events and check every statement against the key its department
-    held at that index; then every ``department_write`` row against the event it names."""
+    held at that index; then every ``department_write`` row against the event it names; with
+    ``tables``, the referral and notice rows against what the statements make of them."""
     departments: dict[str, DepartmentEntry] = {}
     written: dict[int, tuple[str, str, bytes]] = {}  # seq -> (department, request id, digest)
+    followed = _Followed()
     query = select(EventRow.seq, EventRow.body).order_by(EventRow.seq)
     for seq, body in session.execute(query, execution_options=_OPTS):
         try:
@@ -589,12 +647,18 @@ def _check_statements(session: Session, report: AuditReport) -> None:
             except ValueError as exc:
                 report.problems.append(f"event {seq}: {exc}")
             continue
-        if event.statement is None:
-            continue
-        report.statements += 1
-        checked = _check_statement(seq, event, departments, report)
-        if checked is not None:
-            written[seq] = checked
+        if event.statement is not None:
+            report.statements += 1
+            statement = _check_statement(seq, event, departments, report)
+            if statement is not None:
+                digest = write_digest(statement.action, statement.write)
+                key = (statement.department, statement.request_id)
+                written[seq] = (*key, digest)
+                if key not in report.written:
+                    report.written[key] = (*key, digest, seq, None)
+                    _follow(statement, event, departments, followed)
+        if isinstance(event.record, Case):
+            followed.stages[event.record.id] = event.record.stage
     report.departments = departments
     for row in session.scalars(select(WriteRow).order_by(WriteRow.seq)):
         where = f"department_write row {row.department}/{row.request_id}"
@@ -605,13 +669,124 @@ def _check_statements(session: Session, report: AuditReport) -> None:
             )
         elif found != (row.department, row.request_id, bytes(row.digest)):
             report.problems.append(f"{where}: event {row.seq} carries another statement")
+    if tables:
+        _check_referrals(session, followed, report)
+        _check_acknowledged(session, followed, report)
+
+
+def _follow(
+    statement: WriteStatement,
+    event: Event,
+    departments: dict[str, DepartmentEntry],
+    followed: _Followed,
+) -> None:
+    """What a verified statement (its first event) does to the referral and notice rows, as
+    ``registry.department_writes`` does it."""
+    write, at, by = statement.write, event.at, departments[statement.department]
+    try:
+        if statement.action == "open_case":
+            case = parse_record({"type": "case", **write["case"]})
+            assert isinstance(case, Case)
+            if not in_remit(Role(by.role), case.kind):
+                followed.referrals[case.id] = _Referral(
+                    case.structure, case.kind.value, by.id, case.opened
+                )
+            return
+        if statement.action == "acknowledge_notice":
+            followed.acknowledged[str(write["notice"])] = (by.id, at)
+            return
+        referral = followed.referrals.get(str(write.get("case")))
+        if referral is None:
+            return
+        if statement.action == "refer_case":
+            referral.referred_to, referral.referred_at = str(write["to"]), at
+            stage = followed.stages.get(str(write["case"]))
+            if stage in DECISION_STAGES:
+                referral.decided_at, referral.decision = at, stage.value
+        elif statement.action == "move_case":
+            stage = CaseStage(write["stage"])
+            to = None if referral.referred_to is None else departments.get(referral.referred_to)
+            if (
+                to is not None
+                and referral.decided_at is None
+                and stage in DECISION_STAGES
+                and (to.id == by.id or to.role == by.role)
+            ):
+                referral.decided_at, referral.decision = at, stage.value
+        elif statement.action == "answer_referral":
+            referral.answered_at, referral.answer = at, str(write["answer"])
+    except (KeyError, TypeError, ValueError):
+        return  # a malformed write made nothing (its event is named in _check_statement)
+
+
+def _second(value: datetime | None) -> datetime | None:
+    """A row's time to the second, in UTC (events are dated to the second)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).replace(microsecond=0)
+
+
+def _check_referrals(session: Session, followed: _Followed, report: AuditReport) -> None:
+    """Every referral row is what the statements make it (its dues follow from the times and
+    the registry's working-day calendar, which the audit does not hold)."""
+    rows = {row.case_id: row for row in session.scalars(select(ReferralRow))}
+    expected = followed.referrals
+    for case_id in sorted(rows.keys() | expected.keys()):
+        where = f"referral row of {case_id}"
+        row, made = rows.get(case_id), expected.get(case_id)
+        if row is None:
+            report.problems.append(f"{where}: missing (the log's statements open it)")
+            continue
+        if made is None:
+            report.problems.append(f"{where}: the log's statements make no such referral")
+            continue
+        for name in _REFERRAL_FIELDS:
+            want, have = getattr(made, name), getattr(row, name)
+            if isinstance(want, datetime) or isinstance(have, datetime):
+                want, have = _second(want), _second(have)
+            if want != have:
+                report.problems.append(
+                    f"{where}: {name} is {_shown(have)}, the log's statements say {_shown(want)}"
+                )
+
+
+def _check_acknowledged(session: Session, followed: _Followed, report: AuditReport) -> None:
+    """Every acknowledged notice row was acknowledged by a statement, by its department then."""
+    query = select(NotificationRow).where(NotificationRow.acknowledged_at.is_not(None))
+    seen: set[str] = set()
+    for row in session.scalars(query, execution_options=_OPTS):
+        seen.add(row.id)
+        made = followed.acknowledged.get(row.id)
+        have = (row.acknowledged_by, _second(row.acknowledged_at))
+        want = (None, None) if made is None else (made[0], _second(made[1]))
+        if have != want:
+            report.problems.append(
+                f"notice row {row.id}: acknowledged by {_shown(have[0])} at {_shown(have[1])}, "
+                f"the log's statements say {_shown(want[0])} at {_shown(want[1])}"
+            )
+    for notice_id in sorted(followed.acknowledged.keys() - seen):
+        by, at = followed.acknowledged[notice_id]
+        report.problems.append(
+            f"notice row {notice_id}: not acknowledged (or missing), the log's statements say "
+            f"acknowledged by {by!r} at {format_time(at)}"
+        )
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, datetime):
+        return format_time(value)
+    return repr(value)
 
 
 def _check_statement(
     seq: int, event: Event, departments: dict[str, DepartmentEntry], report: AuditReport
-) -> tuple[str, str, bytes] | None:
+) -> WriteStatement | None:
     """One statement: signed by its department's key of the time, and the cause of the event's
-    record. Returns (department, request id, SHA-256 of the payload) when it verifies."""
+    record. Returns the statement when it verifies."""
     assert event.statement is not None
     where = f"event {seq}: statement"
     envelope = orjson.dumps(event.statement, option=orjson.OPT_SORT_KEYS)
@@ -641,11 +816,7 @@ def _check_statement(
     if why is not None:
         report.problems.append(f"{where}: {statement.action} by {claimed} did not {why}")
         return None
-    return (
-        statement.department,
-        statement.request_id,
-        write_digest(statement.action, statement.write),
-    )
+    return statement
 
 
 def _effect_mismatch(action: str, write: dict[str, Any], record: Record | None) -> str | None:

@@ -7,17 +7,22 @@ in order, against the registry's state as the writes before it in the group left
 refused gets its own ``WriteRefused`` and changes nothing; the others are applied in ONE
 ``open_writer`` transaction under one new head. For each write, in this order:
 
+0. **as sent**: the envelope holds DSSE's members only and at most ``MAX_ENVELOPE`` bytes (it
+   is kept in the log as sent);
 1. **who**: the statement's department is the one the certificate names, is enrolled in the
    registry's own state (``registry.department_keys``; never the database), and the signature
    verifies with its current key (not rotated out, not revoked);
 2. **once**: the same department and request id again is the stored result (``replayed``) when
-   the statement is the same (its payload's SHA-256), else ``ALREADY_EXISTS``;
+   the write is the same (``log.write_digest``), else ``ALREADY_EXISTS``; the stored row is
+   believed only where it agrees with the registry's own state (``Writer.written``: digest,
+   first event, result digest), else ``DATA_LOSS``;
 3. **when**: the statement was signed within ``MAX_SKEW`` of the registry's clock;
 4. **what**: the write's arguments, validated like an import line (``registry.records``; an
    error names the field, ``write.case.stage: ...``), the department's remit
    (``registry.departments``; the refusal names the rule), and the change against each
    structure's current *signed* state (``registry.record_checks``: the structure exists, an id
-   is not another's, a case's stage moves as ``registry.vocabulary`` allows);
+   is not another's nor held by the structure's signed record, a case's stage moves as
+   ``registry.vocabulary`` allows);
 5. **apply**: the changed records' rows and one event each carrying the statement (a write that
    changes no record: one statement event), the structures' status records re-signed, the
    referral and notice rows (Art. 19 dues from ``registry.workdays``), and the
@@ -28,6 +33,7 @@ What each action's ``write`` holds: ``spec/department-write.md``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -106,6 +112,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+ENVELOPE_MEMBERS: Final = frozenset({"payload", "payloadType", "signatures"})
+SIGNATURE_MEMBERS: Final = frozenset({"keyid", "sig"})
+MAX_SIGNATURES: Final = 4
+MAX_ENVELOPE: Final = 24 * 1024
+"""The largest envelope taken, in bytes: a 16 KiB payload's base64 (21,848 characters) and its
+type, with room for a few signatures. The envelope is kept in the log as sent."""
 MAX_SKEW: Final = timedelta(minutes=5)
 """How far a statement's signed_at may be from the registry's clock (a replay excepted)."""
 ANSWER_MAX: Final = 2000
@@ -122,6 +134,8 @@ class Refused(StrEnum):
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
     PERMISSION_DENIED = "PERMISSION_DENIED"
     UNAUTHENTICATED = "UNAUTHENTICATED"
+    DATA_LOSS = "DATA_LOSS"
+    """The database disagrees with the registry's own state: nothing is done or answered."""
 
 
 class WriteRefused(Exception):
@@ -297,6 +311,15 @@ class _Group:
     def ensure_new(self, what: str, rid: str, sid: str) -> None:
         filed = self.filed_under(what, rid)
         if filed is None:
+            held = self.structure(sid)
+            if held is not None and rid in (held.permits if what == "permit" else held.cases):
+                raise WriteRefused(
+                    Refused.DATA_LOSS,
+                    f"write.{what}.id: the registry's signed record of {sid} holds {what} "
+                    f"{rid}, but the database's {what} table does not: the database disagrees "
+                    "with the registry's state (nothing was written; the registry's operator "
+                    "must restore the database)",
+                )
             return
         held = self.structure(filed)
         owned = held is not None and rid in (held.permits if what == "permit" else held.cases)
@@ -474,14 +497,24 @@ def _move_case(group: _Group, change: _Change, role: Role) -> None:
     referral = group.referral(case.id)
     if (
         referral is not None
-        and referral.referred_to == change.department.id
+        and referral.referred_to is not None
         and referral.decided_at is None
         and stage in DECISION_STAGES
+        and _same_role(group, referral.referred_to, change.department)
     ):
         referral.decided_at = group.now
         referral.decision = stage.value
         referral.answer_due = group.calendar.due(group.now, REFERRAL_DAYS)
         change.referral = referral
+
+
+def _same_role(group: _Group, department_id: str, decider: DepartmentEntry) -> bool:
+    """Whether ``decider`` is ``department_id`` or holds the same role (the decision on a case
+    is its remit role's, whichever department of that role made it)."""
+    if decider.id == department_id:
+        return True
+    referred = group.writer.department(department_id)
+    return referred is not None and referred.role == decider.role
 
 
 def _refer_case(group: _Group, change: _Change, role: Role) -> None:
@@ -512,6 +545,10 @@ def _refer_case(group: _Group, change: _Change, role: Role) -> None:
     _refuse_rule(may_receive_referral(Role(receiver.role), case.kind))
     referral.referred_to = to
     referral.referred_at = group.now
+    if case.stage in DECISION_STAGES:  # decided before it was referred: answerable at once
+        referral.decided_at = group.now
+        referral.decision = case.stage.value
+        referral.answer_due = group.calendar.due(group.now, REFERRAL_DAYS)
     change.referral = referral
     change.statement_under = held.structure.id
 
@@ -689,6 +726,7 @@ class DepartmentWrites:
 
     def _check(self, group: _Group, request: WriteRequest) -> pb.WriteResult | _Change | _Again:
         # 1. who
+        _check_envelope(request.envelope)
         try:
             claimed = statement_department(request.envelope)
         except (MalformedError, ValueError) as exc:
@@ -763,9 +801,22 @@ class DepartmentWrites:
                 raise conflict
             return _Again(first)
         row = group.stored.get(key)
-        if row is None:
+        made = group.writer.written(*key)
+        where = f"department_write row {statement.department}/{statement.request_id}"
+        if made is None and row is None:
             return None
-        if bytes(row.digest) != digest:
+        if made is None:
+            raise _damaged(f"{where}: the registry's state holds no write under it")
+        if row is None:
+            raise _damaged(f"{where}: missing (the registry's state holds event {made[3]})")
+        _, _, made_digest, made_seq, made_result = made
+        if (
+            bytes(row.digest) != made_digest
+            or row.seq != made_seq
+            or (made_result is not None and _result_digest(row.result) != made_result)
+        ):
+            raise _damaged(f"{where}: not the write the registry's state holds (event {made_seq})")
+        if made_digest != digest:
             raise conflict
         result = json_format.Parse(row.result, pb.WriteResult())
         result.replayed = True
@@ -818,6 +869,7 @@ class DepartmentWrites:
             result = self._result(group, change, first_seq[id(change)], tree.size)
             results[id(change)] = result
             statement = change.statement
+            stored = json_format.MessageToJson(result, indent=None)
             session.add(
                 WriteRow(
                     department=statement.department,
@@ -826,7 +878,16 @@ class DepartmentWrites:
                     digest=change.digest,
                     seq=first_seq[id(change)],
                     written_at=now,
-                    result=json_format.MessageToJson(result, indent=None),
+                    result=stored,
+                )
+            )
+            writer.note_written(
+                (
+                    statement.department,
+                    statement.request_id,
+                    change.digest,
+                    first_seq[id(change)],
+                    _result_digest(stored),
                 )
             )
         session.flush()
@@ -879,6 +940,61 @@ class DepartmentWrites:
         if change.notice is not None:
             result.notice.CopyFrom(_notice_info(change.notice, change.notice_district))
         return result
+
+
+def _check_envelope(envelope: bytes) -> None:
+    """The envelope is kept in the log as sent: only a DSSE envelope's members, each signature
+    only a keyid and a sig, and no larger than ``MAX_ENVELOPE``."""
+    if len(envelope) > MAX_ENVELOPE:
+        raise WriteRefused(
+            Refused.INVALID_ARGUMENT,
+            f"statement: the envelope is {len(envelope)} bytes, more than {MAX_ENVELOPE}",
+        )
+    try:
+        obj = orjson.loads(envelope)
+    except orjson.JSONDecodeError as exc:
+        raise WriteRefused(Refused.INVALID_ARGUMENT, f"statement: not JSON ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise WriteRefused(Refused.INVALID_ARGUMENT, "statement: not a JSON object")
+    for name in sorted(obj.keys() - ENVELOPE_MEMBERS):
+        raise WriteRefused(
+            Refused.INVALID_ARGUMENT,
+            f"statement.{name}: unknown member (a DSSE envelope holds payload, payloadType "
+            "and signatures)",
+        )
+    signatures = obj.get("signatures")
+    if not isinstance(signatures, list) or not 1 <= len(signatures) <= MAX_SIGNATURES:
+        raise WriteRefused(
+            Refused.INVALID_ARGUMENT,
+            f"statement.signatures: must be a list of 1 to {MAX_SIGNATURES} signatures",
+        )
+    for index, signature in enumerate(signatures):
+        if not isinstance(signature, dict):
+            raise WriteRefused(
+                Refused.INVALID_ARGUMENT, f"statement.signatures[{index}]: not a JSON object"
+            )
+        for name in sorted(signature.keys() - SIGNATURE_MEMBERS):
+            raise WriteRefused(
+                Refused.INVALID_ARGUMENT,
+                f"statement.signatures[{index}].{name}: unknown member (a signature holds "
+                "keyid and sig)",
+            )
+
+
+def _damaged(where: str) -> WriteRefused:
+    """A retry whose stored write the registry's own state does not back: never answered as
+    done (nor written again)."""
+    return WriteRefused(
+        Refused.DATA_LOSS,
+        f"{where}: the database disagrees with the registry's state; the write is not "
+        "answered (the registry's operator must run 'permitgate registry verify' and restore "
+        "the database)",
+    )
+
+
+def _result_digest(result: str) -> bytes:
+    """SHA-256 of a stored result's JSON, as the registry's state keeps it."""
+    return hashlib.sha256(result.encode("utf-8")).digest()
 
 
 def _claims(requests: list[WriteRequest]) -> list[WriteStatement]:

@@ -22,6 +22,8 @@ from the events: a writer signs from the previous signed record (``registry.writ
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,11 +44,13 @@ __all__ = [
     "DepartmentEntry",
     "Event",
     "State",
+    "StatementWrite",
     "decode_event",
     "encode_event",
     "event_bytes",
     "fold",
     "fold_department",
+    "statement_write",
     "write_digest",
 ]
 
@@ -270,3 +274,28 @@ def write_digest(action: str, write: Any) -> bytes:
     ``{"action", "write"}``. Not the signed payload: the same write signed again (a client
     restarted) is a replay of it, not another write."""
     return hashlib.sha256(canonical_json({"action": action, "write": write})).digest()
+
+
+class StatementWrite(NamedTuple):
+    """What a statement event's write statement says, read without verifying it."""
+
+    department: str
+    request_id: str
+    action: str
+    digest: bytes  # write_digest(action, write)
+
+
+def statement_write(statement: dict[str, Any]) -> StatementWrite | None:
+    """What a statement event's envelope says (department, request id, action, digest), read
+    from its payload without verifying it (the caller trusts the event: a head the registry
+    signed covers it, or the caller verified it); None when it is not a write statement."""
+    try:
+        payload = orjson.loads(base64.b64decode(statement["payload"], validate=True))
+        department, request_id = payload["department"], payload["request_id"]
+        action = payload["action"]
+        digest = write_digest(action, payload["write"])
+    except (KeyError, TypeError, ValueError, binascii.Error):
+        return None
+    if not all(isinstance(v, str) for v in (department, request_id, action)):
+        return None
+    return StatementWrite(department, request_id, action, digest)

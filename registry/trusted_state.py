@@ -14,6 +14,12 @@ directory:
   with its current key and whether it is revoked (``registry.department_keys``). A department's
   key is believed from here, never from the database: a key row someone writes into the
   database means nothing.
+* ``written`` (the registry only): the idempotency index of the departments' writes at that
+  head, (department, request id) to the write's digest, the log index of its first event and
+  the SHA-256 of the result JSON stored in its ``department_write`` row. A retry is answered
+  from that row only when the row agrees with this index: a row someone writes into the
+  database never makes a write answered as done. An index rebuilt from the log (the statement
+  events) has no result digest (``None``): the result is not in the log.
 
 The store is one SQLite file opened with the standard library's ``sqlite3``: a local file with
 one writer needs no pool, no ORM and no migrations (``_SCHEMA`` is created when missing).
@@ -33,7 +39,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-__all__ = ["DepartmentRow", "Entry", "StateLocked", "TrustedState"]
+__all__ = ["DepartmentRow", "Entry", "StateLocked", "TrustedState", "WrittenRow"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS head (one INTEGER PRIMARY KEY CHECK (one = 1), note BLOB NOT NULL,
@@ -43,12 +49,19 @@ CREATE TABLE IF NOT EXISTS entry (structure_id TEXT PRIMARY KEY, digest BLOB NOT
 CREATE TABLE IF NOT EXISTS department (id TEXT PRIMARY KEY, role TEXT NOT NULL,
                                        name TEXT NOT NULL, key TEXT NOT NULL,
                                        state TEXT NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS written (department TEXT NOT NULL, request_id TEXT NOT NULL,
+                                    digest BLOB NOT NULL, seq INTEGER NOT NULL, result BLOB,
+                                    PRIMARY KEY (department, request_id)) WITHOUT ROWID;
 """
 
 Entry = tuple[str, bytes, datetime | None]
 DepartmentRow = tuple[str, str, str, str, str, int]
 """A department: id, role, name, verifier key text, state (active or revoked), and the log
 index of the event that last changed it."""
+WrittenRow = tuple[str, str, bytes, int, bytes | None]
+"""A department's write: department, request id, the write's digest (``log.write_digest``),
+the log index of its first event, and the SHA-256 of its stored result JSON (None when the
+index was rebuilt from the log, which does not hold the result)."""
 
 
 class StateLocked(Exception):
@@ -129,6 +142,18 @@ class TrustedState:
         ).fetchone()
         return None if row is None else (row[0], row[1], row[2], row[3], row[4], int(row[5]))
 
+    def written(self, department_id: str, request_id: str) -> WrittenRow | None:
+        """The write a department made under ``request_id`` (one indexed lookup), or None."""
+        row = self._db.execute(
+            "SELECT department, request_id, digest, seq, result FROM written "
+            "WHERE department = ? AND request_id = ?",
+            (department_id, request_id),
+        ).fetchone()
+        if row is None:
+            return None
+        result = None if row[4] is None else bytes(row[4])
+        return row[0], row[1], bytes(row[2]), int(row[3]), result
+
     def due(self, before: datetime) -> list[str]:
         """The structures whose record lapses before ``before`` (the registry's refresh list)."""
         rows = self._db.execute(
@@ -145,13 +170,14 @@ class TrustedState:
         changed: Iterable[Entry] = (),
         removed: Iterable[str] = (),
         departments: Iterable[DepartmentRow] = (),
+        written: Iterable[WrittenRow] = (),
         replace: bool = False,
     ) -> None:
-        """Adopt ``head`` and the entries and departments that changed with it, in one durable
-        transaction.
+        """Adopt ``head`` and the entries, departments and writes that changed with it, in one
+        durable transaction.
 
-        ``replace`` drops every entry and department first (a full load). ``frontier`` None
-        keeps none.
+        ``replace`` drops every entry, department and write first (a full load). ``frontier``
+        None keeps none.
         """
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -159,9 +185,11 @@ class TrustedState:
             if replace:
                 db.execute("DELETE FROM entry")
                 db.execute("DELETE FROM department")
+                db.execute("DELETE FROM written")
             db.executemany(
                 "INSERT OR REPLACE INTO department VALUES (?, ?, ?, ?, ?, ?)", departments
             )
+            db.executemany("INSERT OR REPLACE INTO written VALUES (?, ?, ?, ?, ?)", written)
             db.executemany(
                 "INSERT OR REPLACE INTO entry VALUES (?, ?, ?)",
                 ((sid, digest, None if t is None else t.timestamp()) for sid, digest, t in changed),

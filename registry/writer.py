@@ -26,7 +26,10 @@ a department event appended through ``change_department`` reaches the state with
 signs it; a head adopted from another writer brings the department events it covers). After the
 database transaction commits, the new head, the frontier, the changed digests and departments
 are saved to the state: the database first, so a crash between
-the two leaves a database one head ahead, which step 3 adopts next time.
+the two leaves a database one head ahead, which step 3 adopts next time. The departments'
+writes made (their idempotency index, ``Writer.written``) are saved with the head too; a state
+rebuilt after the full check, or a head adopted from another writer, takes them from the
+statement events it covers (without the result's digest, which the log does not hold).
 """
 
 from __future__ import annotations
@@ -59,7 +62,13 @@ from registry.admin import (
 from registry.audit import audit_session
 from registry.errors import RegistryBusy
 from registry.heads import cosign_head, sign_head
-from registry.log import DepartmentChange, DepartmentEntry, decode_event, fold_department
+from registry.log import (
+    DepartmentChange,
+    DepartmentEntry,
+    decode_event,
+    fold_department,
+    statement_write,
+)
 from registry.merkle import CompactTree, leaf_hash
 from registry.records import StatusRecord, format_time
 from registry.signing import Signer
@@ -73,7 +82,7 @@ from registry.status import (
 )
 from registry.statusmap import StatusMap
 from registry.storage import Database, EventRow, HeadRow, MetaRow, StatusRow, id_in
-from registry.trusted_state import StateLocked, TrustedState
+from registry.trusted_state import StateLocked, TrustedState, WrittenRow
 
 __all__ = ["STATE_LOCK_WAIT", "HeldMap", "Writer", "open_writer", "refresh_records"]
 
@@ -129,6 +138,7 @@ class Writer:
         self._lookups = 0
         self._new: dict[str, tuple[bytes, datetime]] = {}
         self._departments: dict[str, DepartmentEntry] = {}  # changed in this write
+        self._written: dict[tuple[str, str], WrittenRow] = {}  # departments' writes made here
         self._signed_head: HeadRow | None = None
         self._cosigned: HeadRow | None = None
 
@@ -189,6 +199,17 @@ class Writer:
         entry = fold_department(self.department(change.id), change, seq)
         self._departments[change.id] = entry
         return entry
+
+    def written(self, department_id: str, request_id: str) -> WrittenRow | None:
+        """The write ``department_id`` made under ``request_id`` as the registry's state holds
+        it (with this write's): its digest, first event and result digest; None when none."""
+        made = self._written.get((department_id, request_id))
+        return made if made is not None else self._state.written(department_id, request_id)
+
+    def note_written(self, row: WrittenRow) -> None:
+        """Note a department's write made in this write (its events appended, its
+        ``department_write`` row written by the caller); saved to the state with the head."""
+        self._written[(row[0], row[1])] = row
 
     @property
     def signed_records(self) -> int:
@@ -298,6 +319,7 @@ class Writer:
             frontier=self.tree.state,
             changed=[(sid, digest, at) for sid, (digest, at) in self._new.items()],
             departments=list(self._departments.values()),
+            written=list(self._written.values()),
         )
 
 
@@ -453,6 +475,7 @@ def _catch_up(
         )
     extended = CompactTree.from_state(tree.size, tree.state)
     departments: dict[str, DepartmentEntry] = {}
+    written: dict[tuple[str, str], WrittenRow] = {}
     events = select(EventRow.seq, EventRow.body).where(
         EventRow.seq >= head.size, EventRow.seq < stored.size
     )
@@ -474,6 +497,8 @@ def _catch_up(
                 departments[change.id] = fold_department(held, change, seq)
             except ValueError as exc:
                 raise RegistryDamaged(f"event {seq}: {exc}: {REPAIR_ADVICE}") from exc
+        if event.statement is not None:
+            _note_statement(state, written, seq, event.statement)
         extended.append(leaf_hash(bytes(body)))
     if extended.size != stored.size:
         raise RegistryDamaged(f"event {extended.size}: missing ({where} covers it)")
@@ -504,6 +529,7 @@ def _catch_up(
         changed=changed,
         removed=removed,
         departments=list(departments.values()),
+        written=list(written.values()),
     )
     log.info(
         "adopted head serial %d (log size %d) from the database: signed by another writer of "
@@ -533,6 +559,7 @@ def _adopt_after_full_check(
         frontier=report.frontier.state,
         changed=report.entries,
         departments=list(report.departments.values()),
+        written=list(report.written.values()),
         replace=True,
     )
     log.warning(
@@ -543,6 +570,24 @@ def _adopt_after_full_check(
         report.frontier.size,
         len(report.entries),
     )
+
+
+def _note_statement(
+    state: TrustedState,
+    written: dict[tuple[str, str], WrittenRow],
+    seq: int,
+    statement: dict[str, object],
+) -> None:
+    """A statement event of a head adopted from another writer: its write enters the
+    idempotency index at its first event (a write of several records has several events). The
+    result's digest is not in the log: None (the row's digest and event are still checked)."""
+    said = statement_write(statement)
+    if said is None:
+        raise RegistryDamaged(f"event {seq}: its statement is not a write statement")
+    department, request_id, _, digest = said
+    if (department, request_id) in written or state.written(department, request_id):
+        return
+    written[(department, request_id)] = (department, request_id, digest, seq, None)
 
 
 def _check_event_count(session: Session, head: RegistryHead) -> None:

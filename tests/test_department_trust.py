@@ -4,20 +4,28 @@ but not a department's current key, on SQLite and PostgreSQL, through the real s
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
-from department_support import S2, World, make_world
+from department_support import S1, S2, World, make_world
+from google.protobuf import json_format
 from permitgate_client._statements import DepartmentKey
 
+from registry.admin import STATE_NAME
 from registry.audit import audit_registry
 from registry.demo_pki import make_demo_pki
 from registry.department_keys import revoke_department, rotate_department_key
-from registry.log import encode_event
+from registry.log import encode_event, write_digest
+from registry.notifications import record_notification
 from registry.signing import load_verifier
+from registry.storage import WriteRow
+from registry.trusted_state import TrustedState
+from registry.writer import open_writer
 
 
 @pytest.fixture
@@ -262,3 +270,244 @@ def test_serve_with_departments_mutual_tls(db_url: str, tmp_path: Path) -> None:
             process.wait()
     reader.join(5)
     assert world.registry.sql("SELECT count(*) FROM violation_case WHERE id = 'C-served'") == [(1,)]
+
+
+# --- what the database says is believed only where the registry's state agrees ----------------
+
+
+def test_a_write_row_put_into_the_database_is_not_answered_as_done(world: World) -> None:
+    """A database writer puts a ``department_write`` row under a department's next request id:
+    the write is refused as the database disagreeing with the registry's state, not answered
+    ``replayed`` while nothing was done."""
+    write = {"case": "C-1", "stage": "stop_order"}
+    with world.registry.db.session() as session:
+        session.add(
+            WriteRow(
+                department="city-planning",
+                request_id="r-next",
+                action="move_case",
+                digest=write_digest("move_case", write),
+                seq=1,
+                written_at=datetime.now(UTC),
+                result=json.dumps({"department": "city-planning", "seq": "1"}),
+            )
+        )
+    before = world.counts()
+    code, details = world.refused("city-planning", "move_case", write, request_id="r-next")
+    assert code == grpc.StatusCode.DATA_LOSS, details
+    assert "department_write row city-planning/r-next" in details
+    assert "disagrees with the registry's state" in details
+    assert world.counts() == before
+
+
+@pytest.mark.parametrize("damage", ["deleted", "result", "seq"])
+def test_a_stored_write_changed_in_the_database_is_not_answered(world: World, damage: str) -> None:
+    """A retry of a stored write whose row was deleted, or whose result or event was changed,
+    is refused (the registry's state holds the write's digest, event and result digest)."""
+    envelope = world.statement("city-enforcement", "open_case", case_write("C-row"))
+    first = world.send(envelope, "open_case", as_="city-enforcement")
+    [(request_id,)] = world.registry.sql(
+        "SELECT request_id FROM department_write WHERE seq = :s", s=first.seq
+    )
+    where = "department = 'city-enforcement' AND request_id = :r"
+    if damage == "deleted":
+        world.registry.sql(f"DELETE FROM department_write WHERE {where}", r=request_id)
+    elif damage == "result":
+        forged = first.__class__()
+        forged.CopyFrom(first)
+        forged.registry_version += 7
+        world.registry.sql(
+            f"UPDATE department_write SET result = :j WHERE {where}",
+            j=json_format.MessageToJson(forged, indent=None),
+            r=request_id,
+        )
+    else:
+        world.registry.sql(f"UPDATE department_write SET seq = 0 WHERE {where}", r=request_id)
+    try:
+        world.send(envelope, "open_case", as_="city-enforcement")
+    except grpc.RpcError as exc:
+        code, details = rpc(exc)
+        assert code == grpc.StatusCode.DATA_LOSS, details
+        assert f"department_write row city-enforcement/{request_id}" in details
+    else:
+        raise AssertionError(f"a retry over a {damage} row was answered")
+
+
+@pytest.mark.parametrize("how", ["rebuilt", "caught_up"])
+def test_the_write_index_comes_back_from_the_log(world: World, how: str) -> None:
+    """The state's index of writes is rebuilt from the statement events: from an empty state
+    (rebuilt after the full check), and from a state one head behind (a head another writer
+    signed, adopted). A retry is then a replay, and a row put into the database still is not."""
+    saved = world.scratch / "state-before"
+    if how == "caught_up":
+        world.stop()
+        shutil.copytree(world.state_dir, saved)
+        world.start()
+    envelope = world.statement("city-enforcement", "open_case", case_write("C-idx"))
+    first = world.send(envelope, "open_case", as_="city-enforcement")
+    world.stop()
+    shutil.rmtree(world.state_dir)
+    if how == "caught_up":
+        shutil.copytree(saved, world.state_dir)
+    with open_writer(world.registry.db, world.registry.signer, world.state_dir):
+        pass  # rebuilds the state, or adopts the head it lacks
+    world.start()
+    again = world.send(envelope, "open_case", as_="city-enforcement")
+    assert again.replayed and again.seq == first.seq
+    state = TrustedState(world.state_dir, STATE_NAME)
+    try:
+        [(request_id,)] = world.registry.sql(
+            "SELECT request_id FROM department_write WHERE seq = :s", s=first.seq
+        )
+        held = state.written("city-enforcement", request_id)
+    finally:
+        state.close()
+    assert held is not None and held[3] == first.seq and held[4] is None, held
+    write = {"case": "C-idx", "stage": "dismissed"}
+    world.registry.sql(
+        "INSERT INTO department_write (department, request_id, action, digest, seq, "
+        "written_at, result) VALUES ('city-planning', 'r-forged', 'move_case', :d, :s, :w, '{}')",
+        d=write_digest("move_case", write),
+        s=first.seq,
+        w=datetime.now(UTC),
+    )
+    code, details = world.refused("city-planning", "move_case", write, request_id="r-forged")
+    assert code == grpc.StatusCode.DATA_LOSS, details
+
+
+def test_a_case_row_deleted_does_not_let_its_id_be_opened_again(world: World) -> None:
+    """C-1 (planning's, filed: blocking) is in S1's signed record. Its table row is deleted;
+    enforcement 'opens' a case C-1 on S1, dismissed. Refused as the database damaged; the
+    signed record keeps planning's case."""
+    world.registry.sql("DELETE FROM violation_case WHERE id = 'C-1'")
+    signed = "SELECT envelope FROM status_record WHERE structure_id = :s"
+    before = world.registry.sql(signed, s=S1)
+    write = {
+        "case": {
+            "id": "C-1",
+            "structure": S1,
+            "kind": "no_planning_permit",
+            "stage": "dismissed",
+            "source": "patrol",
+            "opened": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    }
+    code, details = world.refused("city-enforcement", "open_case", write)
+    assert code == grpc.StatusCode.DATA_LOSS, details
+    assert "write.case.id" in details and "signed record of" in details
+    assert world.registry.sql(signed, s=S1) == before
+
+
+def test_a_case_opened_again_in_the_log_is_named_by_verify(world: World) -> None:
+    """An event that opens, by a department's statement, a case the structure's state already
+    holds is named by ``registry verify``."""
+    size = world.registry.version()
+    write = case_write("C-1")
+    write["case"]["structure"] = S1  # type: ignore[index]
+    statement = world.keys["city-enforcement"].statement("open_case", write, request_id="again")
+    body = encode_event(
+        size,
+        "2026-11-30T00:00:00Z",
+        {"type": "case", **write["case"]},  # type: ignore[dict-item]
+        statement=json.loads(world.keys["city-enforcement"].sign(statement)),
+    )
+    world.registry.sql(
+        "INSERT INTO event (seq, structure_id, body) VALUES (:s, :i, :b)", s=size, i=S1, b=body
+    )
+    problems = verify(world)
+    assert any(
+        p.startswith(f"event {size}: case C-1 is opened or issued again") for p in problems
+    ), problems
+
+
+# --- the envelope is kept as sent: only what DSSE holds -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda e: e.update(junk="x" * 1000), "statement.junk: unknown member"),
+        (lambda e: e["signatures"][0].update(note="x"), "statement.signatures[0].note"),
+        (lambda e: e.update(payloadType=e["payloadType"] + " " * 30_000), "more than"),
+    ],
+    ids=["member", "signature-member", "size"],
+)
+def test_an_envelope_with_more_than_dsse_holds_is_refused(
+    world: World, change: Any, named: str
+) -> None:
+    envelope = json.loads(world.statement("city-enforcement", "open_case", case_write("C-junk")))
+    change(envelope)
+    before = world.counts()
+    try:
+        world.send(json.dumps(envelope).encode(), "open_case", as_="city-enforcement")
+    except grpc.RpcError as exc:
+        code, details = rpc(exc)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+        assert named in details, details
+    else:
+        raise AssertionError("the envelope was taken")
+    assert world.counts() == before
+
+
+# --- Art. 19 and the inbox: rows rebuilt from the statements by registry verify -----------------
+
+
+def test_referral_and_notice_rows_changed_in_the_database_are_named_by_verify(
+    world: World,
+) -> None:
+    """The log's statements say: C-ref found by enforcement and referred to planning, C-done
+    decided before it was referred and answered, a notice acknowledged by the working group.
+    ``registry verify`` agrees with the rows as written, then names each row a database writer
+    changes: a referral marked answered, a referral deleted, an acknowledgement made up or
+    taken back."""
+    for cid in ("C-ref", "C-done"):
+        case = dict(case_write(cid)["case"])  # type: ignore[call-overload]
+        case.update(kind="deviates_from_permit", stage="reported")
+        world.write("city-enforcement", "open_case", {"case": case})
+    world.write("city-planning", "move_case", {"case": "C-done", "stage": "dismissed"})
+    for cid in ("C-ref", "C-done"):
+        world.write("city-enforcement", "refer_case", {"case": cid, "to": "city-planning"})
+    world.write("city-planning", "answer_referral", {"case": "C-done", "answer": "dismissed"})
+    notices = [
+        record_notification(
+            world.registry.db,
+            structure_id=S1,
+            office="market",
+            application_id=f"A-{n}",
+            reasons=[{"code": "NO_PERMIT"}],
+            at=datetime.now(UTC),
+        )
+        for n in range(3)
+    ]
+    for notice in (notices[0], notices[2]):
+        world.write("working-group", "acknowledge_notice", {"notice": notice})
+    assert verify(world) == []
+    now = datetime.now(UTC)
+    world.registry.sql(
+        "UPDATE referral SET decided_at = :t, answered_at = :t, decision = 'dismissed', "
+        "answer = 'forged' WHERE case_id = 'C-ref'",
+        t=now,
+    )
+    world.registry.sql("DELETE FROM referral WHERE case_id = 'C-done'")
+    world.registry.sql(
+        "UPDATE notification SET acknowledged_at = :t, acknowledged_by = 'working-group' "
+        "WHERE id = :i",
+        t=now,
+        i=notices[1],
+    )
+    world.registry.sql(
+        "UPDATE notification SET acknowledged_at = NULL, acknowledged_by = NULL WHERE id = :i",
+        i=notices[2],
+    )
+    problems = verify(world)
+    assert any(p.startswith("referral row of C-ref: answer is 'forged'") for p in problems), (
+        problems
+    )
+    assert "referral row of C-done: missing (the log's statements open it)" in problems
+    assert any(p.startswith(f"notice row {notices[1]}: acknowledged by") for p in problems), (
+        problems
+    )
+    assert any(p.startswith(f"notice row {notices[2]}: not acknowledged") for p in problems), (
+        problems
+    )
+    assert not any(notices[0] in p for p in problems), problems

@@ -17,7 +17,11 @@ from typing import Any
 import grpc
 import pytest
 from department_support import BY_ROLE, DEPARTMENTS, S1, S2, World, make_world
+from permitgate_client._statements import DepartmentKey
 
+from registry.audit import audit_registry
+from registry.demo_pki import issue_client_certificate
+from registry.department_keys import enrol_department
 from registry.departments import (
     Role,
     may_acknowledge,
@@ -29,6 +33,7 @@ from registry.departments import (
     may_suspend_party,
 )
 from registry.notifications import record_notification
+from registry.signing import load_verifier
 from registry.vocabulary import CaseKind, CaseStage, PermitKind
 from registry.workdays import WorkCalendar
 
@@ -480,3 +485,51 @@ def test_one_group_with_good_bad_and_repeated_writes(world: World) -> None:
     assert world.counts()[1] == heads + 1
     assert world.registry.sql("SELECT count(*) FROM violation_case WHERE id = 'C-g1'") == [(1,)]
     assert world.registry.sql("SELECT count(*) FROM violation_case WHERE id = 'C-g2'") == [(0,)]
+
+
+def test_a_case_decided_before_it_was_referred_can_be_answered(world: World) -> None:
+    """Art. 19: enforcement finds a planning case; planning dismisses it on its own; enforcement
+    then refers it. The referral is decided at once (at the referral), and planning answers."""
+    world.write("city-enforcement", "open_case", case_write("C-early"))
+    world.write("city-planning", "move_case", {"case": "C-early", "stage": "dismissed"})
+    referred = world.write(
+        "city-enforcement", "refer_case", {"case": "C-early", "to": "city-planning"}
+    )
+    referral = referred.referral
+    assert referral.state == "decided" and referral.decision == "dismissed", referral
+    assert referral.decided_at == referral.referred_at
+    due = WorkCalendar.default().due(referral.referred_at.ToDatetime(UTC), 2)
+    assert referral.answer_due.ToDatetime(UTC) == due
+    answered = world.write(
+        "city-planning", "answer_referral", {"case": "C-early", "answer": "dismissed"}
+    )
+    assert answered.referral.state == "answered"
+
+
+def test_a_decision_by_another_department_of_the_receivers_role_counts(world: World) -> None:
+    """Art. 19: the decision on a referred case is its remit role's. A second planning
+    department decides the case referred to city-planning: the referral is decided, and
+    city-planning reports it back; ``registry verify`` makes the same rows from the log."""
+    issue_client_certificate(world.pki, "district-planning")
+    key = DepartmentKey.generate("district-planning")
+    enrol_department(
+        world.registry.db,
+        world.registry.signer,
+        world.state_dir,
+        department_id="district-planning",
+        role="planning",
+        name="District Planning",
+        key=key.verifier,
+    )
+    world.keys["district-planning"] = key
+    world.write("city-enforcement", "open_case", case_write("C-role"))
+    world.write("city-enforcement", "refer_case", {"case": "C-role", "to": "city-planning"})
+    world.write("district-planning", "move_case", {"case": "C-role", "stage": "filed"})
+    moved = world.write("district-planning", "move_case", {"case": "C-role", "stage": "stop_order"})
+    assert moved.referral.state == "decided" and moved.referral.decision == "stop_order"
+    answered = world.write(
+        "city-planning", "answer_referral", {"case": "C-role", "answer": "stop order issued"}
+    )
+    assert answered.referral.state == "answered"
+    report = audit_registry(world.registry.db, load_verifier(world.registry.keys_dir, "registry"))
+    assert report.problems == []
