@@ -99,6 +99,13 @@ class PermitGateService:
         # A gate over a shared cache proves the records it lacks before deciding; the embedded
         # gate holds them all, and its hot path awaits nothing for it.
         self._ensure = None if gate.cache.holds_every_record else gate.ensure
+        # Why each kind cannot be answered here (a check about a party on a shared gate), fixed
+        # for the gate's life: decided once, not per check.
+        self._refusals = {
+            name: refusal
+            for name, kind in CHECK_KINDS.items()
+            if (refusal := _whole_registry_refusal(kind, gate)) is not None
+        }
 
     def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         """Every method of the service by name (register them through a ``GuardedServer``)."""
@@ -137,7 +144,7 @@ class PermitGateService:
         name_caller = self._caller
         cache: Any = gate.cache  # with ``ensure``: a SharedCache, which answers ``in``
         # A check about a party needs every verified record; it names no structure to fetch.
-        refuse = _whole_registry_refusal(kind, gate)
+        refuse = self._refusals.get(kind.name)
         ensure = None if kind.whole_registry else self._ensure
 
         async def check(message: Message, context: Context) -> bytes:
@@ -176,6 +183,7 @@ class PermitGateService:
         """
         caller = self._caller(context)
         gate = self._gate
+        refusals = self._refusals
         async for batch in batches:
             checks = batch.checks
             if len(checks) > MAX_BATCH:
@@ -198,7 +206,7 @@ class PermitGateService:
                 else:
                     try:
                         request = kind.convert(getattr(check, which), now, gate.cache)
-                        refusal = _whole_registry_refusal(kind, gate)
+                        refusal = refusals.get(which)
                         if refusal is not None:
                             raise WholeRegistryNeeded(refusal)
                         answer = gate.answer_at(request, now)
