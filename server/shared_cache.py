@@ -215,6 +215,13 @@ class SharedCache(RegistryCache):
         self._database_slots = asyncio.Semaphore(_DATABASE_READS)
         self.behind: Callable[[], None] | None = None  # told when Redis is ahead of the top
         self.fetches = {"redis": 0, "database": 0}  # structures proved from each
+        self._judging: set[asyncio.TimerHandle] = set()  # refused entries awaiting judgement
+
+    def close(self) -> None:
+        """Drop the judgements still pending: a stopped gate reports nothing more."""
+        for handle in self._judging:
+            handle.cancel()
+        self._judging.clear()
 
     def __len__(self) -> int:
         return len(self._l1)
@@ -437,13 +444,16 @@ class SharedCache(RegistryCache):
             return ahead
         loop = asyncio.get_running_loop()
         for index, entries, why in mismatched:
-            loop.call_later(_LIE_GRACE, self._judge_entries, index, entries, why, head)
+            handle = loop.call_later(_LIE_GRACE, self._judge_entries, index, entries, why, head)
+            self._judging.add(handle)
         return False
 
     def _judge_entries(self, index: int, entries: bytes, why: str, head: RegistryHead) -> None:
         """Report refused entries as a lie unless the top held now gives them: a publisher
         writes a new head's buckets first and its ``head`` and ``published`` last, so for a
         moment Redis's buckets are ahead of what it says it holds."""
+        now = asyncio.get_running_loop().time()
+        self._judging = {handle for handle in self._judging if handle.when() > now}
         top = self.top
         try:
             node = bucket_node(entries, index)

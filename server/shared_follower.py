@@ -150,6 +150,7 @@ class SharedFollower:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.cache.close()
         await self.redis.close()
 
     async def _follow(self) -> None:
@@ -163,6 +164,7 @@ class SharedFollower:
         """Read the changes stream: wake at each head, keep each head's structure hints."""
         after: bytes | None = None
         continuous = False  # every entry since the last head entry was read
+        interrupted = False  # a read failed: a head may have been announced meanwhile
         while True:
             try:
                 if after is None:
@@ -172,9 +174,16 @@ class SharedFollower:
                     continuous = last is None or b"head" in last
                 entries = await self.redis.changes(after, self.block)
             except RedisFeedError:
-                after, continuous = None, False
+                # Resumed from the last entry read, so nothing still in the stream is missed;
+                # the hints are not trusted whole again until the next head entry.
+                continuous, interrupted = False, True
                 await asyncio.sleep(min(self.interval, 1.0))
                 continue
+            if interrupted:
+                # Entries trimmed or announced while the stream could not be read would wait
+                # for the interval's poll: poll now instead.
+                interrupted = False
+                self.wake()
             for entry_id, fields in entries:
                 after = entry_id
                 try:

@@ -57,7 +57,7 @@ from registry.merkle import CompactTree
 from registry.signing import Signer
 from registry.statusmap import BUCKETS, BucketItem, MapTop, StatusMap, bucket_of, parse_diff
 from registry.trust import STATUS_PAYLOAD_TYPE
-from server.shared_cache import SharedCache
+from server.shared_cache import _LIE_GRACE, SharedCache
 from server.shared_follower import SharedFollower
 
 CLEAN = structure_id(0)  # every permit in force: ALLOW
@@ -262,6 +262,19 @@ def test_the_entries_altered_to_hide_a_structure(shared: Shared) -> None:
     assert shared.incidents() == {"redis_entries": 1}
 
 
+def test_a_gate_stopped_before_the_judgement_reports_nothing(shared: Shared) -> None:
+    """Entries refused, then the gate stopped within the grace period: the pending judgement
+    is dropped with the gate, so a stopped gate reports (and logs) no incident."""
+    index = bucket_of(FLAGGED)
+    entries = shared.writer.entries(index)
+    shared.writer.set_entries(index, entries[64:])
+    gate = shared.start()
+    assert shared.answer(FLAGGED) == DENIED
+    gate.stop()
+    time.sleep(_LIE_GRACE + 0.5)
+    assert shared.incidents() == {}
+
+
 def test_a_forged_head(shared: Shared) -> None:
     """A head signed by another key of the same name, with TARGET clean again: refused, and
     the gate keeps following the genuine registry (the database's head, then Redis's)."""
@@ -332,6 +345,20 @@ def test_a_new_head_reaches_the_gate_within_a_second(shared: Shared) -> None:
     assert CLEAN in shared.cache  # its bucket unchanged by the diff: still held
     assert shared.cache.fetches["database"] == 0
     assert shared.incidents() == {}
+
+
+def test_a_head_announced_while_the_stream_reader_reconnects(shared: Shared) -> None:
+    """The gate's connections cut (``CLIENT KILL``) and a head announced before its stream
+    reader is back: with polls 30 s apart, the reader resumes from the last entry it read (and
+    polls once on its return), so the announcement is not lost to a reader restarting "from
+    now"."""
+    shared.start(poll_interval=30.0)
+    assert shared.answer(TARGET) == ALLOW
+    shared.flag_target()
+    killed = shared.writer.client.client_kill_filter(_type="normal", skipme=True)
+    assert int(killed) >= 1
+    shared.writer.publish()
+    wait_for(lambda: shared.answer(TARGET) == DENIED or None, timeout=5)
 
 
 def test_a_change_the_stream_hides(shared: Shared) -> None:
