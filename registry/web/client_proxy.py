@@ -55,6 +55,7 @@ class ClientCertificateProxy:
         self._inward.load_cert_chain(serve_cert, serve_key)
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
+        self._carrying: set[asyncio.Task[None]] = set()
         self.port: int | None = None
 
     @property
@@ -74,10 +75,25 @@ class ClientCertificateProxy:
             self._server.close()
             for writer in list(self._open):
                 writer.close()
+            # The connections still carried end with the proxy, not at the loop's close.
+            for task in list(self._carrying):
+                task.cancel()
+            await asyncio.gather(*self._carrying, return_exceptions=True)
             await self._server.wait_closed()
             self._server = None
 
     async def _carry(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._carrying.add(task)
+        try:
+            await self._carry_to_upstream(reader, writer)
+        finally:
+            self._carrying.discard(task)
+
+    async def _carry_to_upstream(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         host, port = self.upstream
         try:
             up_reader, up_writer = await asyncio.open_connection(
