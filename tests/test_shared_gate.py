@@ -369,7 +369,7 @@ def test_a_change_the_stream_hides(shared: Shared) -> None:
     assert TARGET in shared.cache
     shared.flag_target()
     shared.writer.publish(announce=False)
-    wait_for(lambda: shared.answer(TARGET) == DENIED or None, timeout=3)
+    wait_for(lambda: shared.answer(TARGET) == DENIED or None, timeout=5)
     assert shared.incidents() == {}
 
 
@@ -398,7 +398,7 @@ def test_a_forged_diff(shared: Shared) -> None:
     assert isinstance(diff, bytes) and len(diff) > 8
     shared.writer.client.set(layout.diff(newer.serial), diff[:8])  # no bucket changed
     shared.writer.client.xadd(layout.changes, {"head": newer.serial, "version": newer.size})
-    wait_for(lambda: shared.answer(TARGET) == DENIED or None, timeout=2)
+    wait_for(lambda: shared.answer(TARGET) == DENIED or None, timeout=5)
     assert shared.incidents() == {"redis_top": 1}
 
 
@@ -462,7 +462,7 @@ def test_a_lone_entry_moved_to_another_bucket_in_a_diff(shared: Shared) -> None:
     )
     shared.writer.set_entries(index, b"")
     shared.writer.client.xadd(layout.changes, {"head": newer.serial, "version": newer.size})
-    wait_for(lambda: shared.answer(TARGET) == DENIED or None, timeout=2)
+    wait_for(lambda: shared.answer(TARGET) == DENIED or None, timeout=5)
     assert "redis_top" in shared.incidents()
     assert shared.answer(CLEAN) == ALLOW  # its emptied bucket in Redis is a lie: the database
 
@@ -479,7 +479,7 @@ def test_log_leaves_altered_in_redis(shared: Shared) -> None:
     assert isinstance(leaves, bytes)
     shared.writer.client.set(layout.log, leaves[:-1] + bytes([leaves[-1] ^ 1]))
     shared.writer.client.xadd(layout.changes, {"head": newer.serial, "version": newer.size})
-    wait_for(lambda: shared.answer(TARGET) == DENIED or None, timeout=3)
+    wait_for(lambda: shared.answer(TARGET) == DENIED or None, timeout=5)
     assert "redis_log" in shared.incidents()
     assert shared.follower.frontier is not None
     assert shared.follower.frontier.root() == newer_root(shared)
@@ -499,7 +499,7 @@ def test_a_frontier_altered_in_redis_is_not_held(shared: Shared) -> None:
     assert shared.follower.frontier.root() == newer_root(shared)
     shared.flag_target()
     shared.writer.publish()
-    wait_for(lambda: shared.answer(TARGET) == DENIED or None, timeout=3)
+    wait_for(lambda: shared.answer(TARGET) == DENIED or None, timeout=5)
 
 
 def newer_root(shared: Shared) -> bytes:
@@ -517,7 +517,7 @@ def test_a_rolled_back_head_is_refused_after_a_restart(shared: Shared) -> None:
     shared.start()
     shared.flag_target()
     newer = shared.writer.publish()
-    wait_for(lambda: shared.answer(TARGET) == DENIED or None, timeout=3)
+    wait_for(lambda: shared.answer(TARGET) == DENIED or None, timeout=5)
     shared.stop()
     shared.writer.client.set(shared.writer.layout.head, older_note)
     shared.registry.sql("DELETE FROM head WHERE serial = :s", s=newer.serial)
