@@ -24,8 +24,9 @@ Trust starts from the registry's public key on disk, never from the database. Th
    the statement claims, its action produced that event's record (never an id its structure
    already holds opened or issued again), and each ``department_write`` row points at an event
    carrying its statement; with the tables, the ``referral`` rows and notices'
-   acknowledgements are rebuilt from the statements and compared (the dues, which need the
-   registry's working-day calendar, are not).
+   acknowledgements are rebuilt from the statements and compared, the dues recomputed with the
+   registry's working-day calendar (a calendar year replaced since, provisional by published,
+   names the dues it moves).
 
 Every difference is reported, naming the row and the field; memory holds one structure at a time
 besides the map (about 200 bytes a structure). A writer that finds its state empty runs steps
@@ -55,7 +56,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from registry.admin import STATE_NAME
-from registry.departments import DECISION_STAGES, Role, in_remit
+from registry.departments import DECISION_STAGES, REFERRAL_DAYS, Role, in_remit
 from registry.log import (
     DepartmentEntry,
     Event,
@@ -91,6 +92,7 @@ from registry.storage import (
 from registry.trust import verify_status_record
 from registry.trusted_state import Entry, TrustedState, WrittenRow
 from registry.vocabulary import CaseStage
+from registry.workdays import WorkCalendar
 
 __all__ = ["AuditReport", "audit_registry", "audit_session", "compare_with_state"]
 
@@ -131,8 +133,16 @@ class _Head:
     head: RegistryHead
 
 
-def audit_registry(db: Database, key: VerifierKey, *, state_dir: Path | None = None) -> AuditReport:
-    """The full audit; with ``state_dir`` (the registry's state) also compared with it."""
+def audit_registry(
+    db: Database,
+    key: VerifierKey,
+    *,
+    state_dir: Path | None = None,
+    calendar: WorkCalendar | None = None,
+) -> AuditReport:
+    """The full audit; with ``state_dir`` (the registry's state) also compared with it. The
+    referral dues are recomputed with ``calendar`` (default: the shipped one the registry
+    service uses)."""
     report = AuditReport()
     if not db.is_initialised():
         report.problems.append("registry: not initialised")
@@ -142,7 +152,7 @@ def audit_registry(db: Database, key: VerifierKey, *, state_dir: Path | None = N
         if origin is None:
             report.problems.append("registry: not initialised")
             return report
-        audit_session(session, key, origin, tables=True, report=report)
+        audit_session(session, key, origin, tables=True, report=report, calendar=calendar)
         if state_dir is not None:
             compare_with_state(session, key, state_dir, report)
     return report
@@ -155,8 +165,9 @@ def audit_session(
     *,
     tables: bool,
     report: AuditReport | None = None,
+    calendar: WorkCalendar | None = None,
 ) -> AuditReport:
-    """Steps 1-4 in ``session`` (the tables only with ``tables``)."""
+    """Steps 1-4 and 6 in ``session`` (the tables only with ``tables``)."""
     report = AuditReport() if report is None else report
     if origin != key.name:
         report.problems.append(
@@ -167,7 +178,7 @@ def audit_session(
         return report
     report.frontier = _check_log(session, heads, report)
     _check_states(session, key, heads[-1], report, tables=tables)
-    _check_statements(session, report, tables=tables)
+    _check_statements(session, report, tables=tables, calendar=calendar)
     return report
 
 
@@ -627,7 +638,13 @@ class _Followed:
     acknowledged: dict[str, tuple[str, datetime]] = field(default_factory=dict)
 
 
-def _check_statements(session: Session, report: AuditReport, *, tables: bool = True) -> None:
+def _check_statements(
+    session: Session,
+    report: AuditReport,
+    *,
+    tables: bool = True,
+    calendar: WorkCalendar | None = None,
+) -> None:
     """Fold the department events and check every statement against the key its department
     held at that index; then every ``department_write`` row against the event it names; with
     ``tables``, the referral and notice rows against what the statements make of them."""
@@ -670,7 +687,7 @@ def _check_statements(session: Session, report: AuditReport, *, tables: bool = T
         elif found != (row.department, row.request_id, bytes(row.digest)):
             report.problems.append(f"{where}: event {row.seq} carries another statement")
     if tables:
-        _check_referrals(session, followed, report)
+        _check_referrals(session, followed, report, calendar or WorkCalendar.default())
         _check_acknowledged(session, followed, report)
 
 
@@ -728,9 +745,11 @@ def _second(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC).replace(microsecond=0)
 
 
-def _check_referrals(session: Session, followed: _Followed, report: AuditReport) -> None:
-    """Every referral row is what the statements make it (its dues follow from the times and
-    the registry's working-day calendar, which the audit does not hold)."""
+def _check_referrals(
+    session: Session, followed: _Followed, report: AuditReport, calendar: WorkCalendar
+) -> None:
+    """Every referral row is what the statements make it, its dues what ``calendar`` gives
+    for its times (Art. 19: REFERRAL_DAYS working days from the find, and from the decision)."""
     rows = {row.case_id: row for row in session.scalars(select(ReferralRow))}
     expected = followed.referrals
     for case_id in sorted(rows.keys() | expected.keys()):
@@ -749,6 +768,20 @@ def _check_referrals(session: Session, followed: _Followed, report: AuditReport)
             if want != have:
                 report.problems.append(
                     f"{where}: {name} is {_shown(have)}, the log's statements say {_shown(want)}"
+                )
+        dues = {
+            "referral_due": calendar.due(made.found_at, REFERRAL_DAYS),
+            "answer_due": None
+            if made.decided_at is None
+            else calendar.due(made.decided_at, REFERRAL_DAYS),
+        }
+        for name, due in dues.items():
+            want, have = _second(due), _second(getattr(row, name))
+            if want != have:
+                report.problems.append(
+                    f"{where}: {name} is {_shown(have)}, the working-day calendar gives "
+                    f"{_shown(want)} ({REFERRAL_DAYS} working days from "
+                    f"{'found_at' if name == 'referral_due' else 'decided_at'})"
                 )
 
 

@@ -58,6 +58,7 @@ from registry.departments import (
     DECISION_STAGES,
     LEAD,
     ORDER_STAGES,
+    REFERRAL_DAYS,
     Refusal,
     Role,
     in_remit,
@@ -121,8 +122,6 @@ type, with room for a few signatures. The envelope is kept in the log as sent.""
 MAX_SKEW: Final = timedelta(minutes=5)
 """How far a statement's signed_at may be from the registry's clock (a replay excepted)."""
 ANSWER_MAX: Final = 2000
-REFERRAL_DAYS: Final = 2
-"""Art. 19: working days to refer a case found outside one's remit, and to report back."""
 
 
 class Refused(StrEnum):

@@ -36,6 +36,7 @@ __all__ = [
     "LEAD",
     "ORDER_STAGES",
     "PERMIT_ISSUER",
+    "REFERRAL_DAYS",
     "Action",
     "Refusal",
     "Role",
@@ -132,6 +133,8 @@ DECISION_STAGES: Final[frozenset[CaseStage]] = frozenset(
 )
 """Stages that are a receiving department's decision on a referred case (Art. 19: reported back
 within 2 working days)."""
+REFERRAL_DAYS: Final = 2
+"""Art. 19: working days to refer a case found outside one's remit, and to report back."""
 
 
 @dataclass(frozen=True, slots=True)

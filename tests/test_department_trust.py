@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import pytest
 from department_support import S1, S2, World, make_world
 from google.protobuf import json_format
 from permitgate_client._statements import DepartmentKey
+from sqlalchemy import select
 
 from registry.admin import STATE_NAME
 from registry.audit import audit_registry
@@ -23,8 +24,9 @@ from registry.department_keys import revoke_department, rotate_department_key
 from registry.log import encode_event, write_digest
 from registry.notifications import record_notification
 from registry.signing import load_verifier
-from registry.storage import WriteRow
+from registry.storage import ReferralRow, WriteRow
 from registry.trusted_state import TrustedState
+from registry.workdays import CITY_TZ, WorkCalendar, YearCalendar
 from registry.writer import open_writer
 
 
@@ -511,3 +513,71 @@ def test_referral_and_notice_rows_changed_in_the_database_are_named_by_verify(
         problems
     )
     assert not any(notices[0] in p for p in problems), problems
+
+
+def test_referral_dues_moved_in_the_database_are_named_by_verify(world: World) -> None:
+    """The dues are not taken from the rows: ``registry verify`` recomputes them from the times
+    the statements give and the working-day calendar. A due moved a week later (an overdue
+    referral hidden) or earlier (one made overdue) is named with the due the calendar gives,
+    the one the service had written."""
+    for cid in ("C-late", "C-decided"):
+        case = dict(case_write(cid)["case"])  # type: ignore[call-overload]
+        case.update(kind="deviates_from_permit", stage="reported")
+        world.write("city-enforcement", "open_case", {"case": case})
+    world.write("city-planning", "move_case", {"case": "C-decided", "stage": "dismissed"})
+    world.write("city-enforcement", "refer_case", {"case": "C-decided", "to": "city-planning"})
+    assert verify(world) == []
+    with world.registry.db.snapshot() as session:
+        rows = {row.case_id: row for row in session.scalars(select(ReferralRow))}
+        answer_due = rows["C-decided"].answer_due
+        assert answer_due is not None, "C-decided was decided before it was referred"
+        written = {
+            ("C-late", "referral_due"): rows["C-late"].referral_due,
+            ("C-decided", "answer_due"): answer_due,
+        }
+    week = timedelta(days=7)
+    world.registry.sql(
+        "UPDATE referral SET referral_due = :t WHERE case_id = 'C-late'",
+        t=written["C-late", "referral_due"] + week,
+    )
+    world.registry.sql(
+        "UPDATE referral SET answer_due = :t WHERE case_id = 'C-decided'",
+        t=written["C-decided", "answer_due"] - week,
+    )
+    problems = verify(world)
+    assert len(problems) == 2, problems
+    for (cid, name), due in written.items():
+        shown = _second_text(due)
+        assert any(
+            p.startswith(f"referral row of {cid}: {name} is ")
+            and f"the working-day calendar gives {shown}" in p
+            for p in problems
+        ), (shown, problems)
+
+
+def test_verify_recomputes_the_dues_with_the_calendar_it_is_given(world: World) -> None:
+    """The same rows against a calendar whose next ten days are all public holidays: every due
+    the shipped calendar gave is named (the audit counts working days itself)."""
+    case = dict(case_write("C-held")["case"])  # type: ignore[call-overload]
+    case.update(kind="deviates_from_permit", stage="reported")
+    world.write("city-enforcement", "open_case", {"case": case})
+    today = datetime.now(CITY_TZ).date()
+    rest = frozenset(today + timedelta(days=n) for n in range(11))
+    years = {day.year for day in rest}
+    holidays = WorkCalendar(
+        YearCalendar(year, "test", frozenset(d for d in rest if d.year == year), frozenset())
+        for year in years
+    )
+    key = load_verifier(world.registry.keys_dir, "registry")
+    assert audit_registry(world.registry.db, key).problems == []
+    problems = audit_registry(world.registry.db, key, calendar=holidays).problems
+    assert len(problems) == 1 and problems[0].startswith(
+        "referral row of C-held: referral_due is "
+    ), problems
+
+
+def _second_text(value: datetime) -> str:
+    """A stored time as the audit shows it: UTC, to the second."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
