@@ -434,8 +434,10 @@ class RegistryCache:
                 if (held := records.get(sid)) is before.get(sid) and held is not None
             }
         elif records:
-            assert isinstance(self._records, dict)
-            self._records.update(records)
+            if isinstance(self._records, dict):
+                self._records.update(records)
+            else:  # a mapping the verifier made, never changed in place
+                self._records = {**self._records, **records}
             self._unreadable -= records.keys()
         if parties is None or parties.records is not self._records:
             if not replace:

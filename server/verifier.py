@@ -56,6 +56,7 @@ from registry.feed import FeedError, FeedView
 from registry.statusmap import StatusMap
 from registry.trusted_state import TrustedState
 from server.cache import CachedStatus, PartyIndex
+from server.held_records import HeldRecords
 from server.incidents import Incidents
 
 __all__ = [
@@ -130,10 +131,11 @@ class RegistryVerifier:
         self.map: StatusMap | None = None  # the held head's map, once built
         self._pending: dict[str, bytes] | None = None  # entries the map is to be built from
         self._loaded = False  # the held head's records have been read
-        # The verified records and their party index (Art. 22), set together by ``_hold`` only.
-        # Never changed in place: each change makes a new dict and a new index, which the cache
-        # takes whole, so the cache never holds records (or an index) of one head under another.
-        self._verified: tuple[dict[str, CachedStatus], PartyIndex] = ({}, PartyIndex.of({}, 0))
+        # The verified records and their party index (Art. 22), always set together. Never
+        # changed in place: each change makes a new mapping (copying only the shards it
+        # touches, ``HeldRecords``) and a new index, which the cache takes whole, so the cache
+        # never holds records (or an index) of one head under another.
+        self._verified: tuple[HeldRecords, PartyIndex] = self._whole({}, 0)
         self.doubtful: set[str] = set()  # in the held map, without a record that has its hash
         self._doubtful_frozen: frozenset[str] = frozenset()
         self.mark: datetime | None = None  # next_update_after for the next incremental read
@@ -141,7 +143,7 @@ class RegistryVerifier:
         self.superseded: str | None = None
 
     @property
-    def records(self) -> dict[str, CachedStatus]:
+    def records(self) -> HeldRecords:
         """The verified records held (never changed in place)."""
         return self._verified[0]
 
@@ -151,18 +153,22 @@ class RegistryVerifier:
         return self._verified[1]
 
     @property
-    def verified(self) -> tuple[dict[str, CachedStatus], PartyIndex]:
+    def verified(self) -> tuple[HeldRecords, PartyIndex]:
         """The verified records with their party index, as one pair."""
         return self._verified
 
-    def _indexed(
-        self, records: dict[str, CachedStatus], changed: Iterable[str] | None, size: int
-    ) -> tuple[dict[str, CachedStatus], PartyIndex]:
-        """``records`` with their party index: the held one changed for ``changed`` (the
-        structures whose records differ from those held), or made whole (None)."""
-        if changed is None:
-            return records, PartyIndex.of(records, size)
-        return records, self.party_index.changed(records, changed, size)
+    @staticmethod
+    def _whole(records: Mapping[str, CachedStatus], size: int) -> tuple[HeldRecords, PartyIndex]:
+        """``records`` as held, with their party index made from nothing."""
+        held = HeldRecords(records)
+        return held, PartyIndex.of(held, size)
+
+    def _with(
+        self, changed: Mapping[str, CachedStatus], size: int
+    ) -> tuple[HeldRecords, PartyIndex]:
+        """The records held with ``changed`` set, and the held index changed for them."""
+        held = self.records.changed(changed)
+        return held, self.party_index.changed(held, changed.keys(), size)
 
     @property
     def loaded(self) -> bool:
@@ -354,8 +360,8 @@ class RegistryVerifier:
             mark = view.newest_next_update()
             few = len(changed) <= max(1000, len(self.records) // 8)
             if few and self._try_changes(new, changed):
-                # A new dict and index: the cache swaps them whole.
-                verified = self._indexed({**self.records, **changed}, changed.keys(), new.size)
+                # A new mapping and index: the cache swaps them whole.
+                verified = self._with(changed, new.size)
                 self._check_closing()
                 self.state.save(
                     new.note, changed=[(sid, s.digest, None) for sid, s in changed.items()]
@@ -380,7 +386,7 @@ class RegistryVerifier:
                 + ": it is not adopted",
             )
             return None, (records, status_map)
-        verified = self._indexed(records, None, new.size)
+        verified = self._whole(records, new.size)
         self._check_closing()
         self._persist_all(new, records)
         self.map, self._verified, self._pending, self._loaded = status_map, verified, None, True
@@ -456,7 +462,7 @@ class RegistryVerifier:
                 # The same entries, made of the records' own id and digest objects, so that
                 # the map built from them shares those rather than holding copies.
                 self._pending = {sid: s.digest for sid, s in records.items()}
-        verified = self._indexed(records, None, held.size)
+        verified = self._whole(records, held.size)
         self._verified, self.doubtful, self.mark, self._loaded = verified, doubtful, mark, True
         self._report_doubtful(doubtful, held)
         return Update(held, records, replace=True)
@@ -484,7 +490,7 @@ class RegistryVerifier:
         }
         if found:
             assert self.head is not None
-            self._verified = self._indexed({**self.records, **found}, found.keys(), self.head.size)
+            self._verified = self._with(found, self.head.size)
             self.doubtful.difference_update(found)
             log.info(
                 "registry: %d structures have their verified record again: %s",

@@ -9,9 +9,14 @@ real envelope naming no party) under a real signed head:
   each registry change. Twice: as the follower does it (the cache holds the last reference to
   the mapping it replaces, so that mapping's million entries are released there), and with the
   mapping replaced still referenced elsewhere (the install's own work);
+* the next mapping of records, with that one record changed: a whole dict copied, as the
+  verifier once made it, beside ``HeldRecords.changed``, which copies only the shard the record
+  falls in (the GIL is held for the whole copy, so the event loop waits on it too);
 * ``PartyIndex.changed`` for that one record: the work in the verifier's thread;
 * ``PartyIndex.of`` over the million records (each looked into, those naming a party parsed):
   the first load, in the verifier's thread.
+
+Each is run over the records held as a plain dict and as ``HeldRecords``, side by side.
 
 Why it matters: every check in flight waits while the loop installs; with departments writing
 many times a second, a change lands at almost every poll. The install must not grow with the
@@ -38,6 +43,7 @@ from registry.status import StatusSigner
 from registry.statusmap import StatusMap
 from registry.vocabulary import Area, CaseKind, CaseSource, CaseStage
 from server.cache import CachedStatus, PartyIndex, RegistryCache
+from server.held_records import HeldRecords
 
 STRUCTURES = 1_000_000
 NAMING = STRUCTURES // 100  # structures whose record names a party
@@ -52,7 +58,7 @@ class Million:
     now: datetime
     signer: StatusSigner
     head: RegistryHead
-    records: dict[str, CachedStatus]
+    records: dict[str, CachedStatus] | HeldRecords
     index: PartyIndex
     cache: RegistryCache
     naming: dict[str, bytes]  # the structures whose record names a party: their envelopes
@@ -119,9 +125,10 @@ def build_million(
     return now, signer, head, records, naming
 
 
-@pytest.fixture(scope="module")
-def million() -> Million:
-    now, signer, head, records, naming = build_million()
+@pytest.fixture(scope="module", params=["dict", "HeldRecords"])
+def million(request: pytest.FixtureRequest) -> Million:
+    now, signer, head, plain, naming = build_million()
+    records = plain if request.param == "dict" else HeldRecords(plain)
     index = PartyIndex.of(records, head.size)
     cache = RegistryCache(max_staleness=3600)
     cache.install(
@@ -130,12 +137,38 @@ def million() -> Million:
     return Million(now, signer, head, records, index, cache, naming, list(naming))
 
 
-def _one_change(million: Million, turn: int) -> tuple[dict[str, CachedStatus], str]:
+def _one_change(million: Million, turn: int) -> tuple[dict[str, CachedStatus] | HeldRecords, str]:
     """The next mapping as the verifier makes it: one record changed (its case now names
     another party)."""
+    sid, status = _changed_record(million, turn)
+    return _next_mapping(million.records, sid, status), sid
+
+
+def _changed_record(million: Million, turn: int) -> tuple[str, CachedStatus]:
     sid = million.order[turn % len(million.order)]
     envelope = million.signer.envelope(status_record(sid, party_id(PARTIES + turn), million.now))
-    return {**million.records, sid: held(envelope)}, sid
+    return sid, held(envelope)
+
+
+def _next_mapping(
+    records: dict[str, CachedStatus] | HeldRecords, sid: str, status: CachedStatus
+) -> dict[str, CachedStatus] | HeldRecords:
+    if isinstance(records, HeldRecords):
+        return records.changed({sid: status})
+    return {**records, sid: status}
+
+
+def test_next_mapping_of_one_changed_record_in_the_verifiers_thread(
+    benchmark: Any, million: Million
+) -> None:
+    turns = count(500)
+
+    def next_record() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        sid, status = _changed_record(million, next(turns))
+        return (million.records, sid, status), {}
+
+    made = benchmark.pedantic(_next_mapping, setup=next_record, rounds=20, iterations=1)
+    assert len(made) == STRUCTURES
 
 
 @pytest.mark.parametrize("replaced", ["released", "kept"])
@@ -144,7 +177,7 @@ def test_install_of_one_changed_record_on_the_loop(
 ) -> None:
     turns = count(0 if replaced == "released" else 100)
     last: list[int] = []
-    kept: list[dict[str, CachedStatus]] = []
+    kept: list[dict[str, CachedStatus] | HeldRecords] = []
 
     def next_mapping() -> tuple[tuple[Any, ...], dict[str, Any]]:
         last.append(next(turns))
