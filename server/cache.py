@@ -415,10 +415,13 @@ class RegistryCache:
         superseded: str | None,
         now: datetime | None = None,
         parties: PartyIndex | None = None,
+        changed: Set[str] | None = None,
     ) -> None:
         """Hold ``head`` with ``records`` (all of them with ``replace``, else the ones that
         changed), ``doubtful`` the structures whose record cannot be verified, and ``parties``
-        the index of the records then held (``PartyIndex``), made off the event loop.
+        the index of the records then held (``PartyIndex``), made off the event loop. With
+        ``replace``, ``changed`` names every structure whose record differs from those held
+        before (None: any may), so that the listeners look at those only.
 
         Without ``parties`` made for the very mapping held, the index is made here: from the
         one held and the records changed, or (a new mapping without one) whole.
@@ -466,9 +469,9 @@ class RegistryCache:
         else:
             self._fresh_until = self._counted_from + timedelta(seconds=self.max_staleness)
         if self.listeners and (replace or records):
-            changed = None if replace else records.keys()
+            told = changed if replace else records.keys()
             for listener in self.listeners:
                 try:
-                    listener(self.size, changed)
+                    listener(self.size, told)
                 except Exception:  # a listener's fault must not keep the head from being held
                     log.exception("a change listener failed")

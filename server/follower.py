@@ -105,6 +105,7 @@ class RegistryFollower:
         """One round; returns what was installed. Raises when the poll failed."""
         started = time.monotonic()
         before = self._cache.head
+        base = self._verifier.head  # the verifier's changes are counted from its head
         self._reading = True
         try:
             update = await _in_daemon_thread(self._read, name="registry-follower")
@@ -115,6 +116,18 @@ class RegistryFollower:
         # is made good by the next one, never leaving one head's records under another head.
         # The party index comes with them, made in the verifier's thread: installing is a swap.
         records, parties = self._verifier.verified
+        # The structures changed, when they are all the difference from what the cache holds:
+        # the verifier's changes since its head, which the cache holds too. The listeners
+        # then look at those only (a watch of a district, at each head), not at every one.
+        changed: frozenset[str] | None = None
+        if (
+            not update.replace
+            and (update.adopted or update.records)
+            and before is not None
+            and base is not None
+            and before.same_head(base)
+        ):
+            changed = frozenset(update.records)
         self._cache.install(
             update.head,
             records,
@@ -122,6 +135,7 @@ class RegistryFollower:
             doubtful=update.doubtful,
             superseded=update.superseded,
             parties=parties,
+            changed=changed,
         )
         head = update.head
         if head is not None and (before is None or not head.same_head(before)):

@@ -226,6 +226,27 @@ def test_a_change_that_leaves_the_answer_alone_is_not_sent(
         assert marker.registry_version == flagged
 
 
+def test_the_embedded_gate_tells_its_watches_exactly_the_structures_a_head_changed(
+    served: tuple[GateRegistry, RunningGate],
+) -> None:
+    """A head that changes S-1 and adds S-5: the watches are told those two ids (not "any",
+    which would decide every watched structure again at each head), and a district watch hears
+    the new structure."""
+    registry, gate = served
+    told: list[tuple[int, frozenset[str] | None]] = []
+    gate.app.cache.listeners.append(
+        lambda version, ids: told.append((version, None if ids is None else frozenset(ids)))
+    )
+    with watching(gate.target, water_request(district="110228")) as stream:
+        stream.until_marker()
+        version = registry.load([case("C-1", "S-1", "filed"), structure("S-5")])
+        answers, marker = stream.until_marker(timeout=SOON)
+        assert ("S-1", DENY, "RECORD_CHANGED", ["STRUCTURE_FLAGGED"]) in answers
+        assert any(sid == "S-5" for sid, *_ in answers), answers
+        assert marker.registry_version == version
+    assert (version, frozenset({"S-1", "S-5"})) in told, told
+
+
 def test_changed_ids_told_by_a_shared_cache_are_decided_again_and_sent_only_if_changed(
     served: tuple[GateRegistry, RunningGate],
 ) -> None:
