@@ -31,13 +31,18 @@ from typing import Any, Final, NoReturn, TypeVar
 
 import grpc
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from permitgate_client.v1 import registry_pb2 as pb
 from sqlalchemy.orm import Session
 
 from registry import inbox
+from registry.department_messages import (
+    case_message,
+    notice_message,
+    party_message,
+    permit_message,
+    referral_message,
+)
 from registry.heartbeat import run_blocking
-from registry.inbox import CaseView, NoticeView, PartyView, PermitView, ReferralView
 from registry.monthly_report import month_bounds, monthly_report
 from registry.signed_reads import SignedState, disagreement
 from registry.storage import Database
@@ -98,89 +103,6 @@ class _Refused(Exception):
 async def _abort(context: Context, code: grpc.StatusCode, details: str) -> NoReturn:
     await context.abort(code, details)  # raises
     raise AssertionError("context.abort returned")  # pragma: no cover
-
-
-def _time(stamp: Timestamp, at: datetime | None) -> None:
-    if at is not None:
-        stamp.FromDatetime(at)
-
-
-def _permit(view: PermitView) -> pb.PermitInfo:
-    message = pb.PermitInfo(
-        id=view.id,
-        structure_id=view.structure_id,
-        kind=view.kind,
-        status=view.status,
-        use=view.use or "",
-    )
-    _time(message.issued, view.issued)
-    _time(message.expires, view.expires)
-    return message
-
-
-def _case(view: CaseView) -> pb.CaseInfo:
-    message = pb.CaseInfo(
-        id=view.id,
-        structure_id=view.structure_id,
-        kind=view.kind,
-        stage=view.stage,
-        source=view.source,
-        party=view.party or "",
-        party_suspended=view.party_suspended,
-        decider=view.decider,
-        lead=view.lead,
-        district=view.district,
-        blocking=view.blocking,
-    )
-    _time(message.opened, view.opened)
-    return message
-
-
-def _referral(view: ReferralView) -> pb.Referral:
-    message = pb.Referral(
-        case_id=view.case_id,
-        structure_id=view.structure_id,
-        district=view.district,
-        case_kind=view.case_kind,
-        found_by=view.found_by,
-        referred_to=view.referred_to or "",
-        decision=view.decision or "",
-        answer=view.answer or "",
-        state=view.state.value,
-        overdue=view.overdue,
-    )
-    _time(message.found_at, view.found_at)
-    _time(message.referral_due, view.referral_due)
-    _time(message.referred_at, view.referred_at)
-    _time(message.decided_at, view.decided_at)
-    _time(message.answer_due, view.answer_due)
-    _time(message.answered_at, view.answered_at)
-    return message
-
-
-def _notice(view: NoticeView) -> pb.Notice:
-    message = pb.Notice(
-        id=view.id,
-        structure_id=view.structure_id,
-        district=view.district or "",
-        office=view.office,
-        application_id=view.application_id or "",
-        reasons=list(view.reasons),
-        acknowledged_by=view.acknowledged_by or "",
-        state=view.state.value,
-    )
-    _time(message.created_at, view.created_at)
-    _time(message.acknowledged_at, view.acknowledged_at)
-    return message
-
-
-def _party(view: PartyView) -> pb.Party:
-    return pb.Party(
-        id=view.id,
-        suspended=view.suspended,
-        cases=list(view.cases),
-        suspending_cases=list(view.suspending_cases),
-    )
 
 
 def _given(request: pb.ListRequest, name: str) -> Any:
@@ -257,17 +179,27 @@ class DepartmentReads:
 
         gets = {
             "GetPermit": _Get(
-                "permit", lambda s, i, _: inbox.get_permit(s, i), _permit, pb.PermitInfo, True
+                "permit",
+                lambda s, i, _: inbox.get_permit(s, i),
+                permit_message,
+                pb.PermitInfo,
+                True,
             ),
-            "GetCase": _Get("case", lambda s, i, _: inbox.get_case(s, i), _case, pb.CaseInfo, True),
+            "GetCase": _Get(
+                "case", lambda s, i, _: inbox.get_case(s, i), case_message, pb.CaseInfo, True
+            ),
             "GetReferral": _Get(
                 "referral of case",
                 lambda s, i, now: inbox.get_referral(s, i, now=now),
-                _referral,
+                referral_message,
                 pb.Referral,
             ),
-            "GetNotice": _Get("notice", lambda s, i, _: inbox.get_notice(s, i), _notice, pb.Notice),
-            "GetParty": _Get("party", lambda s, i, _: inbox.get_party(s, i), _party, pb.Party),
+            "GetNotice": _Get(
+                "notice", lambda s, i, _: inbox.get_notice(s, i), notice_message, pb.Notice
+            ),
+            "GetParty": _Get(
+                "party", lambda s, i, _: inbox.get_party(s, i), party_message, pb.Party
+            ),
         }
         handlers = {
             name: unary(self._get_call(get), pb.GetRequest, get.response)
@@ -276,11 +208,11 @@ class DepartmentReads:
         lists: dict[
             str, tuple[Callable[..., inbox.Page[Any]], Callable[[Any], Any], type[Message], str]
         ] = {
-            "ListPermits": (self._permits, _permit, pb.PermitPage, "permits"),
-            "ListCases": (self._cases, _case, pb.CasePage, "cases"),
-            "ListReferrals": (self._referrals, _referral, pb.ReferralPage, "referrals"),
-            "ListNotices": (self._notices, _notice, pb.NoticePage, "notices"),
-            "ListParties": (self._parties, _party, pb.PartyPage, "parties"),
+            "ListPermits": (self._permits, permit_message, pb.PermitPage, "permits"),
+            "ListCases": (self._cases, case_message, pb.CasePage, "cases"),
+            "ListReferrals": (self._referrals, referral_message, pb.ReferralPage, "referrals"),
+            "ListNotices": (self._notices, notice_message, pb.NoticePage, "notices"),
+            "ListParties": (self._parties, party_message, pb.PartyPage, "parties"),
         }
         for name, (fetch, convert, page_type, field) in lists.items():
             handlers[name] = unary(

@@ -44,7 +44,6 @@ from typing import Any, Final
 
 import orjson
 from google.protobuf import json_format
-from google.protobuf.timestamp_pb2 import Timestamp
 from permitgate_client import VerificationError
 from permitgate_client._errors import MalformedError
 from permitgate_client._statements import WriteStatement, statement_department, verify_statement
@@ -53,10 +52,15 @@ from permitgate_client.v1 import registry_pb2 as pb
 from sqlalchemy import bindparam, insert, select, tuple_
 from sqlalchemy.orm import Session
 
+from registry.department_messages import (
+    case_message,
+    notice_message,
+    permit_message,
+    referral_message,
+    timestamp,
+)
 from registry.departments import (
-    CASE_REMIT,
     DECISION_STAGES,
-    LEAD,
     ORDER_STAGES,
     REFERRAL_DAYS,
     Refusal,
@@ -70,6 +74,7 @@ from registry.departments import (
     may_receive_referral,
     may_suspend_party,
 )
+from registry.inbox import case_view, notice_view, permit_view, referral_view
 from registry.log import DepartmentEntry, encode_event, write_digest
 from registry.merkle import leaf_hash
 from registry.record_checks import filed_elsewhere, stage_move_error, unknown_structure
@@ -97,7 +102,7 @@ from registry.storage import (
     table_of,
     values_of,
 )
-from registry.vocabulary import BLOCKING_STAGES, CaseStage, PermitStatus
+from registry.vocabulary import CaseStage, PermitStatus
 from registry.workdays import WorkCalendar
 from registry.writer import HeldMap, Writer, open_writer
 
@@ -107,8 +112,6 @@ __all__ = [
     "Refused",
     "WriteRefused",
     "WriteRequest",
-    "referral_overdue",
-    "referral_state",
 ]
 
 log = logging.getLogger(__name__)
@@ -157,33 +160,6 @@ class WriteRequest:
 
 
 WriteOutcome = pb.WriteResult | WriteRefused
-
-
-def referral_state(row: ReferralRow) -> str:
-    """awaiting_referral, referred, decided or answered (CONTRACT: referral states)."""
-    if row.referred_at is None:
-        return "awaiting_referral"
-    if row.decided_at is None:
-        return "referred"
-    if row.answered_at is None:
-        return "decided"
-    return "answered"
-
-
-def referral_overdue(row: ReferralRow, now: datetime) -> str:
-    """ "referral", "answer" or "" (late now, or late when done)."""
-    if (row.referred_at is None and now > row.referral_due) or (
-        row.referred_at is not None and row.referred_at > row.referral_due
-    ):
-        return "referral"
-    due = row.answer_due
-    if (
-        row.decided_at is not None
-        and due is not None
-        and ((row.answered_at is None and now > due) or (row.answered_at or now) > due)
-    ):
-        return "answer"
-    return ""
 
 
 # --- The state a group of writes works on ------------------------------------------------------
@@ -926,18 +902,20 @@ class DepartmentWrites:
             seq=seq,
             registry_version=size,
             replayed=False,
-            written_at=_timestamp(group.now),
+            written_at=timestamp(group.now),
         )
         for record in change.records:
             if isinstance(record, Permit):
-                result.permit.CopyFrom(_permit_info(record))
+                result.permit.CopyFrom(permit_message(permit_view(record)))
             elif isinstance(record, Case):
-                held = group.held[record.structure]
-                result.case.CopyFrom(_case_info(record, held.structure.district))
+                district = group.held[record.structure].structure.district
+                result.case.CopyFrom(case_message(case_view(record, district)))
         if change.referral is not None:
-            result.referral.CopyFrom(referral_info(change.referral, group.now))
+            view = referral_view(change.referral, group.now)
+            result.referral.CopyFrom(referral_message(view))
         if change.notice is not None:
-            result.notice.CopyFrom(_notice_info(change.notice, change.notice_district))
+            notice = notice_view(change.notice, change.notice_district)
+            result.notice.CopyFrom(notice_message(notice))
         return result
 
 
@@ -1039,84 +1017,3 @@ def _named(claims: list[WriteStatement]) -> tuple[set[str], set[str], set[str]]:
         if isinstance(made, dict) and isinstance(made.get("id"), str):
             structures.add(made["id"])
     return structures, permits, cases
-
-
-def _timestamp(at: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(at.astimezone(UTC))
-    return stamp
-
-
-def _permit_info(permit: Permit) -> pb.PermitInfo:
-    info = pb.PermitInfo(
-        id=permit.id,
-        structure_id=permit.structure,
-        kind=permit.kind.value,
-        status=permit.status.value,
-        issued=_timestamp(permit.issued),
-        use=permit.use or "",
-    )
-    if permit.expires is not None:
-        info.expires.CopyFrom(_timestamp(permit.expires))
-    return info
-
-
-def _case_info(case: Case, district: str) -> pb.CaseInfo:
-    return pb.CaseInfo(
-        id=case.id,
-        structure_id=case.structure,
-        kind=case.kind.value,
-        stage=case.stage.value,
-        source=case.source.value,
-        opened=_timestamp(case.opened),
-        party=case.party or "",
-        party_suspended=case.party_suspended,
-        decider=CASE_REMIT[case.kind].value,
-        lead=LEAD[case.kind].value,
-        district=district,
-        blocking=case.stage in BLOCKING_STAGES,
-    )
-
-
-def referral_info(row: ReferralRow, now: datetime) -> pb.Referral:
-    """A referral row as the API gives it, with its state and whether it is overdue."""
-    info = pb.Referral(
-        case_id=row.case_id,
-        structure_id=row.structure_id,
-        district=row.district,
-        case_kind=row.case_kind,
-        found_by=row.found_by,
-        found_at=_timestamp(row.found_at),
-        referral_due=_timestamp(row.referral_due),
-        referred_to=row.referred_to or "",
-        decision=row.decision or "",
-        answer=row.answer or "",
-        state=referral_state(row),
-        overdue=referral_overdue(row, now),
-    )
-    for name in ("referred_at", "decided_at", "answer_due", "answered_at"):
-        value = getattr(row, name)
-        if value is not None:
-            getattr(info, name).CopyFrom(_timestamp(value))
-    return info
-
-
-def _notice_info(row: NotificationRow, district: str) -> pb.Notice:
-    try:
-        reasons = [str(r.get("code", r)) for r in orjson.loads(row.reasons)]
-    except (orjson.JSONDecodeError, AttributeError, TypeError):
-        reasons = []
-    info = pb.Notice(
-        id=row.id,
-        structure_id=row.structure_id,
-        district=district,
-        office=row.office,
-        application_id=row.application_id or "",
-        reasons=reasons,
-        created_at=_timestamp(row.created_at),
-        acknowledged_by=row.acknowledged_by or "",
-        state="open" if row.acknowledged_at is None else "acknowledged",
-    )
-    if row.acknowledged_at is not None:
-        info.acknowledged_at.CopyFrom(_timestamp(row.acknowledged_at))
-    return info

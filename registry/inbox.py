@@ -40,9 +40,9 @@ from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from registry.departments import CASE_REMIT, LEAD
-from registry.records import format_time, parse_time
+from registry.records import Case, Permit, format_time, parse_time
 from registry.storage import CaseRow, NotificationRow, PermitRow, ReferralRow, StructureRow
-from registry.vocabulary import BLOCKING_STAGES, CaseKind, CaseStage, party_key
+from registry.vocabulary import BLOCKING_STAGES, CaseKind, CaseSource, CaseStage, party_key
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -56,18 +56,22 @@ __all__ = [
     "PermitView",
     "ReferralState",
     "ReferralView",
+    "case_view",
     "cases",
     "get_case",
     "get_notice",
     "get_party",
     "get_permit",
     "get_referral",
+    "notice_view",
     "notices",
     "overdue_by_department",
     "parties",
+    "permit_view",
     "permits",
     "referral_overdue",
     "referral_state",
+    "referral_view",
     "referrals",
 ]
 
@@ -308,6 +312,19 @@ def _permit(row: PermitRow) -> PermitView:
     )
 
 
+def permit_view(permit: Permit) -> PermitView:
+    """A permit record (as a write made it) as the departments see it."""
+    return PermitView(
+        permit.id,
+        permit.structure,
+        permit.kind.value,
+        permit.status.value,
+        permit.issued,
+        permit.expires,
+        permit.use,
+    )
+
+
 def get_permit(session: Session, permit_id: str) -> PermitView | None:
     row = session.get(PermitRow, permit_id)
     return None if row is None else _permit(row)
@@ -341,20 +358,34 @@ def permits(
 
 
 def _case(row: CaseRow, district: str) -> CaseView:
-    kind = CaseKind(row.kind)
+    case = Case(
+        row.id,
+        row.structure_id,
+        CaseKind(row.kind),
+        CaseStage(row.stage),
+        CaseSource(row.source),
+        row.opened,
+        row.party,
+        bool(row.party_suspended),
+    )
+    return case_view(case, district)
+
+
+def case_view(case: Case, district: str) -> CaseView:
+    """A case record as the departments see it, with who decides and who leads its kind."""
     return CaseView(
-        id=row.id,
-        structure_id=row.structure_id,
+        id=case.id,
+        structure_id=case.structure,
         district=district,
-        kind=row.kind,
-        stage=row.stage,
-        source=row.source,
-        opened=row.opened,
-        party=row.party,
-        party_suspended=bool(row.party_suspended),
-        decider=CASE_REMIT[kind].value,
-        lead=LEAD[kind].value,
-        blocking=CaseStage(row.stage) in BLOCKING_STAGES,
+        kind=case.kind.value,
+        stage=case.stage.value,
+        source=case.source.value,
+        opened=case.opened,
+        party=case.party,
+        party_suspended=case.party_suspended,
+        decider=CASE_REMIT[case.kind].value,
+        lead=LEAD[case.kind].value,
+        blocking=case.stage in BLOCKING_STAGES,
     )
 
 
@@ -402,7 +433,7 @@ def cases(
 # --- Notices (Art. 13) ---------------------------------------------------------------------------
 
 
-def _notice(row: NotificationRow, district: str | None) -> NoticeView:
+def notice_view(row: NotificationRow, district: str | None) -> NoticeView:
     reasons = orjson.loads(row.reasons)
     codes = tuple(r["code"] if isinstance(r, dict) else str(r) for r in reasons)
     return NoticeView(
@@ -427,7 +458,7 @@ def _notices_query() -> Select[NotificationRow, str]:
 
 def get_notice(session: Session, notice_id: str) -> NoticeView | None:
     row = session.execute(_notices_query().where(NotificationRow.id == notice_id)).first()
-    return None if row is None else _notice(row[0], row[1])
+    return None if row is None else notice_view(row[0], row[1])
 
 
 def notices(
@@ -474,7 +505,7 @@ def notices(
             or_(n.created_at > after[0], and_(n.created_at == after[0], n.id > after[1]))
         )
     rows = session.execute(query.order_by(n.created_at, n.id).limit(size + 1)).all()
-    items = tuple(_notice(r[0], r[1]) for r in rows[:size])
+    items = tuple(notice_view(r[0], r[1]) for r in rows[:size])
     more = len(rows) > size
     last = items[-1] if items else None
     token = _token("notices", [format_time(last.created_at), last.id]) if more and last else None
@@ -484,7 +515,7 @@ def notices(
 # --- Referrals (Art. 19) -------------------------------------------------------------------------
 
 
-def _referral(row: ReferralRow, now: datetime) -> ReferralView:
+def referral_view(row: ReferralRow, now: datetime) -> ReferralView:
     return ReferralView(
         case_id=row.case_id,
         structure_id=row.structure_id,
@@ -515,7 +546,7 @@ def _referral(row: ReferralRow, now: datetime) -> ReferralView:
 def get_referral(session: Session, case_id: str, *, now: datetime) -> ReferralView | None:
     """The referral of a case, with its state and lateness as of ``now``."""
     row = session.get(ReferralRow, case_id)
-    return None if row is None else _referral(row, _check_now(now))
+    return None if row is None else referral_view(row, _check_now(now))
 
 
 def referrals(
@@ -563,7 +594,7 @@ def referrals(
             or_(r.found_at > after[0], and_(r.found_at == after[0], r.case_id > after[1]))
         )
     rows = list(session.scalars(query.order_by(r.found_at, r.case_id).limit(size + 1)))
-    items = tuple(_referral(row, now) for row in rows[:size])
+    items = tuple(referral_view(row, now) for row in rows[:size])
     more = len(rows) > size
     last = items[-1] if items else None
     token = (
