@@ -391,6 +391,8 @@ class _Watch:
         if self.last.get(sid) == decision:
             return None
         self.last[sid] = decision
+        if self.hub._stale is False and gate.cache.is_stale(now):
+            self.hub._answered_stale = True
         if resume is not None and not _changed_since(record, decision, resume, now):
             return None
         return _change(sid, decision, gate.cache.size, now, cause)
@@ -441,6 +443,10 @@ class WatchHub:
         self.tick = tick
         self._watches: set[_Watch] = set()
         self._stale: bool | None = None
+        # An answer was decided on stale data while the hub still held the data fresh (the
+        # cosignature aged out between two looks): the next look that finds the data fresh
+        # decides every watched structure again, though it saw no flip.
+        self._answered_stale = False
         self._version = gate.cache.size  # the registry version last told of
         self._doubtful: Set[str] = gate.cache.doubtful  # as last seen
         self._checked_at = gate.clock()  # moments up to here have been queued
@@ -481,6 +487,10 @@ class WatchHub:
                 # Every named structure in a changed bucket: those told, and whatever the
                 # change stream's hints left out.
                 watch.buckets_changed(buckets)
+            elif len(structure_ids) > self.queue_limit // 2 and watch.named is None:
+                # A head that changed many records: queued one by one, they could overflow a
+                # wide watch's queue; scanned in chunks instead (those changed since ``before``).
+                watch.rescan_all(RECORD_CHANGED, None if version < before else before)
             else:
                 watch.records_changed(structure_ids)
             if unsure:
@@ -504,9 +514,12 @@ class WatchHub:
     def _staleness_flip(self, now: datetime) -> int | None:
         stale = self.gate.cache.is_stale(now)
         before, self._stale = self._stale, stale
-        if before is None or before == stale:
+        answered_stale, self._answered_stale = self._answered_stale, False
+        if before is None:
             return None
-        return REGISTRY_STALE if stale else REGISTRY_FRESH
+        if before != stale:
+            return REGISTRY_STALE if stale else REGISTRY_FRESH
+        return REGISTRY_FRESH if answered_stale and not stale else None
 
     async def _keep_time(self) -> None:
         while self._watches:

@@ -46,7 +46,7 @@ from permitgate_client.v1 import gate_pb2_grpc
 from tcp_proxy import TcpProxy
 
 from permitgate.cli import main
-from server.watch import MAX_WATCHED_IDS, WatchHub
+from server.watch import MAX_WATCHED_IDS, TICK, WatchHub
 
 WAIT = 5.0  # the longest a test waits for a message it expects
 SOON = 1.5  # an import must reach a watcher within this (the gate polls every 0.2 s)
@@ -245,6 +245,52 @@ def test_the_embedded_gate_tells_its_watches_exactly_the_structures_a_head_chang
         assert any(sid == "S-5" for sid, *_ in answers), answers
         assert marker.registry_version == version
     assert (version, frozenset({"S-1", "S-5"})) in told, told
+
+
+def test_an_answer_decided_stale_between_two_looks_is_decided_again_when_fresh(
+    served: tuple[GateRegistry, RunningGate],
+) -> None:
+    """S-1 told changed while the data is fresh, the cosignature aging out before the reader
+    decides it (REVIEW, REGISTRY_STALE), then a fresh head that changes only S-2 before the
+    hub looks at the clock again: S-1 is decided again and its ALLOW sent, though the hub never
+    saw the data stale."""
+    registry, gate = served
+    hub = hub_of(gate)
+    hub.tick = 3600.0  # the clock's look is left to the installs (after the current tick ends)
+    time.sleep(TICK + 0.2)
+    ahead = [timedelta(0)]
+    gate.app.gate.clock = lambda: datetime.now(UTC) + ahead[0]
+    with watching(gate.target, water_request(["S-1", "S-2"])) as stream:
+        stream.until_marker()
+
+        async def told_then_aged() -> None:  # one step of the loop: the reader runs after it
+            hub.changed(gate.app.cache.size, frozenset({"S-1"}))
+            ahead[0] = timedelta(hours=1)
+
+        gate.run(told_then_aged())
+        answers, _ = stream.until_marker()
+        assert answers == [("S-1", REVIEW, "RECORD_CHANGED", ["REGISTRY_STALE"])]
+        ahead[0] = timedelta(0)
+        registry.load([permit("P-S-2-cw", "S-2", "construction_works")])
+        answers, _ = stream.until_marker(timeout=SOON)
+        assert answers == [("S-1", ALLOW, "REGISTRY_FRESH", [])]
+
+
+def test_a_head_changing_more_than_a_wide_watch_can_queue_is_scanned_not_overflowed(
+    served: tuple[GateRegistry, RunningGate],
+) -> None:
+    """A head that changes more structures than half a district watch's queue holds: they are
+    decided in chunks, as a scan, so the watch hears each change instead of being ended for
+    falling behind."""
+    registry, gate = served
+    hub_of(gate).queue_limit = 2
+    with watching(gate.target, water_request(district="110228")) as stream:
+        stream.until_marker()
+        registry.load([case(f"C-{sid}", sid, "filed") for sid in ("S-1", "S-2", "S-3")])
+        answers, _ = stream.until_marker(timeout=SOON)
+        assert sorted(answers) == [
+            (sid, DENY, "RECORD_CHANGED", ["STRUCTURE_FLAGGED"]) for sid in ("S-1", "S-2", "S-3")
+        ]
 
 
 def test_changed_ids_told_by_a_shared_cache_are_decided_again_and_sent_only_if_changed(
