@@ -71,6 +71,15 @@ def _body(note: bytes) -> bytes:
     return note[: note.find(b"\n\n") + 1]
 
 
+def _entry_order(entry_id: bytes) -> tuple[int, int]:
+    """A stream entry id (``<ms>-<seq>``) as what orders it; a malformed one first."""
+    ms, _, seq = entry_id.partition(b"-")
+    try:
+        return int(ms), int(seq or b"0")
+    except ValueError:
+        return (-1, -1)
+
+
 def _describe(head: RegistryHead) -> str:
     when = "never" if head.cosigned_at is None else f"{head.cosigned_at:%Y-%m-%dT%H:%M:%SZ}"
     return f"serial {head.map.serial}, log size {head.size}, cosigned {when}"
@@ -167,23 +176,26 @@ class SharedFollower:
         interrupted = False  # a read failed: a head may have been announced meanwhile
         while True:
             try:
-                if after is None:
-                    # Reading from the newest entry on: every hint of the next head is seen
-                    # if that entry is a head's own (a head's hints come before it).
-                    after, last = await self.redis.last_change()
-                    continuous = last is None or b"head" in last
+                if after is None or interrupted:
+                    newest, last = await self.redis.last_change()
+                    if after is None or _entry_order(newest) < _entry_order(after):
+                        # Reading from the newest entry on (at the start, or in a stream begun
+                        # again below where it was left: a flushed or failed-over Redis): every
+                        # hint of the next head is seen if that entry is a head's own (a
+                        # head's hints come before it).
+                        after, continuous = newest, last is None or b"head" in last
+                    if interrupted:
+                        # Back after a failed read, resumed from the last entry read: a head
+                        # announced meanwhile (or its entry trimmed) would wait for the
+                        # interval's poll: poll now instead.
+                        interrupted = False
+                        self.wake()
                 entries = await self.redis.changes(after, self.block)
             except RedisFeedError:
-                # Resumed from the last entry read, so nothing still in the stream is missed;
-                # the hints are not trusted whole again until the next head entry.
+                # The hints are not trusted whole again until the next head entry.
                 continuous, interrupted = False, True
                 await asyncio.sleep(min(self.interval, 1.0))
                 continue
-            if interrupted:
-                # Entries trimmed or announced while the stream could not be read would wait
-                # for the interval's poll: poll now instead.
-                interrupted = False
-                self.wake()
             for entry_id, fields in entries:
                 after = entry_id
                 try:

@@ -361,6 +361,38 @@ def test_a_head_announced_while_the_stream_reader_reconnects(shared: Shared) -> 
     wait_for(lambda: shared.answer(TARGET) == DENIED or None, timeout=5)
 
 
+def test_a_head_published_unannounced_while_the_reader_reconnects_is_polled_for(
+    shared: Shared,
+) -> None:
+    """The gate's connections cut, and a head published with no word in the stream before its
+    reader is back: with polls 30 s apart, the reader's return is itself a reason to poll."""
+    shared.start(poll_interval=30.0)
+    assert shared.answer(TARGET) == ALLOW
+    shared.flag_target()
+    assert shared.writer.client.client_kill_filter(_type="normal", skipme=True) >= 1
+    shared.writer.publish(announce=False)
+    wait_for(lambda: shared.answer(TARGET) == DENIED or None, timeout=5)
+
+
+def test_a_stream_begun_again_below_where_the_reader_was(shared: Shared) -> None:
+    """The changes stream deleted while the gate's connections are cut (a flushed or
+    failed-over Redis), its new entries numbered below the last one the reader had read: the
+    reader starts again from the new stream's newest entry, so the next head's announcement
+    still wakes the gate (polls 30 s apart)."""
+    shared.start(poll_interval=30.0)
+    assert shared.answer(TARGET) == ALLOW
+    layout = shared.writer.layout
+    assert shared.writer.client.client_kill_filter(_type="normal", skipme=True) >= 1
+    shared.writer.client.delete(layout.changes)
+    time.sleep(2.0)  # the reader back, at the new stream's start
+    shared.flag_target()
+    newer = shared.writer.publish(announce=False)
+    shared.writer.client.xadd(
+        layout.changes, {"head": newer.serial, "version": newer.size}, id="1-1"
+    )
+    wait_for(lambda: shared.answer(TARGET) == DENIED or None, timeout=5)
+
+
 def test_a_change_the_stream_hides(shared: Shared) -> None:
     """A head published without a word in the changes stream: found by the next poll, and
     TARGET's old record is not kept in the cache (its bucket changed)."""

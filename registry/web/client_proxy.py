@@ -89,6 +89,7 @@ class ClientCertificateProxy:
         try:
             await self._carry_to_upstream(reader, writer)
         finally:
+            writer.close()  # also when cancelled before the page's side was open
             self._carrying.discard(task)
 
     async def _carry_to_upstream(
