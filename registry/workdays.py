@@ -42,6 +42,7 @@ __all__ = [
     "WorkCalendar",
     "YearCalendar",
     "read_calendar",
+    "superseded_years",
 ]
 
 log = logging.getLogger(__name__)
@@ -72,14 +73,21 @@ class YearCalendar:
 class WorkCalendar:
     """Working days over the years that have a calendar file; weekends only for the others."""
 
-    def __init__(self, years: Iterable[YearCalendar]) -> None:
+    def __init__(self, years: Iterable[YearCalendar], *, warn: bool = True) -> None:
         by_year: dict[int, YearCalendar] = {}
         for year in years:
             if year.year in by_year:
                 raise CalendarError(f"two calendars for the year {year.year}")
             by_year[year.year] = year
         self._years: Mapping[int, YearCalendar] = by_year
-        self._warned: set[int] = set()
+        self._warned: set[int] = set() if warn else set(range(1, 10_000))
+
+    def replaced(self, year: int, by: YearCalendar | None) -> WorkCalendar:
+        """This calendar as it was with ``year``'s file ``by`` (None: no file, weekends only):
+        for recomputing a deadline written before that year's file was shipped or replaced.
+        It logs nothing for the years it counts by weekends only."""
+        years = [y for y in self._years.values() if y.year != year]
+        return WorkCalendar(years if by is None else [*years, by], warn=False)
 
     @classmethod
     def load(cls, paths: Iterable[str | Path]) -> WorkCalendar:
@@ -159,6 +167,20 @@ class WorkCalendar:
 
 
 _default: WorkCalendar | None = None
+
+
+def superseded_years() -> list[YearCalendar]:
+    """The years' files the shipped ones replaced (``registry/calendars/superseded/``): a
+    provisional year's file is kept there when the published one replaces it, so that the
+    deadlines written under it can still be recomputed."""
+    folder = resources.files("registry").joinpath("calendars", "superseded")
+    if not folder.is_dir():
+        return []
+    return [
+        _parse(entry.read_text(encoding="utf-8"), f"registry/calendars/superseded/{entry.name}")
+        for entry in sorted(folder.iterdir(), key=lambda entry: entry.name)
+        if entry.name.endswith(".toml")
+    ]
 
 
 def read_calendar(path: Path) -> YearCalendar:

@@ -555,25 +555,70 @@ def test_referral_dues_moved_in_the_database_are_named_by_verify(world: World) -
         ), (shown, problems)
 
 
+def test_a_due_written_before_its_years_calendar_was_shipped_is_not_named(world: World) -> None:
+    """A case found on 2026-09-30, before National Day: the shipped calendar gives 9 October,
+    but a registry that had no 2026 file then (weekends only) wrote 2 October. ``verify`` takes
+    either (the registry gave each in its day); a due no calendar gives is still named."""
+    case = dict(case_write("C-oct")["case"])  # type: ignore[call-overload]
+    case.update(kind="deviates_from_permit", stage="reported", opened="2026-09-30T02:00:00Z")
+    world.write("city-enforcement", "open_case", {"case": case})
+    shipped = datetime(2026, 10, 9, 16, tzinfo=UTC)
+    assert _referral_due(world, "C-oct") == shipped
+    assert verify(world) == []
+    for due, named in (
+        (datetime(2026, 10, 2, 16, tzinfo=UTC), False),  # weekends only: no 2026 file
+        (datetime(2026, 10, 16, 16, tzinfo=UTC), True),  # a week later: no calendar's
+    ):
+        world.registry.sql("UPDATE referral SET referral_due = :t WHERE case_id = 'C-oct'", t=due)
+        problems = verify(world)
+        assert bool(problems) == named, (due, problems)
+        if named:
+            assert problems == [
+                "referral row of C-oct: referral_due is 2026-10-16T16:00:00Z, the working-day "
+                "calendar gives 2026-10-09T16:00:00Z (2 working days from found_at)"
+            ]
+
+
+def _referral_due(world: World, case_id: str) -> datetime:
+    with world.registry.db.snapshot() as session:
+        row = session.get(ReferralRow, case_id)
+        assert row is not None
+        due = row.referral_due
+    return due if due.tzinfo is not None else due.replace(tzinfo=UTC)
+
+
 def test_verify_recomputes_the_dues_with_the_calendar_it_is_given(world: World) -> None:
-    """The same rows against a calendar whose next ten days are all public holidays: every due
-    the shipped calendar gave is named (the audit counts working days itself)."""
+    """A due moved to what a calendar whose next ten days are all public holidays gives: named
+    against the shipped calendar, taken against that one (the audit counts working days by
+    the calendar it is given)."""
     case = dict(case_write("C-held")["case"])  # type: ignore[call-overload]
     case.update(kind="deviates_from_permit", stage="reported")
     world.write("city-enforcement", "open_case", {"case": case})
     today = datetime.now(CITY_TZ).date()
     rest = frozenset(today + timedelta(days=n) for n in range(11))
-    years = {day.year for day in rest}
     holidays = WorkCalendar(
         YearCalendar(year, "test", frozenset(d for d in rest if d.year == year), frozenset())
-        for year in years
+        for year in {day.year for day in rest}
     )
     key = load_verifier(world.registry.keys_dir, "registry")
     assert audit_registry(world.registry.db, key).problems == []
-    problems = audit_registry(world.registry.db, key, calendar=holidays).problems
+    found_at = _referral_found_at(world, "C-held")
+    later = holidays.due(found_at)
+    assert later > WorkCalendar.default().due(found_at) + timedelta(days=5)
+    world.registry.sql("UPDATE referral SET referral_due = :t WHERE case_id = 'C-held'", t=later)
+    problems = audit_registry(world.registry.db, key).problems
     assert len(problems) == 1 and problems[0].startswith(
         "referral row of C-held: referral_due is "
     ), problems
+    assert audit_registry(world.registry.db, key, calendar=holidays).problems == []
+
+
+def _referral_found_at(world: World, case_id: str) -> datetime:
+    with world.registry.db.snapshot() as session:
+        row = session.get(ReferralRow, case_id)
+        assert row is not None
+        at = row.found_at
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _second_text(value: datetime) -> str:
