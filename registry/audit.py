@@ -25,7 +25,7 @@ Trust starts from the registry's public key on disk, never from the database. Th
    already holds opened or issued again), and each ``department_write`` row points at an event
    carrying its statement; with the tables, the ``referral`` rows and notices'
    acknowledgements are rebuilt from the statements and compared, the dues recomputed with the
-   registry's working-day calendar (or as it was before a year's file was shipped or replaced).
+   registry's working-day calendar (a due an earlier calendar gives is named with it).
 
 Every difference is reported, naming the row and the field; memory holds one structure at a time
 besides the map (about 200 bytes a structure). A writer that finds its state empty runs steps
@@ -37,7 +37,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -91,7 +91,7 @@ from registry.storage import (
 from registry.trust import verify_status_record
 from registry.trusted_state import Entry, TrustedState, WrittenRow
 from registry.vocabulary import CaseStage
-from registry.workdays import CITY_TZ, WorkCalendar, YearCalendar, superseded_years
+from registry.workdays import CITY_TZ, WorkCalendar, superseded_years
 
 __all__ = ["AuditReport", "audit_registry", "audit_session", "compare_with_state"]
 
@@ -744,9 +744,6 @@ def _second(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC).replace(microsecond=0)
 
 
-_Calendars = tuple[WorkCalendar, dict[int, list["YearCalendar | None"]]]
-
-
 def _check_referrals(
     session: Session, followed: _Followed, report: AuditReport, calendar: WorkCalendar
 ) -> None:
@@ -754,7 +751,6 @@ def _check_referrals(
     for its times (Art. 19: REFERRAL_DAYS working days from the find, and from the decision)."""
     rows = {row.case_id: row for row in session.scalars(select(ReferralRow))}
     expected = followed.referrals
-    calendars = _calendars(calendar, superseded_years())
     for case_id in sorted(rows.keys() | expected.keys()):
         where = f"referral row of {case_id}"
         row, made = rows.get(case_id), expected.get(case_id)
@@ -774,39 +770,36 @@ def _check_referrals(
                 )
         for name, since in (("referral_due", made.found_at), ("answer_due", made.decided_at)):
             have = _second(getattr(row, name))
-            if since is None:
-                if have is not None:
-                    report.problems.append(f"{where}: {name} is {_shown(have)}, but none is due")
-                continue
-            if have not in _dues(calendars, since):
+            want = None if since is None else _second(calendar.due(since, REFERRAL_DAYS))
+            if have != want:
                 report.problems.append(
                     f"{where}: {name} is {_shown(have)}, the working-day calendar gives "
-                    f"{_shown(_second(calendar.due(since, REFERRAL_DAYS)))} ({REFERRAL_DAYS} "
-                    f"working days from {'found_at' if name == 'referral_due' else 'decided_at'})"
+                    f"{_shown(want)}"
+                    + ("" if since is None else _earlier_calendar(calendar, since, have, name))
                 )
 
 
-def _calendars(calendar: WorkCalendar, earlier: Iterable[YearCalendar]) -> _Calendars:
-    """``calendar``, and for each year the calendars it was before that year's file was shipped
-    (weekends only) or replaced (``earlier``): a due written under any of them is the one the
-    registry gave then."""
-    by_year: dict[int, list[YearCalendar | None]] = {}
-    for year in earlier:
-        by_year.setdefault(year.year, [None]).append(year)
-    return calendar, by_year
-
-
-def _dues(calendars: _Calendars, since: datetime) -> set[datetime | None]:
-    """The dues ``since`` can have had: by the calendar, and by each earlier state of the
-    years the count runs through (the local day of ``since`` to a fortnight after)."""
-    calendar, by_year = calendars
+def _earlier_calendar(
+    calendar: WorkCalendar, since: datetime, have: datetime | None, name: str
+) -> str:
+    """The reason a due differs, when an earlier state of the calendar gives it: a year's file
+    not yet shipped (weekends only), or replaced since (``registry/calendars/superseded/``).
+    Still a difference: nothing records which calendar the registry counted by then, and
+    taking every earlier one would let a database writer move a due by a holiday's length."""
+    start = "found_at" if name == "referral_due" else "decided_at"
+    what = f" ({REFERRAL_DAYS} working days from {start})"
     due = calendar.due(since, REFERRAL_DAYS)
-    dues: set[datetime | None] = {_second(due)}
-    first = since.astimezone(CITY_TZ).year
-    for year in range(first, (due + timedelta(days=14)).astimezone(CITY_TZ).year + 1):
-        for was in by_year.get(year, [None]):
-            dues.add(_second(calendar.replaced(year, was).due(since, REFERRAL_DAYS)))
-    return dues
+    years = {since.astimezone(CITY_TZ).year, due.astimezone(CITY_TZ).year}
+    superseded = superseded_years()
+    for year in sorted(years):
+        for was in [None, *(y for y in superseded if y.year == year)]:
+            if _second(calendar.replaced(year, was).due(since, REFERRAL_DAYS)) == have:
+                file = "no file" if was is None else f"the file {was.source!r}"
+                return (
+                    f"{what}; the calendar with {file} for {year} gives the row's due: if the "
+                    "registry counted by that calendar then, re-date the row by it"
+                )
+    return what
 
 
 def _check_acknowledged(session: Session, followed: _Followed, report: AuditReport) -> None:

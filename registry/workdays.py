@@ -80,7 +80,8 @@ class WorkCalendar:
                 raise CalendarError(f"two calendars for the year {year.year}")
             by_year[year.year] = year
         self._years: Mapping[int, YearCalendar] = by_year
-        self._warned: set[int] = set() if warn else set(range(1, 10_000))
+        self._warn = warn
+        self._warned: set[int] = set()
 
     def replaced(self, year: int, by: YearCalendar | None) -> WorkCalendar:
         """This calendar as it was with ``year``'s file ``by`` (None: no file, weekends only):
@@ -132,7 +133,7 @@ class WorkCalendar:
         """Whether people work on ``day``: a make-up day, or a weekday that is no holiday."""
         calendar = self._years.get(day.year)
         if calendar is None:
-            if day.year not in self._warned:
+            if self._warn and day.year not in self._warned:
                 self._warned.add(day.year)
                 log.warning(
                     "no working-day calendar for %d: counting weekends only (public holidays "

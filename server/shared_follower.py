@@ -174,6 +174,7 @@ class SharedFollower:
         after: bytes | None = None
         continuous = False  # every entry since the last head entry was read
         interrupted = False  # a read failed: a head may have been announced meanwhile
+        polled = False  # the follower was woken for this outage already
         while True:
             try:
                 if after is None or interrupted:
@@ -187,10 +188,13 @@ class SharedFollower:
                     if interrupted:
                         # Back after a failed read, resumed from the last entry read: a head
                         # announced meanwhile (or its entry trimmed) would wait for the
-                        # interval's poll: poll now instead.
+                        # interval's poll: poll now instead (once an outage).
                         interrupted = False
-                        self.wake()
+                        if not polled:
+                            polled = True
+                            self.wake()
                 entries = await self.redis.changes(after, self.block)
+                polled = False
             except RedisFeedError:
                 # The hints are not trusted whole again until the next head entry.
                 continuous, interrupted = False, True

@@ -477,24 +477,31 @@ class WatchHub:
         flip = self._staleness_flip(self.gate.clock())
         if flip is None and version == before and structure_ids is None and not unsure:
             return  # the same head again (the embedded follower installs each poll whole)
+        since = None if version < before else before
         for watch in self._watches:
-            if flip is not None:
-                watch.rescan_all(flip)
-            elif structure_ids is None:
-                if version != before:
-                    watch.rescan_all(RECORD_CHANGED, None if version < before else before)
-            elif (buckets := self.gate.cache.changed_buckets) and watch.named is not None:
-                # Every named structure in a changed bucket: those told, and whatever the
-                # change stream's hints left out.
-                watch.buckets_changed(buckets)
-            elif len(structure_ids) > self.queue_limit // 2 and watch.named is None:
-                # A head that changed many records: queued one by one, they could overflow a
-                # wide watch's queue; scanned in chunks instead (those changed since ``before``).
-                watch.rescan_all(RECORD_CHANGED, None if version < before else before)
+            told = 0 if structure_ids is None else len(structure_ids)
+            if watch.named is None and watch.waiting + told + len(unsure) > self.queue_limit // 2:
+                # Too many to queue one by one (a wide watch's queue could overflow): scanned
+                # in chunks instead, deciding those changed since ``before``, the cautionary
+                # answers and the doubtful structures again.
+                if flip is not None:
+                    watch.rescan_all(flip)
+                else:
+                    watch.rescan_all(RECORD_CHANGED, since)
             else:
-                watch.records_changed(structure_ids)
-            if unsure:
-                watch.records_changed(unsure)
+                if flip is not None:
+                    watch.rescan_all(flip)
+                elif structure_ids is None:
+                    if version != before:
+                        watch.rescan_all(RECORD_CHANGED, since)
+                elif (buckets := self.gate.cache.changed_buckets) and watch.named is not None:
+                    # Every named structure in a changed bucket: those told, and whatever the
+                    # change stream's hints left out.
+                    watch.buckets_changed(buckets)
+                else:
+                    watch.records_changed(structure_ids)
+                if unsure:
+                    watch.records_changed(unsure)
             watch.mark(version, self._checked_at)
 
     def look_at_the_clock(self) -> None:
@@ -555,6 +562,7 @@ class WatchHub:
         if not self._watches:  # nothing waits for a moment: begin the clock's count now
             self._checked_at = self.gate.clock()
             self._stale = self.gate.cache.is_stale(self._checked_at)
+            self._answered_stale = False
         self._watches.add(watch)
         if self._clock is None or self._clock.done():
             self._clock = asyncio.get_running_loop().create_task(self._keep_time())

@@ -555,28 +555,31 @@ def test_referral_dues_moved_in_the_database_are_named_by_verify(world: World) -
         ), (shown, problems)
 
 
-def test_a_due_written_before_its_years_calendar_was_shipped_is_not_named(world: World) -> None:
-    """A case found on 2026-09-30, before National Day: the shipped calendar gives 9 October,
-    but a registry that had no 2026 file then (weekends only) wrote 2 October. ``verify`` takes
-    either (the registry gave each in its day); a due no calendar gives is still named."""
+def test_a_due_an_earlier_calendar_gives_is_named_with_that_calendar(world: World) -> None:
+    """A case found on 2026-09-30, before National Day: the shipped calendar gives 9 October.
+    A row saying 2 October (what a calendar with no 2026 file gives) is named all the same,
+    since nothing shows the registry counted by that calendar, with the calendar that gives it;
+    a row saying 16 October, which no calendar gives, is named without."""
     case = dict(case_write("C-oct")["case"])  # type: ignore[call-overload]
     case.update(kind="deviates_from_permit", stage="reported", opened="2026-09-30T02:00:00Z")
     world.write("city-enforcement", "open_case", {"case": case})
-    shipped = datetime(2026, 10, 9, 16, tzinfo=UTC)
-    assert _referral_due(world, "C-oct") == shipped
+    assert _referral_due(world, "C-oct") == datetime(2026, 10, 9, 16, tzinfo=UTC)
     assert verify(world) == []
-    for due, named in (
-        (datetime(2026, 10, 2, 16, tzinfo=UTC), False),  # weekends only: no 2026 file
-        (datetime(2026, 10, 16, 16, tzinfo=UTC), True),  # a week later: no calendar's
+    named = (
+        "referral row of C-oct: referral_due is {}, the working-day calendar gives "
+        "2026-10-09T16:00:00Z (2 working days from found_at)"
+    )
+    for due, problem in (
+        (
+            datetime(2026, 10, 2, 16, tzinfo=UTC),
+            named.format("2026-10-02T16:00:00Z")
+            + "; the calendar with no file for 2026 gives the row's due: if the registry "
+            "counted by that calendar then, re-date the row by it",
+        ),
+        (datetime(2026, 10, 16, 16, tzinfo=UTC), named.format("2026-10-16T16:00:00Z")),
     ):
         world.registry.sql("UPDATE referral SET referral_due = :t WHERE case_id = 'C-oct'", t=due)
-        problems = verify(world)
-        assert bool(problems) == named, (due, problems)
-        if named:
-            assert problems == [
-                "referral row of C-oct: referral_due is 2026-10-16T16:00:00Z, the working-day "
-                "calendar gives 2026-10-09T16:00:00Z (2 working days from found_at)"
-            ]
+        assert verify(world) == [problem]
 
 
 def _referral_due(world: World, case_id: str) -> datetime:
