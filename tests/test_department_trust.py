@@ -563,7 +563,7 @@ def test_a_due_an_earlier_calendar_gives_is_named_with_that_calendar(world: Worl
     case = dict(case_write("C-oct")["case"])  # type: ignore[call-overload]
     case.update(kind="deviates_from_permit", stage="reported", opened="2026-09-30T02:00:00Z")
     world.write("city-enforcement", "open_case", {"case": case})
-    assert _referral_due(world, "C-oct") == datetime(2026, 10, 9, 16, tzinfo=UTC)
+    assert _referral_time(world, "C-oct", "referral_due") == datetime(2026, 10, 9, 16, tzinfo=UTC)
     assert verify(world) == []
     named = (
         "referral row of C-oct: referral_due is {}, the working-day calendar gives "
@@ -582,12 +582,13 @@ def test_a_due_an_earlier_calendar_gives_is_named_with_that_calendar(world: Worl
         assert verify(world) == [problem]
 
 
-def _referral_due(world: World, case_id: str) -> datetime:
+def _referral_time(world: World, case_id: str, name: str) -> datetime:
+    """A time of a referral row, aware (SQLite gives it back naive, in UTC)."""
     with world.registry.db.snapshot() as session:
         row = session.get(ReferralRow, case_id)
         assert row is not None
-        due = row.referral_due
-    return due if due.tzinfo is not None else due.replace(tzinfo=UTC)
+        at: datetime = getattr(row, name)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def test_verify_recomputes_the_dues_with_the_calendar_it_is_given(world: World) -> None:
@@ -605,7 +606,7 @@ def test_verify_recomputes_the_dues_with_the_calendar_it_is_given(world: World) 
     )
     key = load_verifier(world.registry.keys_dir, "registry")
     assert audit_registry(world.registry.db, key).problems == []
-    found_at = _referral_found_at(world, "C-held")
+    found_at = _referral_time(world, "C-held", "found_at")
     later = holidays.due(found_at)
     assert later > WorkCalendar.default().due(found_at) + timedelta(days=5)
     world.registry.sql("UPDATE referral SET referral_due = :t WHERE case_id = 'C-held'", t=later)
@@ -614,14 +615,6 @@ def test_verify_recomputes_the_dues_with_the_calendar_it_is_given(world: World) 
         "referral row of C-held: referral_due is "
     ), problems
     assert audit_registry(world.registry.db, key, calendar=holidays).problems == []
-
-
-def _referral_found_at(world: World, case_id: str) -> datetime:
-    with world.registry.db.snapshot() as session:
-        row = session.get(ReferralRow, case_id)
-        assert row is not None
-        at = row.found_at
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _second_text(value: datetime) -> str:
