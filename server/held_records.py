@@ -2,10 +2,10 @@
 
 The verifier never changes the mapping the cache answers from: each new head makes a new one,
 which the cache takes whole (``server.verifier``). Copying a whole dict for that holds the GIL
-for the whole copy, about 55 ms at a million structures, and the event loop answers nothing
+for the whole copy, 25-55 ms at a million structures, and the event loop answers nothing
 meanwhile. ``HeldRecords`` splits the records into ``SHARDS`` dicts by the id's hash; a change
-copies only the shards it touches (a few thousand entries each at a million), so a head that
-changes a few records costs microseconds, whatever the size of the registry.
+copies only the shards it touches (about a thousand entries each at a million), so a head that
+changes one record costs about 0.1 ms there (``benchmarks/micro/test_party_index.py``).
 
 Reads cost one more index than a dict's. The shards are never changed once the mapping is
 made, so one mapping may be read by the event loop while the verifier makes the next.
