@@ -18,13 +18,13 @@ as they are.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
 from permitgate_client import VerificationError
 
-from registry.inbox import CaseView, PermitView
+from registry.inbox import CaseView, PermitView, case_view, permit_view
 from registry.records import StatusRecord
 from registry.service_state import ServedState
 from server.cache import read_status_record
@@ -66,12 +66,14 @@ def _signed_record(
     return parsed[structure_id]
 
 
-def _differs(what: str, row: dict[str, Any], signed: dict[str, Any]) -> str | None:
-    for name, value in row.items():
-        if _comparable(signed.get(name)) != _comparable(value):
+def _differs(what: str, row: CaseView | PermitView, signed: CaseView | PermitView) -> str | None:
+    """The first field in which the view of the row differs from the view of the signed
+    record (the same conversion, ``registry.inbox``, made both)."""
+    for name in (field.name for field in fields(row)):
+        value, want = getattr(row, name), getattr(signed, name)
+        if _comparable(want) != _comparable(value):
             return (
-                f"{what}: the table says {name} = {value!s}, the registry's signed record "
-                f"{signed.get(name)!s}"
+                f"{what}: the table says {name} = {value!s}, the registry's signed record {want!s}"
             )
     return None
 
@@ -81,53 +83,20 @@ def disagreement(state: ServedState, views: Iterable[CaseView | PermitView]) -> 
     log size ``state.size``); None when every view is what the registry signed."""
     parsed: dict[str, StatusRecord | str] = {}
     for view in views:
+        what = f"{type(view).__name__.removesuffix('View').lower()} {view.id}"
         record = _signed_record(state, view.structure_id, parsed)
         if isinstance(record, str):
-            return f"{type(view).__name__.removesuffix('View').lower()} {view.id}: {record}"
+            return f"{what}: {record}"
+        signed: CaseView | PermitView | None
         if isinstance(view, CaseView):
             case = next((c for c in record.cases if c.id == view.id), None)
-            if case is None:
-                return f"case {view.id}: not in the signed record of {view.structure_id}"
-            why = _differs(
-                f"case {view.id}",
-                {
-                    "kind": view.kind,
-                    "stage": view.stage,
-                    "source": view.source,
-                    "opened": view.opened,
-                    "party": view.party,
-                    "party_suspended": view.party_suspended,
-                },
-                {
-                    "kind": case.kind.value,
-                    "stage": case.stage.value,
-                    "source": case.source.value,
-                    "opened": case.opened,
-                    "party": case.party,
-                    "party_suspended": case.party_suspended,
-                },
-            )
+            signed = None if case is None else case_view(case, view.district)
         else:
             permit = next((p for p in record.permits if p.id == view.id), None)
-            if permit is None:
-                return f"permit {view.id}: not in the signed record of {view.structure_id}"
-            why = _differs(
-                f"permit {view.id}",
-                {
-                    "kind": view.kind,
-                    "status": view.status,
-                    "issued": view.issued,
-                    "expires": view.expires,
-                    "use": view.use,
-                },
-                {
-                    "kind": permit.kind.value,
-                    "status": permit.status.value,
-                    "issued": permit.issued,
-                    "expires": permit.expires,
-                    "use": permit.use,
-                },
-            )
+            signed = None if permit is None else permit_view(permit)
+        if signed is None:
+            return f"{what}: not in the signed record of {view.structure_id}"
+        why = _differs(what, view, signed)
         if why is not None:
             return why
     return None
